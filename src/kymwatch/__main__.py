@@ -1,0 +1,5 @@
+"""Allow ``python -m kymwatch``."""
+
+from kymwatch.cli import main
+
+raise SystemExit(main())

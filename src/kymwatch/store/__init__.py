@@ -1,0 +1,57 @@
+"""Store layer: the kymflow Zarr dataset layout, records, artifacts and tables."""
+
+from kymwatch.store.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
+from kymwatch.store.dataset import Mode, ZarrDataset, detect_zarr_format, utc_now_iso
+from kymwatch.store.layout import (
+    ANALYSIS_DIR,
+    IMAGES_DIR,
+    INDEX_DIR,
+    TABLES_DIR,
+    ArtifactFormat,
+    ArtifactRef,
+    PathKind,
+    StorePath,
+    artifact_file_name,
+    artifact_from_path,
+    is_temporary_name,
+    is_valid_image_id,
+    parse_store_path,
+    validate_image_id,
+    validate_table_name,
+)
+from kymwatch.store.record import ZarrImageRecord
+from kymwatch.store.scan import Fingerprint, RecordFiles, scan_dataset, scan_record
+from kymwatch.store.tables import read_table_file, table_fingerprint, write_table_file
+
+__all__ = [
+    "ANALYSIS_DIR",
+    "IMAGES_DIR",
+    "INDEX_DIR",
+    "TABLES_DIR",
+    "ArtifactFormat",
+    "ArtifactRef",
+    "Fingerprint",
+    "Mode",
+    "PathKind",
+    "RecordFiles",
+    "StorePath",
+    "ZarrDataset",
+    "ZarrImageRecord",
+    "artifact_file_name",
+    "artifact_from_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "detect_zarr_format",
+    "is_temporary_name",
+    "is_valid_image_id",
+    "parse_store_path",
+    "read_table_file",
+    "remove_stale_temporaries",
+    "scan_dataset",
+    "scan_record",
+    "table_fingerprint",
+    "utc_now_iso",
+    "validate_image_id",
+    "validate_table_name",
+    "write_table_file",
+]

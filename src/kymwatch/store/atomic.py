@@ -1,0 +1,71 @@
+"""Atomic file writes: a temporary file in the same folder, then ``os.replace``.
+
+A reader sees either the old file or the new one, never a torn one. Temporary
+names start with ``.`` and end with ``.tmp``, so path classifiers ignore them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["atomic_write", "atomic_write_bytes", "remove_stale_temporaries", "temporary_sibling"]
+
+_TMP_SUFFIX = ".tmp"
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A fresh temporary path next to ``path`` (same folder, so same file system)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, fsync: bool = True) -> None:
+    """Write ``path`` atomically: ``write`` gets a temporary path to fill.
+
+    Args:
+        path: The final file.
+        write: Writes the complete content to the path it is given.
+        fsync: Flush the data to disk before the rename (crash safety).
+    """
+    with _replacing(path, fsync=fsync) as tmp:
+        write(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=fsync)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete leftover temporaries of :func:`atomic_write` in ``folder`` (after a crash).
+
+    Only call this while holding the lock that guards writes into ``folder``.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

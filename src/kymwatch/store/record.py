@@ -1,0 +1,213 @@
+"""One record of a dataset: ``images/<image_id>/`` and its analysis artifacts."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
+from kymwatch.store.atomic import atomic_write, atomic_write_bytes
+from kymwatch.store.layout import (
+    ANALYSIS_ARRAYS_DIR,
+    ANALYSIS_DIR,
+    ArtifactFormat,
+    artifact_file_name,
+    is_temporary_name,
+    split_artifact_file,
+    validate_artifact_name,
+    validate_image_id,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kymwatch.store.dataset import ZarrDataset
+
+__all__ = ["ZarrImageRecord"]
+
+_JSON_FORMATS = (ArtifactFormat.JSON, ArtifactFormat.JSON_GZ)
+
+
+class ZarrImageRecord:
+    """A record group ``images/<image_id>/`` with its artifacts.
+
+    Artifacts are plain files under ``analysis/``; every write is atomic. Reads raise
+    :class:`ArtifactNotFoundError` when no file exists and
+    :class:`ArtifactUnreadableError` when a file exists but cannot be parsed.
+    """
+
+    def __init__(self, dataset: ZarrDataset, image_id: str) -> None:
+        self.dataset = dataset
+        self.image_id = validate_image_id(image_id)
+        self.path = dataset.images_path / image_id
+        self.analysis_path = self.path / ANALYSIS_DIR
+
+    def __repr__(self) -> str:
+        return f"ZarrImageRecord({self.image_id!r})"
+
+    # -- metadata -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """True while the record folder exists."""
+        return self.path.is_dir()
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The record group's attributes (``.zattrs`` or ``zarr.json``), {} if absent."""
+        for name, key in ((".zattrs", None), ("zarr.json", "attributes")):
+            f = self.path / name
+            if f.is_file():
+                data = json.loads(f.read_bytes() or b"{}")
+                return dict(data.get(key, {}) if key else data)
+        return {}
+
+    def load_array(self) -> np.ndarray[Any, Any]:
+        """The pixel array ``data`` of this record."""
+        import zarr
+
+        arr = zarr.open_array(str(self.path / "data"), mode="r")
+        return arr[...]  # type: ignore[no-any-return]
+
+    # -- artifact paths -------------------------------------------------------------------
+    def artifact_path(self, name: str, fmt: ArtifactFormat) -> Path:
+        """Where artifact ``name`` in format ``fmt`` lives (whether or not it exists)."""
+        return self.analysis_path / artifact_file_name(name, fmt)
+
+    def find_artifact(
+        self, name: str, formats: Sequence[ArtifactFormat]
+    ) -> tuple[Path, ArtifactFormat] | None:
+        """The first existing file of ``name`` among ``formats`` (in order), or None."""
+        for fmt in formats:
+            p = self.artifact_path(name, fmt)
+            if os.path.lexists(p):
+                return p, fmt
+        return None
+
+    def list_analysis_keys(self) -> list[str]:
+        """Sorted artifact names present under ``analysis/`` (each once, any format)."""
+        names: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.analysis_path):
+            dirnames[:] = [d for d in dirnames if not is_temporary_name(d)]
+            rel_dir = os.path.relpath(dirpath, self.analysis_path)
+            for fname in filenames:
+                if is_temporary_name(fname):
+                    continue
+                rel = fname if rel_dir == "." else f"{rel_dir}/{fname}".replace(os.sep, "/")
+                split = split_artifact_file(rel)
+                if split is not None:
+                    names.add(split[0])
+        return sorted(names)
+
+    def _require(self, name: str, formats: Sequence[ArtifactFormat]) -> tuple[Path, ArtifactFormat]:
+        found = self.find_artifact(name, formats)
+        if found is None:
+            looked = tuple(artifact_file_name(name, f) for f in formats)
+            raise ArtifactNotFoundError(self.image_id, name, looked)
+        path, fmt = found
+        if path.is_symlink():
+            raise ArtifactUnreadableError(
+                self.image_id, name, str(path), "symbolic links are not followed"
+            )
+        return found
+
+    def _read_bytes(self, name: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+
+    # -- writes ---------------------------------------------------------------------------
+    def _before_write(self) -> None:
+        self.dataset.check_writable()
+
+    def save_json(self, name: str, obj: Any) -> Path:
+        """Write artifact ``name`` as ``analysis/<name>.json`` (atomically)."""
+        self._before_write()
+        path = self.artifact_path(name, ArtifactFormat.JSON)
+        atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+        return path
+
+    def save_df_parquet(self, name: str, df: pd.DataFrame) -> Path:
+        """Write artifact ``name`` as ``analysis/<name>.parquet`` (atomically)."""
+        self._before_write()
+        path = self.artifact_path(name, ArtifactFormat.PARQUET)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        return path
+
+    def save_df_csv_gz(self, name: str, df: pd.DataFrame) -> Path:
+        """Write artifact ``name`` as ``analysis/<name>.csv.gz`` (atomically)."""
+        self._before_write()
+        path = self.artifact_path(name, ArtifactFormat.CSV_GZ)
+        data = gzip.compress(df.to_csv(index=False).encode(), mtime=0)
+        atomic_write_bytes(path, data)
+        return path
+
+    def save_array_artifact(self, name: str, arr: np.ndarray[Any, Any]) -> Path:
+        """Write an N-D array artifact to ``analysis_arrays/<name>/data`` (zarr format 2)."""
+        import zarr
+
+        self._before_write()
+        path = self.path / ANALYSIS_ARRAYS_DIR / validate_artifact_name(name) / "data"
+        if path.exists():
+            shutil.rmtree(path)
+        zarr.create_array(str(path), data=arr, zarr_format=self.dataset.zarr_format)
+        return path
+
+    def delete_artifact(self, name: str) -> list[Path]:
+        """Remove every file of artifact ``name`` (any format); returns what was removed."""
+        self._before_write()
+        removed = []
+        for fmt in ArtifactFormat:
+            p = self.artifact_path(name, fmt)
+            if os.path.lexists(p):
+                p.unlink()
+                removed.append(p)
+        return removed
+
+    # -- reads ----------------------------------------------------------------------------
+    def load_json(self, name: str) -> Any:
+        """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``."""
+        path, fmt = self._require(name, _JSON_FORMATS)
+        raw = self._read_bytes(name, path)
+        try:
+            text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
+            return json.loads(text)
+        except (OSError, EOFError, ValueError) as e:
+            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+
+    def load_df_parquet(self, name: str) -> pd.DataFrame:
+        """Read artifact ``analysis/<name>.parquet``."""
+        path, _ = self._require(name, (ArtifactFormat.PARQUET,))
+        raw = self._read_bytes(name, path)
+        try:
+            return pq.read_table(pa.BufferReader(raw)).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+
+    def load_df_csv_gz(self, name: str) -> pd.DataFrame:
+        """Read artifact ``analysis/<name>.csv.gz``."""
+        path, _ = self._require(name, (ArtifactFormat.CSV_GZ,))
+        raw = self._read_bytes(name, path)
+        try:
+            return pd.read_csv(io.BytesIO(gzip.decompress(raw)))
+        except (OSError, EOFError, ValueError, pd.errors.ParserError) as e:
+            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+
+    def load_df(self, name: str, formats: Sequence[ArtifactFormat]) -> pd.DataFrame:
+        """Read the first present tabular file of ``name`` among ``formats``."""
+        _, fmt = self._require(name, formats)
+        if fmt is ArtifactFormat.PARQUET:
+            return self.load_df_parquet(name)
+        if fmt is ArtifactFormat.CSV_GZ:
+            return self.load_df_csv_gz(name)
+        raise ValueError(f"{fmt} is not a tabular format")

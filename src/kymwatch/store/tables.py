@@ -1,0 +1,56 @@
+"""Dataset tables: ``tables/<name>.parquet``, written atomically under a store lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from kymwatch.store.atomic import atomic_write
+from kymwatch.store.layout import INDEX_DIR, TABLES_DIR, validate_table_name
+from kymwatch.store.scan import Fingerprint
+
+__all__ = ["read_table_file", "table_fingerprint", "table_lock", "table_path", "write_table_file"]
+
+_LOCK_NAME = "tables.lock"
+
+
+def table_path(root: Path, name: str) -> Path:
+    """The file of table ``name``."""
+    return root / TABLES_DIR / f"{validate_table_name(name)}.parquet"
+
+
+def table_lock(root: Path, timeout: float = -1) -> FileLock:
+    """The inter-process lock that serialises table read-modify-writes on one dataset.
+
+    It is re-entrant within a process and released by the OS if the holder dies.
+    """
+    lock_dir = root / INDEX_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(lock_dir / _LOCK_NAME, timeout=timeout)
+
+
+def table_fingerprint(path: Path) -> Fingerprint | None:
+    """The fingerprint of a table file, or None if it does not exist."""
+    try:
+        return Fingerprint.of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read one table file (raises FileNotFoundError if absent)."""
+    return pq.read_table(path).to_pandas()
+
+
+def write_table_file(path: Path, df: pd.DataFrame) -> Fingerprint:
+    """Replace one table file atomically; returns the new file's fingerprint."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    fp = table_fingerprint(path)
+    assert fp is not None
+    return fp
