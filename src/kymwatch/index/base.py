@@ -1,0 +1,182 @@
+"""The indexer protocol, per-record outcomes and the typed-row helpers indexers share."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from kymwatch.errors import ArtifactInvalidError
+from kymwatch.store import ZarrImageRecord, validate_table_name
+
+__all__ = [
+    "DatasetIndexer",
+    "OutcomeStatus",
+    "RecordOutcome",
+    "UpdateReport",
+    "conform_rows",
+    "empty_table",
+    "ensure_image_id_column",
+    "normalize_table_name",
+]
+
+IMAGE_ID = "image_id"
+
+
+@runtime_checkable
+class DatasetIndexer(Protocol):
+    """Derives the rows of one dataset table from each record's artifacts.
+
+    Attributes:
+        name: Stable identifier of the indexer (used in logs and state).
+        table_name: The table it owns (``tables/<table_name>.parquet``).
+        schema_version: Bump when the rows it produces change meaning; a daemon
+            rebuilds the table when the version it indexed with differs.
+        artifact_names: The artifact names it reads; a change to any file of these
+            names (any format) re-runs this indexer for that record.
+        columns: Table column → pandas dtype, ``image_id`` first.
+    """
+
+    name: str
+    table_name: str
+    schema_version: int
+    artifact_names: frozenset[str]
+    columns: Mapping[str, str]
+
+    def required_columns(self) -> list[str]:
+        """Columns every table of this indexer has, in order (``image_id`` first)."""
+        ...
+
+    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
+        """The typed rows of one record.
+
+        Raises:
+            ArtifactNotFoundError: the record has none of the artifacts read.
+            ArtifactUnreadableError: an artifact file cannot be parsed.
+            ArtifactInvalidError: an artifact parsed but does not fit the schema.
+        """
+        ...
+
+
+class OutcomeStatus(enum.StrEnum):
+    """What happened to one record in one indexer; the value is the log event name."""
+
+    INDEXED = "record_indexed"
+    MISSING = "artifact_missing"
+    UNREADABLE = "artifact_unreadable"
+    INVALID = "artifact_invalid"
+    REMOVED = "record_removed"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """The result of indexing one record with one indexer.
+
+    Attributes:
+        image_id: The record.
+        indexer: The indexer's name.
+        status: What happened.
+        rows: Rows the table now holds for the record (kept rows for unreadable/invalid).
+        keys: For MISSING, the artifact files looked for.
+        path: The artifact file read (or that failed).
+        error: For UNREADABLE/INVALID, the reason.
+    """
+
+    image_id: str
+    indexer: str
+    status: OutcomeStatus
+    rows: int = 0
+    keys: tuple[str, ...] = ()
+    path: str | None = None
+    error: str | None = None
+
+    @property
+    def keeps_old_rows(self) -> bool:
+        """True when the table keeps the rows it already had for this record."""
+        return self.status in (OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReport:
+    """What one ``update_images``/``rebuild`` call did to one table."""
+
+    indexer: str
+    table_name: str
+    outcomes: tuple[RecordOutcome, ...]
+    table_rows: int
+    rows_written: int
+    table_written: bool
+    duration_ms: float
+
+    def count(self, status: OutcomeStatus) -> int:
+        """How many records ended with ``status``."""
+        return sum(1 for o in self.outcomes if o.status is status)
+
+
+def normalize_table_name(name: str) -> str:
+    """Lower-case ``name`` and turn runs of other characters into ``_`` (``"Radon Report"``
+    → ``"radon_report"``); raises InvalidNameError if nothing usable is left."""
+    slug = re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+    return validate_table_name(slug)
+
+
+def ensure_image_id_column(df: pd.DataFrame, image_id: str) -> pd.DataFrame:
+    """A copy of ``df`` whose first column ``image_id`` holds ``image_id`` on every row."""
+    out = df.drop(columns=[IMAGE_ID], errors="ignore")
+    out.insert(0, IMAGE_ID, pd.Series([image_id] * len(out), index=out.index, dtype="string"))
+    return out
+
+
+def empty_table(columns: Mapping[str, str]) -> pd.DataFrame:
+    """A table with no rows and the given typed columns."""
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
+
+
+def conform_rows(
+    df: pd.DataFrame,
+    columns: Mapping[str, str],
+    *,
+    image_id: str,
+    key: str,
+    path: str,
+    must_have: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Cast artifact rows to the table schema: declared columns in order, typed.
+
+    Columns the artifact lacks become nulls (unless listed in ``must_have``); columns
+    the schema does not declare are dropped.
+
+    Raises:
+        ArtifactInvalidError: a ``must_have`` column is absent or a value cannot be cast.
+    """
+    absent = [c for c in must_have if c not in df.columns]
+    if absent:
+        raise ArtifactInvalidError(image_id, key, path, f"missing column(s) {absent}")
+    df = ensure_image_id_column(df.reset_index(drop=True), image_id)
+    out: dict[str, pd.Series] = {}
+    for col, dtype in columns.items():
+        if col not in df.columns:
+            out[col] = pd.Series([None] * len(df), dtype=dtype)
+            continue
+        try:
+            out[col] = _cast(df[col], dtype)
+        except (TypeError, ValueError, OverflowError) as e:
+            reason = f"column {col!r} cannot be read as {dtype}: {e}"
+            raise ArtifactInvalidError(image_id, key, path, reason) from e
+    return pd.DataFrame(out)
+
+
+def _cast(values: pd.Series, dtype: str) -> pd.Series:
+    if dtype == "string":
+        if values.map(lambda v: isinstance(v, (list, dict, set, bytes))).any():
+            raise TypeError("nested or binary values")
+        return values.astype("string")
+    if dtype == "Int64" and values.dtype == object:
+        values = pd.to_numeric(values)
+    if dtype == "float64" and values.dtype != "float64":
+        values = pd.to_numeric(values)
+    return values.astype(dtype)

@@ -1,0 +1,126 @@
+"""The seed indexers: velocity events and the radon velocity report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError
+from kymwatch.index.base import DatasetIndexer, conform_rows
+from kymwatch.store import ArtifactFormat, ZarrImageRecord, artifact_file_name
+
+__all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers"]
+
+_PARQUET = (ArtifactFormat.PARQUET,)
+
+
+class _TableIndexer:
+    """Shared parts: column list and the ordered artifact lookup."""
+
+    columns: ClassVar[Mapping[str, str]]
+    #: (artifact name, formats) in the order they are tried; the first present wins.
+    lookups: ClassVar[tuple[tuple[str, tuple[ArtifactFormat, ...]], ...]]
+
+    @property
+    def artifact_names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.lookups)
+
+    def required_columns(self) -> list[str]:
+        return list(self.columns)
+
+    def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, str]:
+        for name, formats in self.lookups:
+            found = rec.find_artifact(name, formats)
+            if found is not None:
+                return name, found[1], str(found[0])
+        looked = tuple(artifact_file_name(n, f) for n, fs in self.lookups for f in fs)
+        raise ArtifactNotFoundError(rec.image_id, self.lookups[0][0], looked)
+
+
+class VelocityEventsIndexer(_TableIndexer):
+    """``velocity_events`` table ← ``velocity_events.parquet``, else the later kymflow
+    names ``velocity_events/events.parquet`` or ``velocity_events/events.csv.gz``."""
+
+    name = "velocity_events"
+    table_name = "velocity_events"
+    schema_version = 1
+    columns: ClassVar[Mapping[str, str]] = {
+        "image_id": "string",
+        "roi_id": "Int64",
+        "event_id": "Int64",
+        "t0_s": "float64",
+        "t1_s": "float64",
+        "kind": "string",
+        "score": "float64",
+    }
+    lookups = (
+        ("velocity_events", _PARQUET),
+        ("velocity_events/events", (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ)),
+    )
+    must_have = ("t0_s",)
+
+    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
+        name, fmt, path = self._find(rec)
+        df = rec.load_df(name, (fmt,))
+        return conform_rows(
+            df, self.columns, image_id=rec.image_id, key=name, path=path, must_have=self.must_have
+        )
+
+
+class RadonReportIndexer(_TableIndexer):
+    """``radon_report`` table ← ``radon_report.parquet``, else ``radon_report.json``
+    (or legacy ``.json.gz``): a dict is one row, a list of dicts is rows. Legacy keys
+    ``vel_mean, vel_median, vel_n_valid, note`` are read as ``mean_velocity,
+    median_velocity, n_valid, notes``."""
+
+    name = "radon_report"
+    table_name = "radon_report"
+    schema_version = 1
+    columns: ClassVar[Mapping[str, str]] = {
+        "image_id": "string",
+        "roi_id": "Int64",
+        "mean_velocity": "float64",
+        "median_velocity": "float64",
+        "n_valid": "Int64",
+        "notes": "string",
+    }
+    legacy_keys: ClassVar[Mapping[str, str]] = {
+        "vel_mean": "mean_velocity",
+        "vel_median": "median_velocity",
+        "vel_n_valid": "n_valid",
+        "note": "notes",
+    }
+    lookups = (
+        (
+            "radon_report",
+            (ArtifactFormat.PARQUET, ArtifactFormat.JSON, ArtifactFormat.JSON_GZ),
+        ),
+    )
+
+    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
+        name, fmt, path = self._find(rec)
+        if fmt is ArtifactFormat.PARQUET:
+            df = rec.load_df_parquet(name)
+        else:
+            df = self._rows_from_json(rec.load_json(name), rec.image_id, name, path)
+        renames = {old: new for old, new in self.legacy_keys.items() if new not in df.columns}
+        df = df.rename(columns=renames)
+        return conform_rows(df, self.columns, image_id=rec.image_id, key=name, path=path)
+
+    @staticmethod
+    def _rows_from_json(obj: Any, image_id: str, key: str, path: str) -> pd.DataFrame:
+        if isinstance(obj, dict):
+            obj = [obj]
+        if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
+            kind = type(obj).__name__
+            raise ArtifactInvalidError(
+                image_id, key, path, f"expected a JSON object or a list of objects, got {kind}"
+            )
+        return pd.DataFrame.from_records(obj) if obj else pd.DataFrame()
+
+
+def default_indexers() -> list[DatasetIndexer]:
+    """The indexers kymwatch runs when none are named."""
+    return [VelocityEventsIndexer(), RadonReportIndexer()]

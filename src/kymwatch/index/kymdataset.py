@@ -1,0 +1,275 @@
+"""``KymDataset``: a dataset plus its indexers, and the table updates they drive."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import structlog
+
+from kymwatch.errors import (
+    ArtifactInvalidError,
+    ArtifactNotFoundError,
+    ArtifactUnreadableError,
+    TableNotFoundError,
+)
+from kymwatch.index.base import (
+    IMAGE_ID,
+    DatasetIndexer,
+    OutcomeStatus,
+    RecordOutcome,
+    UpdateReport,
+    empty_table,
+)
+from kymwatch.index.indexers import default_indexers
+from kymwatch.store import (
+    Fingerprint,
+    Mode,
+    ZarrDataset,
+    ZarrImageRecord,
+    read_table_file,
+    table_fingerprint,
+    write_table_file,
+)
+
+__all__ = ["KymDataset", "log_outcome"]
+
+log = structlog.get_logger(__name__)
+
+IndexerRef = DatasetIndexer | str
+
+
+def log_outcome(outcome: RecordOutcome) -> None:
+    """Log one record outcome under its stable event name."""
+    fields: dict[str, object] = {"image_id": outcome.image_id, "indexer": outcome.indexer}
+    if outcome.status is OutcomeStatus.INDEXED:
+        log.debug(outcome.status.value, rows=outcome.rows, **fields)
+    elif outcome.status is OutcomeStatus.MISSING:
+        log.info(outcome.status.value, looked_for=list(outcome.keys), **fields)
+    elif outcome.status is OutcomeStatus.REMOVED:
+        log.info(outcome.status.value, **fields)
+    else:
+        log.warning(
+            outcome.status.value,
+            path=outcome.path,
+            error=outcome.error,
+            kept_rows=outcome.rows,
+            **fields,
+        )
+
+
+class KymDataset:
+    """A kymflow dataset with its indexers and dataset-level tables.
+
+    Tables are cached in memory and re-read only when the file changed on disk
+    (another process wrote it). Each ``update_images``/``rebuild`` reads the table
+    at most once and writes it at most once, under the store's table lock.
+
+    Args:
+        dataset_path: The Zarr store folder.
+        mode: ``"a"`` (default) or ``"r"``; see :class:`ZarrDataset`.
+        indexers: The indexers to run (default: velocity events and radon report).
+    """
+
+    def __init__(
+        self,
+        dataset_path: str | Path,
+        mode: Mode = "a",
+        *,
+        indexers: Sequence[DatasetIndexer] | None = None,
+    ) -> None:
+        self.store = ZarrDataset(dataset_path, mode)
+        self.indexers: list[DatasetIndexer] = list(
+            default_indexers() if indexers is None else indexers
+        )
+        self._tables: dict[str, pd.DataFrame] = {}
+        self._stamps: dict[str, Fingerprint | None] = {}
+
+    @property
+    def path(self) -> Path:
+        """The store folder."""
+        return self.store.path
+
+    def indexer(self, ref: IndexerRef) -> DatasetIndexer:
+        """The indexer object for ``ref`` (an indexer, or its name or table name)."""
+        if not isinstance(ref, str):
+            return ref
+        for ix in self.indexers:
+            if ref in (ix.name, ix.table_name):
+                return ix
+        known = ", ".join(ix.name for ix in self.indexers)
+        raise KeyError(f"no indexer named {ref!r} (known: {known})")
+
+    def _indexer_for_table(self, name: str) -> DatasetIndexer | None:
+        return next((ix for ix in self.indexers if ix.table_name == name), None)
+
+    # -- tables ---------------------------------------------------------------------------
+    def _read_current(self, name: str) -> pd.DataFrame:
+        """The table as on disk now, from cache when the file did not change."""
+        path = self.store.table_path(name)
+        stamp = table_fingerprint(path)
+        if name in self._tables and stamp == self._stamps.get(name):
+            return self._tables[name]
+        ix = self._indexer_for_table(name)
+        if stamp is None:
+            if ix is None:
+                raise TableNotFoundError(f"no table {name!r} in {self.path}")
+            df = empty_table(ix.columns)
+        else:
+            df = read_table_file(path)
+            if ix is not None:
+                df = _typed(df, ix)
+        self._tables[name], self._stamps[name] = df, stamp
+        return df
+
+    def load_tables(self, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+        """Load (or refresh) tables; default: every indexer's table and every table on disk."""
+        if names is None:
+            names = {ix.table_name for ix in self.indexers} | set(self.store.list_table_names())
+        return {name: self._read_current(name) for name in sorted(names)}
+
+    def get_table(self, name: str) -> pd.DataFrame:
+        """Table ``name`` (empty with its schema if an indexer owns it but it is not built)."""
+        return self._read_current(name)
+
+    def save_table(self, name: str, df: pd.DataFrame) -> None:
+        """Write table ``name`` atomically under the store lock, and cache it."""
+        self.store.check_writable()
+        with self.store.table_lock():
+            self._write(name, df)
+
+    def save_all_tables(self) -> None:
+        """Write every cached table."""
+        for name, df in list(self._tables.items()):
+            self.save_table(name, df)
+
+    def _write(self, name: str, df: pd.DataFrame) -> None:
+        self._stamps[name] = write_table_file(self.store.table_path(name), df)
+        self._tables[name] = df
+
+    # -- indexing -------------------------------------------------------------------------
+    def extract(self, ref: IndexerRef, image_id: str) -> tuple[RecordOutcome, pd.DataFrame | None]:
+        """Run one indexer on one record without touching the table.
+
+        Returns the outcome and, for INDEXED, the rows (MISSING/REMOVED: no rows).
+        """
+        ix = self.indexer(ref)
+        rec = ZarrImageRecord(self.store, image_id)
+        if not rec.exists():
+            return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
+        try:
+            rows = ix.extract_rows(rec)
+        except ArtifactNotFoundError as e:
+            return RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for), None
+        except ArtifactUnreadableError as e:
+            status = OutcomeStatus.UNREADABLE
+            return RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason), None
+        except ArtifactInvalidError as e:
+            status = OutcomeStatus.INVALID
+            return RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason), None
+        if not rec.exists():  # removed while we read it
+            return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
+        rows = _typed(rows, ix)
+        return RecordOutcome(image_id, ix.name, OutcomeStatus.INDEXED, rows=len(rows)), rows
+
+    def update_images(
+        self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
+    ) -> UpdateReport:
+        """Re-index ``image_ids`` with one indexer: one table read, one table write.
+
+        Indexed records get their new rows; missing artifacts and removed records
+        lose their rows; unreadable or invalid artifacts keep the rows the table had.
+        One bad record never stops the others.
+        """
+        ix = self.indexer(ref)
+        ids = list(dict.fromkeys(image_ids))
+        return self._apply(ix, ids, replace_all=False, log_outcomes=log_outcomes)
+
+    def update_image(self, ref: IndexerRef, image_id: str) -> RecordOutcome:
+        """Re-index one record; see :meth:`update_images`."""
+        return self.update_images(ref, [image_id]).outcomes[0]
+
+    def rebuild(
+        self, ref: IndexerRef, image_ids: Iterable[str] | None = None, *, log_outcomes: bool = True
+    ) -> UpdateReport:
+        """Build the table from scratch from ``image_ids`` (default: every record).
+
+        Records whose artifact is unreadable or invalid keep the rows the table had.
+        """
+        ix = self.indexer(ref)
+        ids = self.store.list_image_ids() if image_ids is None else list(dict.fromkeys(image_ids))
+        return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes)
+
+    def _apply(
+        self, ix: DatasetIndexer, ids: list[str], *, replace_all: bool, log_outcomes: bool
+    ) -> UpdateReport:
+        self.store.check_writable()
+        start = time.perf_counter()
+        results = [self.extract(ix, image_id) for image_id in ids]
+        with self.store.table_lock():
+            current = self._read_current(ix.table_name)
+            kept_ids = {o.image_id for o, _ in results if o.keeps_old_rows}
+            if replace_all:
+                kept = current[current[IMAGE_ID].isin(kept_ids)]
+            else:
+                replaced = {o.image_id for o, _ in results if not o.keeps_old_rows}
+                kept = current[~current[IMAGE_ID].isin(replaced)]
+            new_parts = [rows for _, rows in results if rows is not None and len(rows)]
+            rows_written = sum(len(p) for p in new_parts)
+            changed = (
+                replace_all
+                or rows_written > 0
+                or len(kept) != len(current)
+                or self._stamps.get(ix.table_name) is None
+            )
+            table = _merge(kept, new_parts, ix) if changed else current
+            if changed:
+                self._write(ix.table_name, table)
+        counts = table[IMAGE_ID].value_counts() if kept_ids else None
+        outcomes = tuple(_with_kept_rows(o, counts) if o.keeps_old_rows else o for o, _ in results)
+        if log_outcomes:
+            for o in outcomes:
+                log_outcome(o)
+        duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        log.debug(
+            "table_updated",
+            table=ix.table_name,
+            indexer=ix.name,
+            records=len(ids),
+            rows=len(table),
+            written=changed,
+            duration_ms=duration_ms,
+        )
+        return UpdateReport(
+            ix.name, ix.table_name, outcomes, len(table), rows_written, changed, duration_ms
+        )
+
+
+def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
+    """``df`` with exactly the indexer's columns, in order, with its dtypes."""
+    cols = dict(ix.columns)
+    missing = [c for c in cols if c not in df.columns]
+    out = df.copy() if missing else df
+    for c in missing:
+        out[c] = pd.Series([None] * len(df), dtype=cols[c], index=df.index)
+    out = out[list(cols)]
+    if any(str(out[c].dtype) != t for c, t in cols.items()):
+        out = out.astype(cols)
+    return out
+
+
+def _merge(kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer) -> pd.DataFrame:
+    """Kept rows plus new rows, stably sorted by image_id: the canonical table order."""
+    frames = [f for f in (kept, *parts) if len(f)]
+    if not frames:
+        return empty_table(ix.columns)
+    table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    table = table.sort_values(IMAGE_ID, kind="stable", ignore_index=True)
+    return _typed(table, ix)
+
+
+def _with_kept_rows(o: RecordOutcome, counts: pd.Series | None) -> RecordOutcome:
+    n = int(counts.get(o.image_id, 0)) if counts is not None else 0
+    return RecordOutcome(o.image_id, o.indexer, o.status, n, o.keys, o.path, o.error)
