@@ -41,11 +41,16 @@ class DatasetIndexer(Protocol):
         columns: Table column → pandas dtype, ``image_id`` first.
     """
 
-    name: str
-    table_name: str
-    schema_version: int
-    artifact_names: frozenset[str]
-    columns: Mapping[str, str]
+    @property
+    def name(self) -> str: ...
+    @property
+    def table_name(self) -> str: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def artifact_names(self) -> frozenset[str]: ...
+    @property
+    def columns(self) -> Mapping[str, str]: ...
 
     def required_columns(self) -> list[str]:
         """Columns every table of this indexer has, in order (``image_id`` first)."""
@@ -179,4 +184,5 @@ def _cast(values: pd.Series, dtype: str) -> pd.Series:
         values = pd.to_numeric(values)
     if dtype == "float64" and values.dtype != "float64":
         values = pd.to_numeric(values)
-    return values.astype(dtype)
+    cast: pd.Series = values.astype(dtype)  # type: ignore[call-overload]
+    return cast

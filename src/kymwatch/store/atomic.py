@@ -53,7 +53,11 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, fsync: bool = Tru
 
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically."""
-    atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=fsync)
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    atomic_write(path, write, fsync=fsync)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

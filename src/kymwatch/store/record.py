@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,8 +30,6 @@ from kymwatch.store.layout import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from kymwatch.store.dataset import ZarrDataset
 
 __all__ = ["ZarrImageRecord"]
@@ -75,7 +74,7 @@ class ZarrImageRecord:
         import zarr
 
         arr = zarr.open_array(str(self.path / "data"), mode="r")
-        return arr[...]  # type: ignore[no-any-return]
+        return np.asarray(arr[...])
 
     # -- artifact paths -------------------------------------------------------------------
     def artifact_path(self, name: str, fmt: ArtifactFormat) -> Path:
@@ -112,7 +111,7 @@ class ZarrImageRecord:
         if found is None:
             looked = tuple(artifact_file_name(name, f) for f in formats)
             raise ArtifactNotFoundError(self.image_id, name, looked)
-        path, fmt = found
+        path = found[0]
         if path.is_symlink():
             raise ArtifactUnreadableError(
                 self.image_id, name, str(path), "symbolic links are not followed"
@@ -160,7 +159,7 @@ class ZarrImageRecord:
         path = self.path / ANALYSIS_ARRAYS_DIR / validate_artifact_name(name) / "data"
         if path.exists():
             shutil.rmtree(path)
-        zarr.create_array(str(path), data=arr, zarr_format=self.dataset.zarr_format)
+        zarr.create_array(str(path), data=arr, zarr_format=self.dataset.zarr_format)  # type: ignore[arg-type]
         return path
 
     def delete_artifact(self, name: str) -> list[Path]:
@@ -190,9 +189,10 @@ class ZarrImageRecord:
         path, _ = self._require(name, (ArtifactFormat.PARQUET,))
         raw = self._read_bytes(name, path)
         try:
-            return pq.read_table(pa.BufferReader(raw)).to_pandas()
+            df: pd.DataFrame = pq.read_table(pa.BufferReader(raw)).to_pandas()
         except (pa.ArrowException, OSError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+        return df
 
     def load_df_csv_gz(self, name: str) -> pd.DataFrame:
         """Read artifact ``analysis/<name>.csv.gz``."""

@@ -44,7 +44,8 @@ def table_fingerprint(path: Path) -> Fingerprint | None:
 
 def read_table_file(path: Path) -> pd.DataFrame:
     """Read one table file (raises FileNotFoundError if absent)."""
-    return pq.read_table(path).to_pandas()
+    df: pd.DataFrame = pq.read_table(path).to_pandas()
+    return df
 
 
 def write_table_file(path: Path, df: pd.DataFrame) -> Fingerprint:
