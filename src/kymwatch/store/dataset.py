@@ -181,7 +181,7 @@ class ZarrDataset:
         return table_path(self.path, name)
 
     def table_lock(self, timeout: float = -1) -> Any:
-        """The store's inter-process table lock (a re-entrant FileLock)."""
+        """Hold the store's inter-process table lock (a context manager, re-entrant per thread)."""
         return table_lock(self.path, timeout)
 
     def list_table_names(self) -> list[str]:

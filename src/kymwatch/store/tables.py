@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -24,14 +26,24 @@ def table_path(root: Path, name: str) -> Path:
     return root / TABLES_DIR / f"{validate_table_name(name)}.parquet"
 
 
-def table_lock(root: Path, timeout: float = -1) -> FileLock:
-    """The inter-process lock that serialises table read-modify-writes on one dataset.
+@contextlib.contextmanager
+def table_lock(root: Path, timeout: float = -1) -> Iterator[FileLock]:
+    """Hold the inter-process lock that serialises table read-modify-writes on one dataset.
 
-    It is re-entrant within a process and released by the OS if the holder dies.
+    A context manager. It is re-entrant within a thread (all calls share one lock object
+    per lock file), excludes other threads and processes, and is released by the OS if
+    the holder dies.
+
+    Args:
+        root: The dataset folder; the lock file is ``index/tables.lock``.
+        timeout: Seconds to wait for the lock (negative: forever); on expiry
+            ``filelock.Timeout`` is raised.
     """
     lock_dir = root / INDEX_DIR
     lock_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(lock_dir / _LOCK_NAME, timeout=timeout)
+    lock = FileLock(lock_dir / _LOCK_NAME, is_singleton=True)
+    with lock.acquire(timeout=timeout):
+        yield lock
 
 
 def table_fingerprint(path: Path) -> Fingerprint | None:
