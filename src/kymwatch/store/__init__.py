@@ -16,6 +16,7 @@ from kymwatch.store.layout import (
     is_temporary_name,
     is_valid_image_id,
     parse_store_path,
+    split_artifact_file,
     validate_image_id,
     validate_table_name,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "remove_stale_temporaries",
     "scan_dataset",
     "scan_record",
+    "split_artifact_file",
     "table_fingerprint",
     "utc_now_iso",
     "validate_image_id",

@@ -1,0 +1,270 @@
+"""The ``kymwatch`` command line: parse into a config, configure logging, call the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from kymwatch import __version__
+from kymwatch.daemon import (
+    Daemon,
+    DaemonConfig,
+    NoDaemonError,
+    daemon_running,
+    read_status,
+    request_sync,
+)
+from kymwatch.errors import KymwatchError
+from kymwatch.index import KymDataset
+from kymwatch.logconfig import configure_logging, under_service_manager
+from kymwatch.store import INDEX_DIR, ZarrDataset
+
+__all__ = ["main"]
+
+LOG_FILE = "kymwatch.log"
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _store(path: str) -> Path:
+    """The store path, checked to be a kymflow dataset (raises a KymwatchError)."""
+    return ZarrDataset(path, "r").path
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    root = _store(args.store)
+    if args.max_delay_ms < args.quiet_ms:
+        raise _UsageError("--max-delay-ms must be at least --quiet-ms")
+    log_file = None if args.no_log_file else Path(args.log_file or root / INDEX_DIR / LOG_FILE)
+    console = "json" if under_service_manager() else "auto"
+    configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
+    config = DaemonConfig(
+        store=root,
+        quiet_s=args.quiet_ms / 1000,
+        max_delay_s=args.max_delay_ms / 1000,
+        polling=args.polling,
+        poll_interval_s=args.poll_interval,
+        reconcile_interval_s=args.reconcile_interval,
+    )
+    Daemon(config).run()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    root = _store(args.store)
+    view = read_status(root, daemon_running(root))
+    code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
+    if args.json:
+        doc = {"running": view.running, "healthy": view.healthy, "stale": view.stale}
+        doc |= {"heartbeat_age_s": view.age_s, "status": view.data}
+        print(json.dumps(doc, indent=2))
+        return code
+    d = view.data
+    if not view.running:
+        last = f" (last state {d.get('state')!r}, pid {d.get('pid')})" if d else ""
+        print(f"kymwatch: no daemon is running on {root}{last}")
+        return code
+    age = f"{view.age_s:.1f} s ago" if view.age_s is not None else "never"
+    health = "STALE: no heartbeat for too long" if view.stale else "healthy"
+    if d.get("state") == "error":
+        health = "unhealthy (error state)"
+    counters = d.get("counters", {})
+    print(f"kymwatch daemon on {root}")
+    print(f"  pid {d.get('pid')}, state {d.get('state')}, {health}, heartbeat {age}")
+    print(f"  watching with {d.get('watch_mode')} ({d.get('watches')} watches)")
+    print(f"  queue depth {d.get('queue_depth')}, last table update {d.get('last_update_utc')}")
+    print(
+        "  records indexed {records_indexed}, rows written {rows_written}, batches {batches}, "
+        "reconciles {reconciles}".format(
+            **{
+                k: counters.get(k, 0)
+                for k in ("records_indexed", "rows_written", "batches", "reconciles")
+            }
+        )
+    )
+    problems = {k: v for k, v in counters.items() if k.startswith("artifact_")}
+    if problems:
+        print("  " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items())))
+    for err in d.get("last_errors", [])[-5:]:
+        extra = " ".join(f"{k}={v}" for k, v in err.items() if k not in ("time_utc", "event"))
+        print(f"  ! {err.get('time_utc')} {err.get('event')} {extra}")
+    return code
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from kymwatch.logview import LogFilter, show_log
+
+    root = _store(args.store)
+    path = Path(args.log_file) if args.log_file else root / INDEX_DIR / LOG_FILE
+    filt = LogFilter(level=args.level, image_id=args.image_id, event=args.event)
+    return show_log(path, filt, follow=args.follow, lines=args.lines, raw=args.json)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    root = _store(args.store)
+    try:
+        request_sync(root, timeout=args.timeout)
+    except NoDaemonError as e:
+        print(f"kymwatch: error: {e}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except TimeoutError as e:
+        print(f"kymwatch: error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if not args.quiet:
+        print(f"kymwatch: tables of {root} are up to date")
+    return EXIT_OK
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    root = _store(args.store)
+    configure_logging(level=args.log_level, console="auto")
+    kd = KymDataset(root, "a")
+    names = [kd.indexer(n).name for n in args.indexer] if args.indexer else None
+    with kd.store.table_lock():
+        for ix in kd.indexers:
+            if names is None or ix.name in names:
+                report = kd.rebuild(ix)
+                print(
+                    f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
+                    f" ({report.duration_ms:.0f} ms)"
+                )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kymwatch.demo import run_demo
+
+    return run_demo(store=Path(args.store) if args.store else None, keep=args.keep)
+
+
+class _UsageError(KymwatchError, ValueError):
+    """A combination of options that cannot work."""
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``kymwatch``."""
+    p = _Parser(prog="kymwatch", description=__doc__)
+    p.add_argument("--version", action="version", version=f"kymwatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="watch a store in the foreground and keep its tables right")
+    run.add_argument("store")
+    run.add_argument(
+        "--quiet-ms",
+        type=_positive(float),
+        default=300.0,
+        help="index a record after this long without changes (default 300)",
+    )
+    run.add_argument(
+        "--max-delay-ms",
+        type=_positive(float),
+        default=5000.0,
+        help="... but at the latest this long after its first change (default 5000)",
+    )
+    run.add_argument(
+        "--polling",
+        action="store_true",
+        help="poll instead of inotify (automatic on network file systems)",
+    )
+    run.add_argument(
+        "--poll-interval",
+        type=_positive(float),
+        default=2.0,
+        metavar="S",
+        help="seconds between scans when polling (default 2)",
+    )
+    run.add_argument(
+        "--reconcile-interval",
+        type=_positive(float),
+        default=600.0,
+        metavar="S",
+        help="seconds between full reconcile scans (default 600)",
+    )
+    run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
+    run.add_argument("--no-log-file", action="store_true", help="log to the console only")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status", help="show the daemon's status (exit 0 healthy, 1 unhealthy, 3 not running)"
+    )
+    st.add_argument("store")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+
+    lg = sub.add_parser("logs", help="pretty-print the daemon's JSON log")
+    lg.add_argument("store")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("--level", choices=["debug", "info", "warning", "error"], default="debug")
+    lg.add_argument("--image-id", help="only events about this record")
+    lg.add_argument("--event", help="only this event name")
+    lg.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0 = all)")
+    lg.add_argument("--json", action="store_true", help="print the raw JSON lines")
+    lg.add_argument("--log-file", help="read this log file instead of the store's")
+    lg.set_defaults(func=cmd_logs)
+
+    sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
+    sy.add_argument("store")
+    sy.add_argument("--timeout", type=_positive(float), default=60.0, metavar="S")
+    sy.add_argument("-q", "--quiet", action="store_true")
+    sy.set_defaults(func=cmd_sync)
+
+    rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
+    rb.add_argument("store")
+    rb.add_argument("--indexer", action="append", help="only this indexer (repeatable)")
+    rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    rb.set_defaults(func=cmd_rebuild)
+
+    dm = sub.add_parser("demo", help="live demo on a store made in a temporary folder")
+    dm.add_argument("--store", help="make the demo store here instead (must not exist)")
+    dm.add_argument("--keep", action="store_true", help="keep the demo store afterwards")
+    dm.set_defaults(func=cmd_demo)
+
+    from kymwatch.service import add_service_parser, run_service_command
+
+    add_service_parser(sub)
+    sub.choices["service"].set_defaults(func=run_service_command)
+    return p  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kymwatch`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (KymwatchError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"kymwatch: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"kymwatch: error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,81 @@
+"""The values that flow through the daemon: file changes, record changes, batches."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["ALL_ARTIFACTS", "Batch", "ChangeKind", "FileChange", "RecordChange", "Rescan"]
+
+
+class ChangeKind(enum.Enum):
+    """What happened to a path."""
+
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """One filesystem event, as reported by an event source.
+
+    Attributes:
+        path: Absolute path that changed.
+        kind: What happened to it.
+        is_dir: True if the path is (or was) a folder.
+    """
+
+    path: str
+    kind: ChangeKind
+    is_dir: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rescan:
+    """An event source's signal that events may have been lost (overflow, error)."""
+
+    reason: str
+
+
+ALL_ARTIFACTS: frozenset[str] | None = None
+"""``RecordChange.artifacts`` value meaning "the whole record: run every indexer"."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChange:
+    """A change to one record.
+
+    Attributes:
+        image_id: The record.
+        artifacts: Names of the artifacts that changed, or None for the whole record
+            (new, deleted or rescanned record: every indexer runs).
+    """
+
+    image_id: str
+    artifacts: frozenset[str] | None = ALL_ARTIFACTS
+
+    def merge(self, other: RecordChange) -> RecordChange:
+        """The union of two changes of the same record."""
+        if self.artifacts is None or other.artifacts is None:
+            return RecordChange(self.image_id, None)
+        return RecordChange(self.image_id, self.artifacts | other.artifacts)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records due for indexing together.
+
+    Attributes:
+        changes: One merged change per record, in image-id order.
+        first_seen: Clock time of the oldest change in the batch (for lag).
+    """
+
+    changes: tuple[RecordChange, ...]
+    first_seen: float
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)

@@ -1,0 +1,53 @@
+"""From a file event to the record change it implies (or to nothing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kymwatch.daemon.changes import ChangeKind, FileChange, RecordChange
+from kymwatch.store import INDEX_DIR, PathKind, parse_store_path
+
+__all__ = ["SYNC_DIR", "SyncRequest", "classify"]
+
+SYNC_DIR = f"{INDEX_DIR}/sync"
+"""Folder (relative to the store) where ``kymwatch sync`` drops its request files."""
+SYNC_REQUEST_SUFFIX = ".request"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """A ``kymwatch sync`` barrier request, named by its token."""
+
+    token: str
+
+
+def classify(root: Path, change: FileChange) -> RecordChange | SyncRequest | None:
+    """What ``change`` means for the indexes.
+
+    Returns a :class:`RecordChange` for artifact files (naming the artifact) and for
+    record folders and their ``analysis/`` folders (the whole record), a
+    :class:`SyncRequest` for a sync request file, and None for everything else:
+    kymwatch's own ``tables/`` and ``index/`` files, temporary and partial files,
+    record metadata, pixel chunks and paths outside the dataset.
+    """
+    sp = parse_store_path(root, change.path)
+    if sp.kind is PathKind.ARTIFACT and sp.artifact is not None:
+        if change.is_dir:  # a folder named like an artifact is not one
+            return None
+        return RecordChange(sp.artifact.image_id, frozenset({sp.artifact.name}))
+    if sp.image_id is not None and sp.kind is PathKind.RECORD:
+        return RecordChange(sp.image_id)
+    if sp.image_id is not None and sp.kind is PathKind.RECORD_META and change.is_dir:
+        # analysis/ (or a sub-folder of it) appeared or vanished: files may be inside.
+        return RecordChange(sp.image_id)
+    if sp.kind is PathKind.OWN and change.kind is not ChangeKind.DELETED:
+        return _sync_request(root, change.path)
+    return None
+
+
+def _sync_request(root: Path, path: str) -> SyncRequest | None:
+    p = Path(path)
+    if p.parent == root / SYNC_DIR and p.name.endswith(SYNC_REQUEST_SUFFIX):
+        return SyncRequest(p.name[: -len(SYNC_REQUEST_SUFFIX)])
+    return None

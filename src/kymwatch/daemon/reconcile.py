@@ -1,0 +1,52 @@
+"""The reconcile: what changed on disk since kymwatch last indexed it.
+
+Events are hints; this diff is the truth. It compares the artifact fingerprints
+found on disk with the ones recorded when each record was last indexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from kymwatch.daemon.changes import RecordChange
+from kymwatch.store import RecordFiles, split_artifact_file
+
+__all__ = ["artifact_name_of", "diff_fingerprints", "route"]
+
+
+def artifact_name_of(file_name: str) -> str | None:
+    """``velocity_events/events.csv.gz`` → ``velocity_events/events``."""
+    split = split_artifact_file(file_name)
+    return split[0] if split else None
+
+
+def diff_fingerprints(
+    disk: Mapping[str, RecordFiles], known: Mapping[str, RecordFiles]
+) -> list[RecordChange]:
+    """The record changes that turn ``known`` into ``disk``, in image-id order.
+
+    A record on disk but not known (new) or known but not on disk (deleted) is a
+    whole-record change; otherwise the change names the artifacts whose files were
+    added, removed or changed. Unchanged records are not listed.
+    """
+    changes: list[RecordChange] = []
+    for image_id in sorted(disk.keys() | known.keys()):
+        now, before = disk.get(image_id), known.get(image_id)
+        if now is None or before is None:
+            changes.append(RecordChange(image_id))
+            continue
+        names = {
+            name
+            for f in now.keys() | before.keys()
+            if now.get(f) != before.get(f) and (name := artifact_name_of(f)) is not None
+        }
+        if names:
+            changes.append(RecordChange(image_id, frozenset(names)))
+    return changes
+
+
+def route(change: RecordChange, indexers: Iterable[tuple[str, frozenset[str]]]) -> list[str]:
+    """Names of the indexers a change affects, given (name, artifact names) pairs."""
+    if change.artifacts is None:
+        return [name for name, _ in indexers]
+    return [name for name, reads in indexers if reads & change.artifacts]

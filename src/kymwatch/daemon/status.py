@@ -1,0 +1,108 @@
+"""The status file ``index/status.json``: what the daemon is doing, for ``kymwatch status``.
+
+The daemon rewrites it (atomically) on every state change, at most a few times a
+second, and at least every heartbeat interval, so its ``heartbeat_utc`` doubles as
+a liveness signal where no service manager watchdog exists (launchd).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
+
+__all__ = ["STATUS_FILE", "DaemonStatus", "StatusView", "read_status"]
+
+STATUS_FILE = "status.json"
+HEARTBEAT_S = 5.0
+STALE_AFTER_HEARTBEATS = 3
+
+
+@dataclass
+class DaemonStatus:
+    """The live status the daemon maintains and publishes."""
+
+    store: str
+    pid: int = field(default_factory=os.getpid)
+    state: str = "starting"
+    watch_mode: str = ""
+    watches: int = 0
+    started_utc: str = field(default_factory=utc_now_iso)
+    last_update_utc: str | None = None
+    queue_depth: int = 0
+    counters: Counter[str] = field(default_factory=Counter)
+    last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
+    heartbeat_s: float = HEARTBEAT_S
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Remember a recent problem (shown by ``kymwatch status``)."""
+        self.last_errors.append({"time_utc": utc_now_iso(), "event": event, **fields})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document written to the status file."""
+        return {
+            "store": self.store,
+            "pid": self.pid,
+            "state": self.state,
+            "watch_mode": self.watch_mode,
+            "watches": self.watches,
+            "started_utc": self.started_utc,
+            "heartbeat_utc": utc_now_iso(),
+            "heartbeat_s": self.heartbeat_s,
+            "last_update_utc": self.last_update_utc,
+            "queue_depth": self.queue_depth,
+            "counters": dict(sorted(self.counters.items())),
+            "last_errors": list(self.last_errors),
+        }
+
+    def write(self, root: Path) -> None:
+        """Publish the status atomically (no fsync: it is rewritten every few seconds)."""
+        data = json.dumps(self.to_json(), indent=1).encode()
+        atomic_write_bytes(root / INDEX_DIR / STATUS_FILE, data, fsync=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """A status file as read back, with its health judged.
+
+    Attributes:
+        data: The status document (empty if there is none).
+        running: Whether a daemon holds the store's daemon lock.
+        age_s: Seconds since the last heartbeat (None without a status file).
+    """
+
+    data: dict[str, Any]
+    running: bool
+    age_s: float | None
+
+    @property
+    def stale(self) -> bool:
+        """True if a running daemon missed several heartbeats (hung or overloaded)."""
+        limit = float(self.data.get("heartbeat_s", HEARTBEAT_S)) * STALE_AFTER_HEARTBEATS
+        return self.running and (self.age_s is None or self.age_s > limit)
+
+    @property
+    def healthy(self) -> bool:
+        """Running, heartbeat fresh, and not in an error state."""
+        return self.running and not self.stale and self.data.get("state") != "error"
+
+
+def read_status(root: Path, running: bool) -> StatusView:
+    """Read the status file of the store at ``root``."""
+    path = root / INDEX_DIR / STATUS_FILE
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return StatusView({}, running, None)
+    try:
+        beat = dt.datetime.fromisoformat(data["heartbeat_utc"])
+        age: float | None = (dt.datetime.now(dt.UTC) - beat).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        age = None
+    return StatusView(data, running, age)

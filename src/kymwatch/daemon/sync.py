@@ -1,0 +1,64 @@
+"""``kymwatch sync``: a barrier that returns once the tables reflect every earlier write.
+
+Like Watchman's cookies: the client drops a request file into ``index/sync/``; the
+daemon sees it after every event that preceded it, runs a reconcile scan, indexes
+everything pending, then answers with a ``.done`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kymwatch.daemon.classify import SYNC_DIR, SYNC_REQUEST_SUFFIX
+from kymwatch.daemon.instance import daemon_running
+from kymwatch.errors import KymwatchError, SyncTimeoutError
+from kymwatch.store import atomic_write_bytes
+
+__all__ = ["NoDaemonError", "request_sync"]
+
+
+class NoDaemonError(KymwatchError, ConnectionError):
+    """No daemon is running on the store, so nobody can answer a sync."""
+
+
+def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[str, Any]:
+    """Block until the daemon on ``root`` has indexed every write made before this call.
+
+    Returns:
+        The daemon's answer (token, time, pid).
+
+    Raises:
+        NoDaemonError: no daemon runs on the store (or it died while we waited).
+        SyncTimeoutError: no answer within ``timeout`` seconds.
+    """
+    if not daemon_running(root):
+        raise NoDaemonError(f"no kymwatch daemon is running on {root}")
+    folder = root / SYNC_DIR
+    token = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+    request = folder / f"{token}{SYNC_REQUEST_SUFFIX}"
+    done = folder / f"{token}.done"
+    atomic_write_bytes(request, b"{}", fsync=False)
+    deadline = time.monotonic() + timeout
+    next_alive_check = time.monotonic() + 1.0
+    try:
+        while True:
+            try:
+                answer: dict[str, Any] = json.loads(done.read_bytes())
+                return answer
+            except FileNotFoundError:
+                pass
+            now = time.monotonic()
+            if now >= deadline:
+                raise SyncTimeoutError(f"the daemon on {root} did not answer within {timeout:g} s")
+            if now >= next_alive_check:
+                next_alive_check = now + 1.0
+                if not daemon_running(root):
+                    raise NoDaemonError(f"the kymwatch daemon on {root} stopped before answering")
+            time.sleep(poll)
+    finally:
+        request.unlink(missing_ok=True)
+        done.unlink(missing_ok=True)

@@ -1,0 +1,296 @@
+"""Event sources: where file changes come from. The only module importing watchdog.
+
+:class:`InotifyWatcher` watches narrowly with one inotify instance (watchdog's
+``InotifyFD``): the store root, ``images/``, each record folder and each record's
+``analysis/`` tree — about two watches per record, never pixel-chunk folders.
+:class:`PollingWatcher` is for file systems where inotify sees no remote writes
+(NFS, SMB/CIFS, ...): it asks for a reconcile scan every interval.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan
+from kymwatch.daemon.classify import SYNC_DIR
+from kymwatch.store import ANALYSIS_DIR, IMAGES_DIR, is_temporary_name, is_valid_image_id
+
+__all__ = [
+    "EventSink",
+    "EventSource",
+    "InotifyWatcher",
+    "PollingWatcher",
+    "inotify_available",
+    "network_fs_type",
+]
+
+log = structlog.get_logger(__name__)
+
+EventSink = Callable[[FileChange | Rescan], None]
+
+NETWORK_FS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "ceph", "glusterfs", "lustre",
+     "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.glusterfs"}
+)  # fmt: skip
+
+
+class EventSource(Protocol):
+    """Something that reports file changes and lost-event signals to a sink."""
+
+    def start(self) -> None:
+        """Begin watching (may report events before returning)."""
+
+    def stop(self) -> None:
+        """Stop watching and release resources."""
+
+    def rewatch(self) -> None:
+        """Re-establish watches after a loss of events (no-op for polling)."""
+
+    @property
+    def watch_count(self) -> int:
+        """Number of OS watches held."""
+        ...
+
+
+def network_fs_type(path: Path, mounts_file: str = "/proc/mounts") -> str | None:
+    """The file-system type of ``path`` if it is a network/remote one, else None."""
+    try:
+        with open(mounts_file, encoding="utf-8", errors="replace") as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    for fields in mounts:
+        if len(fields) < 3:
+            continue
+        mnt = fields[1].replace("\\040", " ")
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+            best, best_type = mnt, fields[2]
+    return best_type if best_type in NETWORK_FS else None
+
+
+def inotify_available() -> bool:
+    """True where watchdog's inotify backend can be used (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import watchdog.observers.inotify_c  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+class PollingWatcher:
+    """Asks for a reconcile scan every ``interval`` seconds; checks sync requests often.
+
+    Args:
+        root: The store folder.
+        sink: Receives :class:`Rescan` and sync-request :class:`FileChange` items.
+        interval: Seconds between reconcile scans.
+    """
+
+    def __init__(self, root: Path, sink: EventSink, interval: float = 2.0) -> None:
+        self.root, self.sink, self.interval = root, sink, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kymwatch-poll", daemon=True)
+        self._seen_requests: set[str] = set()
+
+    @property
+    def watch_count(self) -> int:
+        return 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def rewatch(self) -> None:
+        """Nothing to re-establish: every poll is a full scan."""
+
+    def _run(self) -> None:
+        tick = min(self.interval, 0.25)
+        since_scan = 0.0
+        while not self._stop.wait(tick):
+            self._check_sync_requests()
+            since_scan += tick
+            if since_scan >= self.interval:
+                since_scan = 0.0
+                self.sink(Rescan("poll"))
+
+    def _check_sync_requests(self) -> None:
+        folder = self.root / SYNC_DIR
+        try:
+            names = {e.name for e in os.scandir(folder) if e.name.endswith(".request")}
+        except OSError:
+            return
+        for name in sorted(names - self._seen_requests):
+            self.sink(FileChange(str(folder / name), ChangeKind.ADDED))
+        self._seen_requests = names
+
+
+class InotifyWatcher:
+    """Narrow inotify watches on a store, reporting :class:`FileChange` to ``sink``.
+
+    New record and ``analysis/`` folders get watches as they appear; a queue
+    overflow or a watcher failure is reported as :class:`Rescan`.
+    """
+
+    def __init__(self, root: Path, sink: EventSink) -> None:
+        from watchdog.observers.inotify_c import InotifyConstants as C
+        from watchdog.observers.inotify_c import InotifyFD
+
+        self.root, self.sink = root, sink
+        self._C = C
+        self._fd: Any = InotifyFD()
+        self._lock = threading.Lock()
+        self._path_of: dict[int, str] = {}
+        self._wd_of: dict[str, int] = {}
+        dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
+        selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
+        flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
+        self._mask_dirs = dirs | selfs | flags
+        self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE
+        self._id = f"kymwatch-{id(self)}"
+
+    @property
+    def watch_count(self) -> int:
+        with self._lock:
+            return len(self._path_of)
+
+    def start(self) -> None:
+        self._fd.start()
+        self.rewatch()
+
+    def stop(self) -> None:
+        self._fd.stop()
+        if self._fd.is_alive():
+            self._fd.join()
+
+    # -- watch management -----------------------------------------------------------------
+    def _add(self, path: str, mask: int) -> bool:
+        with self._lock:
+            if path in self._wd_of:
+                return False
+        try:
+            wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
+        except OSError as e:
+            if e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
+                log.error("watch_failed", path=path, error=str(e))
+                self.sink(Rescan("watch_failed"))
+            return False
+        with self._lock:
+            self._path_of[wd] = path
+            self._wd_of[path] = wd
+        return True
+
+    def _remove_under(self, prefix: str) -> None:
+        with self._lock:
+            gone = [
+                (wd, p)
+                for wd, p in self._path_of.items()
+                if p == prefix or p.startswith(prefix + "/")
+            ]
+            for wd, p in gone:
+                del self._path_of[wd]
+                self._wd_of.pop(p, None)
+        if gone:
+            self._fd.remove_callbacks([(wd, self._id) for wd, _ in gone])
+
+    def _watch_analysis(self, folder: str) -> None:
+        if not self._add(folder, self._mask_files):
+            return
+        try:
+            subdirs = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for sub in subdirs:
+            if not is_temporary_name(os.path.basename(sub)):
+                self._watch_analysis(sub)
+
+    def _watch_record(self, record: str) -> None:
+        self._add(record, self._mask_dirs)
+        analysis = os.path.join(record, ANALYSIS_DIR)
+        if os.path.isdir(analysis):
+            self._watch_analysis(analysis)
+
+    def rewatch(self) -> None:
+        """Watch everything that should be watched and is not (idempotent)."""
+        root = os.fspath(self.root)
+        self._add(root, self._mask_dirs)
+        sync = os.path.join(root, SYNC_DIR)
+        os.makedirs(sync, exist_ok=True)
+        self._add(sync, self._mask_files)
+        images = os.path.join(root, IMAGES_DIR)
+        if not self._add(images, self._mask_dirs) and images not in self._wd_of:
+            return
+        try:
+            records = [e.path for e in os.scandir(images) if is_valid_image_id(e.name)]
+        except OSError:
+            return
+        for rec in records:
+            self._watch_record(rec)
+
+    # -- watchdog callbacks (run on the InotifyFD thread) -------------------------------
+    def on_event(self, event: Any) -> None:
+        try:
+            self._handle(event)
+        except Exception as e:  # never let the watcher thread die silently
+            log.exception("watcher_error", error=str(e))
+            self.sink(Rescan("watcher_error"))
+
+    def on_watch_deleted(self, wd: int) -> None:
+        with self._lock:
+            path = self._path_of.pop(wd, None)
+            if path is not None:
+                self._wd_of.pop(path, None)
+
+    def on_queue_overflow(self) -> None:
+        log.warning("events_lost", reason="inotify_overflow")
+        self.sink(Rescan("inotify_overflow"))
+
+    def _handle(self, event: Any) -> None:
+        C = self._C  # noqa: N806
+        with self._lock:
+            parent = self._path_of.get(event.wd)
+        if parent is None:
+            return
+        if event.mask & (C.IN_DELETE_SELF | C.IN_MOVE_SELF) and not event.name:
+            if parent in (os.fspath(self.root), os.path.join(os.fspath(self.root), IMAGES_DIR)):
+                self.sink(Rescan("store_moved_or_deleted"))
+            return
+        path = os.path.join(parent, os.fsdecode(event.name)) if event.name else parent
+        is_dir = bool(event.mask & C.IN_ISDIR)
+        if event.mask & (C.IN_CREATE | C.IN_MOVED_TO):
+            kind = ChangeKind.ADDED
+            if is_dir:
+                self._watch_new_dir(parent, path)
+        elif event.mask & (C.IN_DELETE | C.IN_MOVED_FROM):
+            kind = ChangeKind.DELETED
+            if is_dir:
+                self._remove_under(path)
+        else:
+            kind = ChangeKind.MODIFIED
+        self.sink(FileChange(path, kind, is_dir))
+
+    def _watch_new_dir(self, parent: str, path: str) -> None:
+        root = os.fspath(self.root)
+        images = os.path.join(root, IMAGES_DIR)
+        name = os.path.basename(path)
+        rel = os.path.relpath(path, images).split(os.sep)
+        if parent == root and name == IMAGES_DIR:
+            self.rewatch()
+        elif parent == images and is_valid_image_id(name):
+            self._watch_record(path)
+        elif len(rel) >= 2 and rel[1] == ANALYSIS_DIR and not is_temporary_name(name):
+            self._watch_analysis(path)

@@ -1,0 +1,135 @@
+"""The indexing worker: applies a batch of record changes to the tables.
+
+For each batch it runs only the affected indexers, writes each affected table
+once (``KymDataset.update_images``), and records in the state the fingerprints of
+what it indexed. An unreadable artifact (often one still being written) is
+retried with backoff before it is reported; its old rows stay meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from kymwatch.daemon.changes import Batch, RecordChange
+from kymwatch.daemon.debouncer import Debouncer
+from kymwatch.daemon.reconcile import route
+from kymwatch.daemon.state import IndexState
+from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, log_outcome
+from kymwatch.store import RecordFiles, ZarrImageRecord, scan_record
+
+__all__ = ["BatchResult", "Worker"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class BatchResult:
+    """What one batch did."""
+
+    records: int = 0
+    rows_written: int = 0
+    tables: list[str] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    duration_ms: float = 0.0
+    problems: list[RecordOutcome] = field(default_factory=list)
+
+
+class Worker:
+    """Indexes batches of record changes into a dataset's tables.
+
+    Args:
+        kd: The dataset and its indexers.
+        state: Fingerprints of what is indexed; updated after each table write.
+        debouncer: Where retries are queued.
+        clock: Monotonic clock (injected for tests).
+        retry_delays: Backoff before each retry of an unreadable artifact; once they
+            are used up the artifact is reported ``artifact_unreadable``.
+    """
+
+    def __init__(
+        self,
+        kd: KymDataset,
+        state: IndexState,
+        debouncer: Debouncer,
+        clock: Callable[[], float] = time.monotonic,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    ) -> None:
+        self.kd, self.state, self.debouncer, self.clock = kd, state, debouncer, clock
+        self.retry_delays = tuple(retry_delays)
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
+
+    def readers_of(self, artifact: str) -> set[str]:
+        """Names of the indexers that read ``artifact``."""
+        return {name for name, reads in self._reads if artifact in reads}
+
+    def process(self, batch: Batch, *, final: bool = False) -> BatchResult:
+        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown)."""
+        start = time.perf_counter()
+        result = BatchResult(records=len(batch))
+        by_indexer: dict[str, list[str]] = {name: [] for name, _ in self._reads}
+        for change in batch.changes:
+            for name in route(change, self._reads):
+                by_indexer[name].append(change.image_id)
+        # Fingerprints are taken before reading: a write after this point is seen
+        # as a change by the next reconcile even if we already read its content.
+        fresh: dict[str, RecordFiles | None] = {}
+        for change in batch.changes:
+            rec = ZarrImageRecord(self.kd.store, change.image_id)
+            fresh[change.image_id] = scan_record(rec.path) if rec.exists() else None
+        done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
+        for name, ids in by_indexer.items():
+            if not ids:
+                continue
+            report = self.kd.update_images(name, ids, log_outcomes=False)
+            if report.table_written:
+                result.tables.append(report.table_name)
+            result.rows_written += report.rows_written
+            for outcome in report.outcomes:
+                if self._settle(outcome, final):
+                    done[outcome.image_id].add(name)
+                else:
+                    result.retries += 1
+                result.outcomes[outcome.status.value] += 1
+                if outcome.status in (OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID):
+                    result.problems.append(outcome)
+        for change in batch.changes:
+            self.state.update_record(
+                change.image_id, fresh[change.image_id], done[change.image_id], self.readers_of
+            )
+        result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        return result
+
+    def _settle(self, outcome: RecordOutcome, final: bool) -> bool:
+        """Log an outcome; False if it was deferred for a retry instead."""
+        key = (outcome.image_id, outcome.indexer)
+        if outcome.status is OutcomeStatus.UNREADABLE and not final:
+            attempt = self._attempts.get(key, 0)
+            if attempt < len(self.retry_delays):
+                self._attempts[key] = attempt + 1
+                delay = self.retry_delays[attempt]
+                now = self.clock()
+                readers = next(r for n, r in self._reads if n == outcome.indexer)
+                change = RecordChange(outcome.image_id, readers)
+                self.debouncer.defer(change, now, now + delay)
+                log.info(
+                    "artifact_retry",
+                    image_id=outcome.image_id,
+                    indexer=outcome.indexer,
+                    path=outcome.path,
+                    attempt=attempt + 1,
+                    delay_s=delay,
+                    error=outcome.error,
+                )
+                return False
+        self._attempts.pop(key, None)
+        log_outcome(outcome)
+        return True

@@ -1,0 +1,96 @@
+"""Logging setup. Only the CLI calls :func:`configure_logging`.
+
+Every event is a structlog event dict with a stable name. The daemon's log file
+gets one JSON object per line; the terminal gets readable lines (or JSON lines
+when stdout/stderr is not a terminal, e.g. under systemd's journal).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from kymwatch.logfile import LogFileHandler
+
+__all__ = ["ConsoleFormat", "configure_logging", "under_service_manager"]
+
+ConsoleFormat = Literal["auto", "pretty", "json", "none"]
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def under_service_manager() -> bool:
+    """True when run by systemd (journal) or launchd, where stdout is the log."""
+    return bool(
+        os.environ.get("JOURNAL_STREAM")
+        or os.environ.get("INVOCATION_ID")
+        or os.environ.get("XPC_SERVICE_NAME", "0") not in ("0", "")
+    )
+
+
+def _formatter(*, pretty: bool, colors: bool = False) -> logging.Formatter:
+    last: list[Any] = (
+        [structlog.dev.ConsoleRenderer(colors=colors)]
+        if pretty
+        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+    )
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    log_file: Path | None = None,
+    console: ConsoleFormat = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog (and stdlib logging) to the console and, optionally, a JSON file.
+
+    Args:
+        level: Minimum level (debug, info, warning, error).
+        log_file: JSON-lines log file (size-rotated, reopened after logrotate).
+        console: ``auto`` = readable on a terminal, JSON lines otherwise.
+        stream: Console stream (default stderr).
+    """
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[
+            *_SHARED,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.setLevel(numeric)
+    out = stream or sys.stderr
+    if console != "none":
+        pretty = console == "pretty" or (console == "auto" and out.isatty())
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(_formatter(pretty=pretty, colors=out.isatty()))
+        root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = LogFileHandler(log_file)
+        file_handler.setFormatter(_formatter(pretty=False))
+        root.addHandler(file_handler)
+    # watchdog logs its own warnings (e.g. inotify overflow) through stdlib logging.
+    logging.getLogger("watchdog").setLevel(max(numeric, logging.WARNING))
