@@ -94,3 +94,4 @@ def configure_logging(
         root.addHandler(file_handler)
     # watchdog logs its own warnings (e.g. inotify overflow) through stdlib logging.
     logging.getLogger("watchdog").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("filelock").setLevel(logging.WARNING)

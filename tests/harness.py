@@ -1,0 +1,236 @@
+"""End-to-end harness: the real daemon as a subprocess, and the rebuild oracle.
+
+Shared by the daemon end-to-end, reliability and benchmark code. Nothing here
+asserts an upper time bound; every wait has a generous timeout only to turn a
+hang into a clear failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kymwatch.index import KymDataset
+
+KYMWATCH = [sys.executable, "-m", "kymwatch"]
+WAIT_S = 120.0
+
+
+def kymwatch(
+    *args: str | Path, timeout: float = WAIT_S, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``kymwatch`` CLI command in a subprocess and capture its output."""
+    proc = subprocess.run(
+        [*KYMWATCH, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"kymwatch {' '.join(map(str, args))} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+class DaemonProcess:
+    """``kymwatch run STORE`` in a subprocess, with helpers to wait on it.
+
+    Args:
+        store: The dataset folder.
+        args: Extra ``kymwatch run`` arguments.
+        quiet_ms: Debounce quiet window (short by default, to keep tests quick).
+        env: Extra environment variables.
+    """
+
+    def __init__(
+        self,
+        store: Path,
+        *args: str,
+        quiet_ms: int = 100,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.store = Path(store)
+        self.args = ["--quiet-ms", str(quiet_ms), "--log-level", "debug", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.output = self.store.parent / f"daemon-{self.store.name}.out"
+
+    @property
+    def log_path(self) -> Path:
+        """The daemon's JSON log file."""
+        return self.store / "index" / "kymwatch.log"
+
+    def start(self, *, wait_ready: bool = True) -> DaemonProcess:
+        """Start the daemon; by default wait until its first reconcile is done."""
+        out = self.output.open("ab")
+        self.proc = subprocess.Popen(
+            [*KYMWATCH, "run", str(self.store), *self.args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        out.close()
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = WAIT_S) -> None:
+        """Block until the status file says this process is watching."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        status = self.store / "index" / "status.json"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.read_output()}")
+            try:
+                doc = json.loads(status.read_bytes())
+                if doc.get("pid") == self.proc.pid and doc.get("state") == "watching":
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"daemon not ready after {timeout} s:\n{self.read_output()}")
+
+    def sync(self, timeout: float = WAIT_S) -> None:
+        """``kymwatch sync``: wait until every earlier write is in the tables."""
+        kymwatch(
+            "sync", self.store, "--timeout", str(timeout), "-q", timeout=timeout + 30, check=True
+        )
+
+    def stop(self, timeout: float = WAIT_S) -> int:
+        """SIGTERM, then wait for a clean exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): no cleanup runs."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=WAIT_S)
+
+    def read_output(self) -> str:
+        """What the daemon printed to stdout/stderr."""
+        try:
+            return self.output.read_text(errors="replace")[-20000:]
+        except OSError:
+            return ""
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log events (optionally only those named ``name``)."""
+        out = []
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or ev.get("event") == name:
+                out.append(ev)
+        return out
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+
+def fresh_rebuild(store: Path, scratch: Path) -> dict[str, pd.DataFrame]:
+    """Every table as a from-scratch ``rebuild`` of a copy of ``store`` produces it."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    shutil.copytree(store, scratch, ignore=shutil.ignore_patterns("tables", "index"), symlinks=True)
+    kd = KymDataset(scratch)
+    tables = {}
+    for ix in kd.indexers:
+        kd.rebuild(ix, log_outcomes=False)
+        tables[ix.table_name] = kd.get_table(ix.table_name)
+    shutil.rmtree(scratch)
+    return tables
+
+
+def live_tables(store: Path) -> dict[str, pd.DataFrame]:
+    """The tables as a reader sees them on disk now."""
+    kd = KymDataset(store, "r")
+    return {ix.table_name: kd.get_table(ix.table_name) for ix in kd.indexers}
+
+
+def assert_tables_match_rebuild(
+    store: Path, scratch: Path, *, keep_old_rows_for: Iterable[str] = ()
+) -> None:
+    """The oracle: each table equals a fresh rebuild.
+
+    Records in ``keep_old_rows_for`` (whose current artifact is corrupt) are left
+    out of the comparison: the daemon keeps their last good rows, a fresh rebuild
+    has none.
+    """
+    skip = set(keep_old_rows_for)
+    fresh, live = fresh_rebuild(store, scratch), live_tables(store)
+    for name, expected in fresh.items():
+        got = live[name]
+        if skip:
+            got = got[~got["image_id"].isin(skip)].reset_index(drop=True)
+            expected = expected[~expected["image_id"].isin(skip)].reset_index(drop=True)
+        if not got.equals(expected):
+            diff = _describe_difference(got, expected)
+            raise AssertionError(f"table {name!r} differs from a fresh rebuild: {diff}")
+
+
+def _describe_difference(got: pd.DataFrame, expected: pd.DataFrame) -> str:
+    g, e = got["image_id"].value_counts(), expected["image_id"].value_counts()
+    ids = sorted(set(g.index) | set(e.index))
+    bad = [(i, int(g.get(i, 0)), int(e.get(i, 0))) for i in ids if g.get(i, 0) != e.get(i, 0)]
+    if bad:
+        return f"rows per image_id (live, rebuild) differ: {bad[:10]}"
+    return f"same row counts, different values or dtypes:\n{got}\nvs\n{expected}"
+
+
+def count_inotify_watches(pid: int) -> int:
+    """Number of inotify watches held by process ``pid`` (Linux /proc)."""
+    total = 0
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        total += sum(1 for line in info.splitlines() if line.startswith("inotify wd:"))
+    return total
+
+
+def wait_until(predicate: Any, timeout: float = WAIT_S, what: str = "condition") -> None:
+    """Poll ``predicate()`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+__all__: Sequence[str] = [
+    "DaemonProcess",
+    "assert_tables_match_rebuild",
+    "count_inotify_watches",
+    "fresh_rebuild",
+    "kymwatch",
+    "live_tables",
+    "wait_until",
+]
