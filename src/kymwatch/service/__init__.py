@@ -1,0 +1,54 @@
+"""Run kymwatch as a service: systemd units and launchd jobs, one per dataset.
+
+Used by ``kymwatch service install|uninstall``. Each dataset gets its own
+service file with absolute paths and a stable name (:mod:`.naming`), rendered
+from the templates in ``templates/`` (:mod:`.render`) and written where the
+service manager looks (:mod:`.install`); :mod:`.command` is the CLI glue.
+"""
+
+from kymwatch.service.command import add_service_parser, run_service_command
+from kymwatch.service.errors import (
+    ExecutableNotFoundError,
+    ServiceNotInstalledError,
+    UnsupportedPathError,
+    UnsupportedPlatformError,
+)
+from kymwatch.service.install import InstallResult, install, uninstall
+from kymwatch.service.locate import (
+    Manager,
+    default_executable,
+    default_unit_dir,
+    detect_manager,
+    validate_store,
+)
+from kymwatch.service.naming import launchd_label, service_slug, systemd_unit_name
+from kymwatch.service.render import (
+    Executable,
+    launchd_log_path,
+    render_launchd_plist,
+    render_systemd_unit,
+)
+
+__all__ = [
+    "Executable",
+    "ExecutableNotFoundError",
+    "InstallResult",
+    "Manager",
+    "ServiceNotInstalledError",
+    "UnsupportedPathError",
+    "UnsupportedPlatformError",
+    "add_service_parser",
+    "default_executable",
+    "default_unit_dir",
+    "detect_manager",
+    "install",
+    "launchd_label",
+    "launchd_log_path",
+    "render_launchd_plist",
+    "render_systemd_unit",
+    "run_service_command",
+    "service_slug",
+    "systemd_unit_name",
+    "uninstall",
+    "validate_store",
+]

@@ -1,0 +1,296 @@
+"""Install and uninstall the per-dataset service file.
+
+``install`` renders the unit (systemd) or property list (launchd) of one
+dataset and writes it atomically (mode 0644) where the service manager looks
+for it. It never talks to the service manager itself: it returns the exact
+command to run next (``systemctl ... enable --now`` / ``launchctl bootstrap``),
+so an administrator sees and controls each step, and tests need no init system.
+
+The default folders are listed in :mod:`kymwatch.service.locate`; launchd jobs
+log to ``~/Library/Logs/kymwatch`` (agents) or ``/Library/Logs/kymwatch`` (daemons).
+
+A system service runs as the owner of the dataset folder (``User=`` /
+``UserName``) unless that owner is root or ``run_as`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from kymwatch.service.errors import ServiceNotInstalledError
+from kymwatch.service.locate import (
+    Manager,
+    check_executable,
+    default_executable,
+    default_unit_dir,
+    detect_manager,
+    store_owner,
+    validate_store,
+)
+from kymwatch.service.naming import canonical_store, launchd_label, systemd_unit_name
+from kymwatch.service.render import (
+    Executable,
+    launchd_log_path,
+    render_launchd_plist,
+    render_systemd_unit,
+)
+from kymwatch.store import atomic_write
+
+__all__ = [
+    "InstallResult",
+    "install",
+    "uninstall",
+]
+
+_FILE_MODE = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class InstallResult:
+    """What ``install`` or ``uninstall`` did, and what the administrator runs next.
+
+    Attributes:
+        action: ``"install"`` or ``"uninstall"``.
+        manager: ``"systemd"`` or ``"launchd"``.
+        user: A per-user service (``systemctl --user`` / LaunchAgent).
+        store: The canonical dataset path.
+        name: The systemd unit name or the launchd label.
+        path: The service file written, to be written, or removed.
+        content: The rendered file (empty for ``uninstall``).
+        dry_run: Nothing was written or removed.
+        changed: The file on disk was created, replaced or removed.
+        next_command: The shell command to run next.
+        notes: Further hints, one sentence each.
+    """
+
+    action: Literal["install", "uninstall"]
+    manager: Manager
+    user: bool
+    store: Path
+    name: str
+    path: Path
+    content: str
+    dry_run: bool
+    changed: bool
+    next_command: str
+    notes: tuple[str, ...] = ()
+
+
+def _systemctl(user: bool) -> str:
+    return "systemctl --user" if user else "systemctl"
+
+
+def _launchd_domain(user: bool) -> str:
+    return "gui/$(id -u)" if user else "system"
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rendered file of one manager and the commands around it."""
+
+    name: str
+    target: Path
+    data: bytes
+    next_command: str
+    notes: tuple[str, ...]
+    replaced_note: str
+    log_file: Path | None = None
+
+
+def _plan_systemd(
+    store: Path, executable: Executable, folder: Path, *, user: bool, run_as: str | None
+) -> _Plan:
+    name = systemd_unit_name(store)
+    ctl = _systemctl(user)
+    journal = "journalctl --user" if user else "journalctl"
+    notes = [f"Check it with: {ctl} status {name}; logs: {journal} -u {name}"]
+    if user:
+        notes.append(
+            "A user service stops when you log out and starts only at login unless "
+            "lingering is enabled: loginctl enable-linger $USER"
+        )
+    return _Plan(
+        name=name,
+        target=folder / name,
+        data=render_systemd_unit(store, executable, user=user, run_as=run_as).encode("utf-8"),
+        next_command=f"{ctl} daemon-reload && {ctl} enable --now {name}",
+        notes=tuple(notes),
+        replaced_note=f"It replaced an older unit; if the service runs, restart it: "
+        f"{ctl} daemon-reload && {ctl} restart {name}",
+    )
+
+
+def _plan_launchd(
+    store: Path,
+    executable: Executable,
+    folder: Path,
+    *,
+    user: bool,
+    run_as: str | None,
+    log_file: Path,
+) -> _Plan:
+    name = launchd_label(store)
+    target = folder / f"{name}.plist"
+    domain = _launchd_domain(user)
+    data = render_launchd_plist(
+        store, executable, label=name, user=user, log_path=log_file, run_as=run_as
+    )
+    return _Plan(
+        name=name,
+        target=target,
+        data=data,
+        next_command=f"launchctl bootstrap {domain} {shlex.quote(str(target))}",
+        notes=(
+            f"Check it with: launchctl print {domain}/{name}; stdout and stderr go to {log_file}",
+        ),
+        replaced_note="It replaced an older job; if it is loaded, unload it before the "
+        f"bootstrap: launchctl bootout {domain}/{name}",
+        log_file=log_file,
+    )
+
+
+def install(
+    store: str | os.PathLike[str],
+    *,
+    manager: Manager | None = None,
+    user: bool = False,
+    dry_run: bool = False,
+    executable: Executable | None = None,
+    unit_dir: Path | None = None,
+    log_dir: Path | None = None,
+    run_as: str | None = None,
+) -> InstallResult:
+    """Write the service file of a dataset (or only render it, with ``dry_run``).
+
+    Args:
+        store: The dataset folder; it must exist and be a kymflow dataset.
+        manager: ``"systemd"`` or ``"launchd"``; None picks the platform's.
+        user: A per-user service instead of a system-wide one.
+        dry_run: Render and report, but write nothing.
+        executable: The kymwatch program (default: :func:`default_executable`).
+        unit_dir: Write here instead of :func:`default_unit_dir`.
+        log_dir: launchd only: the stdout/stderr folder (see
+            :func:`~kymwatch.service.render.launchd_log_path`).
+        run_as: The account of a system service (default: the dataset's owner,
+            root if it is owned by root). Ignored for user services.
+
+    Returns:
+        What was (or would be) written where, and the command to run next.
+
+    Raises:
+        StoreNotFoundError: The dataset does not exist.
+        NotAStoreError: The path is not a kymflow dataset.
+        ExecutableNotFoundError: The program does not exist.
+        UnsupportedPlatformError: No manager given and none detected.
+        UnsupportedPathError: A path cannot be written into a service file.
+        OSError: The file cannot be written (e.g. no permission on a system folder).
+    """
+    path = validate_store(store)
+    manager = detect_manager() if manager is None else manager
+    executable = default_executable() if executable is None else executable
+    check_executable(executable)
+    folder = default_unit_dir(manager, user=user) if unit_dir is None else unit_dir
+    account = None if user else (run_as if run_as is not None else store_owner(path))
+    if account == "root":
+        account = None
+    if manager == "systemd":
+        plan = _plan_systemd(path, executable, folder, user=user, run_as=account)
+    else:
+        log_file = launchd_log_path(path, user=user, log_dir=log_dir)
+        plan = _plan_launchd(path, executable, folder, user=user, run_as=account, log_file=log_file)
+    notes = list(plan.notes)
+    previous = plan.target.read_bytes() if plan.target.is_file() else None
+    changed = previous != plan.data
+    if previous is not None and changed:
+        notes.append(plan.replaced_note)
+    if not dry_run:
+        if changed:
+            _write_file(plan.target, plan.data)
+        if plan.log_file is not None:
+            plan.log_file.parent.mkdir(parents=True, exist_ok=True)
+    return InstallResult(
+        action="install",
+        manager=manager,
+        user=user,
+        store=path,
+        name=plan.name,
+        path=plan.target,
+        content=plan.data.decode("utf-8"),
+        dry_run=dry_run,
+        changed=changed and not dry_run,
+        next_command=plan.next_command,
+        notes=tuple(notes),
+    )
+
+
+def uninstall(
+    store: str | os.PathLike[str],
+    *,
+    manager: Manager | None = None,
+    user: bool = False,
+    dry_run: bool = False,
+    unit_dir: Path | None = None,
+) -> InstallResult:
+    """Remove the service file of a dataset (the dataset itself need not exist any more).
+
+    Args:
+        store: The dataset folder the service was installed for.
+        manager: ``"systemd"`` or ``"launchd"``; None picks the platform's.
+        user: The per-user service rather than the system-wide one.
+        dry_run: Report what would be removed, but remove nothing.
+        unit_dir: Look here instead of :func:`default_unit_dir`.
+
+    Returns:
+        What was (or would be) removed, and the command that stops and
+        unregisters the service.
+
+    Raises:
+        ServiceNotInstalledError: There is no such service file.
+        UnsupportedPlatformError: No manager given and none detected.
+        OSError: The file cannot be removed.
+    """
+    path = canonical_store(store)
+    manager = detect_manager() if manager is None else manager
+    folder = default_unit_dir(manager, user=user) if unit_dir is None else unit_dir
+    if manager == "systemd":
+        name = systemd_unit_name(path)
+        target = folder / name
+        ctl = _systemctl(user)
+        next_command = f"{ctl} disable --now {name} && {ctl} daemon-reload"
+    else:
+        name = launchd_label(path)
+        target = folder / f"{name}.plist"
+        next_command = f"launchctl bootout {_launchd_domain(user)}/{name}"
+    if not target.is_file():
+        scope = "user" if user else "system"
+        raise ServiceNotInstalledError(
+            f"no {scope} {manager} service installed for {store} (looked for {target})"
+        )
+    if not dry_run:
+        target.unlink()
+    return InstallResult(
+        action="uninstall",
+        manager=manager,
+        user=user,
+        store=path,
+        name=name,
+        path=target,
+        content="",
+        dry_run=dry_run,
+        changed=not dry_run,
+        next_command=next_command,
+        notes=(),
+    )
