@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def new_dataset(store_path: Path) -> ZarrDataset:
 
 
 @pytest.fixture
-def captured_logs() -> Iterator[list[dict[str, Any]]]:
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """The structlog event dicts logged during the test."""
     with structlog.testing.capture_logs() as logs:
         yield logs

@@ -138,7 +138,7 @@ def test_file_path_is_not_a_store(tmp_path: Path) -> None:
     f.write_text("x")
     for mode in ("r", "a"):
         with pytest.raises(NotAStoreError):
-            ZarrDataset(f, mode)  # type: ignore[arg-type]
+            ZarrDataset(f, mode)
 
 
 def test_empty_folder_becomes_a_store(tmp_path: Path) -> None:

@@ -218,15 +218,15 @@ class KymDataset:
                 kept = current[~current[IMAGE_ID].isin(replaced)]
             new_parts = [rows for _, rows in results if rows is not None and len(rows)]
             rows_written = sum(len(p) for p in new_parts)
+            table = _merge(kept, new_parts, ix)
+            # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
             changed = (
-                replace_all
-                or rows_written > 0
-                or len(kept) != len(current)
-                or self._stamps.get(ix.table_name) is None
+                replace_all or self._stamps.get(ix.table_name) is None or not table.equals(current)
             )
-            table = _merge(kept, new_parts, ix) if changed else current
             if changed:
                 self._write(ix.table_name, table)
+            else:
+                table = current
         counts = table[IMAGE_ID].value_counts() if kept_ids else None
         outcomes = tuple(_with_kept_rows(o, counts) if o.keeps_old_rows else o for o, _ in results)
         if log_outcomes:

@@ -55,8 +55,14 @@ def table_fingerprint(path: Path) -> Fingerprint | None:
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
-    """Read one table file (raises FileNotFoundError if absent)."""
-    df: pd.DataFrame = pq.read_table(path).to_pandas()
+    """Read one table file (raises FileNotFoundError if absent).
+
+    The file is opened once and parsed through that handle: given a path, pyarrow may
+    open it again for the row groups, and an atomic replace in between would mix the
+    footer of one version with the pages of another.
+    """
+    with pa.OSFile(str(path)) as f:
+        df: pd.DataFrame = pq.read_table(f).to_pandas()
     return df
 
 
