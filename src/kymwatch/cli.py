@@ -169,7 +169,10 @@ class _UsageError(KymwatchError, ValueError):
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kymwatch``."""
-    p = _Parser(prog="kymwatch", description=__doc__)
+    p = _Parser(
+        prog="kymwatch",
+        description="Keep the dataset tables of a kymflow Zarr dataset up to date.",
+    )
     p.add_argument("--version", action="version", version=f"kymwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
