@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from kymwatch.errors import KymwatchError
 from kymwatch.service.install import InstallResult, install, uninstall
 from kymwatch.service.locate import Manager
 
 __all__ = ["add_service_parser", "run_service_command"]
+
+_P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 EXIT_OK = 0
 EXIT_OS_ERROR = 1
@@ -60,9 +62,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_service_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
+def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
     """Add ``service install`` and ``service uninstall`` to a CLI.
 
     The parsed namespace has ``service_command`` (``"install"`` or
@@ -70,10 +70,11 @@ def add_service_parser(
     ``dry_run`` and, for install, ``executable`` and ``run_as``.
 
     Args:
-        subparsers: The object returned by the main parser's ``add_subparsers()``.
+        subparsers: The object returned by the main parser's ``add_subparsers()``
+            (any ``ArgumentParser`` subclass as ``parser_class``).
 
     Returns:
-        The ``service`` parser.
+        The ``service`` parser (of the subparsers' parser class).
     """
     service = subparsers.add_parser(
         "service",
