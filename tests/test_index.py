@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import zarr
 
@@ -614,3 +615,18 @@ def test_ensure_image_id_column_on_empty_frame() -> None:
     assert list(out.columns) == ["image_id"]
     assert len(out) == 0
     assert str(out["image_id"].dtype) == "string"
+
+
+def test_rebuild_replaces_a_corrupt_table_file(indexed: KymDataset, captured_logs: Logs) -> None:
+    """A table file that no longer parses blocks updates, but a rebuild logs and replaces it."""
+    path = indexed.store.table_path(EVENTS)
+    path.write_bytes(path.read_bytes()[:40])
+    kd = KymDataset(indexed.path)
+    with pytest.raises(pa.ArrowException):
+        kd.update_image(EVENTS, "r1")
+
+    report = kd.rebuild(EVENTS)
+    assert report.table_written
+    assert _rows_per_image(KymDataset(indexed.path, "r").get_table(EVENTS)) == {"r1": 3, "r2": 1}
+    [event] = _events(captured_logs, "table_unreadable")
+    assert (event["table"], event["path"], event["log_level"]) == (EVENTS, str(path), "warning")

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import structlog
 
 from kymwatch.errors import (
@@ -197,10 +198,22 @@ class KymDataset:
         """Build the table from scratch from ``image_ids`` (default: every record).
 
         Records whose artifact is unreadable or invalid keep the rows the table had.
+        A table file that cannot be parsed is logged (``table_unreadable``) and replaced.
         """
         ix = self.indexer(ref)
         ids = self.store.list_image_ids() if image_ids is None else list(dict.fromkeys(image_ids))
         return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes)
+
+    def _read_for_update(self, ix: DatasetIndexer, *, replace_all: bool) -> pd.DataFrame:
+        """The current table; for a rebuild, an unparseable table file counts as empty."""
+        try:
+            return self._read_current(ix.table_name)
+        except (pa.ArrowException, OSError, ValueError, TypeError) as e:
+            if not replace_all:
+                raise
+            path = str(self.store.table_path(ix.table_name))
+            log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
+            return empty_table(ix.columns)
 
     def _apply(
         self, ix: DatasetIndexer, ids: list[str], *, replace_all: bool, log_outcomes: bool
@@ -209,7 +222,7 @@ class KymDataset:
         start = time.perf_counter()
         results = [self.extract(ix, image_id) for image_id in ids]
         with self.store.table_lock():
-            current = self._read_current(ix.table_name)
+            current = self._read_for_update(ix, replace_all=replace_all)
             kept_ids = {o.image_id for o, _ in results if o.keeps_old_rows}
             if replace_all:
                 kept = current[current[IMAGE_ID].isin(kept_ids)]
