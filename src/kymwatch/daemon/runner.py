@@ -323,6 +323,8 @@ class Daemon:
             changes = [merged[i] for i in sorted(merged)]
         first_seen = pending.first_seen if pending else self.clock()
         for i in range(0, len(changes), self.config.batch_records):
+            if self._stop.is_set() and pending is None:
+                break  # the rest is picked up by the next start's reconcile
             chunk = tuple(changes[i : i + self.config.batch_records])
             self._process(Batch(chunk, first_seen), source=reason, final=final)
             self._housekeeping()
