@@ -1,0 +1,339 @@
+"""End-to-end: the real daemon (``kymwatch run``) keeps the tables of a store right.
+
+Every store write here is plain file I/O (tests/helpers_store.py), the way other
+programs write into a dataset. Each test ends with ``kymwatch sync`` and the
+oracle: every table equals a fresh rebuild of the same store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness import (
+    DaemonProcess,
+    assert_tables_match_rebuild,
+    count_inotify_watches,
+    kymwatch,
+    live_tables,
+    wait_until,
+)
+from helpers_store import (
+    analysis_file,
+    delete_record,
+    events_frame,
+    legacy_radon_report,
+    make_v2_store,
+    write_csv_gz_artifact,
+    write_json_artifact,
+    write_parquet_artifact,
+    write_v2_record,
+)
+
+pytestmark = pytest.mark.integration
+
+
+# -- fixtures and small helpers --------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """An empty zarr-format-2 dataset written with plain file I/O."""
+    return make_v2_store(tmp_path / "store.zarr")
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """Where the oracle copies the store for its fresh rebuild."""
+    return tmp_path / "rebuild"
+
+
+@pytest.fixture
+def daemon(store: Path) -> Iterator[DaemonProcess]:
+    """``kymwatch run`` on the store, ready (first reconcile done); stopped afterwards."""
+    with DaemonProcess(store) as d:
+        yield d
+
+
+def add_record(store: Path, image_id: str, *, n_events: int = 3, mean: float = 1.0) -> None:
+    """A record with a velocity-events parquet and a (legacy-keyed) radon JSON report."""
+    write_v2_record(store, image_id)
+    write_parquet_artifact(store, image_id, "velocity_events", events_frame(n_events))
+    write_json_artifact(store, image_id, "radon_report", legacy_radon_report(mean))
+
+
+def rows(store: Path, table: str, image_id: str) -> pd.DataFrame:
+    """The rows a reader sees now in ``table`` for ``image_id``."""
+    df = live_tables(store)[table]
+    return df[df["image_id"] == image_id].reset_index(drop=True)
+
+
+def n_rows(store: Path, table: str, image_id: str) -> int:
+    """How many rows ``table`` holds for ``image_id`` now."""
+    return len(rows(store, table, image_id))
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` serialised as a parquet file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def events_about(d: DaemonProcess, name: str, image_id: str) -> list[dict[str, Any]]:
+    """The daemon's ``name`` log events that concern record ``image_id``."""
+    return [ev for ev in d.events(name) if ev.get("image_id") == image_id]
+
+
+# -- new records, edits, deletes ---------------------------------------------------------------
+def test_new_records_with_artifacts_are_indexed(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """Records written while the daemon runs appear in both tables with their artifacts' rows."""
+    for i, n in enumerate((1, 3, 5)):
+        add_record(store, f"rec{i}", n_events=n, mean=float(i))
+    daemon.sync()
+    assert [n_rows(store, "velocity_events", f"rec{i}") for i in range(3)] == [1, 3, 5]
+    radon = rows(store, "radon_report", "rec2")
+    assert radon["mean_velocity"].tolist() == [2.0]
+    assert_tables_match_rebuild(store, scratch)
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in_place"])
+def test_overwritten_parquet_is_reindexed(
+    daemon: DaemonProcess, store: Path, scratch: Path, atomic: bool
+) -> None:
+    """Overwriting an artifact (atomic rename or in place) replaces the record's rows."""
+    add_record(store, "rec", n_events=4)
+    add_record(store, "other", n_events=2)
+    daemon.sync()
+    assert n_rows(store, "velocity_events", "rec") == 4
+    write_parquet_artifact(
+        store, "rec", "velocity_events", events_frame(7, start_s=100.0), atomic=atomic
+    )
+    daemon.sync()
+    got = rows(store, "velocity_events", "rec")
+    assert got["t0_s"].tolist() == [100.0 + i for i in range(7)]
+    assert n_rows(store, "velocity_events", "other") == 2
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_deleted_artifacts_remove_their_rows(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """Deleting an artifact file removes the record's rows from that table only."""
+    add_record(store, "a", n_events=3)
+    add_record(store, "b", n_events=2)
+    daemon.sync()
+    analysis_file(store, "a", "velocity_events", "parquet").unlink()
+    analysis_file(store, "b", "radon_report", "json").unlink()
+    daemon.sync()
+    assert n_rows(store, "velocity_events", "a") == 0
+    assert n_rows(store, "radon_report", "a") == 1
+    assert n_rows(store, "velocity_events", "b") == 2
+    assert n_rows(store, "radon_report", "b") == 0
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_deleted_record_leaves_every_table(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """Removing a record folder removes its rows from every table and keeps the others."""
+    for name in ("keep", "gone"):
+        add_record(store, name)
+    daemon.sync()
+    delete_record(store, "gone")
+    daemon.sync()
+    tables = live_tables(store)
+    for name, df in tables.items():
+        assert set(df["image_id"]) == {"keep"}, name
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_legacy_artifact_names_are_indexed(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """``velocity_events/events.csv.gz`` and ``radon_report.json.gz`` feed the tables."""
+    write_v2_record(store, "legacy")
+    write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(4))
+    write_json_artifact(store, "legacy", "radon_report", legacy_radon_report(3.0), gz=True)
+    daemon.sync()
+    assert n_rows(store, "velocity_events", "legacy") == 4
+    radon = rows(store, "radon_report", "legacy")
+    assert radon[["mean_velocity", "median_velocity", "n_valid"]].values.tolist() == [
+        [3.0, 1.5, 10]
+    ]
+    write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(6))
+    daemon.sync()
+    assert n_rows(store, "velocity_events", "legacy") == 6
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_burst_of_200_records(daemon: DaemonProcess, store: Path, scratch: Path) -> None:
+    """200 records with two artifacts each, written without pause, all end up indexed."""
+    ids = [f"burst{i:03d}" for i in range(200)]
+    for i, image_id in enumerate(ids):
+        add_record(store, image_id, n_events=1 + i % 4, mean=float(i))
+    daemon.sync()
+    tables = live_tables(store)
+    assert set(tables["velocity_events"]["image_id"]) == set(ids)
+    assert set(tables["radon_report"]["image_id"]) == set(ids)
+    assert_tables_match_rebuild(store, scratch)
+
+
+# -- a half-written artifact ------------------------------------------------------------------
+def test_torn_artifact_keeps_old_rows_until_complete(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """A parquet file written in place in two halves keeps the old rows while torn, then
+    the full new rows once it is complete."""
+    add_record(store, "torn", n_events=3)
+    daemon.sync()
+    old = rows(store, "velocity_events", "torn")
+    assert len(old) == 3
+    data = parquet_bytes(events_frame(8, start_s=50.0))
+    half = len(data) // 2
+    path = analysis_file(store, "torn", "velocity_events", "parquet")
+    with path.open("wb") as f:
+        f.write(data[:half])
+        f.flush()
+        wait_until(
+            lambda: (
+                events_about(daemon, "artifact_retry", "torn")
+                or events_about(daemon, "artifact_unreadable", "torn")
+            ),
+            what="the daemon to meet the half-written artifact",
+        )
+        assert rows(store, "velocity_events", "torn").equals(old)
+        f.write(data[half:])
+    daemon.sync()
+    got = rows(store, "velocity_events", "torn")
+    assert got["t0_s"].tolist() == [50.0 + i for i in range(8)]
+    assert_tables_match_rebuild(store, scratch)
+
+
+# -- restart ---------------------------------------------------------------------------------
+def test_restart_indexes_only_what_changed_while_down(store: Path, scratch: Path) -> None:
+    """After SIGTERM (exit 0) and a restart, the startup reconcile indexes exactly the
+    records changed while the daemon was down, and the tables are right."""
+    for i in range(6):
+        add_record(store, f"r{i}", n_events=2)
+    d = DaemonProcess(store).start()
+    try:
+        d.sync()
+        assert d.stop() == 0
+        add_record(store, "r_new", n_events=5)
+        write_parquet_artifact(store, "r1", "velocity_events", events_frame(9))
+        delete_record(store, "r2")
+        d.start()
+        startups = [ev for ev in d.events("reconcile_done") if ev.get("reason") == "startup"]
+        assert len(startups) == 2, startups
+        assert startups[0]["changed"] == 6
+        assert startups[-1]["changed"] == 3, startups[-1]
+        d.sync()
+        assert n_rows(store, "velocity_events", "r_new") == 5
+        assert n_rows(store, "velocity_events", "r1") == 9
+        assert n_rows(store, "velocity_events", "r2") == 0
+        assert_tables_match_rebuild(store, scratch)
+    finally:
+        assert d.stop() == 0
+
+
+# -- logging of missing artifacts --------------------------------------------------------------
+def test_missing_artifacts_are_logged_per_record_and_indexer(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """A record without artifacts logs ``artifact_missing`` naming the record and each
+    indexer; a record missing one artifact names only that indexer."""
+    write_v2_record(store, "bare")
+    write_v2_record(store, "half")
+    write_parquet_artifact(store, "half", "velocity_events", events_frame(2))
+    daemon.sync()
+    bare = events_about(daemon, "artifact_missing", "bare")
+    assert {ev["indexer"] for ev in bare} == {"velocity_events", "radon_report"}, bare
+    assert all(ev["looked_for"] for ev in bare), bare
+    half = events_about(daemon, "artifact_missing", "half")
+    assert {ev["indexer"] for ev in half} == {"radon_report"}, half
+    assert_tables_match_rebuild(store, scratch)
+
+
+# -- events are delivered (no sync) -------------------------------------------------------------
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in_place"])
+def test_edit_is_indexed_without_sync(
+    daemon: DaemonProcess, store: Path, scratch: Path, atomic: bool
+) -> None:
+    """An edit reaches the table through file events alone, without any sync barrier."""
+    add_record(store, "live", n_events=2)
+    daemon.sync()
+    write_parquet_artifact(store, "live", "velocity_events", events_frame(6), atomic=atomic)
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "live") == 6,
+        what="the edit to show in the table",
+    )
+    write_json_artifact(store, "live", "radon_report", legacy_radon_report(9.0), atomic=atomic)
+    wait_until(
+        lambda: rows(store, "radon_report", "live")["mean_velocity"].tolist() == [9.0],
+        what="the radon edit to show in the table",
+    )
+    daemon.sync()
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_new_record_with_nested_artifact_is_indexed_without_sync(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """A record created while running, whose artifact lands in a new ``analysis/`` sub-folder,
+    is indexed through file events alone (new folders get watched)."""
+    write_v2_record(store, "fresh")
+    write_parquet_artifact(store, "fresh", "velocity_events/events", events_frame(4))
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "fresh") == 4,
+        what="the new record to show in the table",
+    )
+    write_parquet_artifact(store, "fresh", "velocity_events/events", events_frame(1))
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "fresh") == 1,
+        what="the edit in the new sub-folder to show in the table",
+    )
+    daemon.sync()
+    assert_tables_match_rebuild(store, scratch)
+
+
+# -- polling -----------------------------------------------------------------------------------
+def test_polling_mode_keeps_tables_right(store: Path, scratch: Path) -> None:
+    """With ``--polling`` new records, edits and deletes are indexed, no inotify watch is
+    held, and status reports watch_mode polling."""
+    add_record(store, "old", n_events=2)
+    add_record(store, "doomed", n_events=2)
+    with DaemonProcess(store, "--polling", "--poll-interval", "0.5") as d:
+        assert d.proc is not None
+        status = kymwatch("status", store, "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["status"]["watch_mode"] == "polling"
+        assert count_inotify_watches(d.proc.pid) == 0
+        add_record(store, "new", n_events=3)
+        wait_until(
+            lambda: n_rows(store, "velocity_events", "new") == 3,
+            what="a poll to index the new record",
+        )
+        write_parquet_artifact(store, "old", "velocity_events", events_frame(5))
+        delete_record(store, "doomed")
+        d.sync()
+        assert n_rows(store, "velocity_events", "old") == 5
+        assert n_rows(store, "velocity_events", "doomed") == 0
+        assert_tables_match_rebuild(store, scratch)
+        assert d.stop() == 0
+
+
+def test_daemon_exits_zero_on_sigterm(daemon: DaemonProcess, store: Path) -> None:
+    """SIGTERM stops the daemon cleanly: exit code 0 and a final ``stopped`` status."""
+    assert daemon.stop() == 0
+    status = json.loads((store / "index" / "status.json").read_bytes())
+    assert status["state"] == "stopped"
+    assert os.path.exists(store / "index" / "kymwatch.log")
