@@ -20,7 +20,7 @@ from kymwatch.daemon import (
 )
 from kymwatch.errors import KymwatchError
 from kymwatch.index import KymDataset
-from kymwatch.logconfig import configure_logging, under_service_manager
+from kymwatch.logconfig import ConsoleFormat, configure_logging, service_console_format
 from kymwatch.store import INDEX_DIR, ZarrDataset
 
 __all__ = ["main"]
@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_delay_ms < args.quiet_ms:
         raise _UsageError("--max-delay-ms must be at least --quiet-ms")
     log_file = None if args.no_log_file else Path(args.log_file or root / INDEX_DIR / LOG_FILE)
-    console = "json" if under_service_manager() else "auto"
+    console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
     config = DaemonConfig(
         store=root,
@@ -80,8 +80,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = read_status(root, daemon_running(root))
     code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
     if args.json:
-        doc = {"running": view.running, "healthy": view.healthy, "stale": view.stale}
-        doc |= {"heartbeat_age_s": view.age_s, "status": view.data}
+        doc: dict[str, object] = {
+            "running": view.running,
+            "healthy": view.healthy,
+            "stale": view.stale,
+            "heartbeat_age_s": view.age_s,
+            "status": view.data,
+        }
         print(json.dumps(doc, indent=2))
         return code
     d = view.data

@@ -17,7 +17,7 @@ import structlog
 
 from kymwatch.logfile import LogFileHandler
 
-__all__ = ["ConsoleFormat", "configure_logging", "under_service_manager"]
+__all__ = ["ConsoleFormat", "configure_logging", "service_console_format"]
 
 ConsoleFormat = Literal["auto", "pretty", "json", "none"]
 
@@ -29,13 +29,17 @@ _SHARED: list[Any] = [
 ]
 
 
-def under_service_manager() -> bool:
-    """True when run by systemd (journal) or launchd, where stdout is the log."""
-    return bool(
-        os.environ.get("JOURNAL_STREAM")
-        or os.environ.get("INVOCATION_ID")
-        or os.environ.get("XPC_SERVICE_NAME", "0") not in ("0", "")
-    )
+def service_console_format() -> ConsoleFormat | None:
+    """The console format under a service manager, None when run by hand.
+
+    systemd: JSON lines on stdout for the journal. launchd: none, since the daemon's
+    own rotated log file already has every line (launchd does not rotate its files).
+    """
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        return "json"
+    if os.environ.get("XPC_SERVICE_NAME", "0") not in ("0", ""):
+        return "none"
+    return None
 
 
 def _formatter(*, pretty: bool, colors: bool = False) -> logging.Formatter:
