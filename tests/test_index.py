@@ -24,7 +24,12 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
-from kymwatch.errors import InvalidNameError, ReadOnlyStoreError, TableNotFoundError
+from kymwatch.errors import (
+    ArtifactUnreadableError,
+    InvalidNameError,
+    ReadOnlyStoreError,
+    TableNotFoundError,
+)
 from kymwatch.index import (
     DatasetIndexer,
     KymDataset,
@@ -35,7 +40,7 @@ from kymwatch.index import (
     ensure_image_id_column,
     normalize_table_name,
 )
-from kymwatch.store import ZarrDataset, read_table_file
+from kymwatch.store import ZarrDataset, ZarrImageRecord, read_table_file
 
 PIXELS = np.arange(32, dtype="uint16").reshape(4, 8)
 EVENTS = "velocity_events"
@@ -630,3 +635,19 @@ def test_rebuild_replaces_a_corrupt_table_file(indexed: KymDataset, captured_log
     assert _rows_per_image(KymDataset(indexed.path, "r").get_table(EVENTS)) == {"r1": 3, "r2": 1}
     [event] = _events(captured_logs, "table_unreadable")
     assert (event["table"], event["path"], event["log_level"]) == (EVENTS, str(path), "warning")
+
+
+class _DeletesRecordWhileReading(VelocityEventsIndexer):
+    """Simulates a record folder removed while its artifact is being read."""
+
+    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
+        delete_record(rec.dataset.path, rec.image_id)
+        raise ArtifactUnreadableError(rec.image_id, EVENTS, "gone", "No such file or directory")
+
+
+def test_record_removed_while_read_is_removed_not_unreadable(indexed: KymDataset) -> None:
+    """A read that fails because the record vanished meanwhile drops the rows (record_removed)."""
+    kd = KymDataset(indexed.path, indexers=[_DeletesRecordWhileReading()])
+    outcome = kd.update_image(EVENTS, "r1")
+    assert outcome.status is OutcomeStatus.REMOVED
+    assert _rows_per_image(kd.get_table(EVENTS)) == {"r2": 1}

@@ -160,18 +160,21 @@ class KymDataset:
         rec = ZarrImageRecord(self.store, image_id)
         if not rec.exists():
             return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
+        failed: RecordOutcome | None = None
         try:
             rows = ix.extract_rows(rec)
         except ArtifactNotFoundError as e:
-            return RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for), None
+            failed = RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for)
         except ArtifactUnreadableError as e:
             status = OutcomeStatus.UNREADABLE
-            return RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason), None
+            failed = RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason)
         except ArtifactInvalidError as e:
             status = OutcomeStatus.INVALID
-            return RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason), None
-        if not rec.exists():  # removed while we read it
+            failed = RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason)
+        if not rec.exists():  # removed while we read it (often the cause of the failure)
             return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
+        if failed is not None:
+            return failed, None
         rows = _typed(rows, ix)
         return RecordOutcome(image_id, ix.name, OutcomeStatus.INDEXED, rows=len(rows)), rows
 
