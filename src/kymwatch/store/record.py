@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,18 +112,29 @@ class ZarrImageRecord:
         if found is None:
             looked = tuple(artifact_file_name(name, f) for f in formats)
             raise ArtifactNotFoundError(self.image_id, name, looked)
-        path = found[0]
-        if path.is_symlink():
-            raise ArtifactUnreadableError(
-                self.image_id, name, str(path), "symbolic links are not followed"
-            )
         return found
 
     def _read_bytes(self, name: str, path: Path) -> bytes:
+        """The whole file, refusing symbolic links and anything but a regular file.
+
+        Opened with O_NOFOLLOW | O_NONBLOCK and checked with fstat, so neither a
+        symlink swapped in nor a FIFO can redirect or block the read.
+        """
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            return path.read_bytes()
+            fd = os.open(path, flags)
+        except OSError as e:
+            reason = "symbolic links are not followed" if path.is_symlink() else str(e)
+            raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ArtifactUnreadableError(self.image_id, name, str(path), "not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
         except OSError as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+        finally:
+            os.close(fd)
 
     # -- writes ---------------------------------------------------------------------------
     def _before_write(self) -> None:
