@@ -471,3 +471,16 @@ def test_plain_artifacts_are_read_through_the_record(plain_v2_store: Path) -> No
     assert rec.list_analysis_keys() == ["radon_report", "velocity_events"]
     assert len(rec.load_df_parquet("velocity_events")) == 2
     assert rec.load_json("radon_report") == {"a": 1}
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+def test_plain_writers_leave_only_final_files(plain_v2_store: Path, atomic: bool) -> None:
+    """The plain-file helpers write the final file, atomically or in place, and no partials."""
+    write_v2_record(plain_v2_store, "r1", atomic=atomic)
+    write_parquet_artifact(plain_v2_store, "r1", "a/b", events_frame(2), atomic=atomic)
+    write_json_artifact(plain_v2_store, "r1", "c", {"x": 1}, atomic=atomic)
+    names = [p.name for p in plain_v2_store.rglob("*") if p.is_file()]
+    assert not [n for n in names if n.endswith(".partial")]
+    rec = ZarrDataset(plain_v2_store, "r").record("r1")
+    assert rec.list_analysis_keys() == ["a/b", "c"]
+    np.testing.assert_array_equal(rec.load_array(), PIXELS)
