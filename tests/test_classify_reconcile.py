@@ -66,7 +66,7 @@ def fc(rel: str, kind: ChangeKind = ChangeKind.MODIFIED, is_dir: bool = False) -
     ],
 )
 def test_classify(rel: str, is_dir: bool, expected: RecordChange | None) -> None:
-    """Artifacts name their record and artifact; folders mean the whole record; the rest is noise."""
+    """Artifacts name record and artifact; folders mean the whole record; the rest is noise."""
     assert classify(ROOT, fc(rel, is_dir=is_dir)) == expected
 
 

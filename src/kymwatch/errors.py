@@ -19,6 +19,7 @@ __all__ = [
     "StoreNotFoundError",
     "SyncTimeoutError",
     "TableNotFoundError",
+    "TableUnreadableError",
 ]
 
 
@@ -48,6 +49,10 @@ class RecordNotFoundError(KymwatchError, FileNotFoundError):
 
 class TableNotFoundError(KymwatchError, FileNotFoundError):
     """The dataset has no table with this name."""
+
+
+class TableUnreadableError(KymwatchError, ValueError):
+    """A table file exists but cannot be parsed; ``rebuild`` replaces it."""
 
 
 class ArtifactNotFoundError(KymwatchError, FileNotFoundError):

@@ -8,6 +8,7 @@ retried with backoff before it is reported; its old rows stay meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from kymwatch.daemon.changes import Batch, RecordChange
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.reconcile import route
 from kymwatch.daemon.state import IndexState
+from kymwatch.errors import TableUnreadableError
 from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, log_outcome
 from kymwatch.store import RecordFiles, ZarrImageRecord, scan_record
 
@@ -89,7 +91,15 @@ class Worker:
         for name, ids in by_indexer.items():
             if not ids:
                 continue
-            report = self.kd.update_images(name, ids, log_outcomes=False)
+            try:
+                report = self.kd.update_images(name, ids, log_outcomes=False)
+            except TableUnreadableError as e:
+                # The table is damaged; the artifacts are the truth: rebuild it whole.
+                report = self.kd.rebuild(name, log_outcomes=False)
+                log.warning("table_rebuilt", indexer=name, reason="table_unreadable", error=str(e))
+                wanted = set(ids)
+                outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
+                report = dataclasses.replace(report, outcomes=outcomes)
             if report.table_written:
                 result.tables.append(report.table_name)
             result.rows_written += report.rows_written

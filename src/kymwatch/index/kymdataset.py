@@ -15,6 +15,7 @@ from kymwatch.errors import (
     ArtifactNotFoundError,
     ArtifactUnreadableError,
     TableNotFoundError,
+    TableUnreadableError,
 )
 from kymwatch.index.base import (
     IMAGE_ID,
@@ -212,9 +213,9 @@ class KymDataset:
         try:
             return self._read_current(ix.table_name)
         except (pa.ArrowException, OSError, ValueError, TypeError) as e:
-            if not replace_all:
-                raise
             path = str(self.store.table_path(ix.table_name))
+            if not replace_all:
+                raise TableUnreadableError(f"table file {path} cannot be read: {e}") from e
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
             return empty_table(ix.columns)
 
