@@ -212,7 +212,11 @@ class Daemon:
                 reason = "table_missing" if table_missing else "schema_changed"
                 report = self.kd.rebuild(ix)
                 log.info(
-                    "table_rebuilt", table=ix.table_name, reason=reason, rows=report.table_rows
+                    "table_rebuilt",
+                    table=ix.table_name,
+                    indexer=ix.name,
+                    reason=reason,
+                    rows=report.table_rows,
                 )
             self.state.schema_versions[ix.name] = ix.schema_version
 

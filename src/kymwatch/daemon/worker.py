@@ -96,7 +96,14 @@ class Worker:
             except TableUnreadableError as e:
                 # The table is damaged; the artifacts are the truth: rebuild it whole.
                 report = self.kd.rebuild(name, log_outcomes=False)
-                log.warning("table_rebuilt", indexer=name, reason="table_unreadable", error=str(e))
+                log.warning(
+                    "table_rebuilt",
+                    table=report.table_name,
+                    indexer=name,
+                    reason="table_unreadable",
+                    rows=report.table_rows,
+                    error=str(e),
+                )
                 wanted = set(ids)
                 outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
                 report = dataclasses.replace(report, outcomes=outcomes)
