@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import zarr
 
@@ -29,6 +28,7 @@ from kymwatch.errors import (
     InvalidNameError,
     ReadOnlyStoreError,
     TableNotFoundError,
+    TableUnreadableError,
 )
 from kymwatch.index import (
     DatasetIndexer,
@@ -627,7 +627,7 @@ def test_rebuild_replaces_a_corrupt_table_file(indexed: KymDataset, captured_log
     path = indexed.store.table_path(EVENTS)
     path.write_bytes(path.read_bytes()[:40])
     kd = KymDataset(indexed.path)
-    with pytest.raises(pa.ArrowException):
+    with pytest.raises(TableUnreadableError):
         kd.update_image(EVENTS, "r1")
 
     report = kd.rebuild(EVENTS)
