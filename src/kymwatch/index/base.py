@@ -177,7 +177,9 @@ def conform_rows(
 
 def _cast(values: pd.Series, dtype: str) -> pd.Series:
     if dtype == "string":
-        if values.map(lambda v: isinstance(v, (list, dict, set, bytes))).any():
+        # Not ``values.map(...).any()``: on an empty string-dtype column (a zero-row
+        # artifact) pandas 3 raises "Cannot perform reduction 'any' with string dtype".
+        if any(isinstance(v, (list, dict, set, bytes)) for v in values):
             raise TypeError("nested or binary values")
         return values.astype("string")
     if dtype == "Int64" and values.dtype == object:
