@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,10 +177,17 @@ def test_legacy_artifact_names_are_indexed(
 
 
 def test_burst_of_200_records(daemon: DaemonProcess, store: Path, scratch: Path) -> None:
-    """200 records with two artifacts each, written without pause, all end up indexed."""
+    """200 records with two artifacts each, written without pause, all end up indexed
+    (through events alone, then confirmed after a sync)."""
     ids = [f"burst{i:03d}" for i in range(200)]
     for i, image_id in enumerate(ids):
         add_record(store, image_id, n_events=1 + i % 4, mean=float(i))
+
+    def all_indexed() -> bool:
+        tables = live_tables(store)
+        return all(set(df["image_id"]) == set(ids) for df in tables.values())
+
+    wait_until(all_indexed, what="the burst to reach the tables through events")
     daemon.sync()
     tables = live_tables(store)
     assert set(tables["velocity_events"]["image_id"]) == set(ids)
@@ -188,12 +196,18 @@ def test_burst_of_200_records(daemon: DaemonProcess, store: Path, scratch: Path)
 
 
 # -- a half-written artifact ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "seen_as",
+    [("artifact_retry", "artifact_unreadable"), ("artifact_unreadable",)],
+    ids=["while_retrying", "after_retries_gave_up"],
+)
 def test_torn_artifact_keeps_old_rows_until_complete(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon: DaemonProcess, store: Path, scratch: Path, seen_as: tuple[str, ...]
 ) -> None:
-    """A parquet file written in place in two halves keeps the old rows while torn, then
-    the full new rows once it is complete."""
+    """A parquet file written in place in two halves keeps the record's old rows while it
+    is torn (during the retries and after they gave up), then gets the full new rows."""
     add_record(store, "torn", n_events=3)
+    add_record(store, "bystander", n_events=2)
     daemon.sync()
     old = rows(store, "velocity_events", "torn")
     assert len(old) == 3
@@ -204,14 +218,16 @@ def test_torn_artifact_keeps_old_rows_until_complete(
         f.write(data[:half])
         f.flush()
         wait_until(
-            lambda: (
-                events_about(daemon, "artifact_retry", "torn")
-                or events_about(daemon, "artifact_unreadable", "torn")
-            ),
-            what="the daemon to meet the half-written artifact",
+            lambda: any(events_about(daemon, name, "torn") for name in seen_as),
+            what=f"the daemon to log {' or '.join(seen_as)} for the half-written artifact",
         )
         assert rows(store, "velocity_events", "torn").equals(old)
+        assert n_rows(store, "velocity_events", "bystander") == 2
         f.write(data[half:])
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "torn") == 8,
+        what="the completed artifact to reach the table through events",
+    )
     daemon.sync()
     got = rows(store, "velocity_events", "torn")
     assert got["t0_s"].tolist() == [50.0 + i for i in range(8)]
@@ -243,6 +259,22 @@ def test_restart_indexes_only_what_changed_while_down(store: Path, scratch: Path
         assert_tables_match_rebuild(store, scratch)
     finally:
         assert d.stop() == 0
+
+
+def test_changes_pending_at_stop_are_indexed_after_restart(store: Path, scratch: Path) -> None:
+    """Writes the daemon had not indexed yet when SIGTERM arrived (exit 0) are indexed by
+    the next start's reconcile."""
+    with DaemonProcess(store, "--max-delay-ms", "60000", quiet_ms=30000) as d:
+        add_record(store, "pending0")
+        add_record(store, "pending1", n_events=4)
+        assert d.stop() == 0
+        assert n_rows(store, "velocity_events", "pending1") == 0
+        d.start()
+        startup = [ev for ev in d.events("reconcile_done") if ev.get("reason") == "startup"]
+        assert startup[-1]["changed"] == 2, startup
+        d.sync()
+        assert n_rows(store, "velocity_events", "pending1") == 4
+        assert_tables_match_rebuild(store, scratch)
 
 
 # -- logging of missing artifacts --------------------------------------------------------------
@@ -302,6 +334,101 @@ def test_new_record_with_nested_artifact_is_indexed_without_sync(
         what="the edit in the new sub-folder to show in the table",
     )
     daemon.sync()
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_record_deleted_and_recreated_under_the_same_id(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """A record removed and written again under the same id gets the new content, through
+    events alone (the new folder is watched again)."""
+    add_record(store, "phoenix", n_events=2, mean=1.0)
+    daemon.sync()
+    delete_record(store, "phoenix")
+    add_record(store, "phoenix", n_events=5, mean=7.0)
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "phoenix") == 5,
+        what="the re-created record to show in the table",
+    )
+    write_parquet_artifact(store, "phoenix", "velocity_events", events_frame(1))
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "phoenix") == 1,
+        what="an edit in the re-created record to show in the table",
+    )
+    daemon.sync()
+    assert rows(store, "radon_report", "phoenix")["mean_velocity"].tolist() == [7.0]
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_record_folders_moved_in_and_out(
+    daemon: DaemonProcess, store: Path, scratch: Path, tmp_path: Path
+) -> None:
+    """A record prepared elsewhere and renamed into ``images/`` is indexed and then watched;
+    a record renamed out of ``images/`` leaves the tables; both through events alone."""
+    staging = make_v2_store(tmp_path / "staging.zarr")
+    add_record(staging, "moved_in", n_events=4)
+    write_parquet_artifact(staging, "moved_in", "velocity_events/events", events_frame(1))
+    add_record(store, "moved_out", n_events=2)
+    daemon.sync()
+    os.rename(staging / "images" / "moved_in", store / "images" / "moved_in")
+    os.rename(store / "images" / "moved_out", staging / "images" / "moved_out")
+    wait_until(
+        lambda: (
+            n_rows(store, "velocity_events", "moved_in") == 4
+            and n_rows(store, "velocity_events", "moved_out") == 0
+        ),
+        what="the moved records to show in (and leave) the table",
+    )
+    analysis_file(store, "moved_in", "velocity_events", "parquet").unlink()
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "moved_in") == 1,
+        what="the nested fallback artifact of the moved-in record to take over",
+    )
+    daemon.sync()
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_zarr3_partial_names_and_dropped_partials(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """Artifacts written the zarr-3 way (``<name>.<hex>.partial`` replacing the suffix, then
+    renamed) are indexed; partial files left behind or deleted never reach a table."""
+    write_v2_record(store, "z3")
+    folder = store / "images" / "z3" / "analysis"
+    folder.mkdir(parents=True)
+    partial = folder / "radon_report.0a1b2c3d.partial"
+    partial.write_bytes(json.dumps(legacy_radon_report(4.0)).encode())
+    os.rename(partial, folder / "radon_report.json")
+    abandoned = folder / "velocity_events.9f8e7d6c.partial"
+    abandoned.write_bytes(parquet_bytes(events_frame(3)))
+    dropped = folder / "velocity_events.11223344.partial"
+    dropped.write_bytes(parquet_bytes(events_frame(2)))
+    dropped.unlink()
+    wait_until(
+        lambda: rows(store, "radon_report", "z3")["mean_velocity"].tolist() == [4.0],
+        what="the renamed radon report to show in the table",
+    )
+    daemon.sync()
+    assert n_rows(store, "velocity_events", "z3") == 0
+    assert_tables_match_rebuild(store, scratch)
+
+
+def test_deleted_artifact_subfolder_removes_its_rows(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """Removing an ``analysis/`` sub-folder holding an artifact removes that artifact's rows."""
+    write_v2_record(store, "nested")
+    write_parquet_artifact(store, "nested", "velocity_events/events", events_frame(3))
+    write_json_artifact(store, "nested", "radon_report", legacy_radon_report(2.0))
+    daemon.sync()
+    assert n_rows(store, "velocity_events", "nested") == 3
+    shutil.rmtree(store / "images" / "nested" / "analysis" / "velocity_events")
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "nested") == 0,
+        what="the rows of the removed sub-folder's artifact to leave the table",
+    )
+    daemon.sync()
+    assert n_rows(store, "radon_report", "nested") == 1
     assert_tables_match_rebuild(store, scratch)
 
 
