@@ -1,0 +1,51 @@
+"""Child process of the scale benchmark: one full ``KymDataset.rebuild`` of every table.
+
+Run as ``python bench/rebuild_child.py STORE``; prints one JSON line with the time
+(excluding interpreter start and imports), CPU time and peak RSS of this process.
+A fresh process per rebuild gives a clean peak-RSS figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import time
+
+
+def main() -> None:
+    """Rebuild every table of the store named on the command line; print the measurements."""
+    t_import = time.perf_counter()
+    import structlog
+
+    from kymwatch.index import KymDataset
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    imported = time.perf_counter() - t_import
+    rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    kd = KymDataset(sys.argv[1], "a")
+    tables = {}
+    with kd.store.table_lock():
+        for ix in kd.indexers:
+            t = time.perf_counter()
+            report = kd.rebuild(ix, log_outcomes=False)
+            tables[ix.table_name] = {
+                "rows": report.table_rows,
+                "records": len(report.outcomes),
+                "seconds": time.perf_counter() - t,
+            }
+    out = {
+        "seconds": time.perf_counter() - wall0,
+        "cpu_seconds": time.process_time() - cpu0,
+        "import_seconds": imported,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_import_mib": rss_after_import / 1024,
+        "tables": tables,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

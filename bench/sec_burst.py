@@ -1,0 +1,199 @@
+"""Burst: many records re-analysed at once (both artifacts rewritten) in a large store.
+
+Compared in the same run, on two copies of the same indexed store:
+
+* **daemon**: ``kymwatch run`` watches copy D; the benchmark rewrites both
+  artifacts of B records as fast as it can (atomic ``.partial`` + rename), then
+  calls the ``kymwatch sync`` barrier (in-process ``request_sync``, the function
+  the CLI calls; the CLI's own start-up cost is measured separately).
+* **floor**: no daemon; on copy P, after the same writes, one
+  ``KymDataset.update_images`` per indexer with all B ids: each changed artifact
+  read once, each table read once and written once.
+* **per-event** (the seed's way): on P, after the same writes, one
+  ``KymDataset.update_image`` per artifact written (2·B calls, one long-lived
+  ``KymDataset``, so the table is read from disk only once but rewritten every
+  call). Above ``--per-event-sample`` records only the first records are timed
+  and the total is extrapolated linearly (each call rewrites the same-size table).
+* **rebuild per change** (a ``watchmedo shell-command`` user): 2·B full
+  rebuilds of every table; extrapolated from the median measured rebuild of a
+  store of the same size (from the scale section when it ran, else measured here).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import storegen
+import stores
+from measure import Ctx, Daemon, median, sync, sync_cli
+
+
+def _ids(idx: list[int]) -> list[str]:
+    return [storegen.image_id(i) for i in idx]
+
+
+def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict[str, Any]:
+    sync(store)
+    time.sleep(0.5)
+    n_batches = len(d.events("batch_indexed"))
+    cpu0 = d.cpu_seconds()
+    t0 = time.perf_counter()
+    storegen.write_artifacts(store, idx, marker)
+    t1 = time.perf_counter()
+    sync(store)
+    t2 = time.perf_counter()
+    batches = d.events("batch_indexed")[n_batches:]
+    ok = stores.records_with_marker(store, set(_ids(idx)), marker)
+    return {
+        "write_s": t1 - t0,
+        "total_s": t2 - t0,
+        "after_write_s": t2 - t1,
+        "daemon_cpu_s": d.cpu_seconds() - cpu0,
+        "batches": len(batches),
+        "batch_records": [b.get("records") for b in batches],
+        "records_with_marker": ok,
+    }
+
+
+def _floor(store: Path, idx: list[int], marker: float) -> dict[str, Any]:
+    from kymwatch.index import KymDataset
+
+    t0 = time.perf_counter()
+    storegen.write_artifacts(store, idx, marker)
+    t1, c1 = time.perf_counter(), time.process_time()
+    kd = KymDataset(store)
+    for ix in kd.indexers:
+        kd.update_images(ix, _ids(idx), log_outcomes=False)
+    t2, c2 = time.perf_counter(), time.process_time()
+    return {"write_s": t1 - t0, "index_s": t2 - t1, "cpu_s": c2 - c1}
+
+
+def _per_event(store: Path, idx: list[int], marker: float, sample: int) -> dict[str, Any]:
+    from kymwatch.index import KymDataset
+
+    storegen.write_artifacts(store, idx, marker)
+    kd = KymDataset(store)
+    timed = idx[:sample]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in timed:  # the order the events came in: events parquet, then radon JSON
+        kd.update_image("velocity_events", storegen.image_id(i))
+        kd.update_image("radon_report", storegen.image_id(i))
+    t1, c1 = time.perf_counter(), time.process_time()
+    rest = _ids(idx[sample:])
+    if rest:  # leave the tables right for the next measurement (not timed)
+        for ix in kd.indexers:
+            kd.update_images(ix, rest, log_outcomes=False)
+    scale = len(idx) / len(timed)
+    return {
+        "timed_records": len(timed),
+        "timed_calls": 2 * len(timed),
+        "timed_s": t1 - t0,
+        "timed_cpu_s": c1 - c0,
+        "ms_per_call": (t1 - t0) / (2 * len(timed)) * 1000,
+        "index_s": (t1 - t0) * scale,
+        "cpu_s": (c1 - c0) * scale,
+        "extrapolated": len(timed) < len(idx),
+    }
+
+
+def _rebuild_sample(ctx: Ctx, store: Path) -> dict[str, Any]:
+    shared = ctx.shared.get("rebuild_burst_store_s")
+    if shared:
+        return {"seconds": median(shared), "samples": len(shared), "source": "scale section"}
+    from kymwatch.index import KymDataset
+
+    times = []
+    for _ in range(ctx.opts.rebuild_sample):
+        kd = KymDataset(store)
+        t0 = time.perf_counter()
+        for ix in kd.indexers:
+            kd.rebuild(ix, log_outcomes=False)
+        times.append(time.perf_counter() - t0)
+        ctx.log(f"  rebuild sample: {times[-1]:.2f} s")
+    return {"seconds": median(times), "samples": len(times), "source": "burst section"}
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    """The burst section: ``--burst-sizes`` records into a ``--burst-store`` store."""
+    import sec_scale
+
+    from harness import assert_tables_match_rebuild
+
+    o = ctx.opts
+    n = o.burst_store
+    sec_scale.ensure_template(ctx, n)
+    dstore = stores.indexed_copy(n, ctx.work / f"store-{n}")
+    pstore = stores.indexed_copy(n, ctx.work / f"store-{n}-b")
+    res: dict[str, Any] = {"store_records": n, "quiet_ms": o.quiet_ms, "sizes": []}
+    marker = 20_000.0
+    with Daemon(dstore, quiet_ms=o.quiet_ms) as d:
+        sync(dstore)
+        res["sync_idle_s"] = median([sync(dstore) for _ in range(3)])
+        res["sync_cli_idle_s"] = median([sync_cli(dstore) for _ in range(3)])
+        ctx.log(
+            f"burst: idle sync {res['sync_idle_s'] * 1000:.0f} ms in-process, "
+            f"{res['sync_cli_idle_s'] * 1000:.0f} ms via the CLI"
+        )
+        for b in o.burst_sizes:
+            idx = random.Random(b).sample(range(n), b)
+            entry: dict[str, Any] = {"records": b, "artifacts": 2 * b}
+            daemon_runs, floor_runs = [], []
+            for rep in range(o.reps):
+                ctx.log(f"burst: {b} records, rep {rep + 1}/{o.reps}")
+                marker += 1
+                daemon_runs.append(_daemon_burst(d, dstore, idx, marker))
+                if rep == 0 and b == max(o.burst_sizes) and not o.no_oracle:
+                    t = time.perf_counter()
+                    assert_tables_match_rebuild(dstore, ctx.work / "oracle-scratch")
+                    entry["oracle"] = {"passed": True, "seconds": time.perf_counter() - t}
+                    ctx.log("  oracle: tables equal a fresh rebuild")
+                marker += 1
+                floor_runs.append(_floor(pstore, idx, marker))
+            marker += 1
+            ctx.log(f"burst: {b} records, per-event update_image")
+            pe = _per_event(pstore, idx, marker, min(b, o.per_event_sample))
+            entry["daemon"] = {
+                k: median([r[k] for r in daemon_runs])
+                for k in ("write_s", "total_s", "after_write_s", "daemon_cpu_s")
+            } | {"runs": daemon_runs}
+            entry["floor"] = {
+                k: median([r[k] for r in floor_runs]) for k in ("write_s", "index_s", "cpu_s")
+            } | {"runs": floor_runs}
+            entry["per_event"] = pe
+            entry["checks_ok"] = all(r["records_with_marker"] == (b, b) for r in daemon_runs)
+            res["sizes"].append(entry)
+            dm, fl = entry["daemon"], entry["floor"]
+            ctx.log(
+                f"  daemon {dm['total_s']:.2f} s (after last write {dm['after_write_s']:.2f} s), "
+                f"floor {fl['index_s']:.2f} s, per-event {pe['index_s']:.1f} s"
+            )
+    res["rebuild_per_change"] = _rebuild_sample(ctx, pstore)
+    for entry in res["sizes"]:
+        _ratios(entry, res["rebuild_per_change"]["seconds"])
+    return res
+
+
+def _ratios(entry: dict[str, Any], rebuild_s: float) -> None:
+    """End-to-end (first write → right tables) and after-last-write comparisons."""
+    dm, fl, pe = entry["daemon"], entry["floor"], entry["per_event"]
+    write = fl["write_s"]  # the same writes without a daemon competing for the CPU
+    rb_total = entry["artifacts"] * rebuild_s
+    entry["rebuild_per_change"] = {"index_s": rb_total, "extrapolated": True}
+    e2e = {
+        "daemon": dm["total_s"],
+        "floor": write + fl["index_s"],
+        "per_event": write + pe["index_s"],
+        "rebuild_per_change": write + rb_total,
+    }
+    entry["end_to_end_s"] = e2e
+    entry["ratios"] = {
+        "per_event_over_daemon": e2e["per_event"] / e2e["daemon"],
+        "rebuild_over_daemon": e2e["rebuild_per_change"] / e2e["daemon"],
+        "daemon_over_floor": e2e["daemon"] / e2e["floor"],
+        "after_write_daemon_over_floor": dm["after_write_s"] / fl["index_s"],
+        "per_event_over_daemon_after_write": pe["index_s"] / dm["after_write_s"],
+        "daemon_cpu_over_floor_cpu": dm["daemon_cpu_s"] / fl["cpu_s"],
+    }

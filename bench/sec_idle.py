@@ -1,0 +1,76 @@
+"""Idle cost: a daemon watching a large store while nothing happens.
+
+For inotify and ``--polling`` mode: CPU time (user + system, all threads) and
+context switches (voluntary + involuntary, summed over every thread from
+``/proc/<pid>/task/*/status``; a voluntary switch is a thread going to sleep, so
+they count wake-ups) over ``--idle-seconds``, in 10 s windows; inotify watches
+held, against the number of folders a recursive watch would need.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import stores
+from measure import Ctx, Daemon, median, sync, task_ctx_switches
+
+
+def _count_dirs(root: os.PathLike[str]) -> int:
+    return sum(1 + len(dirs) for _, dirs, _ in os.walk(root)) - 1
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    """The idle section on a ``--idle-store`` store."""
+    import sec_scale
+
+    o = ctx.opts
+    n = o.idle_store
+    sec_scale.ensure_template(ctx, n)
+    res: dict[str, Any] = {"store_records": n, "seconds": o.idle_seconds, "modes": {}}
+    for mode in ("inotify", "polling"):
+        store = stores.indexed_copy(n, ctx.work / f"store-{n}")
+        if mode == "inotify":
+            res["store_folders"] = _count_dirs(store)
+        extra = ["--polling"] if mode == "polling" else []
+        ctx.log(f"idle: {mode}, {n} records, {o.idle_seconds:g} s")
+        with Daemon(store, quiet_ms=o.quiet_ms, extra=extra) as d:
+            sync(store)
+            time.sleep(o.idle_settle)
+            window = min(10.0, o.idle_seconds)
+            windows = []
+            cpu0, (v0, i0) = d.cpu_seconds(), task_ctx_switches(d.pid)
+            start = time.perf_counter()
+            while time.perf_counter() - start < o.idle_seconds - 1e-6:
+                wc, (wv, wi), wt = d.cpu_seconds(), task_ctx_switches(d.pid), time.perf_counter()
+                time.sleep(window)
+                dt = time.perf_counter() - wt
+                v, i = task_ctx_switches(d.pid)
+                windows.append(
+                    {
+                        "cpu_pct": (d.cpu_seconds() - wc) / dt * 100,
+                        "voluntary_per_s": (v - wv) / dt,
+                        "involuntary_per_s": (i - wi) / dt,
+                    }
+                )
+            elapsed = time.perf_counter() - start
+            v1, i1 = task_ctx_switches(d.pid)
+            entry = {
+                "cpu_pct": (d.cpu_seconds() - cpu0) / elapsed * 100,
+                "voluntary_ctx_per_s": (v1 - v0) / elapsed,
+                "involuntary_ctx_per_s": (i1 - i0) / elapsed,
+                "cpu_pct_window_median": median([w["cpu_pct"] for w in windows]),
+                "cpu_pct_window_max": max(w["cpu_pct"] for w in windows),
+                "windows": windows,
+                "threads": len(os.listdir(f"/proc/{d.pid}/task")),
+                "inotify_watches": d.inotify_watches(),
+                **d.peak_rss_mib(),
+            }
+        res["modes"][mode] = entry
+        ctx.log(
+            f"  {mode}: CPU {entry['cpu_pct']:.3f} %, "
+            f"{entry['voluntary_ctx_per_s']:.1f} voluntary switches/s, "
+            f"{entry['inotify_watches']} watches, RSS {entry['rss_now_mib']:.0f} MiB"
+        )
+    return res
