@@ -209,7 +209,11 @@ class InotifyWatcher:
 
     def _watch_analysis(self, folder: str) -> None:
         if not self._add(folder, self._mask_files):
-            return
+            with self._lock:
+                if folder not in self._wd_of:  # failed or gone, not merely watched already
+                    return
+            # Already watched: still look for sub-folders, which may have appeared while
+            # events were lost (an overflow's rewatch must find them).
         try:
             subdirs = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
         except OSError:
