@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,61 @@ def test_deleted_artifact_subfolder_removes_its_rows(
     )
     daemon.sync()
     assert n_rows(store, "radon_report", "nested") == 1
+    assert_tables_match_rebuild(store, scratch)
+
+
+# -- lost events -------------------------------------------------------------------------------
+def _max_queued_events() -> int:
+    return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+
+
+def test_folders_created_during_an_event_overflow_are_watched_afterwards(
+    daemon: DaemonProcess, store: Path, scratch: Path
+) -> None:
+    """After an inotify queue overflow the rescan indexes what was lost and watches the
+    folders created meanwhile, so later edits in them arrive as events again."""
+    assert daemon.proc is not None
+    limit = _max_queued_events()
+    if limit > 200_000:
+        pytest.skip(f"inotify queue of {limit} events is too large to overflow quickly")
+    add_record(store, "old", n_events=2)
+    add_record(store, "noisy")
+    daemon.sync()
+    # Freeze the daemon so the kernel queue fills up, then change things whose events
+    # are dropped: a new analysis sub-folder in a watched record, and a new record.
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        noise = store / "images" / "noisy" / "analysis"
+        junk = [noise / f"junk{i}.tmp" for i in range(limit // 2 + 1000)]
+        for p in junk:  # IN_CREATE + IN_CLOSE_WRITE each: more than the queue holds
+            p.write_bytes(b"")
+        write_parquet_artifact(store, "old", "velocity_events/events", events_frame(4))
+        analysis_file(store, "old", "velocity_events", "parquet").unlink()
+        write_v2_record(store, "new")
+        write_parquet_artifact(store, "new", "velocity_events/events", events_frame(3))
+        for p in junk:
+            p.unlink()
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    wait_until(
+        lambda: any(
+            ev.get("reason") == "inotify_overflow" for ev in daemon.events("reconcile_done")
+        ),
+        what="the daemon to rescan after the overflow",
+    )
+    assert n_rows(store, "velocity_events", "old") == 4
+    assert n_rows(store, "velocity_events", "new") == 3
+    write_parquet_artifact(store, "new", "velocity_events/events", events_frame(1))
+    write_parquet_artifact(store, "old", "velocity_events/events", events_frame(6))
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "new") == 1,
+        what="an edit in a record created during the overflow to arrive as an event",
+    )
+    wait_until(
+        lambda: n_rows(store, "velocity_events", "old") == 6,
+        what="an edit in a sub-folder created during the overflow to arrive as an event",
+    )
+    daemon.sync()
     assert_tables_match_rebuild(store, scratch)
 
 
