@@ -454,16 +454,17 @@ def test_folders_created_during_an_event_overflow_are_watched_afterwards(
     # are dropped: a new analysis sub-folder in a watched record, and a new record.
     os.kill(daemon.proc.pid, signal.SIGSTOP)
     try:
-        noise = store / "images" / "noisy" / "analysis"
-        junk = [noise / f"junk{i}.tmp" for i in range(limit // 2 + 1000)]
-        for p in junk:  # IN_CREATE + IN_CLOSE_WRITE each: more than the queue holds
-            p.write_bytes(b"")
+        flip = store / "images" / "noisy" / "analysis" / "flip.tmp"
+        flop = flip.with_name("flop.tmp")
+        flip.write_bytes(b"")
+        for _ in range(limit // 4 + 1000):  # 4 events a round: more than the queue holds
+            os.rename(flip, flop)
+            os.rename(flop, flip)
+        flip.unlink()
         write_parquet_artifact(store, "old", "velocity_events/events", events_frame(4))
         analysis_file(store, "old", "velocity_events", "parquet").unlink()
         write_v2_record(store, "new")
         write_parquet_artifact(store, "new", "velocity_events/events", events_frame(3))
-        for p in junk:
-            p.unlink()
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
     wait_until(
