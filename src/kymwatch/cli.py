@@ -14,6 +14,7 @@ from kymwatch.daemon import (
     Daemon,
     DaemonConfig,
     NoDaemonError,
+    SyncFailedError,
     daemon_running,
     read_status,
     request_sync,
@@ -137,7 +138,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     except NoDaemonError as e:
         print(f"kymwatch: error: {e}", file=sys.stderr)
         return EXIT_NOT_RUNNING
-    except TimeoutError as e:
+    except (TimeoutError, SyncFailedError) as e:
         print(f"kymwatch: error: {e}", file=sys.stderr)
         return EXIT_FAIL
     if not args.quiet:

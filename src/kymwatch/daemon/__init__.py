@@ -10,7 +10,7 @@ from kymwatch.daemon.runner import Daemon, SourceFactory
 from kymwatch.daemon.sdnotify import SystemdNotifier
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonStatus, StatusView, read_status
-from kymwatch.daemon.sync import NoDaemonError, request_sync
+from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
 from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, PollingWatcher
 from kymwatch.daemon.worker import BatchResult, Worker
 
@@ -33,6 +33,7 @@ __all__ = [
     "Rescan",
     "SourceFactory",
     "StatusView",
+    "SyncFailedError",
     "SyncRequest",
     "SystemdNotifier",
     "Worker",

@@ -302,11 +302,12 @@ class Daemon:
         self._last_rescan = now
         self._reconcile(reason)
 
-    def _reconcile(self, reason: str, *, pending: Batch | None = None) -> None:
+    def _reconcile(self, reason: str, *, pending: Batch | None = None) -> bool:
         """Scan the disk, diff with the state and index the difference.
 
         ``pending`` (debounced changes taken out for a sync) is merged in, so each
-        record is indexed once.
+        record is indexed once. Returns False if the store was unavailable or a
+        batch failed.
         """
         start = time.perf_counter()
         self._last_reconcile = self.clock()
@@ -315,7 +316,10 @@ class Daemon:
             self.status.error("store_unavailable", store=str(self.root))
             self._set_state("store_unavailable")
             self._rescan_reason = self._rescan_reason or "store_unavailable"
-            return
+            if pending:  # keep them for when the store is back
+                for c in pending.changes:
+                    self.debouncer.feed(c, pending.first_seen)
+            return False
         disk = scan_dataset(self.root)
         changes = diff_fingerprints(disk, self.state.records)
         self.status.counters["reconciles"] += 1
@@ -326,11 +330,12 @@ class Daemon:
                 merged[c.image_id] = merged[c.image_id].merge(c) if c.image_id in merged else c
             changes = [merged[i] for i in sorted(merged)]
         first_seen = pending.first_seen if pending else self.clock()
+        ok = True
         for i in range(0, len(changes), self.config.batch_records):
             if self._stop.is_set() and pending is None:
                 break  # the rest is picked up by the next start's reconcile
             chunk = tuple(changes[i : i + self.config.batch_records])
-            self._process(Batch(chunk, first_seen), source=reason, final=final)
+            ok &= self._process(Batch(chunk, first_seen), source=reason, final=final)
             self._housekeeping()
         if self.status.state == "store_unavailable":
             self._set_state("watching")
@@ -342,9 +347,10 @@ class Daemon:
             changed=len(changes),
             duration_ms=round((time.perf_counter() - start) * 1000, 2),
         )
+        return ok
 
     # -- indexing -------------------------------------------------------------------------
-    def _process(self, batch: Batch, *, source: str = "events", final: bool = False) -> None:
+    def _process(self, batch: Batch, *, source: str = "events", final: bool = False) -> bool:
         prev_state = self.status.state
         self._set_state("indexing")
         try:
@@ -354,10 +360,11 @@ class Daemon:
             self.status.counters["batch_failures"] += 1
             self.status.error("batch_failed", error=str(e), records=len(batch))
             self._rescan_reason = self._rescan_reason or "batch_failed"
-            return
+            return False
         finally:
             self._set_state(prev_state if prev_state != "indexing" else "watching")
         self._record(batch, result, source)
+        return True
 
     def _record(self, batch: Batch, result: BatchResult, source: str) -> None:
         c = self.status.counters
@@ -385,14 +392,17 @@ class Daemon:
 
     def _answer_syncs(self) -> None:
         tokens, self._syncs = list(dict.fromkeys(self._syncs)), []
-        self._reconcile("sync", pending=self.debouncer.flush())
+        ok = self._reconcile("sync", pending=self.debouncer.flush())
         self._save_state(force=True)
         folder = self.root / SYNC_DIR
+        errors = self.status.last_errors
+        error = None if ok else (errors[-1]["event"] if errors else "failed")
         for token in tokens:
             answer = {"token": token, "time_utc": utc_now_iso(), "pid": os.getpid()}
+            answer |= {"ok": ok, "error": error}
             atomic_write_bytes(folder / f"{token}.done", json.dumps(answer).encode(), fsync=False)
             (folder / f"{token}.request").unlink(missing_ok=True)
-        log.info("sync_answered", requests=len(tokens))
+        log.info("sync_answered", requests=len(tokens), ok=ok)
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _housekeeping(self) -> None:

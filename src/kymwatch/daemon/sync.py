@@ -18,11 +18,15 @@ from kymwatch.daemon.instance import daemon_running
 from kymwatch.errors import KymwatchError, SyncTimeoutError
 from kymwatch.store import atomic_write_bytes
 
-__all__ = ["NoDaemonError", "request_sync"]
+__all__ = ["NoDaemonError", "SyncFailedError", "request_sync"]
 
 
 class NoDaemonError(KymwatchError, ConnectionError):
     """No daemon is running on the store, so nobody can answer a sync."""
+
+
+class SyncFailedError(KymwatchError, RuntimeError):
+    """The daemon answered, but could not bring the tables up to date (see its log)."""
 
 
 def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[str, Any]:
@@ -33,6 +37,8 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
 
     Raises:
         NoDaemonError: no daemon runs on the store (or it died while we waited).
+        SyncFailedError: the daemon could not index everything (store unavailable,
+            a failed table write); its log and ``kymwatch status`` say why.
         SyncTimeoutError: no answer within ``timeout`` seconds.
     """
     if not daemon_running(root):
@@ -48,6 +54,11 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
         while True:
             try:
                 answer: dict[str, Any] = json.loads(done.read_bytes())
+                if answer.get("ok", True) is False:
+                    raise SyncFailedError(
+                        f"the daemon on {root} could not bring the tables up to date "
+                        f"({answer.get('error')}); see kymwatch status / kymwatch logs"
+                    )
                 return answer
             except FileNotFoundError:
                 pass
