@@ -301,6 +301,25 @@ def test_record_deleted_while_down_and_state_lost_leaves_the_tables(
 
 
 @pytest.mark.xfail(
+    strict=False,  # reproduces only if the kill lands before the next state save (~2 s)
+    reason="daemon bug: a record indexed after the last state save and deleted while the "
+    "daemon was down (after a crash) keeps its rows: the reconcile never looks at the tables",
+)
+def test_record_deleted_after_a_crash_leaves_the_tables(store: Path, scratch: Path) -> None:
+    """A record indexed just before a crash (SIGKILL) and deleted before the restart leaves
+    the tables after the restart."""
+    add_record(store, "base")
+    with DaemonProcess(store) as d:
+        add_record(store, "doomed")
+        wait_until(lambda: n_rows(store, "velocity_events", "doomed") == 3, what="indexing")
+        d.kill()
+        delete_record(store, "doomed")
+        d.start()
+        d.sync()
+        assert_tables_match_rebuild(store, scratch)
+
+
+@pytest.mark.xfail(
     strict=True,
     reason="daemon bug: a missing table is rebuilt only at startup (_load_state); while "
     "running, the next batch writes a table holding only the records it indexed",
