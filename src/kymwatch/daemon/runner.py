@@ -76,7 +76,7 @@ class Daemon:
         indexers: list[DatasetIndexer] | None = None,
     ) -> None:
         self.config = config
-        self.root = Path(config.store).absolute()
+        self.root = Path(config.store).resolve()
         self.clock = clock
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
         self.kd = KymDataset(self.root, "a", indexers=indexers)
@@ -207,18 +207,25 @@ class Daemon:
         self.state.records, self.state.schema_versions = loaded.records, loaded.schema_versions
         for ix in self.kd.indexers:
             known = self.state.schema_versions.get(ix.name)
-            table_missing = not self.kd.store.table_path(ix.table_name).exists()
-            if self.state.records and (known != ix.schema_version or table_missing):
-                reason = "table_missing" if table_missing else "schema_changed"
-                report = self.kd.rebuild(ix)
-                log.info(
-                    "table_rebuilt",
-                    table=ix.table_name,
-                    indexer=ix.name,
-                    reason=reason,
-                    rows=report.table_rows,
-                )
+            if self.state.records and known != ix.schema_version:
+                self._rebuild(ix, "schema_changed")
             self.state.schema_versions[ix.name] = ix.schema_version
+
+    def _rebuild_missing_tables(self) -> None:
+        """A table deleted behind our back is rebuilt whole, not re-grown from one batch."""
+        for ix in self.kd.indexers:
+            if self.state.records and not self.kd.store.table_path(ix.table_name).exists():
+                self._rebuild(ix, "table_missing")
+
+    def _rebuild(self, ix: DatasetIndexer, reason: str) -> None:
+        report = self.kd.rebuild(ix)
+        log.info(
+            "table_rebuilt",
+            table=ix.table_name,
+            indexer=ix.name,
+            reason=reason,
+            rows=report.table_rows,
+        )
 
     # -- the loop -------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -320,8 +327,14 @@ class Daemon:
                 for c in pending.changes:
                     self.debouncer.feed(c, pending.first_seen)
             return False
+        self._rebuild_missing_tables()
         disk = scan_dataset(self.root)
         changes = diff_fingerprints(disk, self.state.records)
+        # Rows of records that exist neither on disk nor in the state (e.g. the state
+        # was lost while they were deleted) are stale too.
+        queued = {c.image_id for c in changes}
+        stale = self._table_image_ids() - disk.keys() - queued
+        changes = sorted([*changes, *(RecordChange(i) for i in stale)], key=lambda c: c.image_id)
         self.status.counters["reconciles"] += 1
         final = pending is not None
         if pending:
@@ -349,8 +362,25 @@ class Daemon:
         )
         return ok
 
+    def _table_image_ids(self) -> set[str]:
+        """Every image_id present in any table (tables are cached between changes)."""
+        ids: set[str] = set()
+        for ix in self.kd.indexers:
+            try:
+                ids.update(self.kd.get_table(ix.table_name)["image_id"].unique())
+            except (OSError, ValueError):  # unreadable table: the worker rebuilds it
+                continue
+        return ids
+
     # -- indexing -------------------------------------------------------------------------
     def _process(self, batch: Batch, *, source: str = "events", final: bool = False) -> bool:
+        if not (self.root / IMAGES_DIR).is_dir():
+            # The store is gone or moved: absent records are not deleted ones. Keep the
+            # changes for when it is back, and keep the tables as they are.
+            for change in batch.changes:
+                self.debouncer.defer(change, batch.first_seen, self.clock() + 1.0)
+            self._rescan_reason = self._rescan_reason or "store_unavailable"
+            return False
         prev_state = self.status.state
         self._set_state("indexing")
         try:

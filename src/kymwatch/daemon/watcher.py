@@ -231,6 +231,8 @@ class InotifyWatcher:
     def rewatch(self) -> None:
         """Watch everything that should be watched and is not (idempotent)."""
         root = os.fspath(self.root)
+        if not os.path.isdir(root):
+            return  # store gone: nothing to watch (and nothing to create) until it is back
         self._add(root, self._mask_dirs)
         sync = os.path.join(root, SYNC_DIR)
         os.makedirs(sync, exist_ok=True)
@@ -271,6 +273,8 @@ class InotifyWatcher:
             return
         if event.mask & (C.IN_DELETE_SELF | C.IN_MOVE_SELF) and not event.name:
             if parent in (os.fspath(self.root), os.path.join(os.fspath(self.root), IMAGES_DIR)):
+                # Watches below a moved folder would report its new place under old names.
+                self._remove_under(parent)
                 self.sink(Rescan("store_moved_or_deleted"))
             return
         path = os.path.join(parent, os.fsdecode(event.name)) if event.name else parent

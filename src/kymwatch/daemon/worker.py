@@ -21,7 +21,7 @@ from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.reconcile import route
 from kymwatch.daemon.state import IndexState
 from kymwatch.errors import TableUnreadableError
-from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, log_outcome
+from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, UpdateReport, log_outcome
 from kymwatch.store import RecordFiles, ZarrImageRecord, scan_record
 
 __all__ = ["BatchResult", "Worker"]
@@ -91,22 +91,7 @@ class Worker:
         for name, ids in by_indexer.items():
             if not ids:
                 continue
-            try:
-                report = self.kd.update_images(name, ids, log_outcomes=False)
-            except TableUnreadableError as e:
-                # The table is damaged; the artifacts are the truth: rebuild it whole.
-                report = self.kd.rebuild(name, log_outcomes=False)
-                log.warning(
-                    "table_rebuilt",
-                    table=report.table_name,
-                    indexer=name,
-                    reason="table_unreadable",
-                    rows=report.table_rows,
-                    error=str(e),
-                )
-                wanted = set(ids)
-                outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
-                report = dataclasses.replace(report, outcomes=outcomes)
+            report = self._update(name, ids)
             if report.table_written:
                 result.tables.append(report.table_name)
             result.rows_written += report.rows_written
@@ -124,6 +109,33 @@ class Worker:
             )
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
+
+    def _update(self, name: str, ids: list[str]) -> UpdateReport:
+        """``update_images``, or a whole rebuild when the table file is damaged or was
+        deleted behind our back (merging into it would lose every other record)."""
+        reason, error = None, None
+        if (
+            self.state.records
+            and not self.kd.store.table_path(self.kd.indexer(name).table_name).exists()
+        ):
+            reason = "table_missing"
+        else:
+            try:
+                return self.kd.update_images(name, ids, log_outcomes=False)
+            except TableUnreadableError as e:
+                reason, error = "table_unreadable", str(e)
+        report = self.kd.rebuild(name, log_outcomes=False)
+        log.warning(
+            "table_rebuilt",
+            table=report.table_name,
+            indexer=name,
+            reason=reason,
+            rows=report.table_rows,
+            error=error,
+        )
+        wanted = set(ids)
+        outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
+        return dataclasses.replace(report, outcomes=outcomes)
 
     def _settle(self, outcome: RecordOutcome, final: bool) -> bool:
         """Log an outcome; False if it was deferred for a retry instead."""
