@@ -23,7 +23,6 @@ from helpers_store import (
 )
 from kymwatch.index import KymDataset, OutcomeStatus
 
-
 # -- zero-row artifacts (found by the model-based test) ------------------------------------
 
 

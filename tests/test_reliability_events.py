@@ -1,0 +1,270 @@
+"""Lost events: the daemon converges by rescanning, and keeps watching recreated folders.
+
+The first tests run the daemon in-process on a thread and inject loss at the event
+source seam (``Daemon(config, source_factory=...)``): a source that reports nothing
+at all (a dead observer), or the real inotify watcher behind a sink that drops
+events, followed by the signal a real overflow or observer failure produces
+(``Rescan(reason)``). The last ones run the real daemon and delete and recreate a
+record folder the way a zarr overwrite does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import (
+    WAIT_S,
+    DaemonProcess,
+    assert_tables_match_rebuild,
+    count_inotify_watches,
+    live_tables,
+    wait_until,
+)
+from helpers_store import (
+    analysis_file,
+    delete_record,
+    events_frame,
+    legacy_radon_report,
+    make_v2_store,
+    write_json_artifact,
+    write_parquet_artifact,
+    write_v2_record,
+)
+from kymwatch.daemon import (
+    Daemon,
+    DaemonConfig,
+    EventSink,
+    FileChange,
+    InotifyWatcher,
+    Rescan,
+)
+
+pytestmark = pytest.mark.integration
+
+
+# -- in-process daemon with an injected source ---------------------------------------------
+class SilentSource:
+    """An event source that reports nothing unless the test pushes it (a dead observer)."""
+
+    def __init__(self, root: Path, sink: EventSink) -> None:
+        self.root, self.sink = root, sink
+        self.rewatches = 0
+
+    @property
+    def watch_count(self) -> int:
+        return 0
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def rewatch(self) -> None:
+        """Count the daemon's requests to re-establish watches."""
+        self.rewatches += 1
+
+
+class LossySink:
+    """Passes events to the daemon, except file changes while ``dropping`` is set."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.dropping = threading.Event()
+        self.dropped = 0
+
+    def __call__(self, item: FileChange | Rescan) -> None:
+        if isinstance(item, FileChange) and self.dropping.is_set():
+            self.dropped += 1
+            return
+        self.sink(item)
+
+
+@contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """Run ``daemon`` on a thread until the block ends; fail if it dies."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            daemon.run()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=target, name="daemon", daemon=True)
+    thread.start()
+    wait_until(
+        lambda: daemon.status.state == "watching" or not thread.is_alive(), what="daemon ready"
+    )
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(WAIT_S)
+        assert not thread.is_alive(), "the daemon thread did not stop"
+        assert not errors, errors
+
+
+def two_record_store(root: Path) -> Path:
+    """A store with records a and b, each with events and a radon report."""
+    make_v2_store(root)
+    for i, image_id in enumerate(("a", "b")):
+        write_v2_record(root, image_id)
+        write_parquet_artifact(root, image_id, "velocity_events", events_frame(2, start_s=i))
+        write_json_artifact(root, image_id, "radon_report", legacy_radon_report(float(i)))
+    return root
+
+
+def change_behind_the_daemons_back(root: Path) -> None:
+    """New record c, rewritten events of a, deleted radon report of b."""
+    write_v2_record(root, "c")
+    write_parquet_artifact(root, "c", "velocity_events", events_frame(5))
+    write_parquet_artifact(root, "a", "velocity_events", events_frame(4, start_s=9.0))
+    analysis_file(root, "b", "radon_report", "json").unlink()
+
+
+def reconciles(logs: list[dict[str, Any]], reason: str) -> int:
+    """How many reconcile scans with ``reason`` finished."""
+    return sum(1 for e in logs if e["event"] == "reconcile_done" and e.get("reason") == reason)
+
+
+def fast_config(root: Path) -> DaemonConfig:
+    """Short windows and a short first rescan backoff, to keep the tests quick."""
+    return DaemonConfig(root, quiet_s=0.05, max_delay_s=1.0, rescan_backoff_s=(0.05, 5.0))
+
+
+@pytest.mark.parametrize("reason", ["inotify_overflow", "watcher_error", "watch_failed"])
+def test_a_loss_signal_makes_the_daemon_rescan_and_converge(
+    tmp_path: Path, captured_logs: list[dict[str, Any]], reason: str
+) -> None:
+    """Writes whose events were all lost are indexed once the source signals a loss."""
+    root = two_record_store(tmp_path / "store.zarr")
+    sources: list[SilentSource] = []
+
+    def factory(r: Path, sink: EventSink) -> SilentSource:
+        sources.append(SilentSource(r, sink))
+        return sources[-1]
+
+    with running(Daemon(fast_config(root), source_factory=factory)) as daemon:
+        assert_tables_match_rebuild(root, tmp_path / "scratch")  # the startup reconcile
+        change_behind_the_daemons_back(root)
+        assert "c" not in set(live_tables(root)["velocity_events"]["image_id"])
+        sources[0].sink(Rescan(reason))
+        wait_until(lambda: reconciles(captured_logs, reason) >= 1, what=f"a {reason} rescan")
+        assert_tables_match_rebuild(root, tmp_path / "scratch")
+        assert daemon.status.counters["lost_event_signals"] == 1
+        assert any(e["event"] == "events_lost" for e in daemon.status.last_errors)
+        assert sources[0].rewatches >= 1
+
+
+def test_a_rescan_storm_backs_off(tmp_path: Path, captured_logs: list[dict[str, Any]]) -> None:
+    """Hundreds of loss signals in a burst cost a few rescans, not hundreds, and converge."""
+    root = two_record_store(tmp_path / "store.zarr")
+    sources: list[SilentSource] = []
+
+    def factory(r: Path, sink: EventSink) -> SilentSource:
+        sources.append(SilentSource(r, sink))
+        return sources[-1]
+
+    config = DaemonConfig(root, quiet_s=0.05, max_delay_s=1.0, rescan_backoff_s=(0.5, 5.0))
+    with running(Daemon(config, source_factory=factory)) as daemon:
+        change_behind_the_daemons_back(root)
+        for _ in range(300):
+            sources[0].sink(Rescan("inotify_overflow"))
+            time.sleep(0.003)
+        wait_until(
+            lambda: reconciles(captured_logs, "inotify_overflow") >= 1, what="the first rescan"
+        )
+        assert_tables_match_rebuild(root, tmp_path / "scratch")
+        assert daemon.status.counters["lost_event_signals"] == 300
+    assert reconciles(captured_logs, "inotify_overflow") < 30
+
+
+def test_real_watcher_recovers_from_dropped_events_and_keeps_watching(
+    tmp_path: Path, captured_logs: list[dict[str, Any]]
+) -> None:
+    """After an overflow the real watcher re-watches folders created while events were lost."""
+    root = two_record_store(tmp_path / "store.zarr")
+    watchers: list[InotifyWatcher] = []
+    lossy: list[LossySink] = []
+
+    def factory(r: Path, sink: EventSink) -> InotifyWatcher:
+        lossy.append(LossySink(sink))
+        watchers.append(InotifyWatcher(r, lossy[-1]))
+        return watchers[-1]
+
+    with running(Daemon(fast_config(root), source_factory=factory)):
+        lossy[0].dropping.set()
+        change_behind_the_daemons_back(root)  # record c and its analysis/ appear unseen
+        wait_until(lambda: lossy[0].dropped > 0, what="events to be dropped")
+        lossy[0].dropping.clear()
+        watchers[0].on_queue_overflow()  # what watchdog calls on IN_Q_OVERFLOW
+        wait_until(lambda: reconciles(captured_logs, "inotify_overflow") >= 1, what="the rescan")
+        assert_tables_match_rebuild(root, tmp_path / "scratch")
+        # Record c's folders were created while events were lost: they are watched now.
+        write_json_artifact(root, "c", "radon_report", legacy_radon_report(7.0))
+        wait_until(
+            lambda: "c" in set(live_tables(root)["radon_report"]["image_id"]),
+            what="the new artifact of record c to be indexed from its event",
+        )
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+# -- the real daemon: a record folder deleted and recreated -------------------------------
+def rows_for(root: Path, table: str, image_id: str) -> int:
+    """Rows of one record in a table on disk."""
+    df = live_tables(root)[table]
+    return int((df["image_id"] == image_id).sum())
+
+
+def test_recreated_record_folder_is_watched_again(tmp_path: Path) -> None:
+    """Zarr-overwrite style delete and recreate of a record: later writes are still seen."""
+    root = two_record_store(tmp_path / "store.zarr")
+    with DaemonProcess(root) as d:
+        d.sync()
+        assert d.proc is not None
+        watches = count_inotify_watches(d.proc.pid)
+        for n in range(1, 6):
+            delete_record(root, "a")
+            write_v2_record(root, "a")
+            d.sync()
+            assert rows_for(root, "velocity_events", "a") == 0
+            # No sync from here: only the watch on the new folders can bring this in.
+            write_parquet_artifact(root, "a", "velocity_events", events_frame(n))
+            wait_until(
+                lambda n=n: rows_for(root, "velocity_events", "a") == n,
+                what=f"cycle {n}: the recreated record's new events, from its events",
+            )
+            assert count_inotify_watches(d.proc.pid) == watches
+        assert d.proc.poll() is None
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+def test_recreated_analysis_folder_and_subfolder_are_watched_again(tmp_path: Path) -> None:
+    """Deleting and recreating analysis/ (and a velocity_events/ sub-folder) keeps watching."""
+    import shutil
+
+    root = two_record_store(tmp_path / "store.zarr")
+    with DaemonProcess(root) as d:
+        d.sync()
+        shutil.rmtree(root / "images" / "b" / "analysis")
+        d.sync()
+        assert rows_for(root, "velocity_events", "b") == 0
+        write_parquet_artifact(root, "b", "velocity_events/events", events_frame(3))
+        wait_until(
+            lambda: rows_for(root, "velocity_events", "b") == 3,
+            what="events in a recreated analysis/velocity_events/ sub-folder",
+        )
+        write_parquet_artifact(root, "b", "velocity_events/events", events_frame(6))
+        wait_until(
+            lambda: rows_for(root, "velocity_events", "b") == 6,
+            what="a rewrite inside the recreated sub-folder",
+        )
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
