@@ -278,11 +278,6 @@ def test_changes_pending_at_stop_are_indexed_after_restart(store: Path, scratch:
         assert_tables_match_rebuild(store, scratch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: the reconcile compares disk with the saved state only, never with "
-    "the image_ids in the tables, so rows of a record deleted while index/ was lost stay",
-)
 def test_record_deleted_while_down_and_state_lost_leaves_the_tables(
     store: Path, scratch: Path
 ) -> None:
@@ -300,11 +295,6 @@ def test_record_deleted_while_down_and_state_lost_leaves_the_tables(
         assert_tables_match_rebuild(store, scratch)
 
 
-@pytest.mark.xfail(
-    strict=False,  # reproduces only if the kill lands before the next state save (~2 s)
-    reason="daemon bug: a record indexed after the last state save and deleted while the "
-    "daemon was down (after a crash) keeps its rows: the reconcile never looks at the tables",
-)
 def test_record_deleted_after_a_crash_leaves_the_tables(store: Path, scratch: Path) -> None:
     """A record indexed just before a crash (SIGKILL) and deleted before the restart leaves
     the tables after the restart."""
@@ -319,11 +309,6 @@ def test_record_deleted_after_a_crash_leaves_the_tables(store: Path, scratch: Pa
         assert_tables_match_rebuild(store, scratch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: a missing table is rebuilt only at startup (_load_state); while "
-    "running, the next batch writes a table holding only the records it indexed",
-)
 def test_table_file_deleted_while_running_is_rebuilt(
     daemon: DaemonProcess, store: Path, scratch: Path
 ) -> None:
