@@ -160,6 +160,10 @@ class LogFileHandler(logging.Handler):
             st = os.stat(self._path)
             current: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except FileNotFoundError:
+            if not self._path.parent.is_dir():
+                # The folder went away too (its store was moved or deleted): keep writing
+                # to the open file rather than recreate folders under the old path.
+                return
             current = None
         if current != self._dev_ino:
             self._close_fd()

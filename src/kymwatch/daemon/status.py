@@ -62,7 +62,13 @@ class DaemonStatus:
         }
 
     def write(self, root: Path) -> None:
-        """Publish the status atomically (no fsync: it is rewritten every few seconds)."""
+        """Publish the status atomically (no fsync: it is rewritten every few seconds).
+
+        Nothing is written while the store folder is missing (moved or deleted):
+        recreating it under the old path would stop its owner from moving it back.
+        """
+        if not root.is_dir():
+            return
         data = json.dumps(self.to_json(), indent=1).encode()
         atomic_write_bytes(root / INDEX_DIR / STATUS_FILE, data, fsync=False)
 

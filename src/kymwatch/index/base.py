@@ -6,9 +6,11 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from kymwatch.errors import ArtifactInvalidError
 from kymwatch.store import ZarrImageRecord, validate_table_name
@@ -141,50 +143,98 @@ def empty_table(columns: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
 
 
+ARROW_TYPES: Mapping[str, pa.DataType] = {
+    "string": pa.string(),
+    "Int64": pa.int64(),
+    "float64": pa.float64(),
+    "boolean": pa.bool_(),
+}
+"""Column dtypes an indexer may declare, and the Arrow type each is cast through."""
+
+_PANDAS_TYPES = {
+    pa.string(): pd.StringDtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+RowSource: TypeAlias = "pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]]"
+
+
 def conform_rows(
-    df: pd.DataFrame,
+    rows: RowSource,
     columns: Mapping[str, str],
     *,
     image_id: str,
     key: str,
     path: str,
     must_have: Sequence[str] = (),
+    num_rows: int | None = None,
 ) -> pd.DataFrame:
     """Cast artifact rows to the table schema: declared columns in order, typed.
 
-    Columns the artifact lacks become nulls (unless listed in ``must_have``); columns
-    the schema does not declare are dropped.
+    The work is done in Arrow (one pandas conversion per record). Columns the
+    artifact lacks become nulls (unless listed in ``must_have``); columns the
+    schema does not declare are dropped; ``image_id`` is set to the record's id.
+
+    Args:
+        rows: A DataFrame, an Arrow table, or column name → values (then give
+            ``num_rows``).
+        columns: Column → dtype (``string``, ``Int64``, ``float64``, ``boolean``).
+        image_id, key, path: The record and artifact, for error messages.
+        must_have: Columns the artifact must provide.
+        num_rows: Row count for a mapping source.
 
     Raises:
         ArtifactInvalidError: a ``must_have`` column is absent or a value cannot be cast.
     """
-    absent = [c for c in must_have if c not in df.columns]
+    if isinstance(rows, pa.Table):
+        names, n = set(rows.column_names), rows.num_rows
+    elif isinstance(rows, pd.DataFrame):
+        names, n = set(rows.columns), len(rows)
+    else:
+        names, n = set(rows), int(num_rows or 0)
+    absent = [c for c in must_have if c not in names]
     if absent:
         raise ArtifactInvalidError(image_id, key, path, f"missing column(s) {absent}")
-    df = ensure_image_id_column(df.reset_index(drop=True), image_id)
-    out: dict[str, pd.Series] = {}
+    arrays = []
     for col, dtype in columns.items():
-        if col not in df.columns:
-            out[col] = pd.Series([None] * len(df), dtype=dtype)
-            continue
-        try:
-            out[col] = _cast(df[col], dtype)
-        except (TypeError, ValueError, OverflowError) as e:
-            reason = f"column {col!r} cannot be read as {dtype}: {e}"
-            raise ArtifactInvalidError(image_id, key, path, reason) from e
-    return pd.DataFrame(out)
+        target = ARROW_TYPES[dtype]
+        if col == IMAGE_ID:
+            arrays.append(pa.array([image_id] * n, target))
+        elif col not in names:
+            arrays.append(pa.nulls(n, target))
+        else:
+            try:
+                arrays.append(_cast(_column(rows, col), target))
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+                reason = f"column {col!r} cannot be read as {dtype}: {e}"
+                raise ArtifactInvalidError(image_id, key, path, reason) from e
+    table = pa.Table.from_arrays(arrays, names=list(columns))
+    df: pd.DataFrame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return df
 
 
-def _cast(values: pd.Series, dtype: str) -> pd.Series:
-    if dtype == "string":
-        # Not ``values.map(...).any()``: on an empty string-dtype column (a zero-row
-        # artifact) pandas 3 raises "Cannot perform reduction 'any' with string dtype".
-        if any(isinstance(v, (list, dict, set, bytes)) for v in values):
-            raise TypeError("nested or binary values")
-        return values.astype("string")
-    if dtype == "Int64" and values.dtype == object:
-        values = pd.to_numeric(values)
-    if dtype == "float64" and values.dtype != "float64":
-        values = pd.to_numeric(values)
-    cast: pd.Series = values.astype(dtype)  # type: ignore[call-overload]
-    return cast
+def _column(rows: RowSource, name: str) -> pa.Array | pa.ChunkedArray:
+    if isinstance(rows, pa.Table):
+        return rows.column(name)
+    if isinstance(rows, pd.DataFrame):
+        return pa.array(rows[name], from_pandas=True)
+    values: Sequence[Any] = rows[name]
+    return pa.array(list(values), from_pandas=True)
+
+
+def _cast(values: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    source = values.type
+    if pa.types.is_null(source) or source == target:
+        return values.cast(target)
+    textual = (
+        pa.types.is_string(source)
+        or pa.types.is_large_string(source)
+        or pa.types.is_integer(source)
+        or pa.types.is_floating(source)
+        or pa.types.is_boolean(source)
+        or pa.types.is_dictionary(source)
+    )
+    if pa.types.is_string(target) and not textual:
+        raise TypeError(f"{source} values are not text")
+    return pc.cast(values, target, safe=True)

@@ -63,9 +63,14 @@ class VelocityEventsIndexer(_TableIndexer):
 
     def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
         name, fmt, path = self._find(rec)
-        df = rec.load_df(name, (fmt,))
+        table = rec.load_arrow(name, (fmt,))
         return conform_rows(
-            df, self.columns, image_id=rec.image_id, key=name, path=path, must_have=self.must_have
+            table,
+            self.columns,
+            image_id=rec.image_id,
+            key=name,
+            path=path,
+            must_have=self.must_have,
         )
 
 
@@ -101,16 +106,34 @@ class RadonReportIndexer(_TableIndexer):
 
     def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
         name, fmt, path = self._find(rec)
+        image_id = rec.image_id
         if fmt is ArtifactFormat.PARQUET:
-            df = rec.load_df_parquet(name)
-        else:
-            df = self._rows_from_json(rec.load_json(name), rec.image_id, name, path)
-        renames = {old: new for old, new in self.legacy_keys.items() if new not in df.columns}
-        df = df.rename(columns=renames)
-        return conform_rows(df, self.columns, image_id=rec.image_id, key=name, path=path)
+            table = rec.load_arrow(name, (fmt,))
+            renames = {
+                old: new for old, new in self.legacy_keys.items() if new not in table.column_names
+            }
+            table = table.rename_columns([renames.get(c, c) for c in table.column_names])
+            return conform_rows(table, self.columns, image_id=image_id, key=name, path=path)
+        records = self._records_from_json(rec.load_json(name), image_id, name, path)
+        keys = {k for r in records for k in r}
+        source = {
+            col: [r.get(key) for r in records]
+            for col in self.columns
+            if (key := self._json_key(col, keys)) is not None
+        }
+        return conform_rows(
+            source, self.columns, image_id=image_id, key=name, path=path, num_rows=len(records)
+        )
+
+    def _json_key(self, column: str, keys: set[str]) -> str | None:
+        """The JSON key that feeds ``column``: its own name, else its legacy name."""
+        if column in keys:
+            return column
+        legacy = next((old for old, new in self.legacy_keys.items() if new == column), None)
+        return legacy if legacy in keys else None
 
     @staticmethod
-    def _rows_from_json(obj: Any, image_id: str, key: str, path: str) -> pd.DataFrame:
+    def _records_from_json(obj: Any, image_id: str, key: str, path: str) -> list[dict[str, Any]]:
         if isinstance(obj, dict):
             obj = [obj]
         if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
@@ -118,7 +141,7 @@ class RadonReportIndexer(_TableIndexer):
             raise ArtifactInvalidError(
                 image_id, key, path, f"expected a JSON object or a list of objects, got {kind}"
             )
-        return pd.DataFrame.from_records(obj) if obj else pd.DataFrame()
+        return obj
 
 
 def default_indexers() -> list[DatasetIndexer]:

@@ -271,8 +271,9 @@ def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
     out = df.copy() if missing else df
     for c in missing:
         out[c] = pd.Series([None] * len(df), dtype=cols[c], index=df.index)
-    out = out[list(cols)]
-    if any(str(out[c].dtype) != t for c, t in cols.items()):
+    if list(out.columns) != list(cols):
+        out = out[list(cols)]
+    if [str(t) for t in out.dtypes] != list(cols.values()):
         out = out.astype(cols)
     return out
 

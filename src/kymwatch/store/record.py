@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
@@ -223,3 +224,19 @@ class ZarrImageRecord:
         if fmt is ArtifactFormat.CSV_GZ:
             return self.load_df_csv_gz(name)
         raise ValueError(f"{fmt} is not a tabular format")
+
+    def load_arrow(self, name: str, formats: Sequence[ArtifactFormat]) -> pa.Table:
+        """Read the first present tabular file (parquet or csv.gz) of ``name`` as Arrow.
+
+        The fast path of the indexers: no pandas objects per record.
+        """
+        path, fmt = self._require(name, formats)
+        if fmt not in (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ):
+            raise ValueError(f"{fmt} is not a tabular format")
+        raw = self._read_bytes(name, path)
+        try:
+            if fmt is ArtifactFormat.PARQUET:
+                return pq.read_table(pa.BufferReader(raw))
+            return pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
+        except (pa.ArrowException, OSError, EOFError, ValueError) as e:
+            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
