@@ -237,6 +237,7 @@ class InotifyWatcher:
         sync = os.path.join(root, SYNC_DIR)
         os.makedirs(sync, exist_ok=True)
         self._add(sync, self._mask_files)
+        self._report_sync_requests(sync)
         images = os.path.join(root, IMAGES_DIR)
         if not self._add(images, self._mask_dirs) and images not in self._wd_of:
             return
@@ -246,6 +247,17 @@ class InotifyWatcher:
             return
         for rec in records:
             self._watch_record(rec)
+
+    def _report_sync_requests(self, folder: str) -> None:
+        """Report the sync requests already waiting: their events may have been lost
+        (an overflow, or made while the store was moved away), and a client would
+        otherwise wait for its full timeout."""
+        try:
+            names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".request"))
+        except OSError:
+            return
+        for name in names:
+            self.sink(FileChange(os.path.join(folder, name), ChangeKind.ADDED))
 
     # -- watchdog callbacks (run on the InotifyFD thread) -------------------------------
     def on_event(self, event: Any) -> None:
