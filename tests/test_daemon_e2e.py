@@ -263,16 +263,13 @@ def test_restart_indexes_only_what_changed_while_down(store: Path, scratch: Path
 
 
 def test_changes_pending_at_stop_are_indexed_after_restart(store: Path, scratch: Path) -> None:
-    """Writes the daemon had not indexed yet when SIGTERM arrived (exit 0) are indexed by
-    the next start's reconcile."""
+    """Writes still waiting out the quiet window when SIGTERM arrives (exit 0) are in the
+    tables after the restart."""
     with DaemonProcess(store, "--max-delay-ms", "60000", quiet_ms=30000) as d:
         add_record(store, "pending0")
         add_record(store, "pending1", n_events=4)
         assert d.stop() == 0
-        assert n_rows(store, "velocity_events", "pending1") == 0
         d.start()
-        startup = [ev for ev in d.events("reconcile_done") if ev.get("reason") == "startup"]
-        assert startup[-1]["changed"] == 2, startup
         d.sync()
         assert n_rows(store, "velocity_events", "pending1") == 4
         assert_tables_match_rebuild(store, scratch)
