@@ -556,9 +556,13 @@ def test_polling_mode_keeps_tables_right(store: Path, scratch: Path) -> None:
         assert d.stop() == 0
 
 
-def test_daemon_exits_zero_on_sigterm(daemon: DaemonProcess, store: Path) -> None:
-    """SIGTERM stops the daemon cleanly: exit code 0 and a final ``stopped`` status."""
+def test_daemon_exits_zero_on_sigterm(daemon: DaemonProcess, store: Path, scratch: Path) -> None:
+    """SIGTERM stops the daemon cleanly: exit code 0, a final ``stopped`` status and tables
+    that stay right."""
+    add_record(store, "last")
+    daemon.sync()
     assert daemon.stop() == 0
     status = json.loads((store / "index" / "status.json").read_bytes())
     assert status["state"] == "stopped"
-    assert os.path.exists(store / "index" / "kymwatch.log")
+    assert [ev["event"] for ev in daemon.events()][-1] == "daemon_stopped"
+    assert_tables_match_rebuild(store, scratch)
