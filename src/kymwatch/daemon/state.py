@@ -69,8 +69,21 @@ class IndexState:
                 files[name] = Fingerprint(size, mtime_ns, inode)
         return cls(records, {str(k): int(v) for k, v in meta["schema_versions"].items()})
 
-    def save(self, root: Path) -> None:
-        """Write the state atomically (fingerprints first, then the metadata)."""
+    def save(self, root: Path) -> bool:
+        """Write the state atomically (fingerprints first, then the metadata).
+
+        Returns False, logging ``state_save_failed`` and staying dirty so a later
+        save retries, when the files cannot be written (disk full, read-only):
+        a daemon must outlive that, and an old state only costs extra re-indexing.
+        """
+        try:
+            self._save(root)
+        except OSError as e:
+            log.warning("state_save_failed", path=str(root / INDEX_DIR), error=str(e))
+            return False
+        return True
+
+    def _save(self, root: Path) -> None:
         files_path, meta_path = self._paths(root)
         cols: dict[str, list[object]] = {
             k: [] for k in ("image_id", "file", "size", "mtime_ns", "inode")

@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
 
 __all__ = ["STATUS_FILE", "DaemonStatus", "StatusView", "read_status"]
+
+log = structlog.get_logger(__name__)
 
 STATUS_FILE = "status.json"
 HEARTBEAT_S = 5.0
@@ -39,6 +43,7 @@ class DaemonStatus:
     counters: Counter[str] = field(default_factory=Counter)
     last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
     heartbeat_s: float = HEARTBEAT_S
+    _write_failing: bool = field(default=False, repr=False)
 
     def error(self, event: str, **fields: Any) -> None:
         """Remember a recent problem (shown by ``kymwatch status``)."""
@@ -70,7 +75,16 @@ class DaemonStatus:
         if not root.is_dir():
             return
         data = json.dumps(self.to_json(), indent=1).encode()
-        atomic_write_bytes(root / INDEX_DIR / STATUS_FILE, data, fsync=False)
+        path = root / INDEX_DIR / STATUS_FILE
+        try:
+            atomic_write_bytes(path, data, fsync=False)
+        except OSError as e:
+            # Best effort (disk full, read-only remount): the daemon must not die of it.
+            if not self._write_failing:
+                log.warning("status_write_failed", path=str(path), error=str(e))
+            self._write_failing = True
+            return
+        self._write_failing = False
 
 
 @dataclass(frozen=True, slots=True)
