@@ -430,7 +430,12 @@ class Daemon:
         for token in tokens:
             answer = {"token": token, "time_utc": utc_now_iso(), "pid": os.getpid()}
             answer |= {"ok": ok, "error": error}
-            atomic_write_bytes(folder / f"{token}.done", json.dumps(answer).encode(), fsync=False)
+            done = folder / f"{token}.done"
+            try:
+                atomic_write_bytes(done, json.dumps(answer).encode(), fsync=False)
+            except OSError as e:  # disk full, store gone: the client times out, we live on
+                log.warning("sync_answer_failed", path=str(done), error=str(e))
+                continue
             (folder / f"{token}.request").unlink(missing_ok=True)
         log.info("sync_answered", requests=len(tokens), ok=ok)
 
