@@ -44,6 +44,7 @@ from kymwatch.daemon import (
     FileChange,
     InotifyWatcher,
     Rescan,
+    request_sync,
 )
 
 pytestmark = pytest.mark.integration
@@ -268,3 +269,38 @@ def test_recreated_analysis_folder_and_subfolder_are_watched_again(tmp_path: Pat
             what="a rewrite inside the recreated sub-folder",
         )
     assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+def test_sync_request_lost_with_the_events_is_answered_after_the_rescan(
+    tmp_path: Path, captured_logs: list[dict[str, Any]]
+) -> None:
+    """A ``kymwatch sync`` whose request event was dropped is answered once the daemon rescans."""
+    root = two_record_store(tmp_path / "store.zarr")
+    watchers: list[InotifyWatcher] = []
+    lossy: list[LossySink] = []
+
+    def factory(r: Path, sink: EventSink) -> InotifyWatcher:
+        lossy.append(LossySink(sink))
+        watchers.append(InotifyWatcher(r, lossy[-1]))
+        return watchers[-1]
+
+    answers: list[dict[str, Any]] = []
+    with running(Daemon(fast_config(root), source_factory=factory)):
+        lossy[0].dropping.set()
+        change_behind_the_daemons_back(root)
+
+        def ask() -> None:
+            try:
+                answers.append(request_sync(root, WAIT_S))
+            except Exception as e:  # reported by the assertion below
+                answers.append({"ok": False, "error": repr(e)})
+
+        client = threading.Thread(target=ask)
+        client.start()
+        wait_until(lambda: any((root / "index" / "sync").glob("*.request")), what="the request")
+        wait_until(lambda: lossy[0].dropped > 0, what="events to be dropped")
+        lossy[0].dropping.clear()
+        watchers[0].on_queue_overflow()
+        client.join(WAIT_S + 10)
+        assert answers and answers[0]["ok"], answers
+        assert_tables_match_rebuild(root, tmp_path / "scratch")
