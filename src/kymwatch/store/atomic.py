@@ -2,12 +2,14 @@
 
 A reader sees either the old file or the new one, never a torn one. Temporary
 names start with ``.`` and end with ``.tmp``, so path classifiers ignore them.
+Files written here never keep the others-write bit, whatever the umask.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
+        _deny_others_write(tmp)
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -37,6 +40,13 @@ def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _deny_others_write(path: Path) -> None:
+    """Clear the others-write bit a permissive umask (``000``) would leave on a new file."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & stat.S_IWOTH:
+        os.chmod(path, mode & ~stat.S_IWOTH)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], *, fsync: bool = True) -> None:

@@ -128,12 +128,17 @@ class ZarrDataset:
 
     # -- records --------------------------------------------------------------------------
     def list_image_ids(self) -> list[str]:
-        """Sorted ids of every record folder under ``images/``."""
+        """Sorted ids of every record folder under ``images/`` (symbolic links are skipped,
+        as the daemon's scan skips them: they may lead out of the store)."""
         try:
             entries = list(self.images_path.iterdir())
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries if is_valid_image_id(e.name) and e.is_dir())
+        return sorted(
+            e.name
+            for e in entries
+            if is_valid_image_id(e.name) and e.is_dir() and not e.is_symlink()
+        )
 
     def iter_records(self) -> Iterator[ZarrImageRecord]:
         """Every record, in image-id order."""

@@ -58,8 +58,8 @@ class ZarrImageRecord:
 
     # -- metadata -------------------------------------------------------------------------
     def exists(self) -> bool:
-        """True while the record folder exists."""
-        return self.path.is_dir()
+        """True while the record folder exists (a symbolic link to a folder is no record)."""
+        return self.path.is_dir() and not self.path.is_symlink()
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -115,6 +115,17 @@ class ZarrImageRecord:
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
 
+    def _linked_folder(self, path: Path) -> bool:
+        """True if the record folder or a folder between it and ``path`` is a symlink
+        (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
+        folder = path.parent
+        while True:
+            if folder.is_symlink():
+                return True
+            if folder == self.path or folder == folder.parent:
+                return False
+            folder = folder.parent
+
     def _read_bytes(self, name: str, path: Path) -> bytes:
         """The whole file, refusing symbolic links and anything but a regular file.
 
@@ -122,6 +133,9 @@ class ZarrImageRecord:
         symlink swapped in nor a FIFO can redirect or block the read.
         """
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        if self._linked_folder(path):
+            reason = "symbolic links are not followed (a folder on the way is one)"
+            raise ArtifactUnreadableError(self.image_id, name, str(path), reason)
         try:
             fd = os.open(path, flags)
         except OSError as e:
