@@ -1,4 +1,6 @@
-"""Crash tests: SIGKILL the daemon during write bursts, and kill a writer mid-file.
+"""Crash and concurrency tests: SIGKILL the daemon during write bursts, kill a writer
+mid-file, and run other processes (readers, rebuilds, table writers, a second daemon)
+against a store the daemon is watching.
 
 After every kill of the daemon, every table file parses, nothing but the daemon's
 own ``.<name>.<hex>.tmp`` temporaries is left beside the tables (never a stray
@@ -26,6 +28,7 @@ from harness import (
     WAIT_S,
     DaemonProcess,
     assert_tables_match_rebuild,
+    kymwatch,
     live_tables,
     wait_until,
 )
@@ -323,4 +326,128 @@ def test_rows_indexed_after_the_last_state_save_survive_a_crash(
         pytest.skip("the daemon saved its state before the kill: the scenario was not reached")
     with DaemonProcess(root, quiet_ms=20) as again:
         again.sync()
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+# -- concurrency: other processes working on the store while the daemon runs --------------
+_READER = """
+import io, json, sys, time, pathlib
+import pandas as pd
+import pyarrow.parquet as pq
+from kymwatch.store import read_table_file
+tables, stop, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+ways = {
+    "read_table_file": read_table_file,
+    "ParquetFile": lambda p: pq.ParquetFile(p).read().to_pandas(),
+    "bytes": lambda p: pd.read_parquet(io.BytesIO(p.read_bytes())),
+    "pd.read_parquet(path)": pd.read_parquet,
+}
+stats = {w: {"reads": 0, "errors": [], "partial": []} for w in ways}
+while not stop.exists():
+    for way, read in ways.items():
+        for name in ("velocity_events", "radon_report"):
+            path = tables / f"{name}.parquet"
+            try:
+                df = read(path)
+            except FileNotFoundError:
+                continue
+            except Exception as e:
+                stats[way]["errors"].append(f"{name}: {type(e).__name__}: {e}"[:300])
+                continue
+            stats[way]["reads"] += 1
+            if name == "velocity_events" and len(df):
+                # every record's events are written whole: event_id runs 0..n-1
+                for image_id, ids in df.groupby("image_id")["event_id"]:
+                    if sorted(ids) != list(range(len(ids))):
+                        stats[way]["partial"].append(str(image_id))
+out.write_text(json.dumps(stats))
+"""
+
+
+def start_reader(root: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """A process reading both tables in a tight loop, four ways, until told to stop."""
+    stop, out = tmp / "reader.stop", tmp / "reader.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(root / "tables"), str(stop), str(out)]
+    )
+    return proc, stop, out
+
+
+def stop_reader(proc: subprocess.Popen[bytes], stop: Path, out: Path) -> dict[str, dict]:
+    """Stop the reader and return its counts per way of reading."""
+    stop.touch()
+    assert proc.wait(WAIT_S) == 0
+    stats: dict[str, dict] = json.loads(out.read_text())
+    return stats
+
+
+def test_reader_in_a_tight_loop_never_sees_a_torn_table(tmp_path: Path) -> None:
+    """A reader loading tables in a loop during bursts and kills never sees a torn table."""
+    root = tmp_path / "store.zarr"
+    ids = seed_store(root, 100, 10)
+    reader = start_reader(root, tmp_path)
+    crash_cycles(root, tmp_path / "scratch", 2, seed=7, stats=CrashStats())
+    with DaemonProcess(root, quiet_ms=20) as d:
+        burst = Burst(root, [i for i in ids if (root / "images" / i).is_dir()], random.Random(3))
+        burst.start()
+        time.sleep(1.5)
+        burst.finish()
+        d.sync()
+    result = stop_reader(*reader)
+    for way in ("read_table_file", "ParquetFile", "bytes"):
+        assert result[way]["reads"] > 0
+        assert result[way]["errors"] == [], result[way]["errors"][:3]
+        assert result[way]["partial"] == [], result[way]["partial"][:3]
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+def test_second_daemon_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    """A second ``kymwatch run`` on a watched store exits non-zero with one clear line."""
+    root = tmp_path / "store.zarr"
+    seed_store(root, 2, 3)
+    with DaemonProcess(root) as first:
+        second = kymwatch("run", root, timeout=WAIT_S)
+        assert second.returncode != 0
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "already" in lines[0], second.stderr
+        assert "Traceback" not in second.stderr + second.stdout
+        assert first.proc is not None and first.proc.poll() is None
+        write_parquet_artifact(root, "seed0000", "velocity_events", events_frame(6))
+        first.sync()
+        status = json.loads((root / "index" / "status.json").read_bytes())
+        assert status["pid"] == first.proc.pid
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+_REPLACE_ROWS = """
+import sys
+import pandas as pd
+from kymwatch.store import ZarrDataset
+root, n = sys.argv[1], int(sys.argv[2])
+ds = ZarrDataset(root, "a")
+for i in range(n):
+    ds.replace_rows_for_image_id("annotations", f"seed{i % 50:04d}", pd.DataFrame({"v": [i]}))
+"""
+
+
+def test_rebuild_and_replace_rows_from_other_processes_while_the_daemon_runs(
+    tmp_path: Path,
+) -> None:
+    """``kymwatch rebuild`` and ``replace_rows_for_image_id`` racing the daemon lose nothing."""
+    root = tmp_path / "store.zarr"
+    ids = seed_store(root, 100, 10)
+    with DaemonProcess(root, quiet_ms=20) as d:
+        d.sync()
+        burst = Burst(root, list(ids), random.Random(11)).start()
+        writer = subprocess.Popen([sys.executable, "-c", _REPLACE_ROWS, str(root), "200"])
+        rebuilds = [kymwatch("rebuild", root, timeout=WAIT_S) for _ in range(3)]
+        assert writer.wait(WAIT_S) == 0
+        burst.finish()
+        d.sync()
+        assert d.proc is not None and d.proc.poll() is None
+    for r in rebuilds:
+        assert r.returncode == 0, r.stderr
+    annotations = read_table_file(root / "tables" / "annotations.parquet")
+    assert sorted(annotations["image_id"]) == sorted(f"seed{i:04d}" for i in range(50))
+    assert sorted(annotations["v"]) == list(range(150, 200))  # each record's last write
     assert_tables_match_rebuild(root, tmp_path / "scratch")
