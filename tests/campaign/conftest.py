@@ -10,7 +10,8 @@ failures) replace the section between the campaign markers in
 Scale knobs (environment variables): ``KYMWATCH_CAMPAIGN_KILLS`` (kill cycles,
 default 120), ``KYMWATCH_CAMPAIGN_EXAMPLES`` (model-based examples, default 40),
 ``KYMWATCH_CAMPAIGN_STEPS`` (steps per example, default 40),
-``KYMWATCH_CAMPAIGN_WRITER_KILLS`` (writer-kill cycles, default 20).
+``KYMWATCH_CAMPAIGN_WRITER_KILLS`` (writer-kill cycles, default 20),
+``KYMWATCH_CAMPAIGN_DELETION_KILLS`` (kill cycles with deletions, default 60).
 """
 
 from __future__ import annotations
@@ -55,11 +56,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(skip)
-
-
-def env_int(name: str, default: int) -> int:
-    """An integer scale knob from the environment."""
-    return int(os.environ.get(name, default))
 
 
 @pytest.fixture
