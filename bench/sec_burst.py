@@ -28,7 +28,7 @@ from typing import Any
 
 import storegen
 import stores
-from measure import Ctx, Daemon, median, sync, sync_cli
+from measure import Ctx, Daemon, LoadMeter, median, sync, sync_cli
 
 
 def _ids(idx: list[int]) -> list[str]:
@@ -38,6 +38,7 @@ def _ids(idx: list[int]) -> list[str]:
 def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict[str, Any]:
     sync(store)
     time.sleep(0.5)
+    meter = LoadMeter()
     n_batches = len(d.events("batch_indexed"))
     cpu0 = d.cpu_seconds()
     t0 = time.perf_counter()
@@ -55,12 +56,14 @@ def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict
         "batches": len(batches),
         "batch_records": [b.get("records") for b in batches],
         "records_with_marker": ok,
+        "other_cores": meter.other_cores(),
     }
 
 
 def _floor(store: Path, idx: list[int], marker: float) -> dict[str, Any]:
     from kymwatch.index import KymDataset
 
+    meter = LoadMeter()
     t0 = time.perf_counter()
     storegen.write_artifacts(store, idx, marker)
     t1, c1 = time.perf_counter(), time.process_time()
@@ -68,7 +71,12 @@ def _floor(store: Path, idx: list[int], marker: float) -> dict[str, Any]:
     for ix in kd.indexers:
         kd.update_images(ix, _ids(idx), log_outcomes=False)
     t2, c2 = time.perf_counter(), time.process_time()
-    return {"write_s": t1 - t0, "index_s": t2 - t1, "cpu_s": c2 - c1}
+    return {
+        "write_s": t1 - t0,
+        "index_s": t2 - t1,
+        "cpu_s": c2 - c1,
+        "other_cores": meter.other_cores(),
+    }
 
 
 def _per_event(store: Path, idx: list[int], marker: float, sample: int) -> dict[str, Any]:
@@ -170,6 +178,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 f"  daemon {dm['total_s']:.2f} s (after last write {dm['after_write_s']:.2f} s), "
                 f"floor {fl['index_s']:.2f} s, per-event {pe['index_s']:.1f} s"
             )
+        res["daemon_rss"] = d.peak_rss_mib()
     res["rebuild_per_change"] = _rebuild_sample(ctx, pstore)
     for entry in res["sizes"]:
         _ratios(entry, res["rebuild_per_change"]["seconds"])

@@ -18,7 +18,7 @@ from measure import Ctx, Daemon, median, sync, task_ctx_switches
 
 
 def _count_dirs(root: os.PathLike[str]) -> int:
-    return sum(1 + len(dirs) for _, dirs, _ in os.walk(root)) - 1
+    return sum(len(dirs) for _, dirs, _ in os.walk(root))
 
 
 def run(ctx: Ctx) -> dict[str, Any]:
@@ -56,8 +56,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 )
             elapsed = time.perf_counter() - start
             v1, i1 = task_ctx_switches(d.pid)
+            tick = 1 / os.sysconf("SC_CLK_TCK")
             entry = {
                 "cpu_pct": (d.cpu_seconds() - cpu0) / elapsed * 100,
+                "cpu_pct_resolution": tick / elapsed * 100,
                 "voluntary_ctx_per_s": (v1 - v0) / elapsed,
                 "involuntary_ctx_per_s": (i1 - i0) / elapsed,
                 "cpu_pct_window_median": median([w["cpu_pct"] for w in windows]),

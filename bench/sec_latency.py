@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import storegen
 import stores
-from measure import Ctx, Daemon, median, percentiles, sync
+from measure import Ctx, Daemon, LoadMeter, linear_fit, median, percentiles, sync
 
 POLL_S = 0.001
 
@@ -100,6 +100,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
     quiet = ctx.opts.quiet_ms
     out: dict[str, list[float]] = {"velocity_events": [], "radon_report": []}
     misses = 0
+    meter = LoadMeter()
     with Daemon(store, quiet_ms=quiet) as d:
         sync(store)
         time.sleep(0.5)
@@ -126,8 +127,14 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
             time.sleep(rng.uniform(0.1, 0.3))
         batches = [e for e in d.events("batch_indexed") if e.get("source") == "events"]
         rss = d.peak_rss_mib()
+    by_table: dict[str, list[float]] = {}
+    for e in batches:
+        if e.get("records") == 1 and len(e.get("tables") or []) == 1:
+            by_table.setdefault(e["tables"][0], []).append(float(e["duration_ms"]))
     return {
         "samples": out,
+        "worker_ms": by_table,
+        "other_cores": meter.other_cores(),
         "misses": misses,
         "batch_duration_ms_median": median([float(e["duration_ms"]) for e in batches]),
         "batch_lag_ms_median": median([float(e["lag_ms"]) for e in batches]),
@@ -174,8 +181,17 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 for r in runs
             ],
             "batch_duration_ms_median": median([r["batch_duration_ms_median"] for r in runs]),
+            "worker_ms_by_table": {
+                t: percentiles([x for r in runs for x in r["worker_ms"].get(t, [])])
+                for t in ("velocity_events", "radon_report")
+            },
+            "table_rows": {
+                "velocity_events": n * storegen.ROWS_PER_RECORD,
+                "radon_report": n,
+            },
             "batch_lag_ms_median": median([r["batch_lag_ms_median"] for r in runs]),
             "misses": sum(r["misses"] for r in runs),
+            "other_cores_per_session": [round(r["other_cores"], 2) for r in runs],
             "daemon_peak_rss_mib": max(r["daemon_rss"]["vm_hwm_mib"] for r in runs),
             "raw_ms": {t: [round(x, 2) for x in v] for t, v in by_table.items()},
         }
@@ -186,4 +202,20 @@ def run(ctx: Ctx) -> dict[str, Any]:
         )
         per_size.append(entry)
     res["sizes"] = per_size
+    points = [
+        (s["table_rows"][t], pct["p50"])
+        for s in per_size
+        for t, pct in s["worker_ms_by_table"].items()
+        if pct["p50"] == pct["p50"]  # not NaN
+    ]
+    if len(points) >= 2:
+        fit = linear_fit([r for r, _ in points], [ms for _, ms in points])
+        b, a = fit["slope_s_per_record"], fit["intercept_s"]  # here: ms per row, ms
+        res["table_rewrite_fit"] = {
+            "ms_per_1k_rows": b * 1000,
+            "fixed_ms": a,
+            "r2": fit["r2"],
+            "rows_at_150_ms": (150 - a) / b if b > 0 else None,
+            "points": points,
+        }
     return res

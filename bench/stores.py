@@ -21,13 +21,26 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "kymwatch"
 STATE_FILES = ("state-fingerprints.parquet", "state.json")
 
 
-def code_hash() -> str:
-    """A short hash of the kymwatch sources (store, index and daemon layers)."""
+_FROZEN: list[str] = []
+
+
+def code_hash(*, fresh: bool = False) -> str:
+    """A short hash of the kymwatch sources (store, index and daemon layers).
+
+    Computed once per run (other people may edit ``src/`` while the benchmarks
+    run; a template made at the start stays usable); ``fresh`` re-reads the files.
+    """
+    if _FROZEN and not fresh:
+        return _FROZEN[0]
     h = hashlib.sha256()
-    for p in sorted(SRC.rglob("*.py")):
+    files = [p for sub in ("store", "index", "daemon") for p in (SRC / sub).rglob("*.py")]
+    for p in sorted(files):
         h.update(str(p.relative_to(SRC)).encode())
         h.update(p.read_bytes())
-    return h.hexdigest()[:12]
+    digest = h.hexdigest()[:12]
+    if not _FROZEN:
+        _FROZEN.append(digest)
+    return digest
 
 
 def template_dir(n_records: int) -> Path:
@@ -43,8 +56,8 @@ def has_template(n_records: int) -> bool:
 def save_template(store: Path, n_records: int, how: str) -> None:
     """Keep ``store``'s tables and daemon state as the template (store must be unedited)."""
     dest = template_dir(n_records)
-    if dest.exists():
-        shutil.rmtree(dest)
+    for old in storegen.CACHE.glob(f"indexed-{n_records}x{storegen.ROWS_PER_RECORD}-*"):
+        shutil.rmtree(old)  # made by other versions of the code
     (dest / "index").mkdir(parents=True)
     shutil.copytree(store / "tables", dest / "tables")
     for name in STATE_FILES:
