@@ -134,6 +134,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-oracle", action="store_true", help="skip the burst's rebuild oracle")
     p.add_argument("--out", type=Path, help="output folder (default docs/, quick: bench/out/quick)")
     p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite benchmarks.md and the plots from the output folder's benchmarks.json",
+    )
+    p.add_argument(
         "--clean",
         action="store_true",
         help="delete the store copies kept in bench/out/work from earlier runs first",
@@ -153,6 +158,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected sections and write the report."""
     opts = parse_args(argv)
+    if opts.report_only:
+        report.write(json.loads((opts.out / "benchmarks.json").read_text()), opts.out)
+        print(f"wrote {opts.out / 'benchmarks.md'}", file=sys.stderr)
+        return 0
     measure.quiet_logging()
     work = storegen.OUT / "work"
     if opts.clean and work.exists():
