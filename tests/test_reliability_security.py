@@ -185,12 +185,6 @@ def test_symlinked_analysis_or_artifact_out_of_the_store_is_not_read(
 
 
 @pytest.mark.parametrize("folder", ["tables", "index"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a store whose tables/ or index/ is a symbolic link makes the daemon "
-    "write its tables (or lock, state, status and log files) wherever the link points; "
-    "it should refuse to start (and not write through such a link later)",
-)
 def test_daemon_does_not_write_through_a_symlinked_own_folder(tmp_path: Path, folder: str) -> None:
     """A tables/ or index/ symlinked out of the store receives no file from the daemon."""
     root = store_with_records(tmp_path / "store.zarr", 1)

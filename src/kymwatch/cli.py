@@ -62,8 +62,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_delay_ms < args.quiet_ms:
         raise _UsageError("--max-delay-ms must be at least --quiet-ms")
     log_file = None if args.no_log_file else Path(args.log_file or root / INDEX_DIR / LOG_FILE)
-    console: ConsoleFormat = service_console_format() or "auto"
-    configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
     config = DaemonConfig(
         store=root,
         quiet_s=args.quiet_ms / 1000,
@@ -72,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
     )
-    Daemon(config).run()
+    daemon = Daemon(config)  # checks the store before anything is written into it
+    console: ConsoleFormat = service_console_format() or "auto"
+    configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
+    daemon.run()
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "SyncTimeoutError",
     "TableNotFoundError",
     "TableUnreadableError",
+    "UnsafeStoreError",
 ]
 
 
@@ -37,6 +38,11 @@ class NotAStoreError(KymwatchError, ValueError):
 
 class ReadOnlyStoreError(KymwatchError, PermissionError):
     """A write was attempted on a dataset opened with mode ``"r"``."""
+
+
+class UnsafeStoreError(KymwatchError, ValueError):
+    """The store's own folders (``tables/``, ``index/``) are symbolic links: writing
+    through them would put files outside the store."""
 
 
 class InvalidNameError(KymwatchError, ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
-from filelock import Timeout
+from filelock import FileLock, Timeout
 
 from kymwatch.daemon.changes import Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SYNC_DIR, SyncRequest, classify
@@ -34,10 +34,12 @@ from kymwatch.daemon.watcher import (
     network_fs_type,
 )
 from kymwatch.daemon.worker import BatchResult, Worker
-from kymwatch.errors import DaemonRunningError
+from kymwatch.errors import DaemonRunningError, UnsafeStoreError
 from kymwatch.index import DatasetIndexer, KymDataset
 from kymwatch.store import (
     IMAGES_DIR,
+    INDEX_DIR,
+    TABLES_DIR,
     atomic_write_bytes,
     remove_stale_temporaries,
     scan_dataset,
@@ -78,6 +80,12 @@ class Daemon:
         self.config = config
         self.root = Path(config.store).resolve()
         self.clock = clock
+        for own in (TABLES_DIR, INDEX_DIR):
+            if (self.root / own).is_symlink():
+                raise UnsafeStoreError(
+                    f"{self.root / own} is a symbolic link; kymwatch writes only inside "
+                    "the store and will not follow it"
+                )
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
@@ -98,6 +106,9 @@ class Daemon:
         self._last_status = -1e18
         self._last_ping = -1e18
         self._syncs: list[str] = []
+        self._reported_skips: set[str] = set()
+        self._lock: FileLock | None = None
+        self._lock_inode: int | None = None
 
     # -- public ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -111,9 +122,10 @@ class Daemon:
         Raises:
             DaemonRunningError: another daemon already watches this store.
         """
-        lock = daemon_lock(self.root)
+        self._lock = lock = daemon_lock(self.root)
         try:
             lock.acquire()
+            self._lock_inode = _inode(lock.lock_file)
         except Timeout as e:
             pid = _pid_of_running(self.root)
             raise DaemonRunningError(
@@ -124,7 +136,7 @@ class Daemon:
             with self._signals():
                 self._run_locked()
         finally:
-            lock.release()
+            self._lock.release()
 
     # -- lifecycle ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -205,6 +217,7 @@ class Daemon:
     def _load_state(self) -> None:
         loaded = IndexState.load(self.root)
         self.state.records, self.state.schema_versions = loaded.records, loaded.schema_versions
+        self.state.suspects = loaded.suspects
         for ix in self.kd.indexers:
             known = self.state.schema_versions.get(ix.name)
             if self.state.records and known != ix.schema_version:
@@ -328,12 +341,14 @@ class Daemon:
                     self.debouncer.feed(c, pending.first_seen)
             return False
         self._rebuild_missing_tables()
-        disk = scan_dataset(self.root)
+        skipped: list[str] = []
+        disk = scan_dataset(self.root, skipped)
         changes = diff_fingerprints(disk, self.state.records)
         # Rows of records that exist neither on disk nor in the state (e.g. the state
         # was lost while they were deleted) are stale too.
         queued = {c.image_id for c in changes}
-        stale = self._table_image_ids() - disk.keys() - queued
+        stale = (self._table_image_ids() - disk.keys() | self.state.suspects) - queued
+        self.state.suspects = set()
         changes = sorted([*changes, *(RecordChange(i) for i in stale)], key=lambda c: c.image_id)
         self.status.counters["reconciles"] += 1
         final = pending is not None
@@ -352,6 +367,11 @@ class Daemon:
             self._housekeeping()
         if self.status.state == "store_unavailable":
             self._set_state("watching")
+            self._relock()
+        for path in skipped:
+            if path not in self._reported_skips:
+                self._reported_skips.add(path)
+                log.warning("record_folder_skipped", path=path, reason=_skip_reason(path))
         level = log.info if changes or reason not in ("poll", "periodic") else log.debug
         level(
             "reconcile_done",
@@ -361,6 +381,21 @@ class Daemon:
             duration_ms=round((time.perf_counter() - start) * 1000, 2),
         )
         return ok
+
+    def _relock(self) -> None:
+        """Take the daemon lock again if its file vanished with a deleted store that
+        was then restored: otherwise a second daemon could start on it."""
+        if self._lock is None or _inode(self._lock.lock_file) == self._lock_inode:
+            return
+        self._lock.release(force=True)
+        self._lock = daemon_lock(self.root)
+        try:
+            self._lock.acquire()
+            self._lock_inode = _inode(self._lock.lock_file)
+        except Timeout:
+            log.error("daemon_lock_lost", store=str(self.root))
+            self.status.error("daemon_lock_lost")
+            self.stop()
 
     def _table_image_ids(self) -> set[str]:
         """Every image_id present in any table (tables are cached between changes)."""
@@ -482,3 +517,19 @@ class Daemon:
 def _pid_of_running(root: Path) -> int | None:
     pid = read_status(root, running=True).data.get("pid")
     return pid if isinstance(pid, int) else None
+
+
+def _skip_reason(path: str) -> str:
+    name = os.path.basename(path)
+    if os.path.islink(path):
+        return "symbolic links are not followed"
+    if not os.path.isdir(path):
+        return "not a folder"
+    return f"{name!r} is not a valid image id (letters, digits, '.', '_', '-'; no leading '.')"
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None

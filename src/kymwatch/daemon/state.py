@@ -8,7 +8,7 @@ is saved after the tables are published, never before.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ _FILES = "state-fingerprints.parquet"
 _META = "state.json"
 _FORMAT = 1
 _NO_FILES = ""  # row marker for a record that has no artifact files
+_JOURNAL = "state-journal.txt"
 
 
 @dataclass
@@ -36,6 +37,9 @@ class IndexState:
     records: dict[str, RecordFiles] = field(default_factory=dict)
     schema_versions: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
+    suspects: set[str] = field(default_factory=set)
+    """Records whose tables may be newer than the saved fingerprints (read from the
+    journal of a daemon that stopped without saving): re-indexed at start."""
 
     @staticmethod
     def _paths(root: Path) -> tuple[Path, Path]:
@@ -44,6 +48,29 @@ class IndexState:
     @classmethod
     def load(cls, root: Path) -> IndexState:
         """The saved state of the store at ``root`` (empty if none or unreadable)."""
+        state = cls._load(root)
+        try:
+            lines = (root / INDEX_DIR / _JOURNAL).read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        state.suspects = {line for line in lines if line}
+        return state
+
+    def note_publishing(self, root: Path, image_ids: Iterable[str]) -> None:
+        """Journal records about to be published, before their tables are written.
+
+        The fingerprints are saved only every few seconds; if the daemon dies in
+        between, the next start re-indexes the journaled records, so no table row
+        can outlive a crash unnoticed. The journal is cleared by each save.
+        """
+        try:
+            with (root / INDEX_DIR / _JOURNAL).open("a", encoding="utf-8") as f:
+                f.write("".join(f"{i}\n" for i in image_ids))
+        except OSError as e:
+            log.warning("state_save_failed", path=str(root / INDEX_DIR / _JOURNAL), error=str(e))
+
+    @classmethod
+    def _load(cls, root: Path) -> IndexState:
         files_path, meta_path = cls._paths(root)
         if not meta_path.exists():
             return cls()
@@ -104,6 +131,7 @@ class IndexState:
         atomic_write(files_path, lambda tmp: pq.write_table(table, tmp))
         meta = {"format": _FORMAT, "schema_versions": self.schema_versions}
         atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+        (root / INDEX_DIR / _JOURNAL).unlink(missing_ok=True)
         self.dirty = False
 
     def update_record(

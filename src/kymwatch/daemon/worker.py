@@ -88,6 +88,7 @@ class Worker:
             rec = ZarrImageRecord(self.kd.store, change.image_id)
             fresh[change.image_id] = scan_record(rec.path) if rec.exists() else None
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
+        self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():
             if not ids:
                 continue

@@ -65,8 +65,14 @@ def scan_record(record_path: Path) -> RecordFiles:
     return out
 
 
-def scan_dataset(root: Path) -> dict[str, RecordFiles]:
-    """Fingerprints of every artifact of every record: image_id → files."""
+def scan_dataset(root: Path, skipped: list[str] | None = None) -> dict[str, RecordFiles]:
+    """Fingerprints of every artifact of every record: image_id → files.
+
+    Args:
+        root: The dataset folder.
+        skipped: If given, receives the paths of entries under ``images/`` that are
+            not records (names that cannot be image ids, symbolic links, files).
+    """
     result: dict[str, RecordFiles] = {}
     try:
         entries = list(os.scandir(os.path.join(root, IMAGES_DIR)))
@@ -75,4 +81,6 @@ def scan_dataset(root: Path) -> dict[str, RecordFiles]:
     for entry in entries:
         if is_valid_image_id(entry.name) and entry.is_dir(follow_symlinks=False):
             result[entry.name] = scan_record(Path(entry.path))
+        elif skipped is not None and not entry.name.startswith("."):
+            skipped.append(entry.path)
     return result
