@@ -96,6 +96,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     DOC.write_text(head + "\n".join(lines) + tail)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Put the failure message of a campaign test into its result row."""
+    report = yield
+    row = getattr(item, "funcargs", {}).get("campaign_record")
+    if row is not None and report.when == "call" and report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = str(getattr(crash, "message", report.longrepr)).splitlines()[0][:300]
+        row["notes"] = f"{row['notes']} FAILED: {message}".strip()
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _name_result(request: pytest.FixtureRequest) -> None:
     """Let ``campaign_record`` rows carry the test's name."""
