@@ -28,7 +28,9 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+# The launcher (bench/run.py) pins kymwatch and the test harness to a snapshot.
+PINNED_ROOT = Path(os.environ.get("KYMWATCH_BENCH_ROOT", REPO))
+sys.path.insert(0, str(PINNED_ROOT / "tests"))
 
 from harness import DaemonProcess, count_inotify_watches  # noqa: E402
 
@@ -114,7 +116,11 @@ def machine(work_dir: Path) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[p] = None
     mem = psutil.virtual_memory().total
-    dirty = bool(_git("status", "--porcelain", "--", "src"))
+    import kymwatch
+
+    measured = os.environ.get("KYMWATCH_BENCH_SRC") or (
+        _git("rev-parse", "--short=12", "HEAD") + "+worktree"
+    )
     return {
         "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
@@ -124,8 +130,8 @@ def machine(work_dir: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": versions,
         "work_fs": _fs_type(work_dir),
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "src_dirty": dirty,
+        "git_commit": measured,
+        "kymwatch_imported_from": str(Path(kymwatch.__file__).parent),
     }
 
 

@@ -1,14 +1,14 @@
-"""Function-level profiles of the costs the benchmarks measure (not run by ``./dev bench``).
+"""Function-level profiles of the costs the benchmarks measure (not part of the full run).
 
 Uses py-spy (sampling, attaches to the daemon subprocess, or runs a child) and
 aggregates its collapsed stacks into the functions with the most inclusive and
 self time. Reports go to ``bench/out/profiles/<name>.txt``.
 
-    .venv/bin/python bench/profile.py rebuild 10000
-    .venv/bin/python bench/profile.py burst 10000 2000
-    .venv/bin/python bench/profile.py latency 10000 40
-    .venv/bin/python bench/profile.py restart 10000
-    .venv/bin/python bench/profile.py memory 10000
+    ./dev bench profile rebuild 10000
+    ./dev bench profile burst 10000 2000
+    ./dev bench profile latency 10000 40
+    ./dev bench profile restart 10000
+    ./dev bench profile memory 10000
 """
 
 from __future__ import annotations

@@ -614,10 +614,7 @@ def write(results: dict[str, Any], out: Path) -> None:
                 ["kernel / file system", f"{m['kernel']} / {m['work_fs']}"],
                 ["Python", m["python"]],
                 ["packages", pk],
-                [
-                    "kymwatch commit",
-                    f"{m['git_commit']}{' + uncommitted src changes' if m['src_dirty'] else ''}",
-                ],
+                ["kymwatch measured", f"commit {m['git_commit']} (snapshot of `src/`)"],
             ],
         ),
         "The machine is shared: each section states how many cores other processes used while "

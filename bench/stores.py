@@ -14,10 +14,11 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import measure
 import pyarrow.parquet as pq
 import storegen
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "kymwatch"
+SRC = measure.PINNED_ROOT / "src" / "kymwatch"
 STATE_FILES = ("state-fingerprints.parquet", "state.json")
 
 

@@ -1,0 +1,235 @@
+"""kymwatch benchmarks: latency, bursts, scale and idle cost (``./dev bench``, via run.py).
+
+Not part of the test suite. Generates synthetic kymflow stores with plain file
+I/O (cached under ``bench/out/cache``), measures, and writes
+``docs/benchmarks.md``, ``docs/benchmarks.json`` and ``docs/bench-*.png``.
+
+Examples::
+
+    ./dev bench                         # the full run (~30 min on 2 cores)
+    ./dev bench --quick                 # ~2 min smoke run, written to bench/out/quick/
+    ./dev bench --sections latency --latency-sizes 1000,10000
+    ./dev bench --sections burst --burst-sizes 2000 --out bench/out/try
+    ./dev bench --src worktree --quick  # measure uncommitted changes too
+    ./dev bench --src worktree --quick  # measure uncommitted changes too
+
+A run of some sections only keeps the other sections' results already in the
+output folder's ``benchmarks.json`` (each section records when it was measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import measure
+import report
+import sec_burst
+import sec_idle
+import sec_latency
+import sec_scale
+import storegen
+import stores
+from measure import Ctx
+
+SECTIONS = {
+    "scale": sec_scale.run,
+    "latency": sec_latency.run,
+    "burst": sec_burst.run,
+    "idle": sec_idle.run,
+}
+
+FULL = {
+    "scale_sizes": [1000, 10_000, 50_000],
+    "latency_sizes": [1000, 10_000, 50_000],
+    "latency_samples": 150,
+    "latency_samples_large": 60,
+    "burst_store": 10_000,
+    "burst_sizes": [100, 500, 2000],
+    "per_event_sample": 200,
+    "idle_store": 10_000,
+    "idle_seconds": 60.0,
+    "idle_settle": 5.0,
+    "reps": 3,
+    "rebuild_reps": 3,
+    "rebuild_reps_50k": 1,
+    "cold_start_max": 10_000,
+    "wait_quiet": 60.0,
+    "out": storegen.OUT.parent.parent / "docs",
+}
+QUICK = {
+    "scale_sizes": [500, 1000],
+    "latency_sizes": [1000],
+    "latency_samples": 30,
+    "latency_samples_large": 20,
+    "burst_store": 1000,
+    "burst_sizes": [20, 100],
+    "per_event_sample": 50,
+    "idle_store": 1000,
+    "idle_seconds": 10.0,
+    "idle_settle": 2.0,
+    "reps": 1,
+    "rebuild_reps": 1,
+    "rebuild_reps_50k": 1,
+    "cold_start_max": 1000,
+    "wait_quiet": 0.0,
+    "out": storegen.OUT / "quick",
+}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x.replace("_", "").replace("k", "000")) for x in text.split(",") if x]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options; anything not given takes the ``--quick`` or full-run default."""
+    p = argparse.ArgumentParser(
+        prog="./dev bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes, one repetition (~2 min)")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
+    p.add_argument("--scale-sizes", type=_ints, help="records per store (default 1k,10k,50k)")
+    p.add_argument("--latency-sizes", type=_ints, help="records per store (default 1k,10k,50k)")
+    p.add_argument("--latency-samples", type=int, help="edits per size up to 10k (default 150)")
+    p.add_argument("--latency-samples-large", type=int, help="edits per size above 10k (60)")
+    p.add_argument("--burst-store", type=int, help="records in the burst store (default 10k)")
+    p.add_argument("--burst-sizes", type=_ints, help="records per burst (default 100,500,2000)")
+    p.add_argument(
+        "--per-event-sample",
+        type=int,
+        help="time per-event update_image on at most this many records, extrapolate (200)",
+    )
+    p.add_argument(
+        "--rebuild-sample",
+        type=int,
+        default=2,
+        help="rebuilds timed for the rebuild-per-change estimate if the scale section did not run",
+    )
+    p.add_argument("--idle-store", type=int, help="records in the idle store (default 10k)")
+    p.add_argument("--idle-seconds", type=float, help="idle measurement per mode (default 60)")
+    p.add_argument("--idle-settle", type=float, help="wait before measuring idle (default 5)")
+    p.add_argument("--reps", type=int, help="repetitions per figure (default 3)")
+    p.add_argument("--rebuild-reps", type=int, help="rebuilds per size below 50k (default 3)")
+    p.add_argument("--rebuild-reps-50k", type=int, help="rebuilds at 50k and above (default 1)")
+    p.add_argument(
+        "--cold-start-max",
+        type=int,
+        help="largest store given a timed first daemon start (default 10k; above it the "
+        "daemon state is seeded from the rebuild)",
+    )
+    p.add_argument("--quiet-ms", type=int, default=300, help="daemon quiet window (default 300)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        help="wait up to S seconds for other processes to go quiet before each section",
+    )
+    p.add_argument("--no-oracle", action="store_true", help="skip the burst's rebuild oracle")
+    p.add_argument("--out", type=Path, help="output folder (default docs/, quick: bench/out/quick)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite benchmarks.md and the plots from the output folder's benchmarks.json",
+    )
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="delete the store copies kept in bench/out/work from earlier runs first",
+    )
+    args = p.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.sections = [s for s in args.sections.split(",") if s]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected sections and write the report."""
+    opts = parse_args(argv)
+    if opts.report_only:
+        report.write(json.loads((opts.out / "benchmarks.json").read_text()), opts.out)
+        print(f"wrote {opts.out / 'benchmarks.md'}", file=sys.stderr)
+        return 0
+    measure.quiet_logging()
+    work = storegen.OUT / "work"
+    if opts.clean and work.exists():
+        subprocess.run(["rm", "-rf", str(work)], check=True)
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = Ctx(opts=opts, work=work)
+    out: Path = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "benchmarks.json"
+    previous: dict[str, Any] = {}
+    if json_path.exists():
+        try:
+            previous = json.loads(json_path.read_text())
+        except ValueError:
+            previous = {}
+    results: dict[str, Any] = {
+        "machine": measure.machine(work),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "sections": dict(previous.get("sections", {})),
+    }
+    ctx.log(f"kymwatch benchmarks: {', '.join(opts.sections)} → {out}")
+    gen = {}
+    sizes = set(opts.scale_sizes if "scale" in opts.sections else [])
+    sizes |= set(opts.latency_sizes if "latency" in opts.sections else [])
+    sizes |= {opts.burst_store} if "burst" in opts.sections else set()
+    sizes |= {opts.idle_store} if "idle" in opts.sections else set()
+    for n in sorted(sizes):
+        _, took = storegen.cached_store(n)
+        if took is not None:
+            ctx.log(f"generated the {n}-record store in {took:.1f} s")
+            gen[str(n)] = took
+    results["generation_s"] = gen
+    failed = []
+    stores.code_hash()  # freeze: templates made now stay usable if src/ changes mid-run
+    for name in SECTIONS:
+        if name not in opts.sections:
+            continue
+        quiet = measure.wait_for_quiet(opts.wait_quiet, log=ctx.log) if opts.wait_quiet else None
+        meter = measure.LoadMeter()
+        code_before = stores.code_hash(fresh=True)
+        t0 = time.monotonic()
+        try:
+            result = SECTIONS[name](ctx)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        results["sections"][name] = {
+            "date_utc": results["machine"]["date_utc"],
+            "git_commit": results["machine"]["git_commit"],
+            "src_changed_during": stores.code_hash(fresh=True) != code_before,
+            "seconds": round(time.monotonic() - t0, 1),
+            "background": {"other_cores": round(meter.other_cores(), 3), "before": quiet},
+            "result": result,
+        }
+        ctx.log(f"{name}: done in {time.monotonic() - t0:.0f} s")
+        json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    results["run_seconds"] = round(time.monotonic() - ctx.t0, 1)
+    json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    report.write(results, out)
+    ctx.log(f"wrote {out / 'benchmarks.md'} ({results['run_seconds']:.0f} s)")
+    if failed:
+        print(f"bench: sections failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
