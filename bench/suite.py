@@ -133,6 +133,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="wait up to S seconds for other processes to go quiet before each section",
     )
+    p.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.15,
+        help="cores other processes may use for the machine to count as quiet (default 0.15)",
+    )
     p.add_argument("--no-oracle", action="store_true", help="skip the burst's rebuild oracle")
     p.add_argument("--out", type=Path, help="output folder (default docs/, quick: bench/out/quick)")
     p.add_argument(
@@ -201,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in SECTIONS:
         if name not in opts.sections:
             continue
-        quiet = measure.wait_for_quiet(opts.wait_quiet, log=ctx.log) if opts.wait_quiet else None
+        quiet = (
+            measure.wait_for_quiet(opts.wait_quiet, opts.quiet_threshold, ctx.log)
+            if opts.wait_quiet
+            else None
+        )
         meter = measure.LoadMeter()
         code_before = stores.code_hash(fresh=True)
         t0 = time.monotonic()
