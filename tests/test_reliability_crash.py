@@ -68,8 +68,8 @@ class Burst:
     """A thread writing random, always complete, artifacts and records into a store.
 
     With ``deletions`` it also deletes artifacts and records and overwrites records
-    (delete and recreate the folder, as zarr does); a deleted artifact can hit the open
-    bug pinned by ``test_rows_indexed_after_the_last_state_save_survive_a_crash``.
+    (delete and recreate the folder, as zarr does): the case of
+    ``test_stale_rows_do_not_survive_a_crash_before_the_state_save``.
     """
 
     root: Path
@@ -201,6 +201,15 @@ def test_kill_9_during_bursts_never_tears_a_table(tmp_path: Path) -> None:
     assert stats.writes > 0
 
 
+def test_kill_9_during_bursts_that_delete_converges(tmp_path: Path) -> None:
+    """Kill cycles whose bursts delete and overwrite records and artifacts still converge."""
+    root = tmp_path / "store.zarr"
+    seed_store(root, 100, 10)
+    stats = CrashStats()
+    crash_cycles(root, tmp_path / "scratch", 3, seed=20261126, stats=stats, deletions=True)
+    assert stats.cycles == 3
+
+
 def test_stale_table_temporary_from_a_crash_is_removed_at_start(tmp_path: Path) -> None:
     """A temporary left in tables/ by a killed daemon is deleted by the next one."""
     root = tmp_path / "store.zarr"
@@ -277,7 +286,8 @@ def test_writer_killed_mid_file_is_reported_and_recovered(tmp_path: Path) -> Non
     assert_tables_match_rebuild(root, tmp_path / "scratch")
 
 
-# -- open bug: rows indexed after the last state save, then their source deleted -----------
+# -- rows indexed after the last state save, then their source deleted (fixed: 716d3f7 for
+# records, adfdf1b for artifacts; found by the kill cycles) ---------------------------------
 def saved_state_files(root: Path, image_id: str) -> set[str] | None:
     """The artifact files of one record in the daemon's saved state (None: not in it)."""
     path = root / "index" / "state-fingerprints.parquet"
@@ -288,16 +298,8 @@ def saved_state_files(root: Path, image_id: str) -> set[str] | None:
     return None if rows.empty else set(rows["file"]) - {""}
 
 
-ARTIFACT_ABA = pytest.mark.xfail(
-    strict=True,
-    reason="open bug: the reconcile diffs disk against the saved state only; rows written to "
-    "a table after the last (throttled, every 2 s) state save survive a crash when their "
-    "artifact is deleted before the restart (disk equals the saved state again)",
-)
-
-
-@pytest.mark.parametrize("deleted", ["record", pytest.param("artifact", marks=ARTIFACT_ABA)])
-def test_rows_indexed_after_the_last_state_save_survive_a_crash(
+@pytest.mark.parametrize("deleted", ["record", "artifact"])
+def test_stale_rows_do_not_survive_a_crash_before_the_state_save(
     tmp_path: Path, deleted: str
 ) -> None:
     """Rows indexed after the last state save go once their source is deleted (after a crash)."""

@@ -2,9 +2,7 @@
 
 - kill -9 cycles during write bursts (at least 100), with a reader process loading
   the tables four ways the whole time;
-- kill cycles whose bursts also delete artifacts and records (they can hit the open
-  bug pinned by ``test_rows_indexed_after_the_last_state_save_survive_a_crash``:
-  each oracle failure is classified, and only that bug's signature is tolerated);
+- kill cycles whose bursts also delete and overwrite artifacts and records;
 - writers killed at random points of a file;
 - the model-based state machine with many random examples.
 
@@ -16,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +24,13 @@ from harness import (
     WAIT_S,
     DaemonProcess,
     assert_tables_match_rebuild,
-    fresh_rebuild,
-    kymwatch,
     live_tables,
-    wait_until,
 )
 from helpers_store import analysis_file, events_frame
 from kymwatch.daemon import request_sync
 from test_reliability_crash import (
-    Burst,
     CrashStats,
-    check_after_kill,
     crash_cycles,
-    leftover_temporaries,
     run_writer,
     seed_store,
     start_reader,
@@ -94,73 +85,27 @@ def test_campaign_kill_9_during_bursts(
     campaign_record["result"] = "passed"
 
 
-def stale_rows_of_deleted_artifacts(root: Path, scratch: Path) -> tuple[set[str], set[str]]:
-    """Records whose live rows differ from a rebuild: (known-bug signature, anything else).
-
-    The signature of the open bug: the live table holds rows for a record whose
-    artifact for that table no longer exists, and a rebuild holds none.
-    """
-    fresh, live = fresh_rebuild(root, scratch), live_tables(root)
-    artifact = {"velocity_events": "velocity_events.parquet", "radon_report": "radon_report.json"}
-    known: set[str] = set()
-    other: set[str] = set()
-    for table, expected in fresh.items():
-        got = live[table]
-        for image_id in set(got["image_id"]) | set(expected["image_id"]):
-            g = got[got["image_id"] == image_id].reset_index(drop=True)
-            e = expected[expected["image_id"] == image_id].reset_index(drop=True)
-            if g.equals(e):
-                continue
-            gone = (
-                not (root / "images" / image_id).is_dir()
-                or not analysis_file(root, image_id, *artifact[table].split(".", 1)).exists()
-            )
-            (known if gone and e.empty and not g.empty else other).add(f"{table}:{image_id}")
-    return known, other
-
-
+@pytest.mark.parametrize(
+    ("chunk", "cycles"), chunks(env_int("KYMWATCH_CAMPAIGN_DELETION_KILLS", 60), KILL_CHUNK)
+)
 def test_campaign_kill_9_during_bursts_with_deletions(
-    tmp_path: Path, campaign_record: dict[str, Any]
+    tmp_path: Path, chunk: int, cycles: int, campaign_record: dict[str, Any]
 ) -> None:
-    """Kill cycles whose bursts delete too: every divergence must be the known open bug."""
-    campaign_record["fault"] = "kill -9 during bursts that also delete artifacts and records"
-    cycles = env_int("KYMWATCH_CAMPAIGN_DELETION_KILLS", 60)
+    """Kill cycles whose bursts also delete and overwrite records and artifacts converge."""
+    campaign_record["fault"] = "kill -9 during bursts that also delete and overwrite"
     root = tmp_path / "store.zarr"
-    ids = seed_store(root, 200, 15)
-    rng = random.Random(4242)
-    known_hits: list[str] = []
-    daemon = DaemonProcess(root, quiet_ms=20).start()
-    done = 0
+    seed_store(root, 200, 15)
+    stats = CrashStats()
     try:
-        for _ in range(cycles):
-            ids = sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
-            burst = Burst(root, ids, random.Random(rng.random()), deletions=True).start()
-            wait_until(lambda b=burst: b.ops > 0, what="the burst to start")
-            time.sleep(rng.uniform(0.05, 0.8))
-            daemon.kill()
-            burst.finish()
-            check_after_kill(root)
-            daemon = DaemonProcess(root, quiet_ms=20).start()
-            assert leftover_temporaries(root) == []
-            request_sync(root, timeout=WAIT_S)
-            known, other = stale_rows_of_deleted_artifacts(root, tmp_path / "scratch")
-            assert not other, f"divergence not explained by the known bug: {sorted(other)}"
-            if known:
-                known_hits.append(",".join(sorted(known)))
-                daemon.stop()
-                kymwatch("rebuild", root, check=True)  # repair, then go on
-                daemon = DaemonProcess(root, quiet_ms=20).start()
-                request_sync(root, timeout=WAIT_S)
-                assert_tables_match_rebuild(root, tmp_path / "scratch")
-            done += 1
-    finally:
-        daemon.stop()
-        campaign_record["cycles"] = done
-        campaign_record["notes"] = (
-            f"{len(known_hits)} cycles ended with stale rows of a deleted artifact (open bug, "
-            f"repaired with kymwatch rebuild): {known_hits[:5]}"
+        crash_cycles(
+            root, tmp_path / "scratch", cycles, seed=2000 + chunk, stats=stats, deletions=True
         )
-    campaign_record["result"] = "passed (see notes)" if known_hits else "passed"
+    finally:
+        campaign_record["cycles"] = stats.cycles
+        campaign_record["notes"] = (
+            f"{stats.writes} writes; {stats.temporaries_left} kills left a table temporary"
+        )
+    campaign_record["result"] = "passed"
 
 
 def test_campaign_writer_killed_mid_file(tmp_path: Path, campaign_record: dict[str, Any]) -> None:
