@@ -14,17 +14,16 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
-from filelock import FileLock, Timeout
 
 from kymwatch.daemon.changes import Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SYNC_DIR, SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
-from kymwatch.daemon.instance import daemon_lock
+from kymwatch.daemon.instance import DaemonLock
 from kymwatch.daemon.reconcile import diff_fingerprints
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.state import IndexState
-from kymwatch.daemon.status import DaemonStatus, read_status
+from kymwatch.daemon.status import DaemonStatus
 from kymwatch.daemon.watcher import (
     EventSink,
     EventSource,
@@ -34,7 +33,7 @@ from kymwatch.daemon.watcher import (
     network_fs_type,
 )
 from kymwatch.daemon.worker import BatchResult, Worker
-from kymwatch.errors import DaemonRunningError, UnsafeStoreError
+from kymwatch.errors import UnsafeStoreError
 from kymwatch.index import DatasetIndexer, KymDataset
 from kymwatch.store import (
     IMAGES_DIR,
@@ -107,8 +106,7 @@ class Daemon:
         self._last_ping = -1e18
         self._syncs: list[str] = []
         self._reported_skips: set[str] = set()
-        self._lock: FileLock | None = None
-        self._lock_inode: int | None = None
+        self._lock = DaemonLock(self.root)
 
     # -- public ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -122,16 +120,7 @@ class Daemon:
         Raises:
             DaemonRunningError: another daemon already watches this store.
         """
-        self._lock = lock = daemon_lock(self.root)
-        try:
-            lock.acquire()
-            self._lock_inode = _inode(lock.lock_file)
-        except Timeout as e:
-            pid = _pid_of_running(self.root)
-            raise DaemonRunningError(
-                f"another kymwatch daemon{f' (pid {pid})' if pid else ''} is already "
-                f"watching {self.root}"
-            ) from e
+        self._lock.acquire()
         try:
             with self._signals():
                 self._run_locked()
@@ -385,14 +374,7 @@ class Daemon:
     def _relock(self) -> None:
         """Take the daemon lock again if its file vanished with a deleted store that
         was then restored: otherwise a second daemon could start on it."""
-        if self._lock is None or _inode(self._lock.lock_file) == self._lock_inode:
-            return
-        self._lock.release(force=True)
-        self._lock = daemon_lock(self.root)
-        try:
-            self._lock.acquire()
-            self._lock_inode = _inode(self._lock.lock_file)
-        except Timeout:
+        if not self._lock.retake():
             log.error("daemon_lock_lost", store=str(self.root))
             self.status.error("daemon_lock_lost")
             self.stop()
@@ -514,11 +496,6 @@ class Daemon:
         return f"{s.state}; queue {s.queue_depth}; last update {last}; indexed {indexed}"
 
 
-def _pid_of_running(root: Path) -> int | None:
-    pid = read_status(root, running=True).data.get("pid")
-    return pid if isinstance(pid, int) else None
-
-
 def _skip_reason(path: str) -> str:
     name = os.path.basename(path)
     if os.path.islink(path):
@@ -526,10 +503,3 @@ def _skip_reason(path: str) -> str:
     if not os.path.isdir(path):
         return "not a folder"
     return f"{name!r} is not a valid image id (letters, digits, '.', '_', '-'; no leading '.')"
-
-
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
