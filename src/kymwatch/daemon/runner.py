@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -16,7 +15,7 @@ from types import FrameType
 import structlog
 
 from kymwatch.daemon.changes import Batch, FileChange, RecordChange, Rescan
-from kymwatch.daemon.classify import SYNC_DIR, SyncRequest, classify
+from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock
@@ -24,6 +23,7 @@ from kymwatch.daemon.reconcile import diff_fingerprints
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonStatus
+from kymwatch.daemon.sync import answer_sync
 from kymwatch.daemon.watcher import (
     EventSink,
     EventSource,
@@ -39,7 +39,6 @@ from kymwatch.store import (
     IMAGES_DIR,
     INDEX_DIR,
     TABLES_DIR,
-    atomic_write_bytes,
     remove_stale_temporaries,
     scan_dataset,
     utc_now_iso,
@@ -441,19 +440,10 @@ class Daemon:
         tokens, self._syncs = list(dict.fromkeys(self._syncs)), []
         ok = self._reconcile("sync", pending=self.debouncer.flush())
         self._save_state(force=True)
-        folder = self.root / SYNC_DIR
         errors = self.status.last_errors
         error = None if ok else (errors[-1]["event"] if errors else "failed")
         for token in tokens:
-            answer = {"token": token, "time_utc": utc_now_iso(), "pid": os.getpid()}
-            answer |= {"ok": ok, "error": error}
-            done = folder / f"{token}.done"
-            try:
-                atomic_write_bytes(done, json.dumps(answer).encode(), fsync=False)
-            except OSError as e:  # disk full, store gone: the client times out, we live on
-                log.warning("sync_answer_failed", path=str(done), error=str(e))
-                continue
-            (folder / f"{token}.request").unlink(missing_ok=True)
+            answer_sync(self.root, token, ok=ok, error=error)
         log.info("sync_answered", requests=len(tokens), ok=ok)
 
     # -- bookkeeping ----------------------------------------------------------------------

@@ -8,17 +8,23 @@ everything pending, then answers with a ``.done`` file.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from kymwatch.daemon.classify import SYNC_DIR, SYNC_REQUEST_SUFFIX
 from kymwatch.daemon.instance import daemon_running
 from kymwatch.errors import KymwatchError, SyncTimeoutError
-from kymwatch.store import atomic_write_bytes
+from kymwatch.store import atomic_write_bytes, utc_now_iso
 
-__all__ = ["NoDaemonError", "SyncFailedError", "request_sync"]
+__all__ = ["NoDaemonError", "SyncFailedError", "answer_sync", "request_sync"]
+
+
+log = structlog.get_logger(__name__)
 
 
 class NoDaemonError(KymwatchError, ConnectionError):
@@ -73,3 +79,20 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
     finally:
         request.unlink(missing_ok=True)
         done.unlink(missing_ok=True)
+
+
+def answer_sync(root: Path, token: str, *, ok: bool, error: str | None = None) -> bool:
+    """The daemon's side: answer request ``token``; False if the answer cannot be written.
+
+    A failure (disk full, store gone) is logged; the client then times out.
+    """
+    folder = root / SYNC_DIR
+    answer = {"token": token, "time_utc": utc_now_iso(), "pid": os.getpid(), "ok": ok}
+    done = folder / f"{token}.done"
+    try:
+        atomic_write_bytes(done, json.dumps(answer | {"error": error}).encode(), fsync=False)
+    except OSError as e:
+        log.warning("sync_answer_failed", path=str(done), error=str(e))
+        return False
+    (folder / f"{token}{SYNC_REQUEST_SUFFIX}").unlink(missing_ok=True)
+    return True
