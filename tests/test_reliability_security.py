@@ -134,17 +134,19 @@ def test_symlinked_record_folder_out_of_the_store_is_not_indexed(
 ) -> None:
     """images/<id> as a symlink to a folder outside the store is not a record."""
     root = store_with_records(tmp_path / "store.zarr", 1)
-    before = snapshot(outside)
     with DaemonProcess(root) as d:
         request_sync(root)
         (root / "images" / "evil").symlink_to(outside / "images" / "ext")
         request_sync(root)
         write_parquet_artifact(outside, "ext", "velocity_events", events_frame(4, start_s=666.0))
+        before = snapshot(outside)
         request_sync(root)
         assert d.proc is not None and d.proc.poll() is None
         for df in live_tables(root).values():
             assert "evil" not in set(df["image_id"])
-    assert snapshot(outside) != before  # (the test's own write above)
+        skipped = [e for e in d.events("record_folder_skipped") if e["path"].endswith("/evil")]
+        assert len(skipped) == 1 and "symbolic link" in skipped[0]["reason"], skipped
+    assert snapshot(outside) == before  # nothing written through the link
     kd = KymDataset(root)  # rebuild (the library path) agrees
     assert "evil" not in kd.store.list_image_ids()
     assert_tables_match_rebuild(root, tmp_path / "scratch")
