@@ -208,6 +208,23 @@ def task_ctx_switches(pid: int) -> tuple[int, int]:
     return vol, invol
 
 
+def task_schedstat(pid: int) -> tuple[float, float]:
+    """(on-CPU, waiting-for-a-CPU) seconds summed over every thread of ``pid``.
+
+    From ``/proc/<pid>/task/*/schedstat``: the second figure is time the threads
+    were runnable but other processes had the CPUs (contention on a shared machine).
+    """
+    run = wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            f = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        run += int(f[0])
+        wait += int(f[1])
+    return run / 1e9, wait / 1e9
+
+
 def vm_kib(pid: int, key: str) -> int:
     """A ``/proc/<pid>/status`` memory field in KiB (``VmHWM``: peak RSS; ``VmRSS``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -307,6 +324,10 @@ class Daemon:
             if name is None or ev.get("event") == name:
                 out.append(ev)
         return out
+
+    def schedstat(self) -> tuple[float, float]:
+        """(on-CPU, waiting-for-a-CPU) seconds of all the daemon's threads so far."""
+        return task_schedstat(self.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far (all threads)."""

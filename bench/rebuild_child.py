@@ -36,7 +36,10 @@ def main() -> None:
                 "records": len(report.outcomes),
                 "seconds": time.perf_counter() - t,
             }
+    with open("/proc/self/schedstat") as f:
+        waited = int(f.read().split()[1]) / 1e9
     out = {
+        "runqueue_wait_s": waited,
         "seconds": time.perf_counter() - wall0,
         "cpu_seconds": time.process_time() - cpu0,
         "import_seconds": imported,

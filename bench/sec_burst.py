@@ -41,6 +41,7 @@ def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict
     meter = LoadMeter()
     n_batches = len(d.events("batch_indexed"))
     cpu0 = d.cpu_seconds()
+    _, w0 = d.schedstat()
     t0 = time.perf_counter()
     storegen.write_artifacts(store, idx, marker)
     t1 = time.perf_counter()
@@ -53,6 +54,7 @@ def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict
         "total_s": t2 - t0,
         "after_write_s": t2 - t1,
         "daemon_cpu_s": d.cpu_seconds() - cpu0,
+        "daemon_runqueue_wait_s": d.schedstat()[1] - w0,
         "batches": len(batches),
         "batch_records": [b.get("records") for b in batches],
         "records_with_marker": ok,
@@ -165,7 +167,13 @@ def run(ctx: Ctx) -> dict[str, Any]:
             pe = _per_event(pstore, idx, marker, min(b, o.per_event_sample))
             entry["daemon"] = {
                 k: median([r[k] for r in daemon_runs])
-                for k in ("write_s", "total_s", "after_write_s", "daemon_cpu_s")
+                for k in (
+                    "write_s",
+                    "total_s",
+                    "after_write_s",
+                    "daemon_cpu_s",
+                    "daemon_runqueue_wait_s",
+                )
             } | {"runs": daemon_runs}
             entry["floor"] = {
                 k: median([r[k] for r in floor_runs]) for k in ("write_s", "index_s", "cpu_s")

@@ -99,6 +99,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
     rng = random.Random(seed)
     quiet = ctx.opts.quiet_ms
     out: dict[str, list[float]] = {"velocity_events": [], "radon_report": []}
+    waits: dict[str, list[float]] = {"velocity_events": [], "radon_report": []}
     misses = 0
     meter = LoadMeter()
     with Daemon(store, quiet_ms=quiet) as d:
@@ -115,6 +116,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
                 data = storegen.radon_json(i, marker=marker)
             tpath = store / "tables" / f"{table}.parquet"
             before = _stamp(tpath)
+            _, w0 = d.schedstat()
             storegen.atomic_write(path, data)
             t_write = time.perf_counter()
             while True:
@@ -124,6 +126,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
                     break
                 misses += 1  # a version without our row (should not happen); keep waiting
             out[table].append((seen - t_write) * 1000)
+            waits[table].append((d.schedstat()[1] - w0) * 1000)
             time.sleep(rng.uniform(0.1, 0.3))
         batches = [e for e in d.events("batch_indexed") if e.get("source") == "events"]
         rss = d.peak_rss_mib()
@@ -133,6 +136,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
             by_table.setdefault(e["tables"][0], []).append(float(e["duration_ms"]))
     return {
         "samples": out,
+        "runqueue_wait_ms": waits,
         "worker_ms": by_table,
         "other_cores": meter.other_cores(),
         "misses": misses,
@@ -166,6 +170,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
             for t in ("velocity_events", "radon_report")
         }
         minus = [x - o.quiet_ms for x in pooled]
+        waited = [w for r in runs for t in r["runqueue_wait_ms"].values() for w in t]
+        slow = sorted(zip(minus, waited, strict=True))[int(len(minus) * 0.95) :]
         entry = {
             "records": n,
             "samples": len(pooled),
@@ -173,6 +179,14 @@ def run(ctx: Ctx) -> dict[str, Any]:
             "latency_ms": percentiles(pooled),
             "latency_minus_quiet_ms": percentiles(minus),
             "max_minus_quiet_ms": max(minus),
+            "runqueue_wait_ms": percentiles(waited),
+            "slowest_5pct": {
+                "latency_minus_quiet_ms_median": median([m for m, _ in slow]),
+                "runqueue_wait_ms_median": median([w for _, w in slow]),
+            },
+            "minus_quiet_minus_wait_ms": percentiles(
+                [m - w for m, w in zip(minus, waited, strict=True)]
+            ),
             "by_table_minus_quiet_ms": {
                 t: percentiles([x - o.quiet_ms for x in v]) for t, v in by_table.items()
             },
@@ -194,6 +208,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
             "other_cores_per_session": [round(r["other_cores"], 2) for r in runs],
             "daemon_peak_rss_mib": max(r["daemon_rss"]["vm_hwm_mib"] for r in runs),
             "raw_ms": {t: [round(x, 2) for x in v] for t, v in by_table.items()},
+            "raw_runqueue_wait_ms": {
+                t: [round(w, 2) for r in runs for w in r["runqueue_wait_ms"][t]]
+                for t in ("velocity_events", "radon_report")
+            },
         }
         p = entry["latency_minus_quiet_ms"]
         ctx.log(

@@ -46,6 +46,7 @@ def _daemon_start(ctx: Ctx, store: Path) -> dict[str, Any]:
             "changed": rec.get("changed"),
             "records": rec.get("records"),
             "cpu_s": d.cpu_seconds(),
+            "runqueue_wait_s": d.schedstat()[1],
             "watches": started[0].get("watches") if started else None,
             **d.peak_rss_mib(),
         }
@@ -73,7 +74,9 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
             ctx.shared["rebuild_burst_store_s"] = []
         if n == o.burst_store:
             ctx.shared["rebuild_burst_store_s"].append(rb["seconds"])
-    res["rebuild"] = _summary(rebuilds, ("seconds", "cpu_seconds", "peak_rss_mib"))
+    res["rebuild"] = _summary(
+        rebuilds, ("seconds", "cpu_seconds", "runqueue_wait_s", "peak_rss_mib")
+    )
     res["rebuild"]["records_per_s"] = n / res["rebuild"]["seconds_median"]
 
     if n <= o.cold_start_max:
@@ -91,7 +94,7 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
         stores.save_template(store, n, how)
     res["state_from"] = how
 
-    keys = ("spawn_to_ready_s", "reconcile_s", "cpu_s", "vm_hwm_mib")
+    keys = ("spawn_to_ready_s", "reconcile_s", "cpu_s", "runqueue_wait_s", "vm_hwm_mib")
     unchanged = []
     for _ in range(o.reps):
         unchanged.append(_daemon_start(ctx, store))
@@ -130,6 +133,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
     if len(per_size) >= 2:
         xs = [s["records"] for s in per_size]
         fits["rebuild"] = measure.linear_fit(xs, [s["rebuild"]["seconds_median"] for s in per_size])
+        fits["rebuild_cpu"] = measure.linear_fit(
+            xs, [s["rebuild"]["cpu_seconds_median"] for s in per_size]
+        )
         for key in ("restart_unchanged", "restart_1pct"):
             ys = [s[key]["spawn_to_ready_s_median"] for s in per_size]
             fits[f"{key}_spawn_to_ready"] = measure.linear_fit(xs, ys)
