@@ -20,6 +20,7 @@ with many more, random examples. A failure shrinks to a short, readable list of
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import json
 import shutil
@@ -172,6 +173,17 @@ def check_tables(
         last_good[table] = good | kept
 
 
+_STARTED: list[DaemonProcess] = []
+
+
+@atexit.register
+def _kill_leftover_daemons() -> None:
+    """A run cut short (a timeout while shrinking) may skip teardown: leave no daemon."""
+    for d in _STARTED:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+
+
 class StoreMachine(RuleBasedStateMachine):
     """Random operations on a real store under the real daemon, checked after each step."""
 
@@ -185,7 +197,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.model: dict[str, RecordModel] = {}
         self.last_good: dict[str, dict[str, pd.DataFrame]] = {t: {} for t in TABLES}
         self.counter = 0
-        self.daemon: DaemonProcess | None = DaemonProcess(self.store, quiet_ms=50).start()
+        self.daemon: DaemonProcess | None = None
+        self._start()
 
     # -- daemon lifecycle -----------------------------------------------------------------
     @property
@@ -194,7 +207,9 @@ class StoreMachine(RuleBasedStateMachine):
         return self.daemon is not None
 
     def _start(self) -> None:
-        self.daemon = DaemonProcess(self.store, quiet_ms=50).start()
+        self.daemon = DaemonProcess(self.store, quiet_ms=50)
+        _STARTED.append(self.daemon)
+        self.daemon.start()
 
     @precondition(lambda self: self.running)
     @rule(crash=st.booleans())
