@@ -52,14 +52,14 @@ FULL = {
     "latency_samples_large": 60,
     "burst_store": 10_000,
     "burst_sizes": [100, 500, 2000],
-    "per_event_sample": 200,
+    "per_event_sample": 2000,
     "idle_store": 10_000,
     "idle_seconds": 60.0,
     "idle_settle": 5.0,
     "reps": 3,
     "rebuild_reps": 3,
     "rebuild_reps_50k": 1,
-    "cold_start_max": 10_000,
+    "cold_start_max": 50_000,
     "wait_quiet": 60.0,
     "out": storegen.OUT.parent.parent / "docs",
 }
@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--per-event-sample",
         type=int,
-        help="time per-event update_image on at most this many records, extrapolate (200)",
+        help="time per-event update_image on at most this many records, extrapolate (2000)",
     )
     p.add_argument(
         "--rebuild-sample",
@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cold-start-max",
         type=int,
-        help="largest store given a timed first daemon start (default 10k; above it the "
+        help="largest store given a timed first daemon start (default 50k; above it the "
         "daemon state is seeded from the rebuild)",
     )
     p.add_argument("--quiet-ms", type=int, default=300, help="daemon quiet window (default 300)")
