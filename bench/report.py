@@ -481,7 +481,12 @@ def _burst(results: dict[str, Any]) -> list[str]:
         f"faster than per-event `update_image` and {r['daemon_over_floor']:.2f}x the floor "
         f"end to end (it spends {r['daemon_cpu_over_floor_cpu']:.2f}x the floor's CPU). The "
         "per-event cost per call is flat across burst sizes (each call rewrites the same-size "
-        "table), which is what justifies extrapolating it for the largest burst.",
+        "table)"
+        + (
+            ", which is what justifies extrapolating it where only part of a burst was timed."
+            if any(s["per_event"]["extrapolated"] for s in b["sizes"])
+            else "; it was timed over every artifact of every burst."
+        ),
         "",
     ]
     return lines
