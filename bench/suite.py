@@ -6,11 +6,10 @@ I/O (cached under ``bench/out/cache``), measures, and writes
 
 Examples::
 
-    ./dev bench                         # the full run (~30 min on 2 cores)
+    ./dev bench                         # the full run (~18 min on an idle 2-core machine)
     ./dev bench --quick                 # ~2 min smoke run, written to bench/out/quick/
     ./dev bench --sections latency --latency-sizes 1000,10000
     ./dev bench --sections burst --burst-sizes 2000 --out bench/out/try
-    ./dev bench --src worktree --quick  # measure uncommitted changes too
     ./dev bench --src worktree --quick  # measure uncommitted changes too
 
 A run of some sections only keeps the other sections' results already in the
