@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ from kymwatch.daemon import (
 from kymwatch.errors import KymwatchError
 from kymwatch.index import KymDataset
 from kymwatch.logconfig import ConsoleFormat, configure_logging, service_console_format
-from kymwatch.store import INDEX_DIR, ZarrDataset
+from kymwatch.store import INDEX_DIR, ZarrDataset, check_not_inside_dataset
 
 __all__ = ["main"]
 
@@ -39,18 +41,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _store(path: str) -> Path:
-    """The store path, checked to be a kymflow dataset (raises a KymwatchError)."""
+    """The store path, checked to be a kymflow dataset root (raises a KymwatchError)."""
+    check_not_inside_dataset(path)
     return ZarrDataset(path, "r").path
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+_DAY_S = 86_400.0
+
+
+def _number(
+    kind: Callable[[str], float], *, maximum: float, zero: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite number, positive (or zero when ``zero``), at most
+    ``maximum``. nan, inf and negative values are refused with one line."""
+
     def parse(text: str) -> float:
         try:
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+        if value < 0 or (value == 0 and not zero):
+            need = "zero or positive" if zero else "positive"
+            raise argparse.ArgumentTypeError(f"must be {need}: {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}: {text!r}")
         return value
 
     return parse
@@ -152,14 +168,15 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level, console="auto")
     kd = KymDataset(root, "a")
     names = [kd.indexer(n).name for n in args.indexer] if args.indexer else None
-    with kd.store.table_lock():
-        for ix in kd.indexers:
-            if names is None or ix.name in names:
-                report = kd.rebuild(ix)
-                print(
-                    f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
-                    f" ({report.duration_ms:.0f} ms)"
-                )
+    # The table lock is taken only to publish each table (a daemon keeps indexing while
+    # the records are read); records that change meanwhile are read again under it.
+    for ix in kd.indexers:
+        if names is None or ix.name in names:
+            report = kd.rebuild(ix, recheck=True)
+            print(
+                f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
+                f" ({report.duration_ms:.0f} ms)"
+            )
     return EXIT_OK
 
 
@@ -187,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("store")
     run.add_argument(
         "--quiet-ms",
-        type=_positive(float),
+        type=_number(float, maximum=_DAY_S * 1000),
         default=300.0,
         help="index a record after this long without changes (default 300)",
     )
     run.add_argument(
         "--max-delay-ms",
-        type=_positive(float),
+        type=_number(float, maximum=_DAY_S * 1000),
         default=5000.0,
         help="... but at the latest this long after its first change (default 5000)",
     )
@@ -204,14 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--poll-interval",
-        type=_positive(float),
+        type=_number(float, maximum=_DAY_S),
         default=2.0,
         metavar="S",
         help="seconds between scans when polling (default 2)",
     )
     run.add_argument(
         "--reconcile-interval",
-        type=_positive(float),
+        type=_number(float, maximum=30 * _DAY_S),
         default=600.0,
         metavar="S",
         help="seconds between full reconcile scans (default 600)",
@@ -234,14 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--level", choices=["debug", "info", "warning", "error"], default="debug")
     lg.add_argument("--image-id", help="only events about this record")
     lg.add_argument("--event", help="only this event name")
-    lg.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0 = all)")
+    lg.add_argument(
+        "-n",
+        "--lines",
+        type=_number(int, maximum=10**9, zero=True),
+        default=50,
+        help="last N lines (0 = all)",
+    )
     lg.add_argument("--json", action="store_true", help="print the raw JSON lines")
     lg.add_argument("--log-file", help="read this log file instead of the store's")
     lg.set_defaults(func=cmd_logs)
 
     sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
     sy.add_argument("store")
-    sy.add_argument("--timeout", type=_positive(float), default=60.0, metavar="S")
+    sy.add_argument(
+        "--timeout", type=_number(float, maximum=7 * _DAY_S), default=60.0, metavar="S"
+    )
     sy.add_argument("-q", "--quiet", action="store_true")
     sy.set_defaults(func=cmd_sync)
 
@@ -268,6 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`kymwatch logs STORE | head -1`): not an error. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except (KymwatchError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"kymwatch: error: {msg}", file=sys.stderr)

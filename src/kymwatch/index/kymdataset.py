@@ -29,9 +29,11 @@ from kymwatch.index.indexers import default_indexers
 from kymwatch.store import (
     Fingerprint,
     Mode,
+    RecordFiles,
     ZarrDataset,
     ZarrImageRecord,
     read_table_file,
+    scan_record,
     table_fingerprint,
     write_table_file,
 )
@@ -197,16 +199,25 @@ class KymDataset:
         return self.update_images(ref, [image_id]).outcomes[0]
 
     def rebuild(
-        self, ref: IndexerRef, image_ids: Iterable[str] | None = None, *, log_outcomes: bool = True
+        self,
+        ref: IndexerRef,
+        image_ids: Iterable[str] | None = None,
+        *,
+        log_outcomes: bool = True,
+        recheck: bool = False,
     ) -> UpdateReport:
         """Build the table from scratch from ``image_ids`` (default: every record).
 
         Records whose artifact is unreadable or invalid keep the rows the table had.
         A table file that cannot be parsed is logged (``table_unreadable``) and replaced.
+        With ``recheck`` (a rebuild of every record while a daemon may publish), the
+        table lock is held only to publish: records that changed or appeared while
+        they were read outside the lock are read again under it.
         """
         ix = self.indexer(ref)
         ids = self.store.list_image_ids() if image_ids is None else list(dict.fromkeys(image_ids))
-        return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes)
+        recheck = recheck and image_ids is None
+        return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes, recheck=recheck)
 
     def _read_for_update(self, ix: DatasetIndexer, *, replace_all: bool) -> pd.DataFrame:
         """The current table; for a rebuild, an unparseable table file counts as empty."""
@@ -220,12 +231,26 @@ class KymDataset:
             return empty_table(ix.columns)
 
     def _apply(
-        self, ix: DatasetIndexer, ids: list[str], *, replace_all: bool, log_outcomes: bool
+        self,
+        ix: DatasetIndexer,
+        ids: list[str],
+        *,
+        replace_all: bool,
+        log_outcomes: bool,
+        recheck: bool = False,
     ) -> UpdateReport:
         self.store.check_writable()
         start = time.perf_counter()
+        seen = {i: self._stamp(i) for i in ids} if recheck else {}
         results = [self.extract(ix, image_id) for image_id in ids]
         with self.store.table_lock():
+            if recheck:
+                ids = self.store.list_image_ids()
+                done = dict(zip(seen, results, strict=True))
+                results = [
+                    done[i] if i in done and self._stamp(i) == seen[i] else self.extract(ix, i)
+                    for i in ids
+                ]
             current = self._read_for_update(ix, replace_all=replace_all)
             kept_ids = {o.image_id for o, _ in results if o.keeps_old_rows}
             if replace_all:
@@ -262,6 +287,11 @@ class KymDataset:
         return UpdateReport(
             ix.name, ix.table_name, outcomes, len(table), rows_written, changed, duration_ms
         )
+
+    def _stamp(self, image_id: str) -> RecordFiles | None:
+        """Fingerprints of a record's artifact files (None if the record is gone)."""
+        rec = ZarrImageRecord(self.store, image_id)
+        return scan_record(rec.path) if rec.exists() else None
 
 
 def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from kymwatch.errors import NotAStoreError, StoreNotFoundError
 from kymwatch.service.errors import ExecutableNotFoundError, UnsupportedPlatformError
 from kymwatch.service.naming import canonical_store
 from kymwatch.service.render import Executable, command_argv
-from kymwatch.store import detect_zarr_format
+from kymwatch.store import check_not_inside_dataset, detect_zarr_format
 
 __all__ = [
     "Manager",
@@ -99,11 +99,13 @@ def validate_store(store: str | os.PathLike[str]) -> Path:
 
     Raises:
         StoreNotFoundError: The path does not exist.
-        NotAStoreError: It is not a folder with ``.zgroup`` or ``zarr.json``.
+        NotAStoreError: It is not a folder with ``.zgroup`` or ``zarr.json``, or it
+            lies inside a dataset (``STORE/images``, a record folder).
     """
     path = canonical_store(store)
     if not path.exists():
         raise StoreNotFoundError(f"dataset not found: {store}")
+    check_not_inside_dataset(path)
     if not path.is_dir() or detect_zarr_format(path) is None:
         raise NotAStoreError(f"not a kymflow dataset (no .zgroup or zarr.json): {store}")
     return path

@@ -21,6 +21,7 @@ from kymwatch.store.layout import (
     validate_table_name,
 )
 from kymwatch.store.record import ZarrImageRecord
+from kymwatch.store.root import check_not_inside_dataset, enclosing_dataset
 from kymwatch.store.scan import Fingerprint, RecordFiles, scan_dataset, scan_record
 from kymwatch.store.tables import read_table_file, table_fingerprint, write_table_file
 
@@ -42,7 +43,9 @@ __all__ = [
     "artifact_from_path",
     "atomic_write",
     "atomic_write_bytes",
+    "check_not_inside_dataset",
     "detect_zarr_format",
+    "enclosing_dataset",
     "is_temporary_name",
     "is_valid_image_id",
     "parse_store_path",
