@@ -11,7 +11,7 @@ import pytest
 from harness import kymwatch
 from helpers_store import make_v2_store
 from kymwatch.daemon import read_status
-from kymwatch.daemon.instance import daemon_lock
+from kymwatch.daemon.instance import DaemonLock
 
 
 def _write_status(store: Path, age_s: float, state: str = "watching") -> None:
@@ -37,10 +37,10 @@ def test_old_heartbeat_of_a_running_daemon_is_stale(tmp_path: Path) -> None:
     assert view.stale and not view.healthy
 
 
-def test_error_state_is_unhealthy(tmp_path: Path) -> None:
-    """A daemon reporting an error state is not healthy even with a fresh heartbeat."""
+def test_store_unavailable_state_is_unhealthy(tmp_path: Path) -> None:
+    """A daemon whose store is unavailable is not healthy even with a fresh heartbeat."""
     store = make_v2_store(tmp_path / "s.zarr")
-    _write_status(store, age_s=0, state="error")
+    _write_status(store, age_s=0, state="store_unavailable")
     assert not read_status(store, running=True).healthy
 
 
@@ -49,7 +49,7 @@ def test_status_command_exits_nonzero_on_stale_heartbeat(tmp_path: Path) -> None
     """`kymwatch status` exits 1 and says STALE when the lock is held but the heartbeat is old."""
     store = make_v2_store(tmp_path / "s.zarr")
     _write_status(store, age_s=600)
-    lock = daemon_lock(store)
+    lock = DaemonLock(store)
     lock.acquire()
     try:
         proc = kymwatch("status", store)

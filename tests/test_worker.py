@@ -14,7 +14,7 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
-from kymwatch.daemon import Batch, Debouncer, IndexState, RecordChange, Worker
+from kymwatch.daemon import Batch, BatchResult, Debouncer, IndexState, RecordChange, Worker
 from kymwatch.index import KymDataset
 from kymwatch.store import scan_record
 
@@ -31,12 +31,19 @@ def setup(tmp_path: Path) -> tuple[Path, KymDataset, IndexState, Debouncer, Fake
     store = make_v2_store(tmp_path / "s.zarr")
     kd = KymDataset(store)
     state, deb, clock = IndexState(), Debouncer(0.3, 5.0), FakeClock()
-    worker = Worker(kd, state, deb, clock, retry_delays=(0.5, 1.0))
+    worker = Worker(kd, state, clock, retry_delays=(0.5, 1.0))
     return store, kd, state, deb, clock, worker
 
 
 def batch(*changes: RecordChange) -> Batch:
     return Batch(tuple(changes), 0.0)
+
+
+def push_back(deb: Debouncer, result: BatchResult, now: float) -> BatchResult:
+    """Queue the result's retries the way the daemon's loop does."""
+    for retry in result.retry:
+        deb.defer(retry.change, now, now + retry.delay_s)
+    return result
 
 
 def test_only_affected_indexers_run(tmp_path: Path, captured_logs: list[dict[str, Any]]) -> None:
@@ -60,13 +67,13 @@ def test_unreadable_artifact_is_retried_then_reported(
     good = state.records["r1"]["velocity_events.parquet"]
     analysis_file(store, "r1", "velocity_events", "parquet").write_bytes(b"PAR1 torn")
     change = RecordChange("r1", frozenset({"velocity_events"}))
-    assert worker.process(batch(change)).retries == 1
+    assert push_back(deb, worker.process(batch(change)), clock.now).retries == 1
     assert state.records["r1"]["velocity_events.parquet"] == good  # not settled yet
     assert not deb.due(clock.now + 0.49) and len(deb) == 1
     clock.now += 0.5
-    assert worker.process(deb.due(clock.now)).retries == 1
+    assert push_back(deb, worker.process(deb.due(clock.now)), clock.now).retries == 1
     clock.now += 1.0
-    final = worker.process(deb.due(clock.now))
+    final = push_back(deb, worker.process(deb.due(clock.now)), clock.now)
     assert final.retries == 0 and final.outcomes["artifact_unreadable"] == 1
     assert len(kd.get_table("velocity_events")) == 3  # old rows kept
     assert state.records["r1"] == scan_record(store / "images" / "r1")  # settled now
@@ -81,7 +88,7 @@ def test_final_batch_does_not_retry(tmp_path: Path, captured_logs: list[dict[str
     path = analysis_file(store, "r1", "velocity_events", "parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
-    result = worker.process(batch(RecordChange("r1")), final=True)
+    result = push_back(deb, worker.process(batch(RecordChange("r1")), final=True), 0.0)
     assert result.outcomes["artifact_unreadable"] == 1 and len(deb) == 0
 
 

@@ -23,14 +23,19 @@ from kymwatch.daemon import (
 )
 from kymwatch.errors import KymwatchError
 from kymwatch.index import KymDataset
-from kymwatch.logconfig import ConsoleFormat, configure_logging, service_console_format
+from kymwatch.logconfig import (
+    ConsoleFormat,
+    configure_logging,
+    reopen_log_files,
+    service_console_format,
+)
 from kymwatch.store import INDEX_DIR, ZarrDataset, check_not_inside_dataset
 
 __all__ = ["main"]
 
 LOG_FILE = "kymwatch.log"
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NOT_CURRENT = 0, 1, 2, 3, 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
     )
-    daemon = Daemon(config)  # checks the store before anything is written into it
+    daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
     console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
     daemon.run()
@@ -114,8 +119,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return code
     age = f"{view.age_s:.1f} s ago" if view.age_s is not None else "never"
     health = "STALE: no heartbeat for too long" if view.stale else "healthy"
-    if d.get("state") == "error":
-        health = "unhealthy (error state)"
+    if view.running and not view.stale and not view.healthy:
+        health = f"UNHEALTHY ({d.get('state')})"
     counters = d.get("counters", {})
     print(f"kymwatch daemon on {root}")
     print(f"  pid {d.get('pid')}, state {d.get('state')}, {health}, heartbeat {age}")
@@ -130,13 +135,43 @@ def cmd_status(args: argparse.Namespace) -> int:
             }
         )
     )
-    problems = {k: v for k, v in counters.items() if k.startswith("artifact_")}
-    if problems:
-        print("  " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items())))
+    problems = d.get("problems", [])
+    counts = d.get("problem_counts", {})
+    if counts:
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        print(f"  problems now: {listed}")
+        for p in problems[:10]:
+            print(f"    {_describe_problem(p)}")
+        if sum(counts.values()) > min(len(problems), 10):
+            print(f"    ... (kymwatch status {args.store} --json lists up to {len(problems)})")
+    else:
+        print("  problems now: none")
+    lifetime = {k: v for k, v in counters.items() if k.startswith("artifact_")}
+    if lifetime:
+        print("  since start: " + ", ".join(f"{k} {v}" for k, v in sorted(lifetime.items())))
     for err in d.get("last_errors", [])[-5:]:
         extra = " ".join(f"{k}={v}" for k, v in err.items() if k not in ("time_utc", "event"))
         print(f"  ! {err.get('time_utc')} {err.get('event')} {extra}")
     return code
+
+
+def _describe_problem(p: dict[str, object]) -> str:
+    """One line about a record that is not right now."""
+    what = f"{p.get('image_id')} {p.get('indexer') or ''}".rstrip()
+    problem = str(p.get("problem"))
+    if problem == "pending":
+        return f"{what}: not indexed yet (changed again, or its indexing was interrupted)"
+    if problem == "artifact_missing":
+        looked = p.get("looked_for")
+        files = ", ".join(map(str, looked)) if isinstance(looked, list) else "?"
+        return f"{what}: artifact_missing (looked for {files})"
+    notes = []
+    if p.get("retrying"):
+        notes.append("will be read again")
+    if p.get("recently_modified"):
+        notes.append("modified seconds ago: probably still being written")
+    extra = f" [{'; '.join(notes)}]" if notes else ""
+    return f"{what}: {problem}: {p.get('error')} ({p.get('path')}){extra}"
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -151,16 +186,27 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     root = _store(args.store)
     try:
-        request_sync(root, timeout=args.timeout)
+        answer = request_sync(root, timeout=args.timeout)
     except NoDaemonError as e:
         print(f"kymwatch: error: {e}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except (TimeoutError, SyncFailedError) as e:
         print(f"kymwatch: error: {e}", file=sys.stderr)
         return EXIT_FAIL
-    if not args.quiet:
-        print(f"kymwatch: tables of {root} are up to date")
-    return EXIT_OK
+    not_current = answer.get("not_current") or []
+    if not not_current:
+        if not args.quiet:
+            print(f"kymwatch: tables of {root} are up to date")
+        return EXIT_OK
+    n = len(not_current)
+    print(
+        f"kymwatch: tables of {root} reflect every earlier write except {n} "
+        f"record{'s' if n != 1 else ''} that {'are' if n != 1 else 'is'} not current:",
+        file=sys.stderr,
+    )
+    for p in not_current:
+        print(f"  {_describe_problem(p)}", file=sys.stderr)
+    return EXIT_NOT_CURRENT if args.strict else EXIT_OK
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -264,10 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
     sy.add_argument("store")
+    sy.add_argument("--timeout", type=_number(float, maximum=7 * _DAY_S), default=60.0, metavar="S")
+    sy.add_argument("-q", "--quiet", action="store_true", help="print nothing when up to date")
     sy.add_argument(
-        "--timeout", type=_number(float, maximum=7 * _DAY_S), default=60.0, metavar="S"
+        "--strict",
+        action="store_true",
+        help="exit 4 when a record is not current (unreadable, invalid or pending artifact)",
     )
-    sy.add_argument("-q", "--quiet", action="store_true")
     sy.set_defaults(func=cmd_sync)
 
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")

@@ -17,7 +17,7 @@ import structlog
 
 from kymwatch.logfile import LogFileHandler
 
-__all__ = ["ConsoleFormat", "configure_logging", "service_console_format"]
+__all__ = ["ConsoleFormat", "configure_logging", "reopen_log_files", "service_console_format"]
 
 ConsoleFormat = Literal["auto", "pretty", "json", "none"]
 
@@ -99,3 +99,10 @@ def configure_logging(
     # watchdog logs its own warnings (e.g. inotify overflow) through stdlib logging.
     logging.getLogger("watchdog").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("filelock").setLevel(logging.WARNING)
+
+
+def reopen_log_files() -> None:
+    """Reopen every log file of the root logger (the daemon's SIGHUP handling)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LogFileHandler):
+            handler.reopen()

@@ -117,6 +117,14 @@ class LogFileHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def reopen(self) -> None:
+        """Close the file now; the next record opens the path afresh (after SIGHUP)."""
+        self.acquire()
+        try:
+            self._close_fd()
+        finally:
+            self.release()
+
     def close(self) -> None:
         """Close the file; a later record reopens it."""
         self.acquire()

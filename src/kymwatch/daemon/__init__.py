@@ -4,22 +4,29 @@ from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange,
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
-from kymwatch.daemon.instance import daemon_running
+from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
+from kymwatch.daemon.planner import TableInfo, chunk_size, plan_reconcile, tables_to_rebuild
 from kymwatch.daemon.reconcile import diff_fingerprints, route
-from kymwatch.daemon.runner import Daemon, SourceFactory
+from kymwatch.daemon.reporter import Reporter
+from kymwatch.daemon.runner import Daemon
+from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import SystemdNotifier
+from kymwatch.daemon.sources import SourceFactory, make_source
 from kymwatch.daemon.state import IndexState
-from kymwatch.daemon.status import DaemonStatus, StatusView, read_status
+from kymwatch.daemon.status import DaemonState, DaemonStatus, StatusView, read_status
 from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
 from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, PollingWatcher
-from kymwatch.daemon.worker import BatchResult, Worker
+from kymwatch.daemon.worker import BatchResult, Retry, Worker
 
 __all__ = [
+    "Backoff",
     "Batch",
     "BatchResult",
     "ChangeKind",
     "Daemon",
     "DaemonConfig",
+    "DaemonLock",
+    "DaemonState",
     "DaemonStatus",
     "Debouncer",
     "EventSink",
@@ -30,17 +37,27 @@ __all__ = [
     "NoDaemonError",
     "PollingWatcher",
     "RecordChange",
+    "Reporter",
     "Rescan",
+    "Retry",
+    "Schedule",
     "SourceFactory",
     "StatusView",
     "SyncFailedError",
     "SyncRequest",
     "SystemdNotifier",
+    "TableInfo",
+    "Task",
     "Worker",
+    "chunk_size",
     "classify",
+    "daemon_pid",
     "daemon_running",
     "diff_fingerprints",
+    "make_source",
+    "plan_reconcile",
     "read_status",
     "request_sync",
     "route",
+    "tables_to_rebuild",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,9 @@ __all__ = ["DaemonConfig"]
 class DaemonConfig:
     """How a daemon watches one store.
 
+    Every duration is validated: finite, and positive where zero means nothing
+    (a nan or infinite interval would spin the loop or switch a safety net off).
+
     Attributes:
         store: The dataset folder.
         quiet_s: A record is indexed after this long without a new change.
@@ -24,9 +28,19 @@ class DaemonConfig:
         reconcile_interval_s: Seconds between periodic full reconcile scans.
         rescan_backoff_s: (first, maximum) delay between rescans in a storm.
         state_save_interval_s: Minimum seconds between state saves while busy.
-        batch_records: Largest number of records indexed in one table write during
-            a reconcile (keeps progress and watchdog pings flowing on huge stores).
+        batch_records: Largest number of records indexed in one table write.
+        chunk_target_s: Long work (a first index, a big reconcile or burst) is cut
+            into chunks of about this duration; between chunks the loop sends its
+            heartbeat and watchdog ping and honours a stop request.
+        table_lock_wait_s: Longest single wait for the table lock (held by a
+            ``kymwatch rebuild`` in another process); the loop keeps its heartbeat
+            between waits.
+        watcher_check_s: Seconds between checks that the event source still runs.
         retry_delays_s: Backoff before each retry of an unreadable artifact.
+
+    Raises:
+        ValueError: A number is nan, infinite, negative, or zero where that is
+            meaningless, or ``max_delay_s < quiet_s``.
     """
 
     store: Path
@@ -37,5 +51,38 @@ class DaemonConfig:
     reconcile_interval_s: float = 600.0
     rescan_backoff_s: tuple[float, float] = (1.0, 60.0)
     state_save_interval_s: float = 2.0
-    batch_records: int = 5000
+    batch_records: int = 1000
+    chunk_target_s: float = 0.5
+    table_lock_wait_s: float = 0.25
+    watcher_check_s: float = 1.0
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_delay_s": self.max_delay_s,
+            "poll_interval_s": self.poll_interval_s,
+            "reconcile_interval_s": self.reconcile_interval_s,
+            "chunk_target_s": self.chunk_target_s,
+            "table_lock_wait_s": self.table_lock_wait_s,
+            "watcher_check_s": self.watcher_check_s,
+            "batch_records": self.batch_records,
+        }
+        not_negative = {
+            "quiet_s": self.quiet_s,
+            "state_save_interval_s": self.state_save_interval_s,
+            **{f"rescan_backoff_s[{i}]": v for i, v in enumerate(self.rescan_backoff_s)},
+            **{f"retry_delays_s[{i}]": v for i, v in enumerate(self.retry_delays_s)},
+        }
+        for name, value in (positive | not_negative).items():
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value!r}")
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+        for name, value in not_negative.items():
+            if value < 0:
+                raise ValueError(f"{name} must not be negative, not {value!r}")
+        if self.max_delay_s < self.quiet_s:
+            raise ValueError("max_delay_s must be at least quiet_s")
+        if len(self.rescan_backoff_s) != 2 or self.rescan_backoff_s[0] > self.rescan_backoff_s[1]:
+            raise ValueError("rescan_backoff_s must be (first, maximum) with first <= maximum")

@@ -1,4 +1,17 @@
-"""The daemon: event source → classify → debounce → worker, with reconcile as the truth."""
+"""The daemon: event source → classify → debounce → worker, with reconcile as the truth.
+
+:class:`Daemon` wires the parts and runs the loop; it decides nothing itself:
+
+- :mod:`~kymwatch.daemon.schedule` says when each timed duty is due,
+- :mod:`~kymwatch.daemon.planner` says what to index (and which tables to rebuild),
+- :mod:`~kymwatch.daemon.worker` indexes it,
+- :mod:`~kymwatch.daemon.reporter` logs it, publishes the status and notifies systemd.
+
+One thread owns the loop. It never blocks without a deadline: it waits on "next
+event or next deadline", and long work (a first index, a big reconcile, a burst,
+a table lock held by a ``kymwatch rebuild``) is cut into chunks between which the
+heartbeat, the watchdog ping and a stop request get their turn.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +21,27 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
 import structlog
 
+from kymwatch.daemon import planner
 from kymwatch.daemon.changes import Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock
-from kymwatch.daemon.reconcile import diff_fingerprints
+from kymwatch.daemon.reporter import Reporter
+from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
+from kymwatch.daemon.sources import SourceFactory, make_source
 from kymwatch.daemon.state import IndexState
-from kymwatch.daemon.status import DaemonStatus
+from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.sync import answer_sync
-from kymwatch.daemon.watcher import (
-    EventSink,
-    EventSource,
-    InotifyWatcher,
-    PollingWatcher,
-    inotify_available,
-    network_fs_type,
-)
-from kymwatch.daemon.worker import BatchResult, Worker
+from kymwatch.daemon.watcher import EventSource
+from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
 from kymwatch.index import DatasetIndexer, KymDataset
 from kymwatch.store import (
@@ -41,15 +50,16 @@ from kymwatch.store import (
     TABLES_DIR,
     remove_stale_temporaries,
     scan_dataset,
-    utc_now_iso,
 )
 
 __all__ = ["Daemon", "SourceFactory"]
 
 log = structlog.get_logger(__name__)
 
-SourceFactory = Callable[[Path, EventSink], EventSource]
 _Item = FileChange | Rescan | None
+_HOUSEKEEPING = frozenset({Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.SAVE_STATE})
+_MAX_DRAIN = 100_000  # events taken from the queue per loop turn
+_SMALLEST_CHUNK = 20
 
 
 class Daemon:
@@ -64,6 +74,8 @@ class Daemon:
         notifier: systemd notifications (default: from the environment; no-op
             outside systemd).
         indexers: Indexers to run (default: the seed indexers).
+        on_hangup: Called on the loop thread after SIGHUP (the CLI reopens its log
+            files there); the daemon stays up.
     """
 
     def __init__(
@@ -74,6 +86,7 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         notifier: Notifier | None = None,
         indexers: list[DatasetIndexer] | None = None,
+        on_hangup: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.root = Path(config.store).resolve()
@@ -87,29 +100,29 @@ class Daemon:
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
+        self.reporter = Reporter(self.root, self.status, self.notifier, clock)
+        self.reporter.queue_depth = lambda: len(self.debouncer)
+        self.reporter.watch_count = lambda: self._source.watch_count if self._source else 0
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
         self.state = IndexState()
-        self.worker = Worker(
-            self.kd, self.state, self.debouncer, clock, retry_delays=config.retry_delays_s
-        )
+        self.worker = Worker(self.kd, self.state, clock, retry_delays=config.retry_delays_s)
+        self.schedule = Schedule()
+        self._rescans = Backoff(*config.rescan_backoff_s)
+        self._rescan_reason: str | None = None
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._hangup = threading.Event()
+        self._on_hangup = on_hangup
         self._source_factory = source_factory
         self._source: EventSource | None = None
-        self._rescan_reason: str | None = None
-        self._rescan_backoff = config.rescan_backoff_s[0]
-        self._last_rescan = -1e18
-        self._last_reconcile = 0.0
-        self._last_state_save = 0.0
-        self._last_status = -1e18
-        self._last_ping = -1e18
         self._syncs: list[str] = []
         self._reported_skips: set[str] = set()
         self._lock = DaemonLock(self.root)
+        self._seconds_per_record: float | None = None
 
     # -- public ---------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to finish the batch in hand and exit (thread- and signal-safe)."""
+        """Ask the loop to exit after the chunk in hand (thread- and signal-safe)."""
         self._stop.set()
         self._queue.put(None)
 
@@ -133,11 +146,20 @@ class Daemon:
             yield
             return
 
-        def handler(signum: int, frame: FrameType | None) -> None:
-            log.info("stop_requested", signal=signal.Signals(signum).name)
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self._stop.is_set():  # a second Ctrl-C: leave now, as kill -9 would
+                os.write(2, f"kymwatch: {name} again, exiting at once\n".encode())
+                os._exit(128 + signum)
+            log.info("stop_requested", signal=name)
             self.stop()
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        def on_hangup(signum: int, frame: FrameType | None) -> None:
+            self._hangup.set()
+            self._queue.put(None)
+
+        handlers = {signal.SIGTERM: on_stop, signal.SIGINT: on_stop, signal.SIGHUP: on_hangup}
+        previous = {s: signal.signal(s, h) for s, h in handlers.items()}
         try:
             yield
         finally:
@@ -145,124 +167,82 @@ class Daemon:
                 signal.signal(s, h)
 
     def _run_locked(self) -> None:
-        self._set_state("starting")
-        with self.kd.store.table_lock():
-            for tmp in remove_stale_temporaries(self.kd.store.tables_path):
-                log.info("stale_temporary_removed", path=str(tmp))
+        self.reporter.set_state(DaemonState.STARTING)
+        with self._table_lock() as locked:
+            if locked:
+                for tmp in remove_stale_temporaries(self.kd.store.tables_path):
+                    log.info("stale_temporary_removed", path=str(tmp))
         self._load_state()
-        self._source = self._make_source()
+        self._source = self._start_source()
         try:
-            self._source.start()
-            self.status.watches = self._source.watch_count
             log.info(
                 "daemon_started",
                 store=str(self.root),
                 pid=os.getpid(),
                 watch_mode=self.status.watch_mode,
-                watches=self.status.watches,
+                watches=self._source.watch_count,
                 quiet_ms=round(self.config.quiet_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
             )
-            self._set_state("reconciling")
+            now = self.clock()
+            self.schedule.at(Task.HEARTBEAT, now)
+            self.schedule.at(Task.WATCHER_CHECK, now + self.config.watcher_check_s)
+            if self.notifier.watchdog_interval() is not None:
+                self.schedule.at(Task.WATCHDOG, now)
+            self.reporter.set_state(DaemonState.RECONCILING)
             self._reconcile("startup")
-            self._set_state("watching")
-            self.notifier.ready(self._status_line())
+            if self.reporter.state is DaemonState.RECONCILING:
+                self.reporter.set_state(DaemonState.WATCHING)
+            self.reporter.ready()
             self._loop()
         finally:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        self._set_state("stopping")
-        self.notifier.stopping()
+        self.reporter.set_state(DaemonState.STOPPING)
+        self.reporter.stopping()
         if self._source is not None:
-            self._source.stop()
+            with contextlib.suppress(Exception):
+                self._source.stop()
         self._save_state(force=True)
-        self.status.state = "stopped"
-        self.status.queue_depth = len(self.debouncer)
-        self.status.write(self.root)
-        log.info("daemon_stopped", pending=len(self.debouncer), **self.status.counters)
+        pending = self.debouncer.flush()
+        if pending:  # not published: the next start re-indexes them (whatever their stats)
+            self.state.note_publishing(self.root, (c.image_id for c in pending.changes))
+        self.reporter.stopped(len(pending))
 
-    def _make_source(self) -> EventSource:
-        sink = self._queue.put
-        if self._source_factory is not None:
-            self.status.watch_mode = "custom"
-            return self._source_factory(self.root, sink)
-        fs_type = network_fs_type(self.root)
-        reason = (
-            "requested" if self.config.polling
-            else f"network file system ({fs_type})" if fs_type
-            else "inotify unavailable" if not inotify_available()
-            else None
-        )  # fmt: skip
-        if reason is None:
-            self.status.watch_mode = "inotify"
-            return InotifyWatcher(self.root, sink)
-        if reason != "requested":
-            log.warning("polling_fallback", reason=reason, interval_s=self.config.poll_interval_s)
-        self.status.watch_mode = "polling"
-        return PollingWatcher(self.root, sink, self.config.poll_interval_s)
+    def _start_source(self) -> EventSource:
+        source, mode = make_source(self.root, self._queue.put, self.config, self._source_factory)
+        self.status.watch_mode = mode
+        source.start()
+        return source
 
     def _load_state(self) -> None:
         loaded = IndexState.load(self.root)
         self.state.records, self.state.schema_versions = loaded.records, loaded.schema_versions
         self.state.suspects = loaded.suspects
-        for ix in self.kd.indexers:
-            known = self.state.schema_versions.get(ix.name)
-            if self.state.records and known != ix.schema_version:
-                self._rebuild(ix, "schema_changed")
-            self.state.schema_versions[ix.name] = ix.schema_version
-
-    def _rebuild_missing_tables(self) -> None:
-        """A table deleted behind our back is rebuilt whole, not re-grown from one batch."""
-        for ix in self.kd.indexers:
-            if self.state.records and not self.kd.store.table_path(ix.table_name).exists():
-                self._rebuild(ix, "table_missing")
-
-    def _rebuild(self, ix: DatasetIndexer, reason: str) -> None:
-        report = self.kd.rebuild(ix)
-        log.info(
-            "table_rebuilt",
-            table=ix.table_name,
-            indexer=ix.name,
-            reason=reason,
-            rows=report.table_rows,
-        )
 
     # -- the loop -------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            items = self._wait(self._timeout())
             now = self.clock()
-            for item in items:
-                self._accept(item, now)
+            wait = self.schedule.wait_s(now, self.debouncer.next_deadline())
+            for item in self._wait(wait):
+                self._accept(item, self.clock())
             if self._stop.is_set():
                 break
+            if self._hangup.is_set():
+                self._reopen_logs()
+            now = self.clock()
             if self._syncs:
                 self._answer_syncs()
-            elif (
-                self._rescan_reason is not None and now - self._last_rescan >= self._rescan_backoff
-            ):
+            elif Task.RESCAN in self.schedule.due(now):
                 self._rescan(now)
-            elif now - self._last_reconcile >= self.config.reconcile_interval_s:
+            elif Task.RECONCILE in self.schedule.due(now):
                 self._reconcile("periodic")
             batch = self.debouncer.due(self.clock())
             if batch:
-                self._process(batch)
+                self._index(batch.changes, batch.first_seen, source="events")
             self._housekeeping()
-
-    def _timeout(self) -> float:
-        now = self.clock()
-        deadlines = [
-            self._last_status + self.status.heartbeat_s,
-            self._last_reconcile + self.config.reconcile_interval_s,
-        ]
-        if (d := self.debouncer.next_deadline()) is not None:
-            deadlines.append(d)
-        if self._rescan_reason is not None:
-            deadlines.append(self._last_rescan + self._rescan_backoff)
-        if (ping := self.notifier.watchdog_interval()) is not None:
-            deadlines.append(self._last_ping + ping)
-        return max(0.0, min(deadlines) - now)
 
     def _wait(self, timeout: float) -> list[_Item]:
         items: list[_Item] = []
@@ -273,7 +253,7 @@ class Daemon:
         except queue.Empty:
             return items
         with contextlib.suppress(queue.Empty):
-            while len(items) < 100_000:
+            while len(items) < _MAX_DRAIN:
                 items.append(self._queue.get_nowait())
         return items
 
@@ -282,9 +262,8 @@ class Daemon:
             return
         if isinstance(item, Rescan):
             if item.reason != "poll":
-                self.status.counters["lost_event_signals"] += 1
-                self.status.error("events_lost", reason=item.reason)
-            self._rescan_reason = self._rescan_reason or item.reason
+                self.reporter.events_lost(item.reason)
+            self._request_rescan(item.reason)
             return
         self.status.counters["events"] += 1
         what = classify(self.root, item)
@@ -296,66 +275,56 @@ class Daemon:
             )
             self.debouncer.feed(what, now)
 
+    def _reopen_logs(self) -> None:
+        self._hangup.clear()
+        if self._on_hangup is not None:
+            self._on_hangup()
+        log.info("log_reopened", signal="SIGHUP")
+
     # -- reconcile ------------------------------------------------------------------------
+    def _request_rescan(self, reason: str) -> None:
+        self._rescan_reason = self._rescan_reason or reason
+        self.schedule.no_later_than(Task.RESCAN, self._rescans.ready_at())
+
     def _rescan(self, now: float) -> None:
         reason, self._rescan_reason = self._rescan_reason or "rescan", None
-        if reason != "poll":
-            quiet_since = now - self._last_rescan
-            low, high = self.config.rescan_backoff_s
-            calm = quiet_since > high * 2
-            self._rescan_backoff = low if calm else min(self._rescan_backoff * 2, high)
-            if self._source is not None:
-                self._source.rewatch()
-                self.status.watches = self._source.watch_count
-        self._last_rescan = now
+        self.schedule.cancel(Task.RESCAN)
+        self._rescans.fired(now, counts=reason != "poll")
+        if reason != "poll" and self._source is not None:
+            self._source.rewatch()
         self._reconcile(reason)
 
     def _reconcile(self, reason: str, *, pending: Batch | None = None) -> bool:
         """Scan the disk, diff with the state and index the difference.
 
         ``pending`` (debounced changes taken out for a sync) is merged in, so each
-        record is indexed once. Returns False if the store was unavailable or a
-        batch failed.
+        record is indexed once, and makes the pass final (no retries). Returns False
+        if the store was unavailable or a chunk failed.
         """
         start = time.perf_counter()
-        self._last_reconcile = self.clock()
+        now = self.clock()
+        self.schedule.at(Task.RECONCILE, now + self.config.reconcile_interval_s)
+        first_seen = pending.first_seen if pending else now
         if not (self.root / IMAGES_DIR).is_dir():
-            log.error("store_unavailable", store=str(self.root), reason="images/ is missing")
-            self.status.error("store_unavailable", store=str(self.root))
-            self._set_state("store_unavailable")
-            self._rescan_reason = self._rescan_reason or "store_unavailable"
-            if pending:  # keep them for when the store is back
-                for c in pending.changes:
-                    self.debouncer.feed(c, pending.first_seen)
+            self._store_unavailable(pending.changes if pending else (), first_seen)
             return False
-        self._rebuild_missing_tables()
+        self._relock()
+        if self._missing_work():
+            self._index((), first_seen, source=reason, final=pending is not None)
         skipped: list[str] = []
         disk = scan_dataset(self.root, skipped)
-        changes = diff_fingerprints(disk, self.state.records)
-        # Rows of records that exist neither on disk nor in the state (e.g. the state
-        # was lost while they were deleted) are stale too.
-        queued = {c.image_id for c in changes}
-        stale = (self._table_image_ids() - disk.keys() | self.state.suspects) - queued
+        changes = planner.plan_reconcile(
+            disk,
+            self.state.records,
+            table_ids=self._table_image_ids(),
+            suspects=self.state.suspects,
+            pending=pending.changes if pending else (),
+        )
         self.state.suspects = set()
-        changes = sorted([*changes, *(RecordChange(i) for i in stale)], key=lambda c: c.image_id)
         self.status.counters["reconciles"] += 1
-        final = pending is not None
-        if pending:
-            merged = {c.image_id: c for c in pending.changes}
-            for c in changes:
-                merged[c.image_id] = merged[c.image_id].merge(c) if c.image_id in merged else c
-            changes = [merged[i] for i in sorted(merged)]
-        first_seen = pending.first_seen if pending else self.clock()
-        ok = True
-        for i in range(0, len(changes), self.config.batch_records):
-            if self._stop.is_set() and pending is None:
-                break  # the rest is picked up by the next start's reconcile
-            chunk = tuple(changes[i : i + self.config.batch_records])
-            ok &= self._process(Batch(chunk, first_seen), source=reason, final=final)
-            self._housekeeping()
-        if self.status.state == "store_unavailable":
-            self._set_state("watching")
-            self._relock()
+        ok = self._index(changes, first_seen, source=reason, final=pending is not None)
+        if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
+            self.reporter.set_state(DaemonState.WATCHING)
         for path in skipped:
             if path not in self._reported_skips:
                 self._reported_skips.add(path)
@@ -370,12 +339,22 @@ class Daemon:
         )
         return ok
 
+    def _store_unavailable(self, changes: Sequence[RecordChange], first_seen: float) -> None:
+        """images/ is gone (store moved, deleted, unmounted): absent records are not
+        deleted ones. Keep the changes and the tables as they are; rescan with backoff."""
+        if self.reporter.state is not DaemonState.STORE_UNAVAILABLE:
+            log.error("store_unavailable", store=str(self.root), reason="images/ is missing")
+            self.reporter.error("store_unavailable", store=str(self.root))
+        self.reporter.set_state(DaemonState.STORE_UNAVAILABLE)
+        self._push_back(changes, first_seen, delay_s=1.0)
+        self._request_rescan("store_unavailable")
+
     def _relock(self) -> None:
-        """Take the daemon lock again if its file vanished with a deleted store that
-        was then restored: otherwise a second daemon could start on it."""
+        """Lock the store folder again if it was replaced (deleted, then restored):
+        otherwise a second daemon could start on it."""
         if not self._lock.retake():
             log.error("daemon_lock_lost", store=str(self.root))
-            self.status.error("daemon_lock_lost")
+            self.reporter.error("daemon_lock_lost")
             self.stop()
 
     def _table_image_ids(self) -> set[str]:
@@ -388,53 +367,116 @@ class Daemon:
                 continue
         return ids
 
+    def _missing_work(self) -> list[tuple[str, str]]:
+        """The tables the planner wants rebuilt now (missing, other schema)."""
+        tables = [
+            planner.TableInfo(
+                ix.name, ix.schema_version, self.kd.store.table_path(ix.table_name).exists()
+            )
+            for ix in self.kd.indexers
+        ]
+        return planner.tables_to_rebuild(
+            tables, self.state.schema_versions, has_state=bool(self.state.records)
+        )
+
     # -- indexing -------------------------------------------------------------------------
-    def _process(self, batch: Batch, *, source: str = "events", final: bool = False) -> bool:
+    def _index(
+        self,
+        changes: Sequence[RecordChange],
+        first_seen: float,
+        *,
+        source: str,
+        final: bool = False,
+    ) -> bool:
+        """Index ``changes`` in chunks, with the loop's duties between chunks.
+
+        A stop request ends the work after the chunk in hand; the rest goes back to
+        the debouncer, whose content is journaled at shutdown and re-indexed at the
+        next start. Returns False if a chunk failed or the store vanished.
+        """
+        if not changes and not self._missing_work():
+            return True
+        ok, i = True, 0
+        while True:
+            size = planner.chunk_size(
+                self._seconds_per_record,
+                target_s=self.config.chunk_target_s,
+                smallest=min(_SMALLEST_CHUNK, self.config.batch_records),
+                largest=self.config.batch_records,
+            )
+            chunk = tuple(changes[i : i + size])
+            if self._stop.is_set():
+                self._push_back(changes[i:], first_seen)
+                return False
+            ok &= self._index_chunk(Batch(chunk, first_seen), source=source, final=final)
+            i += len(chunk)
+            self._housekeeping()
+            if i >= len(changes):
+                return ok
+
+    def _index_chunk(self, batch: Batch, *, source: str, final: bool) -> bool:
         if not (self.root / IMAGES_DIR).is_dir():
-            # The store is gone or moved: absent records are not deleted ones. Keep the
-            # changes for when it is back, and keep the tables as they are.
-            for change in batch.changes:
-                self.debouncer.defer(change, batch.first_seen, self.clock() + 1.0)
-            self._rescan_reason = self._rescan_reason or "store_unavailable"
+            self._store_unavailable(batch.changes, batch.first_seen)
             return False
-        prev_state = self.status.state
-        self._set_state("indexing")
+        prev = self.reporter.state
+        if prev is DaemonState.WATCHING:
+            self.reporter.set_state(DaemonState.INDEXING)
         try:
-            result = self.worker.process(batch, final=final)
+            with self._table_lock() as locked:
+                if not locked:  # stopping while a rebuild held the lock
+                    self._push_back(batch.changes, batch.first_seen)
+                    return False
+                start = time.perf_counter()
+                result = self.worker.process(batch, final=final, rebuilds=self._missing_work())
         except Exception as e:  # one failed batch must not take the daemon down
-            log.exception("batch_failed", records=len(batch), error=str(e))
-            self.status.counters["batch_failures"] += 1
-            self.status.error("batch_failed", error=str(e), records=len(batch))
-            self._rescan_reason = self._rescan_reason or "batch_failed"
+            self.reporter.batch_failed(e, len(batch))
+            self._request_rescan("batch_failed")
             return False
         finally:
-            self._set_state(prev_state if prev_state != "indexing" else "watching")
-        self._record(batch, result, source)
+            if prev is DaemonState.WATCHING:
+                self.reporter.set_state(DaemonState.WATCHING)
+        if batch:
+            per = (time.perf_counter() - start) / len(batch)
+            old = self._seconds_per_record
+            self._seconds_per_record = per if old is None else 0.7 * old + 0.3 * per
+        now = self.clock()
+        for retry in result.retry:
+            self._push_back((retry.change,), now, delay_s=retry.delay_s)
+        self.reporter.batch_done(batch, result, source, len(self.debouncer))
         return True
 
-    def _record(self, batch: Batch, result: BatchResult, source: str) -> None:
-        c = self.status.counters
-        c["batches"] += 1
-        c["records_indexed"] += result.records
-        c["rows_written"] += result.rows_written
-        c.update(result.outcomes)
-        for o in result.problems:
-            self.status.error(o.status.value, image_id=o.image_id, indexer=o.indexer, path=o.path)
-        if result.tables:
-            self.status.last_update_utc = utc_now_iso()
-        self.status.queue_depth = len(self.debouncer)
-        log.info(
-            "batch_indexed",
-            source=source,
-            records=result.records,
-            rows=result.rows_written,
-            tables=result.tables,
-            duration_ms=result.duration_ms,
-            lag_ms=round((self.clock() - batch.first_seen) * 1000, 1),
-            queue_depth=len(self.debouncer),
-            retries=result.retries,
-            **dict(result.outcomes),
-        )
+    def _push_back(
+        self, changes: Sequence[RecordChange], first_seen: float, *, delay_s: float = 0.0
+    ) -> None:
+        """The one place where work goes back into the debouncer: retries, a chunk
+        interrupted by a stop, a store that vanished, a lock never obtained."""
+        until = self.clock() + delay_s
+        for change in changes:
+            self.debouncer.defer(change, first_seen, until)
+
+    @contextlib.contextmanager
+    def _table_lock(self) -> Iterator[bool]:
+        """Hold the table lock, waiting in short slices with the loop's duties in
+        between (a ``kymwatch rebuild`` may hold it). Yields False if a stop request
+        came first. The lock is re-entrant per thread, so the indexing inside takes
+        it again without waiting."""
+        waited = 0.0
+        while not self._stop.is_set():
+            lock = self.kd.store.table_lock(timeout=self.config.table_lock_wait_s)
+            try:
+                lock.__enter__()
+            except TimeoutError:
+                waited += self.config.table_lock_wait_s
+                if waited == self.config.table_lock_wait_s:
+                    log.info("table_lock_wait", path=str(self.root / INDEX_DIR))
+                self._housekeeping()
+                continue
+            try:
+                yield True
+            finally:
+                lock.__exit__(None, None, None)
+            return
+        yield False
 
     def _answer_syncs(self) -> None:
         tokens, self._syncs = list(dict.fromkeys(self._syncs)), []
@@ -442,48 +484,61 @@ class Daemon:
         self._save_state(force=True)
         errors = self.status.last_errors
         error = None if ok else (errors[-1]["event"] if errors else "failed")
+        pending = self.debouncer.flush()
+        not_current = self.reporter.not_current(c.image_id for c in pending.changes)
+        self._push_back(pending.changes, pending.first_seen)
         for token in tokens:
-            answer_sync(self.root, token, ok=ok, error=error)
-        log.info("sync_answered", requests=len(tokens), ok=ok)
+            answer_sync(self.root, token, ok=ok, error=error, not_current=not_current)
+        log.info("sync_answered", requests=len(tokens), ok=ok, not_current=len(not_current))
 
-    # -- bookkeeping ----------------------------------------------------------------------
+    # -- the loop's duties ----------------------------------------------------------------
     def _housekeeping(self) -> None:
         now = self.clock()
-        self._save_state()
-        if (
-            ping := self.notifier.watchdog_interval()
-        ) is not None and now - self._last_ping >= ping:
-            self.notifier.watchdog()
-            self._last_ping = now
-        if now - self._last_status >= self.status.heartbeat_s:
-            self._publish_status(now)
+        for task in self.schedule.due(now, _HOUSEKEEPING):
+            if task is Task.WATCHDOG:
+                self.reporter.watchdog()
+                self.schedule.at(task, now + (self.notifier.watchdog_interval() or 1.0))
+            elif task is Task.HEARTBEAT:
+                self.reporter.publish()
+                self.schedule.at(task, now + self.status.heartbeat_s)
+            elif task is Task.WATCHER_CHECK:
+                self._check_source()
+                self.schedule.at(task, now + self.config.watcher_check_s)
+            elif task is Task.SAVE_STATE:
+                self._save_state()
+        if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
+            self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
 
     def _save_state(self, *, force: bool = False) -> None:
-        now = self.clock()
-        if self.state.dirty and (
-            force or now - self._last_state_save >= self.config.state_save_interval_s
-        ):
+        if self.state.dirty and (force or self.schedule.due(self.clock(), _SAVE)):
             self.state.save(self.root)
-            self._last_state_save = now
+        self.schedule.cancel(Task.SAVE_STATE)
 
-    def _set_state(self, state: str) -> None:
-        if state != self.status.state:
-            self.status.state = state
-            self._publish_status(self.clock())
-
-    def _publish_status(self, now: float) -> None:
-        self.status.queue_depth = len(self.debouncer)
+    def _check_source(self) -> None:
+        """Restart an event source whose thread died (watchdog's inotify thread ends
+        silently when reading raises): events would stop until the periodic reconcile."""
         if self._source is not None:
-            self.status.watches = self._source.watch_count
-        self.status.write(self.root)
-        self.notifier.status(self._status_line())
-        self._last_status = now
+            alive = getattr(self._source, "is_alive", None)
+            if alive is None or alive():
+                return
+            log.error("watcher_died", watch_mode=self.status.watch_mode)
+            self.reporter.error("watcher_died", watch_mode=self.status.watch_mode)
+            self.status.counters["watcher_restarts"] += 1
+            with contextlib.suppress(Exception):
+                self._source.stop()
+            self._source = None
+        try:
+            self._source = self._start_source()
+        except Exception as e:
+            log.error("watcher_restart_failed", error=str(e))
+            self._source = None
+            self._request_rescan("watcher_died")
+            return
+        log.info("watcher_restarted", watch_mode=self.status.watch_mode)
+        self._request_rescan("watcher_died")
 
-    def _status_line(self) -> str:
-        s = self.status
-        last = s.last_update_utc or "never"
-        indexed = s.counters["records_indexed"]
-        return f"{s.state}; queue {s.queue_depth}; last update {last}; indexed {indexed}"
+
+_SAVE = frozenset({Task.SAVE_STATE})
 
 
 def _skip_reason(path: str) -> str:

@@ -8,6 +8,7 @@ a liveness signal where no service manager watchdog exists (launchd).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import os
 from collections import Counter, deque
@@ -19,7 +20,7 @@ import structlog
 
 from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
 
-__all__ = ["STATUS_FILE", "DaemonStatus", "StatusView", "read_status"]
+__all__ = ["STATUS_FILE", "DaemonState", "DaemonStatus", "StatusView", "read_status"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,13 +29,38 @@ HEARTBEAT_S = 5.0
 STALE_AFTER_HEARTBEATS = 3
 
 
+MAX_LISTED_PROBLEMS = 50
+"""At most this many current problems are listed in the status file (all are counted)."""
+
+
+class DaemonState(enum.StrEnum):
+    """What the daemon is doing (``state`` in the status file)."""
+
+    STARTING = "starting"
+    RECONCILING = "reconciling"
+    WATCHING = "watching"
+    INDEXING = "indexing"
+    STORE_UNAVAILABLE = "store_unavailable"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+UNHEALTHY_STATES = frozenset({DaemonState.STORE_UNAVAILABLE.value})
+"""States in which a running daemon cannot keep the tables right."""
+
+
 @dataclass
 class DaemonStatus:
-    """The live status the daemon maintains and publishes."""
+    """The live status the daemon maintains and publishes.
+
+    ``counters`` are lifetime totals since the daemon started (every batch, every
+    final outcome); ``problems`` are the records that are not right *now*, one
+    entry per record and indexer, whatever the number of attempts.
+    """
 
     store: str
     pid: int = field(default_factory=os.getpid)
-    state: str = "starting"
+    state: DaemonState = DaemonState.STARTING
     watch_mode: str = ""
     watches: int = 0
     started_utc: str = field(default_factory=utc_now_iso)
@@ -42,6 +68,7 @@ class DaemonStatus:
     queue_depth: int = 0
     counters: Counter[str] = field(default_factory=Counter)
     last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
+    problems: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     heartbeat_s: float = HEARTBEAT_S
     _write_failing: bool = field(default=False, repr=False)
 
@@ -49,12 +76,17 @@ class DaemonStatus:
         """Remember a recent problem (shown by ``kymwatch status``)."""
         self.last_errors.append({"time_utc": utc_now_iso(), "event": event, **fields})
 
+    def problem_counts(self) -> dict[str, int]:
+        """Current problems per kind (``artifact_unreadable``: 1 for one bad file)."""
+        return dict(sorted(Counter(p["problem"] for p in self.problems.values()).items()))
+
     def to_json(self) -> dict[str, Any]:
         """The JSON document written to the status file."""
+        listed = [self.problems[k] for k in sorted(self.problems)[:MAX_LISTED_PROBLEMS]]
         return {
             "store": self.store,
             "pid": self.pid,
-            "state": self.state,
+            "state": self.state.value,
             "watch_mode": self.watch_mode,
             "watches": self.watches,
             "started_utc": self.started_utc,
@@ -63,6 +95,8 @@ class DaemonStatus:
             "last_update_utc": self.last_update_utc,
             "queue_depth": self.queue_depth,
             "counters": dict(sorted(self.counters.items())),
+            "problem_counts": self.problem_counts(),
+            "problems": listed,
             "last_errors": list(self.last_errors),
         }
 
@@ -109,8 +143,8 @@ class StatusView:
 
     @property
     def healthy(self) -> bool:
-        """Running, heartbeat fresh, and not in an error state."""
-        return self.running and not self.stale and self.data.get("state") != "error"
+        """Running, heartbeat fresh, and not in a state where it cannot do its job."""
+        return self.running and not self.stale and self.data.get("state") not in UNHEALTHY_STATES
 
 
 def read_status(root: Path, running: bool) -> StatusView:

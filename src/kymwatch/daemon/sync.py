@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +82,38 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
         done.unlink(missing_ok=True)
 
 
-def answer_sync(root: Path, token: str, *, ok: bool, error: str | None = None) -> bool:
+def answer_sync(
+    root: Path,
+    token: str,
+    *,
+    ok: bool,
+    error: str | None = None,
+    not_current: Sequence[Mapping[str, Any]] = (),
+) -> bool:
     """The daemon's side: answer request ``token``; False if the answer cannot be written.
+
+    Args:
+        root: The store folder.
+        token: The request's token.
+        ok: Whether every change was indexed (False: store unavailable, failed write).
+        error: The event name of the failure, when not ok.
+        not_current: Records whose rows do not reflect their artifacts (unreadable,
+            invalid, still pending), each with ``image_id``, ``indexer``, ``problem``.
 
     A failure (disk full, store gone) is logged; the client then times out.
     """
     folder = root / SYNC_DIR
-    answer = {"token": token, "time_utc": utc_now_iso(), "pid": os.getpid(), "ok": ok}
+    answer = {
+        "token": token,
+        "time_utc": utc_now_iso(),
+        "pid": os.getpid(),
+        "ok": ok,
+        "error": error,
+        "not_current": list(not_current),
+    }
     done = folder / f"{token}.done"
     try:
-        atomic_write_bytes(done, json.dumps(answer | {"error": error}).encode(), fsync=False)
+        atomic_write_bytes(done, json.dumps(answer).encode(), fsync=False)
     except OSError as e:
         log.warning("sync_answer_failed", path=str(done), error=str(e))
         return False

@@ -53,6 +53,10 @@ class EventSource(Protocol):
     def rewatch(self) -> None:
         """Re-establish watches after a loss of events (no-op for polling)."""
 
+    # Optional: ``is_alive() -> bool``. A source that has it is checked every
+    # ``DaemonConfig.watcher_check_s``; once it returns False the daemon logs
+    # ``watcher_died``, starts a new source and rescans.
+
     @property
     def watch_count(self) -> int:
         """Number of OS watches held."""
@@ -118,6 +122,10 @@ class PollingWatcher:
     def rewatch(self) -> None:
         """Nothing to re-establish: every poll is a full scan."""
 
+    def is_alive(self) -> bool:
+        """True while the polling thread runs (False once it died or was stopped)."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         tick = min(self.interval, 0.25)
         since_scan = 0.0
@@ -176,6 +184,11 @@ class InotifyWatcher:
         self._fd.stop()
         if self._fd.is_alive():
             self._fd.join()
+
+    def is_alive(self) -> bool:
+        """True while the inotify reader thread runs. watchdog's thread dies without a
+        word if reading or parsing raises: the daemon checks this and restarts it."""
+        return bool(self._fd.is_alive())
 
     # -- watch management -----------------------------------------------------------------
     def _add(self, path: str, mask: int) -> bool:

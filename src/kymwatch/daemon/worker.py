@@ -1,9 +1,12 @@
 """The indexing worker: applies a batch of record changes to the tables.
 
-For each batch it runs only the affected indexers, writes each affected table
-once (``KymDataset.update_images``), and records in the state the fingerprints of
-what it indexed. An unreadable artifact (often one still being written) is
-retried with backoff before it is reported; its old rows stay meanwhile.
+For each batch it rebuilds the tables the planner names, runs only the affected
+indexers for the rest, writes each affected table once
+(``KymDataset.update_images``), and records in the state the fingerprints of what
+it indexed. An unreadable artifact (often one still being written) is handed back
+for a retry with backoff before it is reported; its old rows stay meanwhile.
+The worker decides nothing about *when* work happens: the daemon's loop pushes
+retries back into its debouncer.
 """
 
 from __future__ import annotations
@@ -17,23 +20,38 @@ from dataclasses import dataclass, field
 import structlog
 
 from kymwatch.daemon.changes import Batch, RecordChange
-from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.reconcile import route
 from kymwatch.daemon.state import IndexState
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, UpdateReport, log_outcome
 from kymwatch.store import RecordFiles, ZarrImageRecord, scan_record
 
-__all__ = ["BatchResult", "Worker"]
+__all__ = ["DEFAULT_RETRY_DELAYS", "BatchResult", "Retry", "Worker"]
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A record change to index again after ``delay_s`` (an unreadable artifact)."""
+
+    change: RecordChange
+    delay_s: float
+
+
 @dataclass
 class BatchResult:
-    """What one batch did."""
+    """What one batch did.
+
+    Attributes:
+        outcomes: Final outcomes per status (retried attempts are not counted).
+        settled: Every final outcome (one per record and indexer that ran).
+        retrying: Outcomes handed back for a retry instead of being final.
+        retry: The changes to push back, with their delay.
+        problems: Final unreadable/invalid outcomes.
+    """
 
     records: int = 0
     rows_written: int = 0
@@ -42,6 +60,9 @@ class BatchResult:
     retries: int = 0
     duration_ms: float = 0.0
     problems: list[RecordOutcome] = field(default_factory=list)
+    settled: list[RecordOutcome] = field(default_factory=list)
+    retrying: list[RecordOutcome] = field(default_factory=list)
+    retry: list[Retry] = field(default_factory=list)
 
 
 class Worker:
@@ -50,7 +71,6 @@ class Worker:
     Args:
         kd: The dataset and its indexers.
         state: Fingerprints of what is indexed; updated after each table write.
-        debouncer: Where retries are queued.
         clock: Monotonic clock (injected for tests).
         retry_delays: Backoff before each retry of an unreadable artifact; once they
             are used up the artifact is reported ``artifact_unreadable``.
@@ -60,11 +80,10 @@ class Worker:
         self,
         kd: KymDataset,
         state: IndexState,
-        debouncer: Debouncer,
         clock: Callable[[], float] = time.monotonic,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     ) -> None:
-        self.kd, self.state, self.debouncer, self.clock = kd, state, debouncer, clock
+        self.kd, self.state, self.clock = kd, state, clock
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
@@ -73,10 +92,24 @@ class Worker:
         """Names of the indexers that read ``artifact``."""
         return {name for name, reads in self._reads if artifact in reads}
 
-    def process(self, batch: Batch, *, final: bool = False) -> BatchResult:
-        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown)."""
+    def process(
+        self,
+        batch: Batch,
+        *,
+        final: bool = False,
+        rebuilds: Sequence[tuple[str, str]] = (),
+    ) -> BatchResult:
+        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown).
+
+        Args:
+            batch: The record changes.
+            final: Report unreadable artifacts at once instead of retrying them.
+            rebuilds: (indexer, reason) pairs whose table is rebuilt from every record
+                (decided by the planner); the batch's records come out of that rebuild.
+        """
         start = time.perf_counter()
         result = BatchResult(records=len(batch))
+        rebuild = dict(rebuilds)
         by_indexer: dict[str, list[str]] = {name: [] for name, _ in self._reads}
         for change in batch.changes:
             for name in route(change, self._reads):
@@ -90,17 +123,21 @@ class Worker:
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():
-            if not ids:
+            if not ids and name not in rebuild:
                 continue
-            report = self._update(name, ids)
+            report = self._update(name, ids, rebuild.get(name))
             if report.table_written:
                 result.tables.append(report.table_name)
             result.rows_written += report.rows_written
             for outcome in report.outcomes:
-                if self._settle(outcome, final):
-                    done[outcome.image_id].add(name)
-                else:
+                retry = self._retry(outcome, final)
+                if retry is not None:
                     result.retries += 1
+                    result.retrying.append(outcome)
+                    result.retry.append(retry)
+                    continue
+                done[outcome.image_id].add(name)
+                result.settled.append(outcome)
                 result.outcomes[outcome.status.value] += 1
                 if outcome.status in (OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID):
                     result.problems.append(outcome)
@@ -111,22 +148,22 @@ class Worker:
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
 
-    def _update(self, name: str, ids: list[str]) -> UpdateReport:
-        """``update_images``, or a whole rebuild when the table file is damaged or was
-        deleted behind our back (merging into it would lose every other record)."""
-        reason, error = None, None
-        if (
-            self.state.records
-            and not self.kd.store.table_path(self.kd.indexer(name).table_name).exists()
-        ):
-            reason = "table_missing"
-        else:
+    def _update(self, name: str, ids: list[str], rebuild_reason: str | None) -> UpdateReport:
+        """``update_images``, or a whole rebuild when the planner asked for one or the
+        table file turns out to be damaged (merging into it would lose every other
+        record)."""
+        reason, error = rebuild_reason, None
+        if reason is None:
             try:
                 return self.kd.update_images(name, ids, log_outcomes=False)
             except TableUnreadableError as e:
                 reason, error = "table_unreadable", str(e)
+        ix = self.kd.indexer(name)
         report = self.kd.rebuild(name, log_outcomes=False)
-        log.warning(
+        self.state.schema_versions[ix.name] = ix.schema_version
+        self.state.dirty = True
+        level = log.info if reason == "schema_changed" else log.warning
+        level(
             "table_rebuilt",
             table=report.table_name,
             indexer=name,
@@ -138,18 +175,15 @@ class Worker:
         outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
         return dataclasses.replace(report, outcomes=outcomes)
 
-    def _settle(self, outcome: RecordOutcome, final: bool) -> bool:
-        """Log an outcome; False if it was deferred for a retry instead."""
+    def _retry(self, outcome: RecordOutcome, final: bool) -> Retry | None:
+        """Log a final outcome and return None, or return the retry that replaces it."""
         key = (outcome.image_id, outcome.indexer)
         if outcome.status is OutcomeStatus.UNREADABLE and not final:
             attempt = self._attempts.get(key, 0)
             if attempt < len(self.retry_delays):
                 self._attempts[key] = attempt + 1
                 delay = self.retry_delays[attempt]
-                now = self.clock()
                 readers = next(r for n, r in self._reads if n == outcome.indexer)
-                change = RecordChange(outcome.image_id, readers)
-                self.debouncer.defer(change, now, now + delay)
                 log.info(
                     "artifact_retry",
                     image_id=outcome.image_id,
@@ -159,7 +193,7 @@ class Worker:
                     delay_s=delay,
                     error=outcome.error,
                 )
-                return False
+                return Retry(RecordChange(outcome.image_id, readers), delay)
         self._attempts.pop(key, None)
         log_outcome(outcome)
-        return True
+        return None

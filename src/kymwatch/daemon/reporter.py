@@ -1,0 +1,198 @@
+"""The reporter: outcomes and state changes → log lines, status file, systemd.
+
+The daemon's loop hands every fact here (a batch indexed, a batch failed, events
+lost, a state change, a heartbeat); the reporter keeps the status (lifetime
+counters and the *current* problems, one per record and indexer), publishes it,
+and talks to the service manager. It decides nothing about what to index.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from kymwatch.daemon.changes import Batch
+from kymwatch.daemon.sdnotify import Notifier
+from kymwatch.daemon.status import DaemonState, DaemonStatus
+from kymwatch.daemon.worker import BatchResult
+from kymwatch.index import OutcomeStatus, RecordOutcome
+from kymwatch.store import utc_now_iso
+
+__all__ = ["RECENT_WRITE_S", "Reporter"]
+
+log = structlog.get_logger(__name__)
+
+RECENT_WRITE_S = 5.0
+"""An unreadable file modified less than this long ago is probably still being written."""
+
+_NOT_CURRENT = {OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID}
+
+
+class Reporter:
+    """Publishes what the daemon does.
+
+    Args:
+        root: The store folder (the status file goes to ``index/status.json``).
+        status: The live status it maintains.
+        notifier: systemd notifications (a no-op outside systemd).
+        clock: Monotonic clock, for batch lag.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        status: DaemonStatus,
+        notifier: Notifier,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root, self.status, self.notifier, self.clock = root, status, notifier, clock
+        self.watch_count: Callable[[], int] = lambda: status.watches
+        self.queue_depth: Callable[[], int] = lambda: status.queue_depth
+
+    # -- state and liveness ---------------------------------------------------------------
+    @property
+    def state(self) -> DaemonState:
+        """The daemon's current state."""
+        return self.status.state
+
+    def set_state(self, state: DaemonState) -> None:
+        """Change the state; a change is published at once."""
+        if state != self.status.state:
+            self.status.state = state
+            self.publish()
+
+    def publish(self) -> None:
+        """Write the status file and send a systemd ``STATUS=`` line (the heartbeat)."""
+        self.status.queue_depth = self.queue_depth()
+        self.status.watches = self.watch_count()
+        self.status.write(self.root)
+        self.notifier.status(self.status_line())
+
+    def watchdog(self) -> None:
+        """Tell systemd the loop is alive (``WATCHDOG=1``)."""
+        self.notifier.watchdog()
+
+    def ready(self) -> None:
+        """Tell systemd the first reconcile is done (``READY=1``)."""
+        self.notifier.ready(self.status_line())
+
+    def stopping(self) -> None:
+        """Tell systemd the daemon is stopping."""
+        self.notifier.stopping()
+
+    def stopped(self, pending: int) -> None:
+        """Publish the final status and log ``daemon_stopped``."""
+        self.status.state = DaemonState.STOPPED
+        self.status.queue_depth = pending
+        self.status.write(self.root)
+        log.info("daemon_stopped", pending=pending, **self.status.counters)
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``."""
+        s = self.status
+        last = s.last_update_utc or "never"
+        indexed = s.counters["records_indexed"]
+        problems = len(s.problems)
+        return f"{s.state.value}; queue {s.queue_depth}; last update {last}; indexed {indexed}" + (
+            f"; {problems} problems" if problems else ""
+        )
+
+    # -- facts ----------------------------------------------------------------------------
+    def events_lost(self, reason: str) -> None:
+        """An event source reported lost events (a rescan follows)."""
+        self.status.counters["lost_event_signals"] += 1
+        self.status.error("events_lost", reason=reason)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Remember a recent problem of the daemon itself (shown by ``kymwatch status``)."""
+        self.status.error(event, **fields)
+
+    def batch_failed(self, error: Exception, records: int) -> None:
+        """Indexing a batch raised; the daemon stays up and retries."""
+        log.error("batch_failed", records=records, error=str(error), exc_info=error)
+        self.status.counters["batch_failures"] += 1
+        self.status.error("batch_failed", error=str(error), records=records)
+
+    def batch_done(self, batch: Batch, result: BatchResult, source: str, queue_depth: int) -> None:
+        """Count a batch, update the current problems and log ``batch_indexed``."""
+        c = self.status.counters
+        c["batches"] += 1
+        c["records_indexed"] += result.records
+        c["rows_written"] += result.rows_written
+        c["retries"] += result.retries
+        c.update(result.outcomes)
+        self._track(result.settled, retrying=False)
+        self._track(result.retrying, retrying=True)
+        for o in result.problems:
+            self.status.error(o.status.value, image_id=o.image_id, indexer=o.indexer, path=o.path)
+        if result.tables:
+            self.status.last_update_utc = utc_now_iso()
+        self.status.queue_depth = queue_depth
+        log.info(
+            "batch_indexed",
+            source=source,
+            records=result.records,
+            rows=result.rows_written,
+            tables=result.tables,
+            duration_ms=result.duration_ms,
+            lag_ms=round((self.clock() - batch.first_seen) * 1000, 1),
+            queue_depth=queue_depth,
+            retries=result.retries,
+            **dict(result.outcomes),
+        )
+
+    def _track(self, outcomes: Iterable[RecordOutcome], *, retrying: bool) -> None:
+        for o in outcomes:
+            key = (o.image_id, o.indexer)
+            if o.status in (OutcomeStatus.INDEXED, OutcomeStatus.REMOVED):
+                self.status.problems.pop(key, None)
+                continue
+            before = self.status.problems.get(key)
+            entry: dict[str, Any] = {
+                "image_id": o.image_id,
+                "indexer": o.indexer,
+                "problem": o.status.value,
+                "since_utc": before["since_utc"] if before else utc_now_iso(),
+            }
+            if o.status is OutcomeStatus.MISSING:
+                entry["looked_for"] = list(o.keys)
+            else:
+                entry |= {"path": o.path, "error": o.error, "retrying": retrying}
+            self.status.problems[key] = entry
+
+    def not_current(self, pending: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The records whose rows do not reflect their artifacts now, and why.
+
+        Unreadable or invalid artifacts (old rows kept; ``recently_modified`` when the
+        file changed in the last few seconds, so it is probably still being written)
+        and records still waiting to be indexed (``pending``). A missing artifact is
+        not listed: the table is right to have no rows for it.
+        """
+        out: list[dict[str, Any]] = []
+        for key in sorted(self.status.problems):
+            p = self.status.problems[key]
+            if p["problem"] not in {s.value for s in _NOT_CURRENT}:
+                continue
+            item = {k: p[k] for k in ("image_id", "indexer", "problem", "path", "error")}
+            item["retrying"] = p.get("retrying", False)
+            item["recently_modified"] = _recently_modified(p.get("path"))
+            out.append(item)
+        listed = {p["image_id"] for p in out}
+        for image_id in sorted(set(pending) - listed):
+            out.append({"image_id": image_id, "indexer": None, "problem": "pending"})
+        return out
+
+
+def _recently_modified(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        return False
+    return age < RECENT_WRITE_S
