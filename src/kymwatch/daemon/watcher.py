@@ -20,7 +20,13 @@ import structlog
 
 from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan
 from kymwatch.daemon.classify import SYNC_DIR
-from kymwatch.store import ANALYSIS_DIR, IMAGES_DIR, is_temporary_name, is_valid_image_id
+from kymwatch.store import (
+    ANALYSIS_DIR,
+    IMAGES_DIR,
+    INDEX_DIR,
+    is_temporary_name,
+    is_valid_image_id,
+)
 
 __all__ = [
     "EventSink",
@@ -247,10 +253,8 @@ class InotifyWatcher:
         if not os.path.isdir(root):
             return  # store gone: nothing to watch (and nothing to create) until it is back
         self._add(root, self._mask_dirs)
-        sync = os.path.join(root, SYNC_DIR)
-        os.makedirs(sync, exist_ok=True)
-        self._add(sync, self._mask_files)
-        self._report_sync_requests(sync)
+        os.makedirs(os.path.join(root, SYNC_DIR), exist_ok=True)
+        self._watch_sync_folder()
         images = os.path.join(root, IMAGES_DIR)
         if not self._add(images, self._mask_dirs) and images not in self._wd_of:
             return
@@ -260,6 +264,15 @@ class InotifyWatcher:
             return
         for rec in records:
             self._watch_record(rec)
+
+    def _watch_sync_folder(self) -> None:
+        """Watch ``index/`` and ``index/sync/`` (again, after someone deleted
+        ``index/``: a ``kymwatch sync`` recreates them and must still be answered)."""
+        root = os.fspath(self.root)
+        self._add(os.path.join(root, INDEX_DIR), self._mask_dirs)
+        sync = os.path.join(root, SYNC_DIR)
+        if self._add(sync, self._mask_files) or os.path.isdir(sync):
+            self._report_sync_requests(sync)
 
     def _report_sync_requests(self, folder: str) -> None:
         """Report the sync requests already waiting: their events may have been lost
@@ -323,6 +336,8 @@ class InotifyWatcher:
         rel = os.path.relpath(path, images).split(os.sep)
         if parent == root and name == IMAGES_DIR:
             self.rewatch()
+        elif path in (os.path.join(root, INDEX_DIR), os.path.join(root, SYNC_DIR)):
+            self._watch_sync_folder()
         elif parent == images and is_valid_image_id(name):
             self._watch_record(path)
         elif len(rel) >= 2 and rel[1] == ANALYSIS_DIR and not is_temporary_name(name):

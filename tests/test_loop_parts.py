@@ -1,0 +1,196 @@
+"""The loop's pure parts: deadline scheduler, rescan backoff, reconcile planner, config.
+
+No threads, files or sleeps: every time is a number passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from kymwatch.daemon import (
+    Backoff,
+    DaemonConfig,
+    RecordChange,
+    Schedule,
+    TableInfo,
+    Task,
+    chunk_size,
+    plan_reconcile,
+    tables_to_rebuild,
+)
+from kymwatch.store import Fingerprint
+
+UUID = "3f2b8a4e-9c1d-4e5f-8a7b-6c5d4e3f2a1b"
+
+
+def fp(size: int, mtime: int = 1, inode: int = 7) -> Fingerprint:
+    """A file fingerprint with the given size (mtime and inode fixed unless given)."""
+    return Fingerprint(size, mtime, inode)
+
+
+# -- schedule --------------------------------------------------------------------------------
+def test_schedule_reports_due_tasks_in_task_order_and_keeps_them_until_reset() -> None:
+    """Due tasks come in Task order; a due task stays due until the caller sets it again."""
+    s = Schedule()
+    s.at(Task.RECONCILE, 10.0)
+    s.at(Task.HEARTBEAT, 5.0)
+    s.at(Task.WATCHDOG, 7.0)
+    assert s.due(4.9) == []
+    assert s.due(7.0) == [Task.WATCHDOG, Task.HEARTBEAT]
+    assert s.due(7.0, frozenset({Task.HEARTBEAT})) == [Task.HEARTBEAT]
+    s.at(Task.HEARTBEAT, 12.0)
+    assert s.due(10.0) == [Task.WATCHDOG, Task.RECONCILE]
+
+
+def test_schedule_wait_is_until_the_earliest_deadline_including_outside_ones() -> None:
+    """The loop sleeps until its earliest deadline or the debouncer's, never less than 0."""
+    s = Schedule()
+    assert s.wait_s(3.0) == 0.0
+    s.at(Task.HEARTBEAT, 8.0)
+    assert s.wait_s(3.0) == 5.0
+    assert s.wait_s(3.0, 4.5, None) == 1.5
+    assert s.wait_s(9.0) == 0.0
+    s.no_later_than(Task.HEARTBEAT, 20.0)  # later: ignored
+    assert s.deadline(Task.HEARTBEAT) == 8.0
+    s.no_later_than(Task.HEARTBEAT, 6.0)
+    assert s.deadline(Task.HEARTBEAT) == 6.0
+    s.cancel(Task.HEARTBEAT)
+    assert not s.pending(Task.HEARTBEAT) and s.next_deadline() is None
+
+
+def test_backoff_doubles_in_a_storm_and_calms_down_after_a_quiet_spell() -> None:
+    """Rescans back off 1, 2, 4, ... up to the maximum; after 2x the maximum of quiet, 1 again."""
+    b = Backoff(1.0, 8.0)
+    assert b.ready_at() == -math.inf
+    now = 0.0
+    waits = []
+    for _ in range(6):
+        b.fired(now)
+        waits.append(b.delay)
+        now = b.ready_at()
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    b.fired(now + 17.0)
+    assert b.delay == 1.0
+
+
+def test_routine_scans_do_not_lengthen_the_backoff() -> None:
+    """A poll scan moves the last-scan time but never doubles the wait."""
+    b = Backoff(1.0, 8.0)
+    for t in range(5):
+        b.fired(float(t), counts=False)
+    assert b.delay == 1.0 and b.ready_at() == 5.0
+
+
+# -- planner ---------------------------------------------------------------------------------
+def test_plan_queues_new_deleted_and_changed_records_only() -> None:
+    """New and deleted records are whole-record changes; a changed file names its artifact."""
+    known = {
+        "20261125_cell1": {"velocity_events.parquet": fp(10)},
+        UUID: {"radon_report.json": fp(5)},
+        "gone": {"radon_report.json": fp(5)},
+    }
+    disk = {
+        "20261125_cell1": {"velocity_events.parquet": fp(10)},
+        UUID: {"radon_report.json": fp(5, mtime=2)},
+        "new": {},
+    }
+    plan = plan_reconcile(disk, known)
+    assert plan == [
+        RecordChange(UUID, frozenset({"radon_report"})),
+        RecordChange("gone"),
+        RecordChange("new"),
+    ]
+
+
+def test_plan_adds_stale_table_rows_suspects_and_pending_once_each() -> None:
+    """Rows of records neither on disk nor known, journaled suspects and pending changes are
+    merged into one change per record."""
+    files = {"velocity_events/events.parquet": fp(3)}
+    disk = {"e1": files, "e2": files}
+    known = {"e1": files, "e2": files}
+    plan = plan_reconcile(
+        disk,
+        known,
+        table_ids={"e1", "orphan"},
+        suspects={"e2"},
+        pending=[
+            RecordChange("e2", frozenset({"radon_report"})),
+            RecordChange("e3", frozenset({"velocity_events/events"})),
+        ],
+    )
+    assert plan == [
+        RecordChange("e2"),  # whole record: the suspect wins over the pending artifact
+        RecordChange("e3", frozenset({"velocity_events/events"})),
+        RecordChange("orphan"),
+    ]
+
+
+def test_nothing_to_plan_when_disk_equals_the_state() -> None:
+    """An unchanged store plans no work."""
+    disk = {"e1": {"radon_report.json": fp(1)}}
+    assert plan_reconcile(disk, dict(disk), table_ids={"e1"}) == []
+
+
+def test_tables_rebuilt_only_with_a_state_and_for_a_reason() -> None:
+    """A missing table or another schema version is rebuilt; a never-indexed store rebuilds
+    nothing (its first reconcile indexes every record)."""
+    tables = [
+        TableInfo("velocity_events", 2, table_exists=False),
+        TableInfo("radon_report", 1, table_exists=True),
+        TableInfo("kym_radon", 3, table_exists=True),
+    ]
+    versions = {"velocity_events": 2, "radon_report": 1, "kym_radon": 2}
+    assert tables_to_rebuild(tables, versions, has_state=False) == []
+    assert tables_to_rebuild(tables, versions, has_state=True) == [
+        ("velocity_events", "table_missing"),
+        ("kym_radon", "schema_changed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("per_record", "expected"),
+    [(None, 20), (0.0, 20), (0.005, 100), (0.0001, 1000), (1.0, 20)],
+)
+def test_chunk_size_targets_a_duration_within_bounds(
+    per_record: float | None, expected: int
+) -> None:
+    """Chunks aim at the target duration, bounded by the smallest and largest sizes."""
+    assert chunk_size(per_record, target_s=0.5, smallest=20, largest=1000) == expected
+
+
+# -- config ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"quiet_s": math.nan},
+        {"quiet_s": -1.0},
+        {"max_delay_s": math.inf},
+        {"max_delay_s": 0.1, "quiet_s": 0.2},
+        {"poll_interval_s": math.nan},
+        {"poll_interval_s": 0.0},
+        {"reconcile_interval_s": math.nan},
+        {"reconcile_interval_s": math.inf},
+        {"reconcile_interval_s": -600.0},
+        {"state_save_interval_s": math.nan},
+        {"rescan_backoff_s": (2.0, 1.0)},
+        {"rescan_backoff_s": (math.nan, 1.0)},
+        {"retry_delays_s": (0.1, math.inf)},
+        {"batch_records": 0},
+        {"chunk_target_s": 0.0},
+        {"table_lock_wait_s": math.nan},
+    ],
+    ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()),
+)
+def test_config_refuses_numbers_that_mean_nothing(tmp_path: Path, bad: dict[str, object]) -> None:
+    """nan, inf, negative and meaningless zero values are refused when the config is made."""
+    with pytest.raises(ValueError):
+        DaemonConfig(store=tmp_path, **bad)  # type: ignore[arg-type]
+
+
+def test_config_accepts_the_defaults_and_zero_quiet_window(tmp_path: Path) -> None:
+    """The defaults and a zero quiet window (index at once) are valid."""
+    DaemonConfig(store=tmp_path)
+    DaemonConfig(store=tmp_path, quiet_s=0.0)
