@@ -1,0 +1,35 @@
+"""kymflow-shaped records for the daemon-loop tests (string event ids, UUID record ids)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from helpers_store import write_json_artifact, write_parquet_artifact, write_v2_record
+
+__all__ = ["add_kym_record", "kym_events"]
+
+
+def kym_events(n: int, *, start_s: float = 0.0) -> pd.DataFrame:
+    """``n`` velocity events the way kymflow writes them: string ids ("e1", a UUID, ...)."""
+    ids = [f"e{i + 1}" if i % 2 == 0 else str(uuid.UUID(int=i + 1)) for i in range(n)]
+    t0 = [start_s + i for i in range(n)]
+    return pd.DataFrame(
+        {
+            "roi_id": [1] * n,
+            "event_id": ids,
+            "t0_s": t0,
+            "t1_s": [t + 0.5 for t in t0],
+            "kind": ["stall"] * n,
+            "score": [0.9] * n,
+        }
+    )
+
+
+def add_kym_record(store: Path, image_id: str, *, n_events: int = 3) -> None:
+    """A record with an events parquet (string event ids) and a radon JSON report."""
+    write_v2_record(store, image_id)
+    write_parquet_artifact(store, image_id, "velocity_events", kym_events(n_events))
+    write_json_artifact(store, image_id, "radon_report", {"mean_velocity": 1.5, "n_valid": 4})

@@ -1,0 +1,140 @@
+"""One daemon per store, and probes that never disturb it (issue 10, part 7).
+
+The daemon locks the store folder itself, so deleting ``index/`` cannot let a
+second daemon in, and asking whether a daemon runs is read-only: it never takes
+the lock (a probe at a daemon's start cannot make the start fail) and works from
+an account that cannot write the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import KYMWATCH, DaemonProcess, assert_tables_match_rebuild, kymwatch, wait_until
+from helpers_loop import add_kym_record as add_record
+from helpers_store import make_v2_store
+from kymwatch.daemon import DaemonLock, daemon_pid, daemon_running
+from kymwatch.errors import DaemonRunningError
+
+
+def test_lock_on_the_store_folder_survives_deleting_index(tmp_path: Path) -> None:
+    """With index/ deleted, the lock is still held: a second lock is refused, probes see it."""
+    store = make_v2_store(tmp_path / "s.zarr")
+    first = DaemonLock(store)
+    first.acquire()
+    try:
+        shutil.rmtree(store / "index", ignore_errors=True)
+        assert daemon_running(store) and daemon_pid(store) == os.getpid()
+        with pytest.raises(DaemonRunningError, match="already watching"):
+            DaemonLock(store).acquire()
+    finally:
+        first.release()
+    assert not daemon_running(store)
+
+
+def test_probing_writes_nothing(tmp_path: Path) -> None:
+    """Asking whether a daemon runs creates no folder and no lock file."""
+    store = make_v2_store(tmp_path / "s.zarr")
+    before = sorted(p.name for p in store.iterdir())
+    assert not daemon_running(store)
+    assert sorted(p.name for p in store.iterdir()) == before
+
+
+def test_probes_in_a_tight_loop_never_make_a_start_fail(tmp_path: Path) -> None:
+    """200 lock/unlock cycles while another thread probes without pause: every start wins."""
+    store = make_v2_store(tmp_path / "s.zarr")
+    stop = threading.Event()
+    probes = 0
+
+    def probe() -> None:
+        nonlocal probes
+        while not stop.is_set():
+            daemon_running(store)
+            probes += 1
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        for _ in range(200):
+            lock = DaemonLock(store)
+            lock.acquire()  # raises DaemonRunningError if a probe held the lock
+            lock.release()
+    finally:
+        stop.set()
+        thread.join()
+    assert probes > 0
+
+
+@pytest.fixture
+def public_store() -> Iterator[Path]:
+    """A store in a folder every account can read (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="kymwatch-public-"))
+    folder.chmod(0o755)
+    try:
+        yield make_v2_store(folder / "s.zarr")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def as_nobody(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run a kymwatch command as the unprivileged user ``nobody``."""
+    if os.geteuid() != 0:
+        return kymwatch(*args)  # already unprivileged
+    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    return subprocess.run(
+        [*drop, *KYMWATCH, *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop privileges")
+def test_read_only_account_can_run_status_and_sync_probe(public_store: Path) -> None:
+    """An account that cannot write the store gets answers from status and sync, never
+    'Permission denied': no daemon (exit 3), then a running daemon (exit 0, healthy)."""
+    store = public_store
+    add_record(store, "20261125_cell1")
+    for args in (("status", store), ("sync", store, "--timeout", "5")):
+        proc = as_nobody(*args)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "Permission denied" not in proc.stdout + proc.stderr
+        assert re.search("no (kymwatch )?daemon is running", proc.stdout + proc.stderr)
+    with DaemonProcess(store) as daemon:
+        daemon.sync()
+        (store / "index").chmod(0o755)
+        proc = as_nobody("status", store)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "healthy" in proc.stdout and "Permission denied" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_deleting_index_while_running_keeps_the_store_locked(tmp_path: Path) -> None:
+    """rm -rf index/ while the daemon runs: a second daemon is refused, status and sync still
+    find the daemon, and indexing goes on."""
+    store = make_v2_store(tmp_path / "store.zarr")
+    add_record(store, "e1")
+    with DaemonProcess(store) as daemon:
+        daemon.sync()
+        shutil.rmtree(store / "index")
+        second = kymwatch("run", store, "--no-log-file")
+        assert second.returncode != 0
+        assert "already watching" in second.stderr and "Traceback" not in second.stderr
+        assert second.stderr.count("\n") == 1
+        status = kymwatch("status", store)
+        assert status.returncode != 3, status.stdout + status.stderr
+        add_record(store, UUID_RECORD)
+        daemon.sync()
+        wait_until(lambda: kymwatch("status", store).returncode == 0, what="status healthy again")
+        assert daemon.proc is not None and daemon.proc.poll() is None
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+UUID_RECORD = "9b2f3c4d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"
