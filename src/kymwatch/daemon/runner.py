@@ -342,9 +342,8 @@ class Daemon:
     def _store_unavailable(self, changes: Sequence[RecordChange], first_seen: float) -> None:
         """images/ is gone (store moved, deleted, unmounted): absent records are not
         deleted ones. Keep the changes and the tables as they are; rescan with backoff."""
-        if self.reporter.state is not DaemonState.STORE_UNAVAILABLE:
-            log.error("store_unavailable", store=str(self.root), reason="images/ is missing")
-            self.reporter.error("store_unavailable", store=str(self.root))
+        log.error("store_unavailable", store=str(self.root), reason="images/ is missing")
+        self.reporter.error("store_unavailable", store=str(self.root))
         self.reporter.set_state(DaemonState.STORE_UNAVAILABLE)
         self._push_back(changes, first_seen, delay_s=1.0)
         self._request_rescan("store_unavailable")
