@@ -7,12 +7,13 @@ errors), never a traceback.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import DaemonProcess, assert_tables_match_rebuild, kymwatch, live_tables
+from harness import KYMWATCH, DaemonProcess, assert_tables_match_rebuild, kymwatch, live_tables
 from helpers_store import (
     events_frame,
     legacy_radon_report,
@@ -251,3 +252,90 @@ def test_demo_runs_and_checks_itself() -> None:
     proc = kymwatch("demo")
     assert proc.returncode == 0, proc
     assert proc.stdout.count("equal to a fresh rebuild: yes") == 2, proc.stdout
+
+
+# -- inputs at the door (issue 10, parts 11 and 12) ---------------------------------------------
+INSIDE = ["images", "images/alpha", "images/alpha/analysis", "tables", "index"]
+
+
+@pytest.mark.parametrize("inside", INSIDE)
+def test_run_on_a_folder_inside_the_dataset_names_the_root(store: Path, inside: str) -> None:
+    """`kymwatch run STORE/images` (or a record, its analysis/, tables/, index/) is refused
+    with one line naming the dataset root, exit 2, and writes nothing there."""
+    target = store / inside
+    target.mkdir(parents=True, exist_ok=True)
+    before = sorted(p.name for p in target.iterdir())
+    proc = kymwatch("run", target, "--no-log-file")
+    assert proc.returncode == EXIT_USAGE, proc
+    line = one_line(proc.stderr)
+    assert f"did you mean {store}" in line and "inside" in line
+    assert sorted(p.name for p in target.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rebuild", "{store}/images"],
+        ["rebuild", "{store}/images/beta"],
+        ["service", "install", "{store}/images", "--user", "--dry-run"],
+        ["service", "install", "{store}/images/alpha", "--user", "--dry-run"],
+        ["status", "{store}/images"],
+        ["sync", "{store}/images/alpha"],
+    ],
+    ids=["rebuild_images", "rebuild_record", "service_images", "service_record", "status", "sync"],
+)
+def test_other_commands_refuse_a_folder_inside_the_dataset(store: Path, args: list[str]) -> None:
+    """rebuild, service install, status and sync refuse a non-root folder the same way."""
+    proc = kymwatch(*(a.format(store=store) for a in args))
+    assert proc.returncode == EXIT_USAGE, proc
+    assert f"did you mean {store}" in one_line(proc.stderr)
+    assert not (store / "images" / "tables").exists()
+    assert not (store / "images" / "index").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "{store}", "--quiet-ms", "nan"],
+        ["run", "{store}", "--quiet-ms", "inf"],
+        ["run", "{store}", "--quiet-ms", "1e400"],
+        ["run", "{store}", "--max-delay-ms", "nan"],
+        ["run", "{store}", "--max-delay-ms", "-inf"],
+        ["run", "{store}", "--poll-interval", "nan"],
+        ["run", "{store}", "--poll-interval", "0"],
+        ["run", "{store}", "--reconcile-interval", "nan"],
+        ["run", "{store}", "--reconcile-interval", "inf"],
+        ["run", "{store}", "--reconcile-interval", "-600"],
+        ["run", "{store}", "--reconcile-interval", "0"],
+        ["sync", "{store}", "--timeout", "nan"],
+        ["sync", "{store}", "--timeout", "0"],
+        ["logs", "{store}", "-n", "-5"],
+        ["logs", "{store}", "-n", "nan"],
+    ],
+    ids=lambda a: "_".join(a[2:]).lstrip("-"),
+)
+def test_numbers_that_mean_nothing_are_refused(store: Path, args: list[str]) -> None:
+    """nan, inf, negative and meaningless zero values get one line and exit 2."""
+    proc = kymwatch(*(a.format(store=store) for a in args))
+    assert proc.returncode == EXIT_USAGE, proc
+    assert "error" in one_line(proc.stderr)
+    assert not (store / "index" / "status.json").exists()
+
+
+def test_logs_into_a_closed_pipe_exit_0_quietly(store: Path) -> None:
+    """`kymwatch logs STORE | head -1`: the reader leaves after one line; kymwatch exits 0 with
+    nothing on stderr (no 'Broken pipe', no traceback)."""
+    (store / "index").mkdir(exist_ok=True)
+    line = json.dumps({"event": "record_indexed", "level": "debug", "image_id": "alpha"})
+    (store / "index" / "kymwatch.log").write_text((line + "\n") * 20000)
+    proc = subprocess.Popen(
+        [*KYMWATCH, "logs", str(store), "-n", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"record_indexed" in proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
