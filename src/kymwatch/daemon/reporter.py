@@ -53,6 +53,7 @@ class Reporter:
         self.root, self.status, self.notifier, self.clock = root, status, notifier, clock
         self.watch_count: Callable[[], int] = lambda: status.watches
         self.queue_depth: Callable[[], int] = lambda: status.queue_depth
+        self._reported_skips: set[str] = set()
 
     # -- state and liveness ---------------------------------------------------------------
     @property
@@ -165,6 +166,13 @@ class Reporter:
                 entry |= {"path": o.path, "error": o.error, "retrying": retrying}
             self.status.problems[key] = entry
 
+    def folders_skipped(self, paths: Iterable[str]) -> None:
+        """Log ``record_folder_skipped`` once per entry of ``images/`` that is no record."""
+        for path in paths:
+            if path not in self._reported_skips:
+                self._reported_skips.add(path)
+                log.warning("record_folder_skipped", path=path, reason=_skip_reason(path))
+
     def not_current(self, pending: Iterable[str] = ()) -> list[dict[str, Any]]:
         """The records whose rows do not reflect their artifacts now, and why.
 
@@ -196,3 +204,12 @@ def _recently_modified(path: str | None) -> bool:
     except OSError:
         return False
     return age < RECENT_WRITE_S
+
+
+def _skip_reason(path: str) -> str:
+    name = os.path.basename(path)
+    if os.path.islink(path):
+        return "symbolic links are not followed"
+    if not os.path.isdir(path):
+        return "not a folder"
+    return f"{name!r} is not a valid image id (letters, digits, '.', '_', '-'; no leading '.')"

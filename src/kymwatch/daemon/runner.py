@@ -18,12 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
@@ -36,11 +34,12 @@ from kymwatch.daemon.instance import DaemonLock
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
-from kymwatch.daemon.sources import SourceFactory, make_source
+from kymwatch.daemon.signals import handle_signals
+from kymwatch.daemon.sources import SourceFactory, SourceKeeper
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.sync import answer_sync
-from kymwatch.daemon.watcher import EventSource
+from kymwatch.daemon.tablelock import hold_table_lock
 from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
 from kymwatch.index import DatasetIndexer, KymDataset
@@ -102,7 +101,7 @@ class Daemon:
         self.status = DaemonStatus(store=str(self.root))
         self.reporter = Reporter(self.root, self.status, self.notifier, clock)
         self.reporter.queue_depth = lambda: len(self.debouncer)
-        self.reporter.watch_count = lambda: self._source.watch_count if self._source else 0
+        self.reporter.watch_count = lambda: self.source.watch_count
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
         self.state = IndexState()
         self.worker = Worker(self.kd, self.state, clock, retry_delays=config.retry_delays_s)
@@ -113,10 +112,8 @@ class Daemon:
         self._stop = threading.Event()
         self._hangup = threading.Event()
         self._on_hangup = on_hangup
-        self._source_factory = source_factory
-        self._source: EventSource | None = None
+        self.source = SourceKeeper(self.root, self._queue.put, config, source_factory)
         self._syncs: list[str] = []
-        self._reported_skips: set[str] = set()
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
 
@@ -140,55 +137,37 @@ class Daemon:
             self._lock.release()
 
     # -- lifecycle ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self._stop.is_set():  # a second Ctrl-C: leave now, as kill -9 would
-                os.write(2, f"kymwatch: {name} again, exiting at once\n".encode())
-                os._exit(128 + signum)
-            log.info("stop_requested", signal=name)
-            self.stop()
-
-        def on_hangup(signum: int, frame: FrameType | None) -> None:
+    def _signals(self) -> contextlib.AbstractContextManager[None]:
+        def hangup() -> None:
             self._hangup.set()
             self._queue.put(None)
 
-        handlers = {signal.SIGTERM: on_stop, signal.SIGINT: on_stop, signal.SIGHUP: on_hangup}
-        previous = {s: signal.signal(s, h) for s, h in handlers.items()}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+        return handle_signals(self._stop, self.stop, hangup)
 
     def _run_locked(self) -> None:
         self.reporter.set_state(DaemonState.STARTING)
+        now = self.clock()
+        self.schedule.at(Task.HEARTBEAT, now)
+        self.schedule.at(Task.WATCHER_CHECK, now + self.config.watcher_check_s)
+        if self.notifier.watchdog_interval() is not None:
+            self.schedule.at(Task.WATCHDOG, now)
         with self._table_lock() as locked:
             if locked:
                 for tmp in remove_stale_temporaries(self.kd.store.tables_path):
                     log.info("stale_temporary_removed", path=str(tmp))
         self._load_state()
-        self._source = self._start_source()
+        self.source.start()
+        self.status.watch_mode = self.source.mode
         try:
             log.info(
                 "daemon_started",
                 store=str(self.root),
                 pid=os.getpid(),
-                watch_mode=self.status.watch_mode,
-                watches=self._source.watch_count,
+                watch_mode=self.source.mode,
+                watches=self.source.watch_count,
                 quiet_ms=round(self.config.quiet_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
             )
-            now = self.clock()
-            self.schedule.at(Task.HEARTBEAT, now)
-            self.schedule.at(Task.WATCHER_CHECK, now + self.config.watcher_check_s)
-            if self.notifier.watchdog_interval() is not None:
-                self.schedule.at(Task.WATCHDOG, now)
             self.reporter.set_state(DaemonState.RECONCILING)
             self._reconcile("startup")
             if self.reporter.state is DaemonState.RECONCILING:
@@ -201,20 +180,12 @@ class Daemon:
     def _shutdown(self) -> None:
         self.reporter.set_state(DaemonState.STOPPING)
         self.reporter.stopping()
-        if self._source is not None:
-            with contextlib.suppress(Exception):
-                self._source.stop()
+        self.source.stop()
         self._save_state(force=True)
         pending = self.debouncer.flush()
         if pending:  # not published: the next start re-indexes them (whatever their stats)
             self.state.note_publishing(self.root, (c.image_id for c in pending.changes))
         self.reporter.stopped(len(pending))
-
-    def _start_source(self) -> EventSource:
-        source, mode = make_source(self.root, self._queue.put, self.config, self._source_factory)
-        self.status.watch_mode = mode
-        source.start()
-        return source
 
     def _load_state(self) -> None:
         loaded = IndexState.load(self.root)
@@ -290,8 +261,8 @@ class Daemon:
         reason, self._rescan_reason = self._rescan_reason or "rescan", None
         self.schedule.cancel(Task.RESCAN)
         self._rescans.fired(now, counts=reason != "poll")
-        if reason != "poll" and self._source is not None:
-            self._source.rewatch()
+        if reason != "poll":
+            self.source.rewatch()
         self._reconcile(reason)
 
     def _reconcile(self, reason: str, *, pending: Batch | None = None) -> bool:
@@ -325,10 +296,7 @@ class Daemon:
         ok = self._index(changes, first_seen, source=reason, final=pending is not None)
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
-        for path in skipped:
-            if path not in self._reported_skips:
-                self._reported_skips.add(path)
-                log.warning("record_folder_skipped", path=path, reason=_skip_reason(path))
+        self.reporter.folders_skipped(skipped)
         level = log.info if changes or reason not in ("poll", "periodic") else log.debug
         level(
             "reconcile_done",
@@ -453,29 +421,13 @@ class Daemon:
         for change in changes:
             self.debouncer.defer(change, first_seen, until)
 
-    @contextlib.contextmanager
-    def _table_lock(self) -> Iterator[bool]:
-        """Hold the table lock, waiting in short slices with the loop's duties in
-        between (a ``kymwatch rebuild`` may hold it). Yields False if a stop request
-        came first. The lock is re-entrant per thread, so the indexing inside takes
-        it again without waiting."""
-        waited = 0.0
-        while not self._stop.is_set():
-            lock = self.kd.store.table_lock(timeout=self.config.table_lock_wait_s)
-            try:
-                lock.__enter__()
-            except TimeoutError:
-                waited += self.config.table_lock_wait_s
-                if waited == self.config.table_lock_wait_s:
-                    log.info("table_lock_wait", path=str(self.root / INDEX_DIR))
-                self._housekeeping()
-                continue
-            try:
-                yield True
-            finally:
-                lock.__exit__(None, None, None)
-            return
-        yield False
+    def _table_lock(self) -> contextlib.AbstractContextManager[bool]:
+        return hold_table_lock(
+            self.kd.store,
+            slice_s=self.config.table_lock_wait_s,
+            stopping=self._stop,
+            between=self._housekeeping,
+        )
 
     def _answer_syncs(self) -> None:
         tokens, self._syncs = list(dict.fromkeys(self._syncs)), []
@@ -514,36 +466,14 @@ class Daemon:
         self.schedule.cancel(Task.SAVE_STATE)
 
     def _check_source(self) -> None:
-        """Restart an event source whose thread died (watchdog's inotify thread ends
-        silently when reading raises): events would stop until the periodic reconcile."""
-        if self._source is not None:
-            alive = getattr(self._source, "is_alive", None)
-            if alive is None or alive():
-                return
-            log.error("watcher_died", watch_mode=self.status.watch_mode)
-            self.reporter.error("watcher_died", watch_mode=self.status.watch_mode)
-            self.status.counters["watcher_restarts"] += 1
-            with contextlib.suppress(Exception):
-                self._source.stop()
-            self._source = None
-        try:
-            self._source = self._start_source()
-        except Exception as e:
-            log.error("watcher_restart_failed", error=str(e))
-            self._source = None
+        """Replace a dead event source; rescan for what it may have missed."""
+        restarts = self.source.restarts
+        if self.source.check():
+            if self.source.restarts > restarts:
+                self.reporter.error("watcher_died", watch_mode=self.source.mode)
+                self.status.counters["watcher_restarts"] += 1
+            self.status.watch_mode = self.source.mode
             self._request_rescan("watcher_died")
-            return
-        log.info("watcher_restarted", watch_mode=self.status.watch_mode)
-        self._request_rescan("watcher_died")
 
 
 _SAVE = frozenset({Task.SAVE_STATE})
-
-
-def _skip_reason(path: str) -> str:
-    name = os.path.basename(path)
-    if os.path.islink(path):
-        return "symbolic links are not followed"
-    if not os.path.isdir(path):
-        return "not a folder"
-    return f"{name!r} is not a valid image id (letters, digits, '.', '_', '-'; no leading '.')"
