@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from harness import WAIT_S, wait_until
 from helpers_store import write_json_artifact, write_parquet_artifact, write_v2_record
+from kymwatch.daemon import Daemon
 
-__all__ = ["add_kym_record", "kym_events"]
+__all__ = ["add_kym_record", "kym_events", "running"]
 
 
 def kym_events(n: int, *, start_s: float = 0.0) -> pd.DataFrame:
@@ -38,3 +43,28 @@ def add_kym_record(store: Path, image_id: str, *, n_events: int = 3) -> None:
     write_v2_record(store, image_id)
     write_parquet_artifact(store, image_id, "velocity_events", kym_events(n_events))
     write_json_artifact(store, image_id, "radon_report", {"mean_velocity": 1.5, "n_valid": 4})
+
+
+@contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """Run ``daemon`` on a thread until the block ends; fail if it dies."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            daemon.run()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=target, name="daemon", daemon=True)
+    thread.start()
+    wait_until(
+        lambda: daemon.status.state == "watching" or not thread.is_alive(), what="daemon ready"
+    )
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(WAIT_S)
+        assert not thread.is_alive(), "the daemon thread did not stop"
+        assert not errors, errors

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from harness import WAIT_S, DaemonProcess, assert_tables_match_rebuild, kymwatch, wait_until
-from helpers_loop import add_kym_record, kym_events
+from helpers_loop import add_kym_record, kym_events, running
 from helpers_store import make_v2_store, write_parquet_artifact
+from kymwatch.daemon import Daemon, DaemonConfig
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +163,19 @@ def test_rebuild_in_another_process_reads_outside_the_lock(tmp_path: Path) -> No
         daemon.sync()
     assert_tables_match_rebuild(store, tmp_path / "scratch")
     assert os.path.exists(store / "tables" / "radon_report.parquet")
+
+
+def test_a_first_index_in_chunks_rebuilds_no_table(
+    tmp_path: Path, captured_logs: list[dict[str, Any]]
+) -> None:
+    """A never-indexed store is indexed chunk by chunk (one table write per chunk), without
+    a whole-table rebuild between chunks, and ends equal to a fresh rebuild."""
+    store = bulk_store(tmp_path / "store.zarr", 120)
+    config = DaemonConfig(store, quiet_s=0.05, max_delay_s=1.0, batch_records=25)
+    with running(Daemon(config)):
+        pass
+    names = [e["event"] for e in captured_logs]
+    assert "table_rebuilt" not in names
+    startup = [e for e in captured_logs if e["event"] == "batch_indexed"]
+    assert len(startup) >= 121 // 25 and sum(e["records"] for e in startup) == 121
+    assert_tables_match_rebuild(store, tmp_path / "scratch")

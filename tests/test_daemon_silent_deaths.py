@@ -9,44 +9,17 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import WAIT_S, DaemonProcess, assert_tables_match_rebuild, live_tables, wait_until
-from helpers_loop import add_kym_record
+from harness import DaemonProcess, assert_tables_match_rebuild, live_tables, wait_until
+from helpers_loop import add_kym_record, running
 from helpers_store import make_v2_store
 from kymwatch.daemon import Daemon, DaemonConfig
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def running(daemon: Daemon) -> Iterator[Daemon]:
-    """Run ``daemon`` on a thread until the block ends; fail if it dies."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            daemon.run()
-        except BaseException as e:
-            errors.append(e)
-
-    thread = threading.Thread(target=target, name="daemon", daemon=True)
-    thread.start()
-    wait_until(
-        lambda: daemon.status.state == "watching" or not thread.is_alive(), what="daemon ready"
-    )
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        thread.join(WAIT_S)
-        assert not thread.is_alive(), "the daemon thread did not stop"
-        assert not errors, errors
 
 
 def rows(store: Path, table: str, image_id: str) -> int:

@@ -191,6 +191,9 @@ class Daemon:
         loaded = IndexState.load(self.root)
         self.state.records, self.state.schema_versions = loaded.records, loaded.schema_versions
         self.state.suspects = loaded.suspects
+        if not self.state.records:  # nothing indexed yet: no table to rebuild for a schema
+            for ix in self.kd.indexers:
+                self.state.schema_versions[ix.name] = ix.schema_version
 
     # -- the loop -------------------------------------------------------------------------
     def _loop(self) -> None:
