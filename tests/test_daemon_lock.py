@@ -8,6 +8,8 @@ an account that cannot write the store.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import re
 import shutil
@@ -138,3 +140,53 @@ def test_deleting_index_while_running_keeps_the_store_locked(tmp_path: Path) -> 
 
 
 UUID_RECORD = "9b2f3c4d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"
+
+
+def test_where_a_folder_cannot_be_locked_a_lock_file_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a file system that refuses flock on a directory (NFS emulation), the lock falls
+    back to index/daemon.lock: a second daemon is still refused and probes see the holder."""
+    import fcntl as real_fcntl
+    import stat
+
+    from kymwatch.daemon import instance
+
+    real_flock = real_fcntl.flock
+
+    def flock(fd: int, op: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real_flock(fd, op)
+
+    monkeypatch.setattr(instance.fcntl, "flock", flock)
+    store = make_v2_store(tmp_path / "s.zarr")
+    first = DaemonLock(store)
+    first.acquire()
+    try:
+        assert (store / "index" / "daemon.lock").exists()
+        assert daemon_pid(store) == os.getpid()
+        with pytest.raises(DaemonRunningError):
+            DaemonLock(store).acquire()
+    finally:
+        first.release()
+    assert not daemon_running(store)
+
+
+def test_without_proc_locks_a_live_status_pid_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /proc/locks does not exist (macOS), the probe trusts the status file's pid only
+    while that process lives and the file does not say stopped."""
+    from kymwatch.daemon import instance
+
+    monkeypatch.setattr(instance, "_PROC_LOCKS", str(tmp_path / "no-such-file"))
+    store = make_v2_store(tmp_path / "s.zarr")
+    status = store / "index" / "status.json"
+    status.parent.mkdir()
+    status.write_text(json.dumps({"pid": os.getpid(), "state": "watching"}))
+    assert daemon_pid(store) == os.getpid()
+    status.write_text(json.dumps({"pid": os.getpid(), "state": "stopped"}))
+    assert daemon_pid(store) is None
+    status.write_text(json.dumps({"pid": 2**22 + 12345, "state": "watching"}))
+    assert daemon_pid(store) is None

@@ -52,7 +52,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _lock_holders(identity: tuple[int, int], locks_file: str = _PROC_LOCKS) -> list[int] | None:
+def _lock_holders(identity: tuple[int, int], locks_file: str | None = None) -> list[int] | None:
     """Pids holding a granted write lock on the file ``identity`` (device, inode);
     None if the kernel's lock table cannot be read (not Linux)."""
     dev, ino = identity
@@ -61,7 +61,7 @@ def _lock_holders(identity: tuple[int, int], locks_file: str = _PROC_LOCKS) -> l
     # to stat() but the file system's own device in /proc/locks: match the inode.
     anonymous = os.major(dev) == 0
     try:
-        with open(locks_file, encoding="ascii", errors="replace") as f:
+        with open(locks_file or _PROC_LOCKS, encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
         return None

@@ -58,6 +58,7 @@ log = structlog.get_logger(__name__)
 _Item = FileChange | Rescan | None
 _HOUSEKEEPING = frozenset({Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.SAVE_STATE})
 _MAX_DRAIN = 100_000  # events taken from the queue per loop turn
+_ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
 
 
@@ -200,8 +201,10 @@ class Daemon:
         while not self._stop.is_set():
             now = self.clock()
             wait = self.schedule.wait_s(now, self.debouncer.next_deadline())
-            for item in self._wait(wait):
+            for n, item in enumerate(self._wait(wait), 1):
                 self._accept(item, self.clock())
+                if n % _ACCEPT_SLICE == 0:  # a flood of events: keep the heartbeat going
+                    self._housekeeping()
             if self._stop.is_set():
                 break
             if self._hangup.is_set():
