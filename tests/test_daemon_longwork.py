@@ -179,3 +179,26 @@ def test_a_first_index_in_chunks_rebuilds_no_table(
     startup = [e for e in captured_logs if e["event"] == "batch_indexed"]
     assert len(startup) >= 121 // 25 and sum(e["records"] for e in startup) == 121
     assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_a_deleted_table_is_regrown_in_chunks(
+    tmp_path: Path, captured_logs: list[dict[str, Any]]
+) -> None:
+    """A table deleted behind the daemon's back is rebuilt as ordinary chunked work (many
+    small batches, not one long rebuild); the other table is left alone; oracle holds."""
+    from kymwatch.daemon import request_sync
+
+    store = bulk_store(tmp_path / "store.zarr", 120)
+    config = DaemonConfig(store, quiet_s=0.05, max_delay_s=1.0, batch_records=25)
+    with running(Daemon(config)):
+        request_sync(store)
+        (store / "tables" / "velocity_events.parquet").unlink()
+        mark = len(captured_logs)
+        request_sync(store)
+        after = captured_logs[mark:]
+    rebuilt = [e for e in after if e["event"] == "table_rebuilt"]
+    assert [(e["table"], e["reason"]) for e in rebuilt] == [("velocity_events", "table_missing")]
+    chunks = [e for e in after if e["event"] == "batch_indexed" and e["records"]]
+    assert len(chunks) >= 121 // 25
+    assert all(e["tables"] == ["velocity_events"] for e in chunks)
+    assert_tables_match_rebuild(store, tmp_path / "scratch")

@@ -18,6 +18,7 @@ from kymwatch.daemon import (
     TableInfo,
     Task,
     chunk_size,
+    forget_artifacts,
     plan_reconcile,
     tables_to_rebuild,
 )
@@ -194,3 +195,19 @@ def test_config_accepts_the_defaults_and_zero_quiet_window(tmp_path: Path) -> No
     """The defaults and a zero quiet window (index at once) are valid."""
     DaemonConfig(store=tmp_path)
     DaemonConfig(store=tmp_path, quiet_s=0.0)
+
+
+def test_forgetting_a_tables_artifacts_makes_the_plan_re_index_them_everywhere() -> None:
+    """Once the state forgets the events artifacts, the reconcile plans exactly those
+    artifacts in every record that has them, and nothing for the radon report."""
+    disk = {
+        "e1": {"velocity_events.parquet": fp(3), "radon_report.json": fp(1)},
+        UUID: {"velocity_events/events.parquet": fp(4)},
+        "radon-only": {"radon_report.json": fp(2)},
+    }
+    forgotten = forget_artifacts(disk, {"velocity_events", "velocity_events/events"})
+    assert forgotten["e1"] == {"radon_report.json": fp(1)} and forgotten[UUID] == {}
+    assert plan_reconcile(disk, forgotten) == [
+        RecordChange(UUID, frozenset({"velocity_events/events"})),
+        RecordChange("e1", frozenset({"velocity_events"})),
+    ]

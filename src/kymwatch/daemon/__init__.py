@@ -5,7 +5,13 @@ from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
-from kymwatch.daemon.planner import TableInfo, chunk_size, plan_reconcile, tables_to_rebuild
+from kymwatch.daemon.planner import (
+    TableInfo,
+    chunk_size,
+    forget_artifacts,
+    plan_reconcile,
+    tables_to_rebuild,
+)
 from kymwatch.daemon.reconcile import diff_fingerprints, route
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.runner import Daemon
@@ -54,6 +60,7 @@ __all__ = [
     "daemon_pid",
     "daemon_running",
     "diff_fingerprints",
+    "forget_artifacts",
     "make_source",
     "plan_reconcile",
     "read_status",

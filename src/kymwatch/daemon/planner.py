@@ -4,8 +4,9 @@ Everything the daemon decides about *what* to index lives here, as functions of
 plain values, so it is tested without threads, files or clocks:
 
 - which records a reconcile queues (:func:`plan_reconcile`),
-- which tables are rebuilt whole, and why (:func:`tables_to_rebuild`): the only
-  place that decides "table missing → rebuild" and "schema changed → rebuild",
+- which tables are re-grown from every record, and why (:func:`tables_to_rebuild`):
+  the only place that decides "table missing → rebuild" and "schema changed →
+  rebuild"; :func:`forget_artifacts` turns that into ordinary, chunked work,
 - how big the next chunk of work is (:func:`chunk_size`), so the loop gets its
   turn (heartbeat, watchdog, stop) between chunks of a long piece of work.
 """
@@ -16,10 +17,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kymwatch.daemon.changes import RecordChange
-from kymwatch.daemon.reconcile import diff_fingerprints
+from kymwatch.daemon.reconcile import artifact_name_of, diff_fingerprints
 from kymwatch.store import RecordFiles
 
-__all__ = ["TableInfo", "chunk_size", "plan_reconcile", "tables_to_rebuild"]
+__all__ = ["TableInfo", "chunk_size", "forget_artifacts", "plan_reconcile", "tables_to_rebuild"]
 
 
 def plan_reconcile(
@@ -78,12 +79,12 @@ class TableInfo:
 def tables_to_rebuild(
     tables: Sequence[TableInfo], known_versions: Mapping[str, int], *, has_state: bool
 ) -> list[tuple[str, str]]:
-    """The indexers whose table must be rebuilt from every record, with the reason.
+    """The indexers whose table must be re-grown from every record, with the reason.
 
     Without a state (a store never indexed) nothing is rebuilt: the first reconcile
     indexes every record anyway. Otherwise a table whose file is missing (deleted
-    behind the daemon's back) is rebuilt whole rather than re-grown from one batch,
-    and so is a table written with another schema version.
+    behind the daemon's back) is rebuilt from every record rather than re-grown from
+    one batch, and so is a table written with another schema version.
     """
     if not has_state:
         return []
@@ -94,6 +95,23 @@ def tables_to_rebuild(
         elif known_versions.get(t.indexer) != t.schema_version:
             out.append((t.indexer, "schema_changed"))
     return out
+
+
+def forget_artifacts(
+    known: Mapping[str, RecordFiles], names: Collection[str]
+) -> dict[str, RecordFiles]:
+    """The state's fingerprints without the files of the artifacts ``names``.
+
+    This is how a table is rebuilt without one long piece of work: once the state
+    forgets what it indexed for a table's artifacts, the next reconcile plans every
+    record that has them, and the loop indexes them in chunks (heartbeat, watchdog
+    and stop requests in between). If the daemon stops half-way, the state still
+    lacks the fingerprints of what is left, so the next start finishes the job.
+    """
+    return {
+        image_id: {f: fp for f, fp in files.items() if artifact_name_of(f) not in names}
+        for image_id, files in known.items()
+    }
 
 
 def chunk_size(

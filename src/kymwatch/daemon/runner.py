@@ -286,8 +286,7 @@ class Daemon:
             self._store_unavailable(pending.changes if pending else (), first_seen)
             return False
         self._relock()
-        if self._missing_work():
-            self._index((), first_seen, source=reason, final=pending is not None)
+        self._regrow_tables()
         skipped: list[str] = []
         disk = scan_dataset(self.root, skipped)
         changes = planner.plan_reconcile(
@@ -340,17 +339,41 @@ class Daemon:
                 continue
         return ids
 
-    def _missing_work(self) -> list[tuple[str, str]]:
-        """The tables the planner wants rebuilt now (missing, other schema)."""
+    def _regrow_tables(self) -> bool:
+        """Rebuild the tables the planner names (deleted behind our back, or written
+        with another schema) as ordinary chunked work: the state forgets what it indexed
+        for their artifacts, so the reconcile re-indexes them in every record. True if
+        a table needs that (the caller makes sure a reconcile follows)."""
         tables = [
             planner.TableInfo(
                 ix.name, ix.schema_version, self.kd.store.table_path(ix.table_name).exists()
             )
             for ix in self.kd.indexers
         ]
-        return planner.tables_to_rebuild(
+        work = planner.tables_to_rebuild(
             tables, self.state.schema_versions, has_state=bool(self.state.records)
         )
+        names: set[str] = set()
+        for name, reason in work:
+            ix = self.kd.indexer(name)
+            if reason == "table_missing":  # an empty table now, filled chunk by chunk
+                with self._table_lock() as locked:
+                    if not locked:
+                        return False
+                    self.kd.rebuild(ix, [], log_outcomes=False)
+            names |= ix.artifact_names
+            self.state.schema_versions[ix.name] = ix.schema_version
+            log.warning(
+                "table_rebuilt",
+                table=ix.table_name,
+                indexer=ix.name,
+                reason=reason,
+                records=len(self.state.records),
+            )
+        if names:
+            self.state.records = planner.forget_artifacts(self.state.records, names)
+            self.state.dirty = True
+        return bool(work)
 
     # -- indexing -------------------------------------------------------------------------
     def _index(
@@ -367,7 +390,7 @@ class Daemon:
         the debouncer, whose content is journaled at shutdown and re-indexed at the
         next start. Returns False if a chunk failed or the store vanished.
         """
-        if not changes and not self._missing_work():
+        if not changes:
             return True
         ok, i = True, 0
         while True:
@@ -391,6 +414,8 @@ class Daemon:
         if not (self.root / IMAGES_DIR).is_dir():
             self._store_unavailable(batch.changes, batch.first_seen)
             return False
+        if self._regrow_tables():  # a table vanished between two reconciles
+            self.schedule.at(Task.RECONCILE, self.clock())
         prev = self.reporter.state
         if prev is DaemonState.WATCHING:
             self.reporter.set_state(DaemonState.INDEXING)
@@ -400,7 +425,7 @@ class Daemon:
                     self._push_back(batch.changes, batch.first_seen)
                     return False
                 start = time.perf_counter()
-                result = self.worker.process(batch, final=final, rebuilds=self._missing_work())
+                result = self.worker.process(batch, final=final)
         except Exception as e:  # one failed batch must not take the daemon down
             self.reporter.batch_failed(e, len(batch))
             self._request_rescan("batch_failed")

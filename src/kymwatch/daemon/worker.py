@@ -1,7 +1,6 @@
 """The indexing worker: applies a batch of record changes to the tables.
 
-For each batch it rebuilds the tables the planner names, runs only the affected
-indexers for the rest, writes each affected table once
+For each batch it runs only the affected indexers, writes each affected table once
 (``KymDataset.update_images``), and records in the state the fingerprints of what
 it indexed. An unreadable artifact (often one still being written) is handed back
 for a retry with backoff before it is reported; its old rows stay meanwhile.
@@ -92,24 +91,10 @@ class Worker:
         """Names of the indexers that read ``artifact``."""
         return {name for name, reads in self._reads if artifact in reads}
 
-    def process(
-        self,
-        batch: Batch,
-        *,
-        final: bool = False,
-        rebuilds: Sequence[tuple[str, str]] = (),
-    ) -> BatchResult:
-        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown).
-
-        Args:
-            batch: The record changes.
-            final: Report unreadable artifacts at once instead of retrying them.
-            rebuilds: (indexer, reason) pairs whose table is rebuilt from every record
-                (decided by the planner); the batch's records come out of that rebuild.
-        """
+    def process(self, batch: Batch, *, final: bool = False) -> BatchResult:
+        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown)."""
         start = time.perf_counter()
         result = BatchResult(records=len(batch))
-        rebuild = dict(rebuilds)
         by_indexer: dict[str, list[str]] = {name: [] for name, _ in self._reads}
         for change in batch.changes:
             for name in route(change, self._reads):
@@ -123,9 +108,9 @@ class Worker:
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():
-            if not ids and name not in rebuild:
+            if not ids:
                 continue
-            report = self._update(name, ids, rebuild.get(name))
+            report = self._update(name, ids)
             if report.table_written:
                 result.tables.append(report.table_name)
             result.rows_written += report.rows_written
@@ -148,26 +133,19 @@ class Worker:
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
 
-    def _update(self, name: str, ids: list[str], rebuild_reason: str | None) -> UpdateReport:
-        """``update_images``, or a whole rebuild when the planner asked for one or the
-        table file turns out to be damaged (merging into it would lose every other
-        record)."""
-        reason, error = rebuild_reason, None
-        if reason is None:
-            try:
-                return self.kd.update_images(name, ids, log_outcomes=False)
-            except TableUnreadableError as e:
-                reason, error = "table_unreadable", str(e)
-        ix = self.kd.indexer(name)
+    def _update(self, name: str, ids: list[str]) -> UpdateReport:
+        """``update_images``, or a whole rebuild when the table file turns out to be
+        damaged (merging into it would lose every other record)."""
+        try:
+            return self.kd.update_images(name, ids, log_outcomes=False)
+        except TableUnreadableError as e:
+            error = str(e)
         report = self.kd.rebuild(name, log_outcomes=False)
-        self.state.schema_versions[ix.name] = ix.schema_version
-        self.state.dirty = True
-        level = log.info if reason == "schema_changed" else log.warning
-        level(
+        log.warning(
             "table_rebuilt",
             table=report.table_name,
             indexer=name,
-            reason=reason,
+            reason="table_unreadable",
             rows=report.table_rows,
             error=error,
         )
