@@ -10,21 +10,38 @@ from kymwatch.index.base import (
     ensure_image_id_column,
     normalize_table_name,
 )
+from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, default_indexers
 from kymwatch.index.kymdataset import KymDataset, log_outcome
+from kymwatch.index.params import params_hash
+from kymwatch.index.registry import (
+    ENTRY_POINT_GROUP,
+    Selection,
+    available_indexers,
+    make_indexers,
+    select_indexers,
+)
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "DatasetIndexer",
     "KymDataset",
+    "KymRadonIndexer",
+    "KymVelocityEventsIndexer",
     "OutcomeStatus",
     "RadonReportIndexer",
     "RecordOutcome",
+    "Selection",
     "UpdateReport",
     "VelocityEventsIndexer",
+    "available_indexers",
     "conform_rows",
     "default_indexers",
     "empty_table",
     "ensure_image_id_column",
     "log_outcome",
+    "make_indexers",
     "normalize_table_name",
+    "params_hash",
+    "select_indexers",
 ]
