@@ -16,6 +16,8 @@ from kymwatch.index.kymdataset import KymDataset, log_outcome
 from kymwatch.index.params import params_hash
 from kymwatch.index.registry import (
     ENTRY_POINT_GROUP,
+    GENERATION_1,
+    GENERATION_2,
     Selection,
     available_indexers,
     make_indexers,
@@ -24,6 +26,8 @@ from kymwatch.index.registry import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "GENERATION_1",
+    "GENERATION_2",
     "DatasetIndexer",
     "KymDataset",
     "KymRadonIndexer",
