@@ -10,7 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from conformance import TABLES, assert_conforms, case_ids, cases, copy_store, reference
+from kymwatch.demo import seed_flow
 from kymwatch.index import KymDataset, OutcomeStatus, make_indexers
+from kymwatch.store import ZarrDataset
 
 PARAMS = [
     pytest.param(gen, case, table, id=f"{gen}-{case.name}-{table}")
@@ -69,3 +71,35 @@ def test_mixed_types_index_every_record_and_log_coercion(tmp_path: Path) -> None
     assert by_id.loc["4b303b62-e355-436e-bf33-c1f121342025", "n_valid"] == 12
     coerced = [e for e in logs if e["event"] == "value_coerced"]
     assert [(e["column"], e["count"]) for e in coerced] == [("mean_velocity", 1)]
+
+
+def test_seed_demo_flow_prints_2_3_2_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """kymflow's seed demo flow (KymDataset + indexers v0.1) on our library gives 2/3/2/1."""
+    counts = seed_flow(ZarrDataset(tmp_path / "demo.zarr", "a"))
+    out = capsys.readouterr().out
+    print(out)
+    assert counts == (2, 3, 2, 1)
+    for line in (
+        "velocity events rows: 2",
+        "radon report rows: 3",
+        "updated velocity rows: 2",
+        "rows for the edited image: 1",
+    ):
+        assert line in out
+
+
+def test_seed_demo_flow_on_kymflows_own_store(tmp_path: Path) -> None:
+    """On the store kymflow's own demo wrote (kit demo_v01): rebuild gives 2 and 3 rows,
+    re-updating the edited record gives 2 rows, 1 of them the edited one, id "edited"."""
+    case = next(c for c in cases("gen1") if c.name == "demo_v01")
+    store = copy_store(case, tmp_path / "dataset.zarr")
+    edited = "8e20ca10-ce75-47f5-9d2b-5c4e033929ef"
+    kd = KymDataset(store)
+    ve, rr = kd.rebuild("velocity_events"), kd.rebuild("radon_report")
+    updated = kd.update_image("velocity_events", edited)
+    mine = updated[updated["image_id"] == edited]
+    print(len(ve), len(rr), len(updated), len(mine))
+    assert (len(ve), len(rr), len(updated), len(mine)) == (2, 3, 2, 1)
+    assert mine["event_id"].tolist() == ["edited"]
+    assert kd.last_report is not None
+    assert [o.status for o in kd.last_report.outcomes] == [OutcomeStatus.INDEXED]
