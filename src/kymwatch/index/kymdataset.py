@@ -96,6 +96,7 @@ class KymDataset:
         )
         self._tables: dict[str, pd.DataFrame] = {}
         self._stamps: dict[str, Fingerprint | None] = {}
+        self._foreign: set[str] = set()  # tables read in another program's schema
         self.last_report: UpdateReport | None = None
 
     @property
@@ -129,11 +130,17 @@ class KymDataset:
                 raise TableNotFoundError(f"no table {name!r} in {self.path}")
             df = empty_table(ix.columns)
         else:
-            df = read_table_file(path)
+            raw = read_table_file(path)
+            df = raw
+            self._foreign.discard(name)
             if ix is not None:
                 coerced = Coercions()
-                df = shape_table(df, ix.columns, extras_position(ix), coerced)
+                df = shape_table(raw, ix.columns, extras_position(ix), coerced)
                 coerced.log(table=name, path=str(path))
+                if not _same_frame(raw, df):
+                    # e.g. kymflow's object columns: adopted, rewritten in our schema
+                    # by the next update even when no row changes.
+                    self._foreign.add(name)
         self._tables[name], self._stamps[name] = df, stamp
         return df
 
@@ -161,6 +168,7 @@ class KymDataset:
     def _write(self, name: str, df: pd.DataFrame) -> None:
         self._stamps[name] = write_table_file(self.store.table_path(name), df)
         self._tables[name] = df
+        self._foreign.discard(name)
 
     # -- indexing -------------------------------------------------------------------------
     def extract(self, ref: IndexerRef, image_id: str) -> tuple[RecordOutcome, pd.DataFrame | None]:
@@ -287,7 +295,10 @@ class KymDataset:
             table = _merge(kept, new_parts, ix)
             # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
             changed = (
-                replace_all or self._stamps.get(ix.table_name) is None or not table.equals(current)
+                replace_all
+                or self._stamps.get(ix.table_name) is None
+                or ix.table_name in self._foreign
+                or not _same_frame(table, current)
             )
             if changed:
                 self._write(ix.table_name, table)
@@ -313,6 +324,11 @@ class KymDataset:
         )
         self.last_report = report
         return report
+
+
+def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Same columns, dtypes and values (``DataFrame.equals`` ignores column names)."""
+    return list(a.columns) == list(b.columns) and list(a.dtypes) == list(b.dtypes) and a.equals(b)
 
 
 def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
