@@ -263,6 +263,14 @@ def infer_dtype(name: str, values: Any) -> str:
             finite = arr[~np.isnan(arr)]
             whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
             return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
+    textual = isinstance(values, pd.Series) and (
+        values.dtype == object or isinstance(values.dtype, pd.StringDtype)
+    )
+    if textual:
+        try:  # fails fast (in C) on the first non-numeric text: the usual text column
+            pd.to_numeric(values.dropna().astype(object))
+        except (ValueError, TypeError):
+            return "string"
     seen = [v for v in _pylist(values) if not _is_null(v)]
     if not seen:
         return "float64"
@@ -297,6 +305,12 @@ def shape_table(
     position in ``df``); all-null extras are dropped. Never raises for a value.
     """
     declared = list(columns)
+    if (
+        extras_at is None
+        and list(df.columns) == declared
+        and [str(t) for t in df.dtypes] == list(columns.values())
+    ):
+        return df  # already in shape: the common case of a table kymwatch wrote
     out: dict[str, pd.Series] = {}
     for col, dtype in columns.items():
         if col in df.columns:
