@@ -116,9 +116,9 @@ def _text(v: Any) -> Any:
 
 
 def _number(v: Any) -> Any:
-    """``v`` as an int or float, or _COERCED (strings must round-trip exactly)."""
+    """``v`` as an int or float (a boolean as 0 or 1), or _COERCED."""
     if isinstance(v, bool | np.bool_):
-        return _COERCED
+        return int(v)
     if isinstance(v, int | np.integer):
         return int(v)
     if isinstance(v, float | np.floating | Decimal):
