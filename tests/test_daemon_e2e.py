@@ -42,6 +42,8 @@ from helpers_store import (
 
 pytestmark = pytest.mark.integration
 
+KVE = "kym_velocity_events"  # the generation-2 table: velocity_events/events feeds it
+
 
 # -- fixtures and small helpers --------------------------------------------------------------
 @pytest.fixture
@@ -161,19 +163,21 @@ def test_deleted_record_leaves_every_table(
 def test_legacy_artifact_names_are_indexed(
     daemon: DaemonProcess, store: Path, scratch: Path
 ) -> None:
-    """``velocity_events/events.csv.gz`` and ``radon_report.json.gz`` feed the tables."""
+    """``velocity_events/events.csv.gz`` feeds kym_velocity_events and
+    ``radon_report.json.gz`` feeds radon_report (a daemon started on an empty store runs
+    both generations)."""
     write_v2_record(store, "legacy")
     write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(4))
     write_json_artifact(store, "legacy", "radon_report", legacy_radon_report(3.0), gz=True)
     daemon.sync()
-    assert n_rows(store, "velocity_events", "legacy") == 4
+    assert n_rows(store, KVE, "legacy") == 4
     radon = rows(store, "radon_report", "legacy")
     assert radon[["mean_velocity", "median_velocity", "n_valid"]].values.tolist() == [
         [3.0, 1.5, 10]
     ]
     write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(6))
     daemon.sync()
-    assert n_rows(store, "velocity_events", "legacy") == 6
+    assert n_rows(store, KVE, "legacy") == 6
     assert_tables_match_rebuild(store, scratch)
 
 
@@ -367,12 +371,12 @@ def test_new_record_with_nested_artifact_is_indexed_without_sync(
     write_v2_record(store, "fresh")
     write_parquet_artifact(store, "fresh", "velocity_events/events", events_frame(4))
     wait_until(
-        lambda: n_rows(store, "velocity_events", "fresh") == 4,
+        lambda: n_rows(store, KVE, "fresh") == 4,
         what="the new record to show in the table",
     )
     write_parquet_artifact(store, "fresh", "velocity_events/events", events_frame(1))
     wait_until(
-        lambda: n_rows(store, "velocity_events", "fresh") == 1,
+        lambda: n_rows(store, KVE, "fresh") == 1,
         what="the edit in the new sub-folder to show in the table",
     )
     daemon.sync()
@@ -417,15 +421,17 @@ def test_record_folders_moved_in_and_out(
     wait_until(
         lambda: (
             n_rows(store, "velocity_events", "moved_in") == 4
+            and n_rows(store, KVE, "moved_in") == 1
             and n_rows(store, "velocity_events", "moved_out") == 0
         ),
-        what="the moved records to show in (and leave) the table",
+        what="the moved records to show in (and leave) the tables",
     )
     analysis_file(store, "moved_in", "velocity_events", "parquet").unlink()
     wait_until(
-        lambda: n_rows(store, "velocity_events", "moved_in") == 1,
-        what="the nested fallback artifact of the moved-in record to take over",
+        lambda: n_rows(store, "velocity_events", "moved_in") == 0,
+        what="the deleted artifact of the moved-in record to leave the table",
     )
+    assert n_rows(store, KVE, "moved_in") == 1
     daemon.sync()
     assert_tables_match_rebuild(store, scratch)
 
@@ -463,10 +469,10 @@ def test_deleted_artifact_subfolder_removes_its_rows(
     write_parquet_artifact(store, "nested", "velocity_events/events", events_frame(3))
     write_json_artifact(store, "nested", "radon_report", legacy_radon_report(2.0))
     daemon.sync()
-    assert n_rows(store, "velocity_events", "nested") == 3
+    assert n_rows(store, KVE, "nested") == 3
     shutil.rmtree(store / "images" / "nested" / "analysis" / "velocity_events")
     wait_until(
-        lambda: n_rows(store, "velocity_events", "nested") == 0,
+        lambda: n_rows(store, KVE, "nested") == 0,
         what="the rows of the removed sub-folder's artifact to leave the table",
     )
     daemon.sync()
@@ -514,16 +520,16 @@ def test_folders_created_during_an_event_overflow_are_watched_afterwards(
         ),
         what="the daemon to rescan after the overflow",
     )
-    assert n_rows(store, "velocity_events", "old") == 4
-    assert n_rows(store, "velocity_events", "new") == 3
+    assert n_rows(store, KVE, "old") == 4
+    assert n_rows(store, KVE, "new") == 3
     write_parquet_artifact(store, "new", "velocity_events/events", events_frame(1))
     write_parquet_artifact(store, "old", "velocity_events/events", events_frame(6))
     wait_until(
-        lambda: n_rows(store, "velocity_events", "new") == 1,
+        lambda: n_rows(store, KVE, "new") == 1,
         what="an edit in a record created during the overflow to arrive as an event",
     )
     wait_until(
-        lambda: n_rows(store, "velocity_events", "old") == 6,
+        lambda: n_rows(store, KVE, "old") == 6,
         what="an edit in a sub-folder created during the overflow to arrive as an event",
     )
     daemon.sync()
