@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,8 +29,10 @@ from kymwatch.daemon.reconcile import route
 from kymwatch.index import (
     GENERATION_1,
     GENERATION_2,
+    UNDECIDED,
     KymDataset,
     OutcomeStatus,
+    decide_from_artifacts,
     make_indexers,
     params_hash,
     select_indexers,
@@ -232,12 +235,15 @@ def test_an_indexer_that_raises_anything_gives_an_outcome(tmp_path: Path) -> Non
 @pytest.mark.parametrize("case", cases("gen2"), ids=lambda c: c.name)
 def test_selection_on_generation_2_stores(case: Path) -> None:
     """A kit store written by kymflow's generation 2 selects the generation-2 indexers
-    (a store whose only record uses generation-1 names selects generation 1 too)."""
+    (a store whose only record uses generation-1 names selects generation 1 too; one
+    without artifacts is undecided)."""
     chosen = select_indexers(case / "dataset.zarr")
     found = {
         p.name.split(".")[0] for p in (case / "dataset.zarr").rglob("analysis/**/*") if p.is_file()
     }
-    if found and found <= {"velocity_events", "radon_report"}:
+    if not found:
+        assert chosen.reason == UNDECIDED
+    elif found <= {"velocity_events", "radon_report"}:
         assert set(GENERATION_1) <= set(chosen)
     else:
         assert set(GENERATION_2) <= set(chosen)
@@ -252,16 +258,23 @@ def test_selection_on_generation_1_stores(case: Path) -> None:
 
 
 def test_selection_follows_tables_and_requests(tmp_path: Path) -> None:
-    """kymflow's kym_* tables select generation 2; an empty store gets both; a request wins."""
+    """kymflow's kym_* tables select generation 2; an empty store is undecided (generation 1
+    until its first artifacts); a table without rows says nothing; a request wins."""
     root = make_v2_store(tmp_path / "s.zarr")
-    assert tuple(select_indexers(root)) == (*GENERATION_1, *GENERATION_2)
-    case = next(c for c in cases("gen2") if c.name == "g2_test_tiny_ds")
-    store = copy_store(case, tmp_path / "tiny.zarr")
+    chosen = select_indexers(root)
+    assert (tuple(chosen), chosen.reason) == (GENERATION_1, UNDECIDED)
+    empty = next(c for c in cases("gen2") if c.name == "g2_test_tiny_ds")
+    (root / "tables").mkdir()
+    shutil.copy(empty / "expected" / "kym_radon.parquet", root / "tables")
+    assert select_indexers(root).reason == UNDECIDED
+    assert decide_from_artifacts({"radon/results"}) == GENERATION_2
+    assert decide_from_artifacts({"radon_report", "metadata"}) == (*GENERATION_1, *GENERATION_2)
+    assert decide_from_artifacts({"something_else"}) is None
+    store = copy_store(empty, tmp_path / "tiny.zarr")
     (store / "tables").mkdir()
+    with_rows = next(c for c in cases("gen2") if c.name == "g2_demo_ve")
     for t in GENERATION_2:
-        (store / "tables" / f"{t}.parquet").write_bytes(
-            (case / "expected" / f"{t}.parquet").read_bytes()
-        )
+        shutil.copy(with_rows / "expected" / f"{t}.parquet", store / "tables")
     assert tuple(select_indexers(store)) == GENERATION_2
     assert tuple(select_indexers(store, ["kym_radon"])) == ("kym_radon",)
     with pytest.raises(KeyError, match="no indexer named 'nope'"):
