@@ -65,6 +65,14 @@ def daemon(store: Path) -> Iterator[DaemonProcess]:
         yield d
 
 
+@pytest.fixture
+def daemon_both(store: Path) -> Iterator[DaemonProcess]:
+    """``kymwatch run`` with both generations' indexers (flat and nested event files)."""
+    both = "velocity_events,radon_report,kym_velocity_events,kym_radon"
+    with DaemonProcess(store, "--indexers", both) as d:
+        yield d
+
+
 def add_record(store: Path, image_id: str, *, n_events: int = 3, mean: float = 1.0) -> None:
     """A record with a velocity-events parquet and a (legacy-keyed) radon JSON report."""
     write_v2_record(store, image_id)
@@ -161,22 +169,21 @@ def test_deleted_record_leaves_every_table(
 
 
 def test_legacy_artifact_names_are_indexed(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """``velocity_events/events.csv.gz`` feeds kym_velocity_events and
-    ``radon_report.json.gz`` feeds radon_report (a daemon started on an empty store runs
-    both generations)."""
+    ``radon_report.json.gz`` feeds radon_report."""
     write_v2_record(store, "legacy")
     write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(4))
     write_json_artifact(store, "legacy", "radon_report", legacy_radon_report(3.0), gz=True)
-    daemon.sync()
+    daemon_both.sync()
     assert n_rows(store, KVE, "legacy") == 4
     radon = rows(store, "radon_report", "legacy")
     assert radon[["mean_velocity", "median_velocity", "n_valid"]].values.tolist() == [
         [3.0, 1.5, 10]
     ]
     write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(6))
-    daemon.sync()
+    daemon_both.sync()
     assert n_rows(store, KVE, "legacy") == 6
     assert_tables_match_rebuild(store, scratch)
 
@@ -364,7 +371,7 @@ def test_edit_is_indexed_without_sync(
 
 
 def test_new_record_with_nested_artifact_is_indexed_without_sync(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """A record created while running, whose artifact lands in a new ``analysis/`` sub-folder,
     is indexed through file events alone (new folders get watched)."""
@@ -379,7 +386,7 @@ def test_new_record_with_nested_artifact_is_indexed_without_sync(
         lambda: n_rows(store, KVE, "fresh") == 1,
         what="the edit in the new sub-folder to show in the table",
     )
-    daemon.sync()
+    daemon_both.sync()
     assert_tables_match_rebuild(store, scratch)
 
 
@@ -407,7 +414,7 @@ def test_record_deleted_and_recreated_under_the_same_id(
 
 
 def test_record_folders_moved_in_and_out(
-    daemon: DaemonProcess, store: Path, scratch: Path, tmp_path: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path, tmp_path: Path
 ) -> None:
     """A record prepared elsewhere and renamed into ``images/`` is indexed and then watched;
     a record renamed out of ``images/`` leaves the tables; both through events alone."""
@@ -415,7 +422,7 @@ def test_record_folders_moved_in_and_out(
     add_record(staging, "moved_in", n_events=4)
     write_parquet_artifact(staging, "moved_in", "velocity_events/events", events_frame(1))
     add_record(store, "moved_out", n_events=2)
-    daemon.sync()
+    daemon_both.sync()
     os.rename(staging / "images" / "moved_in", store / "images" / "moved_in")
     os.rename(store / "images" / "moved_out", staging / "images" / "moved_out")
     wait_until(
@@ -432,7 +439,7 @@ def test_record_folders_moved_in_and_out(
         what="the deleted artifact of the moved-in record to leave the table",
     )
     assert n_rows(store, KVE, "moved_in") == 1
-    daemon.sync()
+    daemon_both.sync()
     assert_tables_match_rebuild(store, scratch)
 
 
@@ -462,20 +469,20 @@ def test_zarr3_partial_names_and_dropped_partials(
 
 
 def test_deleted_artifact_subfolder_removes_its_rows(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """Removing an ``analysis/`` sub-folder holding an artifact removes that artifact's rows."""
     write_v2_record(store, "nested")
     write_parquet_artifact(store, "nested", "velocity_events/events", events_frame(3))
     write_json_artifact(store, "nested", "radon_report", legacy_radon_report(2.0))
-    daemon.sync()
+    daemon_both.sync()
     assert n_rows(store, KVE, "nested") == 3
     shutil.rmtree(store / "images" / "nested" / "analysis" / "velocity_events")
     wait_until(
         lambda: n_rows(store, KVE, "nested") == 0,
         what="the rows of the removed sub-folder's artifact to leave the table",
     )
-    daemon.sync()
+    daemon_both.sync()
     assert n_rows(store, "radon_report", "nested") == 1
     assert_tables_match_rebuild(store, scratch)
 
@@ -486,20 +493,20 @@ def _max_queued_events() -> int:
 
 
 def test_folders_created_during_an_event_overflow_are_watched_afterwards(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """After an inotify queue overflow the rescan indexes what was lost and watches the
     folders created meanwhile, so later edits in them arrive as events again."""
-    assert daemon.proc is not None
+    assert daemon_both.proc is not None
     limit = _max_queued_events()
     if limit > 200_000:
         pytest.skip(f"inotify queue of {limit} events is too large to overflow quickly")
     add_record(store, "old", n_events=2)
     add_record(store, "noisy")
-    daemon.sync()
+    daemon_both.sync()
     # Freeze the daemon so the kernel queue fills up, then change things whose events
     # are dropped: a new analysis sub-folder in a watched record, and a new record.
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    os.kill(daemon_both.proc.pid, signal.SIGSTOP)
     try:
         flip = store / "images" / "noisy" / "analysis" / "flip.tmp"
         flop = flip.with_name("flop.tmp")
@@ -513,10 +520,10 @@ def test_folders_created_during_an_event_overflow_are_watched_afterwards(
         write_v2_record(store, "new")
         write_parquet_artifact(store, "new", "velocity_events/events", events_frame(3))
     finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+        os.kill(daemon_both.proc.pid, signal.SIGCONT)
     wait_until(
         lambda: any(
-            ev.get("reason") == "inotify_overflow" for ev in daemon.events("reconcile_done")
+            ev.get("reason") == "inotify_overflow" for ev in daemon_both.events("reconcile_done")
         ),
         what="the daemon to rescan after the overflow",
     )
@@ -532,7 +539,7 @@ def test_folders_created_during_an_event_overflow_are_watched_afterwards(
         lambda: n_rows(store, KVE, "old") == 6,
         what="an edit in a sub-folder created during the overflow to arrive as an event",
     )
-    daemon.sync()
+    daemon_both.sync()
     assert_tables_match_rebuild(store, scratch)
 
 
