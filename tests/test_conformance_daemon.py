@@ -4,6 +4,7 @@ live writes, and started on a store whose tables kymflow wrote (adoption)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,28 @@ def test_daemon_adopts_kymflows_tables(tmp_path: Path, gen: str, case: Path) -> 
         others = before[before["image_id"] != rec]
         assert len(after) == len(others) + 1
         assert d.proc is not None and d.proc.poll() is None
+
+
+def test_daemon_on_an_empty_store_follows_the_first_artifacts(tmp_path: Path) -> None:
+    """A daemon started on an empty store switches to generation 2 when the first artifacts
+    are kymflow's generation-2 ones (copied from the kit), logs indexers_selected, shows it
+    in status, and its tables conform."""
+    case = next(c for c in cases("gen2") if c.name == "g2_demo_ve")
+    store = tmp_path / "dataset.zarr"
+    store.mkdir()
+    for name in (".zgroup", ".zattrs"):
+        shutil.copy(case / "dataset.zarr" / name, store)
+    (store / "images").mkdir()
+    shutil.copy(case / "dataset.zarr" / "images" / ".zgroup", store / "images")
+    with DaemonProcess(store) as d:
+        for rec in _records(case / "dataset.zarr"):
+            shutil.copytree(rec, store / "images" / rec.name)
+        d.sync()
+        [selected] = d.events("indexers_selected")
+        assert selected["indexers"] == ["kym_velocity_events", "kym_radon"]
+        status = json.loads((store / "index" / "status.json").read_text())
+        assert status["indexers"] == ["kym_velocity_events", "kym_radon"]
+        _assert_case(store, "gen2", case)
+        assert not (store / "tables" / "velocity_events.parquet").exists() or not len(
+            _table(store, "velocity_events")
+        )
