@@ -686,3 +686,15 @@ def test_legacy_keys_are_read_per_row(indexed: KymDataset) -> None:
     table = indexed.update_images(RADON, ["r1"]).query("image_id == 'r1'")
     assert table["mean_velocity"].tolist() == [1.0, 2.0]
     assert table["notes"].tolist()[0] == "old"
+
+
+def test_save_table_without_a_frame_writes_the_cached_table(indexed: KymDataset) -> None:
+    """kymflow's ``save_table(name)`` writes the cached table; an unloaded one is a KeyError."""
+    table = indexed.get_table(EVENTS)
+    (indexed.path / "tables" / f"{EVENTS}.parquet").unlink()
+    indexed.save_table(EVENTS)
+    pd.testing.assert_frame_equal(
+        read_table_file(indexed.path / "tables" / f"{EVENTS}.parquet"), table
+    )
+    with pytest.raises(KeyError):
+        KymDataset(indexed.path).save_table("not_loaded")

@@ -154,9 +154,17 @@ class KymDataset:
         """Table ``name`` (empty with its schema if an indexer owns it but it is not built)."""
         return self._read_current(name)
 
-    def save_table(self, name: str, df: pd.DataFrame) -> None:
-        """Write table ``name`` atomically under the store lock, and cache it."""
+    def save_table(self, name: str, df: pd.DataFrame | None = None) -> None:
+        """Write table ``name`` atomically under the store lock, and cache it.
+
+        Without ``df`` the cached table is written (kymflow's ``save_table(name)``;
+        KeyError if it was never loaded).
+        """
         self.store.check_writable()
+        if df is None:
+            if name not in self._tables:
+                raise KeyError(f"table not loaded in cache: {name}")
+            df = self._tables[name]
         with self.store.table_lock():
             self._write(name, df)
 
