@@ -291,3 +291,21 @@ def test_json_dump_of_rois_is_order_independent(gen2_store: Path) -> None:
         json.dumps({"rois": [dict(reversed(list(ROI.items())))], **{"version": doc["version"]}})
     )
     assert radon_params_hash(rec) == before
+
+
+def test_all_null_extra_column_is_kept_and_valued_ones_leave_with_their_rows(
+    gen2_store: Path,
+) -> None:
+    """An extra column an artifact has, even all-null, is kept (kymflow keeps it); one
+    whose values leave with their record's rows leaves too, as in a rebuild."""
+    a, b = "4c0f6a1e-0001", "4c0f6a1e-0002"
+    kd = _kd(gen2_store)
+    frame = gen2_events_frame(2).assign(comment=[None, None], t0_s=[0.1, 0.2])
+    write_parquet_artifact(gen2_store, a, "velocity_events/events", frame)
+    table = kd.rebuild(KVE)
+    assert {"comment", "t0_s"} <= set(table.columns)
+    table = kd.update_images(KVE, [b])
+    assert {"comment", "t0_s"} <= set(table.columns)
+    write_parquet_artifact(gen2_store, a, "velocity_events/events", gen2_events_frame(2))
+    table = kd.update_images(KVE, [a])
+    assert "t0_s" not in table.columns

@@ -300,7 +300,7 @@ class KymDataset:
                 kept = current[~current[IMAGE_ID].isin(replaced)]
             new_parts = [rows for _, rows in results if rows is not None and len(rows)]
             rows_written = sum(len(p) for p in new_parts)
-            table = _merge(kept, new_parts, ix)
+            table = _merge(current, kept, new_parts, ix)
             # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
             changed = (
                 replace_all
@@ -344,15 +344,21 @@ def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
     return shape_table(df, ix.columns, extras_position(ix))
 
 
-def _merge(kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer) -> pd.DataFrame:
+def _merge(
+    current: pd.DataFrame, kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer
+) -> pd.DataFrame:
     """Kept rows plus new rows, stably sorted by image_id: the canonical table order.
 
-    The columns and their types are derived from the merged rows alone, so the
-    result does not depend on which records were re-indexed (equal to a rebuild).
+    Extra columns are typed from the merged rows alone, so the result does not depend
+    on which records were re-indexed (equal to a rebuild). An extra column left with
+    only nulls stays if an artifact read now has it, or if it held only nulls before
+    (a kept record has it); it goes if the rows that held its values went.
     """
     frames = [f for f in (kept, *parts) if len(f)]
     if not frames:
         return empty_table(ix.columns)
+    keep_null = {c for p in parts for c in p.columns}
+    keep_null |= {c for c in kept.columns if c in current and not current[c].notna().any()}
     if len(frames) == 1:
         table = frames[0]
     else:
@@ -361,7 +367,7 @@ def _merge(kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer) ->
             warnings.simplefilter("ignore", FutureWarning)
             table = pd.concat(frames, ignore_index=True)
     table = table.sort_values(IMAGE_ID, kind="stable", ignore_index=True)
-    return _typed(table, ix)
+    return shape_table(table, ix.columns, extras_position(ix), keep_null=keep_null)
 
 
 def _with_kept_rows(o: RecordOutcome, counts: pd.Series | None) -> RecordOutcome:

@@ -15,15 +15,15 @@ It follows the data kymflow writes (see ``docs/layout.md``, "Schema policy"):
   across the whole table (one type per column): all booleans → ``boolean``, all
   numbers (or numeric strings that round-trip) → ``Int64`` when every value is
   integral, else ``float64``; anything else → ``string``. Text-named columns are
-  always strings. The result depends only on the table's values, so an incrementally
-  updated table equals a fresh rebuild.
+  always strings. Types depend only on the table's values, so an incrementally
+  updated table equals a fresh rebuild (all-null extras: see ``shape_table``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -297,12 +297,14 @@ def shape_table(
     columns: Mapping[str, str],
     extras_at: int | None,
     coerced: Coercions | None = None,
+    keep_null: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """``df`` with the declared columns (typed, in order) and, where ``extras_at`` is
-    not None, every other non-empty column inserted at that position, typed by content.
+    not None, its other columns inserted at that position, typed by content.
 
     Extra columns are ordered by the first row holding a value in them (then by their
-    position in ``df``); all-null extras are dropped. Never raises for a value.
+    position in ``df``; all-null ones last). An all-null extra column is kept only if
+    it is in ``keep_null`` (None: keep every one). Never raises for a value.
     """
     declared = list(columns)
     if (
@@ -326,6 +328,8 @@ def shape_table(
             present = df[col].notna().to_numpy()
             if present.any():
                 firsts.append((int(np.argmax(present)), pos, col))
+            elif keep_null is None or col in keep_null:
+                firsts.append((len(df), pos, col))
         extras = [str(col) for _, _, col in sorted(firsts)]
         for col in extras:
             out[col] = convert_values(df[col], infer_dtype(col, df[col]), coerced, col)
