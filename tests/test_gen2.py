@@ -309,3 +309,18 @@ def test_all_null_extra_column_is_kept_and_valued_ones_leave_with_their_rows(
     write_parquet_artifact(gen2_store, a, "velocity_events/events", gen2_events_frame(2))
     table = kd.update_images(KVE, [a])
     assert "t0_s" not in table.columns
+
+
+def test_an_artifacts_own_image_id_is_replaced_by_the_records(gen2_store: Path) -> None:
+    """Rows are named by the record they were read from, whatever image_id column the
+    artifact carries (kymflow's generation 1 keeps it and piles rows up on each update)."""
+    a = "4c0f6a1e-0001"
+    frame = gen2_events_frame(2).assign(image_id=["someone-else", "someone-else"])
+    write_parquet_artifact(gen2_store, a, "velocity_events/events", frame)
+    write_parquet_artifact(gen2_store, a, "velocity_events", events_frame(2).assign(image_id="x"))
+    kd = KymDataset(gen2_store, indexers=make_indexers([*GENERATION_1, KVE]))
+    for _ in range(2):
+        for table in ("velocity_events", KVE):
+            df = kd.update_images(table, [a])
+            assert (df["image_id"] == a).sum() == 2, table
+            assert "someone-else" not in set(df["image_id"]) and "x" not in set(df["image_id"])
