@@ -22,7 +22,7 @@ from kymwatch.daemon import (
     request_sync,
 )
 from kymwatch.errors import KymwatchError
-from kymwatch.index import KymDataset
+from kymwatch.index import KymDataset, make_indexers, select_indexers
 from kymwatch.logconfig import (
     ConsoleFormat,
     configure_logging,
@@ -90,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         polling=args.polling,
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
+        indexers=_indexer_names(args.indexers),
     )
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
     console: ConsoleFormat = service_console_format() or "auto"
@@ -125,6 +126,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"kymwatch daemon on {root}")
     print(f"  pid {d.get('pid')}, state {d.get('state')}, {health}, heartbeat {age}")
     print(f"  watching with {d.get('watch_mode')} ({d.get('watches')} watches)")
+    if d.get("indexers"):
+        why = f" ({d['indexers_reason']})" if d.get("indexers_reason") else ""
+        print(f"  indexers {', '.join(d['indexers'])}{why}")
     print(f"  queue depth {d.get('queue_depth')}, last table update {d.get('last_update_utc')}")
     print(
         "  records indexed {records_indexed}, rows written {rows_written}, batches {batches}, "
@@ -209,20 +213,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_NOT_CURRENT if args.strict else EXIT_OK
 
 
+def _indexer_names(value: str | None) -> tuple[str, ...] | None:
+    """``--indexers a,b`` as names (None when not given)."""
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise _UsageError("--indexers needs at least one indexer name")
+    return names
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     root = _store(args.store)
     configure_logging(level=args.log_level, console="auto")
-    kd = KymDataset(root, "a")
-    names = [kd.indexer(n).name for n in args.indexer] if args.indexer else None
+    requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
+    kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
     # The table lock is taken only to publish each table (a daemon keeps indexing while
     # the records are read); records that change meanwhile are read again under it.
     for ix in kd.indexers:
-        if names is None or ix.name in names:
-            report = kd.rebuild(ix, recheck=True)
-            print(
-                f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
-                f" ({report.duration_ms:.0f} ms)"
-            )
+        report = kd.rebuild_report(ix, recheck=True)
+        print(
+            f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
+            f" ({report.duration_ms:.0f} ms)"
+        )
     return EXIT_OK
 
 
@@ -279,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between full reconcile scans (default 600)",
     )
+    run.add_argument(
+        "--indexers",
+        metavar="A,B",
+        help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
+    )
     run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
     run.add_argument("--no-log-file", action="store_true", help="log to the console only")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -321,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
     rb.add_argument("store")
-    rb.add_argument("--indexer", action="append", help="only this indexer (repeatable)")
+    rb.add_argument(
+        "--indexer",
+        action="append",
+        help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
+    )
     rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     rb.set_defaults(func=cmd_rebuild)
 

@@ -42,7 +42,15 @@ from kymwatch.daemon.sync import answer_sync
 from kymwatch.daemon.tablelock import hold_table_lock
 from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
-from kymwatch.index import DatasetIndexer, KymDataset
+from kymwatch.index import (
+    UNDECIDED,
+    DatasetIndexer,
+    KymDataset,
+    decide_from_artifacts,
+    make_indexers,
+    record_artifact_names,
+    select_indexers,
+)
 from kymwatch.store import (
     IMAGES_DIR,
     INDEX_DIR,
@@ -73,7 +81,8 @@ class Daemon:
         clock: Monotonic clock.
         notifier: systemd notifications (default: from the environment; no-op
             outside systemd).
-        indexers: Indexers to run (default: the seed indexers).
+        indexers: Indexers to run (default: ``config.indexers``, else chosen from what
+            the store holds).
         on_hangup: Called on the loop thread after SIGHUP (the CLI reopens its log
             files there); the daemon stays up.
     """
@@ -98,11 +107,19 @@ class Daemon:
                     "the store and will not follow it"
                 )
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
+        if indexers is None:
+            selection = select_indexers(self.root, config.indexers)
+            indexers, reason = make_indexers(selection), selection.reason
+        else:
+            reason = "given"
+        self._undecided = reason == UNDECIDED  # narrowed by the first artifacts
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
         self.reporter = Reporter(self.root, self.status, self.notifier, clock)
         self.reporter.queue_depth = lambda: len(self.debouncer)
         self.reporter.watch_count = lambda: self.source.watch_count
+        self.status.indexers = [ix.name for ix in self.kd.indexers]
+        self.status.indexers_reason = reason
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
         self.state = IndexState()
         self.worker = Worker(self.kd, self.state, clock, retry_delays=config.retry_delays_s)
@@ -166,6 +183,8 @@ class Daemon:
                 pid=os.getpid(),
                 watch_mode=self.source.mode,
                 watches=self.source.watch_count,
+                indexers=self.status.indexers,
+                indexers_reason=self.status.indexers_reason,
                 quiet_ms=round(self.config.quiet_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
             )
@@ -334,8 +353,10 @@ class Daemon:
         ids: set[str] = set()
         for ix in self.kd.indexers:
             try:
-                ids.update(self.kd.get_table(ix.table_name)["image_id"].unique())
-            except (OSError, ValueError):  # unreadable table: the worker rebuilds it
+                ids.update(str(i) for i in self.kd.get_table(ix.table_name)["image_id"].dropna())
+            except MemoryError:
+                raise
+            except Exception:  # noqa: S112 - unreadable: the worker rebuilds it, logging why
                 continue
         return ids
 
@@ -360,7 +381,7 @@ class Daemon:
                 with self._table_lock() as locked:
                     if not locked:
                         return False
-                    self.kd.rebuild(ix, [], log_outcomes=False)
+                    self.kd.rebuild_report(ix, [], log_outcomes=False)
             names |= ix.artifact_names
             self.state.schema_versions[ix.name] = ix.schema_version
             log.warning(
@@ -414,6 +435,8 @@ class Daemon:
         if not (self.root / IMAGES_DIR).is_dir():
             self._store_unavailable(batch.changes, batch.first_seen)
             return False
+        if self._undecided:
+            self._decide_indexers(batch)
         if self._regrow_tables():  # a table vanished between two reconciles
             self.schedule.at(Task.RECONCILE, self.clock())
         prev = self.reporter.state
@@ -459,6 +482,29 @@ class Daemon:
             stopping=self._stop,
             between=self._housekeeping,
         )
+
+    def _decide_indexers(self, batch: Batch) -> None:
+        """On a store that had no data at start, switch to the generation(s) its first
+        artifacts belong to (see ``kymwatch.index.registry``)."""
+        names: set[str] = set()
+        for change in batch.changes:
+            if change.artifacts is None:
+                names |= record_artifact_names(self.root / IMAGES_DIR / change.image_id)
+            else:
+                names |= change.artifacts
+        selection = decide_from_artifacts(names)
+        if selection is None:
+            return
+        self._undecided = False
+        current = {ix.name: ix for ix in self.kd.indexers}
+        self.kd.indexers = [current.get(n) or make_indexers([n])[0] for n in selection]
+        for ix in self.kd.indexers:
+            self.state.schema_versions[ix.name] = ix.schema_version
+        self.worker.refresh_indexers()
+        self.status.indexers = [ix.name for ix in self.kd.indexers]
+        self.status.indexers_reason = selection.reason
+        log.info("indexers_selected", indexers=self.status.indexers, reason=selection.reason)
+        self.reporter.publish()
 
     def _answer_syncs(self) -> None:
         tokens, self._syncs = list(dict.fromkeys(self._syncs)), []

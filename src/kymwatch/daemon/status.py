@@ -70,6 +70,8 @@ class DaemonStatus:
     last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
     problems: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     heartbeat_s: float = HEARTBEAT_S
+    indexers: list[str] = field(default_factory=list)
+    indexers_reason: str = ""
     _write_failing: bool = field(default=False, repr=False)
 
     def error(self, event: str, **fields: Any) -> None:
@@ -94,6 +96,8 @@ class DaemonStatus:
             "heartbeat_s": self.heartbeat_s,
             "last_update_utc": self.last_update_utc,
             "queue_depth": self.queue_depth,
+            "indexers": list(self.indexers),
+            "indexers_reason": self.indexers_reason,
             "counters": dict(sorted(self.counters.items())),
             "problem_counts": self.problem_counts(),
             "problems": listed,

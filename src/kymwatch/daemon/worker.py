@@ -1,7 +1,7 @@
 """The indexing worker: applies a batch of record changes to the tables.
 
 For each batch it runs only the affected indexers, writes each affected table once
-(``KymDataset.update_images``), and records in the state the fingerprints of what
+(``KymDataset.update_images_report``), and records in the state the fingerprints of what
 it indexed. An unreadable artifact (often one still being written) is handed back
 for a retry with backoff before it is reported; its old rows stay meanwhile.
 The worker decides nothing about *when* work happens: the daemon's loop pushes
@@ -87,6 +87,10 @@ class Worker:
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
 
+    def refresh_indexers(self) -> None:
+        """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
+        self._reads = [(ix.name, ix.artifact_names) for ix in self.kd.indexers]
+
     def readers_of(self, artifact: str) -> set[str]:
         """Names of the indexers that read ``artifact``."""
         return {name for name, reads in self._reads if artifact in reads}
@@ -137,10 +141,10 @@ class Worker:
         """``update_images``, or a whole rebuild when the table file turns out to be
         damaged (merging into it would lose every other record)."""
         try:
-            return self.kd.update_images(name, ids, log_outcomes=False)
+            return self.kd.update_images_report(name, ids, log_outcomes=False)
         except TableUnreadableError as e:
             error = str(e)
-        report = self.kd.rebuild(name, log_outcomes=False)
+        report = self.kd.rebuild_report(name, log_outcomes=False)
         log.warning(
             "table_rebuilt",
             table=report.table_name,

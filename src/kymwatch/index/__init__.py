@@ -10,21 +10,48 @@ from kymwatch.index.base import (
     ensure_image_id_column,
     normalize_table_name,
 )
+from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, default_indexers
 from kymwatch.index.kymdataset import KymDataset, log_outcome
+from kymwatch.index.params import params_hash
+from kymwatch.index.registry import (
+    ENTRY_POINT_GROUP,
+    GENERATION_1,
+    GENERATION_2,
+    UNDECIDED,
+    Selection,
+    available_indexers,
+    decide_from_artifacts,
+    make_indexers,
+    record_artifact_names,
+    select_indexers,
+)
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "GENERATION_1",
+    "GENERATION_2",
+    "UNDECIDED",
     "DatasetIndexer",
     "KymDataset",
+    "KymRadonIndexer",
+    "KymVelocityEventsIndexer",
     "OutcomeStatus",
     "RadonReportIndexer",
     "RecordOutcome",
+    "Selection",
     "UpdateReport",
     "VelocityEventsIndexer",
+    "available_indexers",
     "conform_rows",
+    "decide_from_artifacts",
     "default_indexers",
     "empty_table",
     "ensure_image_id_column",
     "log_outcome",
+    "make_indexers",
     "normalize_table_name",
+    "params_hash",
+    "record_artifact_names",
+    "select_indexers",
 ]
