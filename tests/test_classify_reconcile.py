@@ -84,7 +84,7 @@ def test_classify_ignores_paths_outside_the_store() -> None:
     )
 
 
-FP1, FP2 = Fingerprint(10, 1, 100), Fingerprint(10, 1, 101)
+FP1, FP2 = Fingerprint(10, 1, 1, 100), Fingerprint(10, 1, 1, 101)
 
 
 def test_diff_new_changed_deleted_and_unchanged() -> None:
@@ -116,7 +116,9 @@ def test_diff_sees_an_atomic_replace_with_same_size_and_mtime() -> None:
     ]
 
 
-fingerprints = st.builds(Fingerprint, st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+fingerprints = st.builds(
+    Fingerprint, st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)
+)
 record_files = st.dictionaries(
     st.sampled_from(
         ["radon_report.json", "velocity_events.parquet", "velocity_events/events.csv.gz"]
@@ -183,7 +185,8 @@ def test_state_round_trips_through_disk(tmp_path: Path) -> None:
         {"a": {"radon_report.json": FP1, "velocity_events/events.csv.gz": FP2}, "empty": {}},
         {"velocity_events": 1, "radon_report": 1},
     )
-    state.save(tmp_path)
+    assert state.save(tmp_path)
+    state.close()
     loaded = IndexState.load(tmp_path)
     assert loaded.records == state.records
     assert loaded.schema_versions == state.schema_versions
@@ -192,5 +195,5 @@ def test_state_round_trips_through_disk(tmp_path: Path) -> None:
 def test_corrupt_state_starts_empty(tmp_path: Path) -> None:
     """An unreadable state file is replaced by an empty state (a full reindex), not a crash."""
     (tmp_path / "index").mkdir()
-    (tmp_path / "index" / "state.json").write_text("{not json")
+    (tmp_path / "index" / "kymwatch-state.sqlite").write_text("{not a database")
     assert IndexState.load(tmp_path).records == {}

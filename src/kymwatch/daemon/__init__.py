@@ -5,7 +5,7 @@ from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import daemon_running
-from kymwatch.daemon.reconcile import diff_fingerprints, route
+from kymwatch.daemon.reconcile import diff_fingerprints, route, table_check, whole_records
 from kymwatch.daemon.runner import Daemon, SourceFactory
 from kymwatch.daemon.sdnotify import SystemdNotifier
 from kymwatch.daemon.state import IndexState
@@ -43,4 +43,6 @@ __all__ = [
     "read_status",
     "request_sync",
     "route",
+    "table_check",
+    "whole_records",
 ]

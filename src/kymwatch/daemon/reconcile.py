@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from kymwatch.daemon.changes import RecordChange
-from kymwatch.store import RecordFiles, split_artifact_file
+from kymwatch.store import Fingerprint, RecordFiles, split_artifact_file
 
-__all__ = ["artifact_name_of", "diff_fingerprints", "route"]
+__all__ = ["artifact_name_of", "diff_fingerprints", "route", "table_check", "whole_records"]
 
 
 def artifact_name_of(file_name: str) -> str | None:
@@ -27,7 +27,9 @@ def diff_fingerprints(
 
     A record on disk but not known (new) or known but not on disk (deleted) is a
     whole-record change; otherwise the change names the artifacts whose files were
-    added, removed or changed. Unchanged records are not listed.
+    added, removed or changed. A file whose known fingerprint is racily clean (it
+    changed within the timestamp granularity of the scan that took it) counts as
+    changed: see :meth:`Fingerprint.same_as`. Unchanged records are not listed.
     """
     changes: list[RecordChange] = []
     for image_id in sorted(disk.keys() | known.keys()):
@@ -38,11 +40,54 @@ def diff_fingerprints(
         names = {
             name
             for f in now.keys() | before.keys()
-            if now.get(f) != before.get(f) and (name := artifact_name_of(f)) is not None
+            if not _same(before.get(f), now.get(f)) and (name := artifact_name_of(f)) is not None
         }
         if names:
             changes.append(RecordChange(image_id, frozenset(names)))
     return changes
+
+
+def _same(before: Fingerprint | None, now: Fingerprint | None) -> bool:
+    if before is None or now is None:
+        return before is now
+    return before.same_as(now)
+
+
+def whole_records(changes: Iterable[RecordChange], image_ids: Iterable[str]) -> list[RecordChange]:
+    """``changes`` with every record of ``image_ids`` made a whole-record change.
+
+    For the crash journal: a journaled record may have rows from any of its
+    artifacts in the tables that the state does not know about, so every indexer
+    re-reads it, not only those whose artifacts' fingerprints differ.
+    """
+    whole = set(image_ids)
+    merged = {c.image_id: RecordChange(c.image_id) if c.image_id in whole else c for c in changes}
+    for image_id in whole - merged.keys():
+        merged[image_id] = RecordChange(image_id)
+    return [merged[i] for i in sorted(merged)]
+
+
+def table_check(
+    published: Fingerprint | None, now: Fingerprint | None, *, known_records: bool, migrated: bool
+) -> str | None:
+    """Why a table must be rebuilt whole, or None if it can be trusted.
+
+    Args:
+        published: Fingerprint of the file the daemon last published (None: unknown).
+        now: Fingerprint of the file on disk (None: no file).
+        known_records: The state knows records (so the table should exist).
+        migrated: The state comes from an older kymwatch that did not record tables.
+
+    Returns:
+        ``"table_missing"``, ``"table_changed_externally"`` (restored from a backup,
+        rewritten by another program: a fingerprint incl. ctime differs),
+        ``"state_migrated"``, or None.
+    """
+    if now is None:
+        return "table_missing" if known_records else None
+    if published is None:
+        return "state_migrated" if migrated and known_records else None
+    return None if published == now else "table_changed_externally"
 
 
 def route(change: RecordChange, indexers: Iterable[tuple[str, frozenset[str]]]) -> list[str]:

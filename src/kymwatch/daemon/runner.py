@@ -19,7 +19,7 @@ from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock
-from kymwatch.daemon.reconcile import diff_fingerprints
+from kymwatch.daemon.reconcile import diff_fingerprints, table_check, whole_records
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonStatus
@@ -41,6 +41,7 @@ from kymwatch.store import (
     TABLES_DIR,
     remove_stale_temporaries,
     scan_dataset,
+    table_fingerprint,
     utc_now_iso,
 )
 
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 
 SourceFactory = Callable[[Path, EventSink], EventSource]
 _Item = FileChange | Rescan | None
+_TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
 
 
 class Daemon:
@@ -101,6 +103,7 @@ class Daemon:
         self._last_rescan = -1e18
         self._last_reconcile = 0.0
         self._last_state_save = 0.0
+        self._last_table_check = 0.0
         self._last_status = -1e18
         self._last_ping = -1e18
         self._syncs: list[str] = []
@@ -177,6 +180,7 @@ class Daemon:
         if self._source is not None:
             self._source.stop()
         self._save_state(force=True)
+        self.state.close()
         self.status.state = "stopped"
         self.status.queue_depth = len(self.debouncer)
         self.status.write(self.root)
@@ -203,23 +207,38 @@ class Daemon:
         return PollingWatcher(self.root, sink, self.config.poll_interval_s)
 
     def _load_state(self) -> None:
-        loaded = IndexState.load(self.root)
-        self.state.records, self.state.schema_versions = loaded.records, loaded.schema_versions
-        self.state.suspects = loaded.suspects
+        self.state.adopt(IndexState.load(self.root))
         for ix in self.kd.indexers:
             known = self.state.schema_versions.get(ix.name)
             if self.state.records and known != ix.schema_version:
                 self._rebuild(ix, "schema_changed")
             self.state.schema_versions[ix.name] = ix.schema_version
 
-    def _rebuild_missing_tables(self) -> None:
-        """A table deleted behind our back is rebuilt whole, not re-grown from one batch."""
+    def _check_tables(self) -> None:
+        """Rebuild whole a table deleted or replaced behind our back (restored from a
+        backup, rewritten by another program, or by ``kymwatch rebuild``: adopting that
+        one by rebuilding is redundant but right), not re-grown from one batch."""
+        self._last_table_check = self.clock()
         for ix in self.kd.indexers:
-            if self.state.records and not self.kd.store.table_path(ix.table_name).exists():
-                self._rebuild(ix, "table_missing")
+            published = self.state.tables.get(ix.table_name)
+            now = table_fingerprint(self.kd.store.table_path(ix.table_name))
+            reason = table_check(
+                published, now, known_records=bool(self.state.records), migrated=self.state.migrated
+            )
+            if reason is None and published is None and now is not None:
+                self.state.note_table(ix.table_name, now)  # a fresh state adopts the table
+            if reason == "table_changed_externally":
+                log.warning(
+                    reason,
+                    table=ix.table_name,
+                    path=str(self.kd.store.table_path(ix.table_name)),
+                )
+            if reason is not None:
+                self._rebuild(ix, reason)
 
     def _rebuild(self, ix: DatasetIndexer, reason: str) -> None:
         report = self.kd.rebuild(ix)
+        self.worker.note_published(ix.table_name)
         log.info(
             "table_rebuilt",
             table=ix.table_name,
@@ -328,16 +347,17 @@ class Daemon:
                 for c in pending.changes:
                     self.debouncer.feed(c, pending.first_seen)
             return False
-        self._rebuild_missing_tables()
+        self._check_tables()
         skipped: list[str] = []
         disk = scan_dataset(self.root, skipped)
-        changes = diff_fingerprints(disk, self.state.records)
         # Rows of records that exist neither on disk nor in the state (e.g. the state
-        # was lost while they were deleted) are stale too.
-        queued = {c.image_id for c in changes}
-        stale = (self._table_image_ids() - disk.keys() | self.state.suspects) - queued
+        # was lost while they were deleted) are stale too; journaled records (a crash
+        # after publishing, before the state save) are re-indexed whole.
+        stale = self._table_image_ids() - disk.keys() - self.state.records.keys()
+        changes = whole_records(
+            diff_fingerprints(disk, self.state.records), stale | self.state.suspects
+        )
         self.state.suspects = set()
-        changes = sorted([*changes, *(RecordChange(i) for i in stale)], key=lambda c: c.image_id)
         self.status.counters["reconciles"] += 1
         final = pending is not None
         if pending:
@@ -450,6 +470,8 @@ class Daemon:
     def _housekeeping(self) -> None:
         now = self.clock()
         self._save_state()
+        if now - self._last_table_check >= _TABLE_CHECK_S:
+            self._check_tables()
         if (
             ping := self.notifier.watchdog_interval()
         ) is not None and now - self._last_ping >= ping:

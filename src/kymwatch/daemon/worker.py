@@ -22,7 +22,13 @@ from kymwatch.daemon.reconcile import route
 from kymwatch.daemon.state import IndexState
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, UpdateReport, log_outcome
-from kymwatch.store import RecordFiles, ZarrImageRecord, scan_record
+from kymwatch.store import (
+    RecordFiles,
+    ZarrImageRecord,
+    scan_record,
+    scan_stamp,
+    table_fingerprint,
+)
 
 __all__ = ["BatchResult", "Worker"]
 
@@ -83,10 +89,13 @@ class Worker:
                 by_indexer[name].append(change.image_id)
         # Fingerprints are taken before reading: a write after this point is seen
         # as a change by the next reconcile even if we already read its content.
+        # The scan's start is remembered with each fingerprint: a file changed within the
+        # timestamp granularity of it is "racily clean" and re-read by the next reconcile.
         fresh: dict[str, RecordFiles | None] = {}
+        stamp = scan_stamp(self.kd.path)
         for change in batch.changes:
             rec = ZarrImageRecord(self.kd.store, change.image_id)
-            fresh[change.image_id] = scan_record(rec.path) if rec.exists() else None
+            fresh[change.image_id] = scan_record(rec.path, stamp) if rec.exists() else None
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():
@@ -95,6 +104,7 @@ class Worker:
             report = self._update(name, ids)
             if report.table_written:
                 result.tables.append(report.table_name)
+                self.note_published(report.table_name)
             result.rows_written += report.rows_written
             for outcome in report.outcomes:
                 if self._settle(outcome, final):
@@ -110,6 +120,11 @@ class Worker:
             )
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
+
+    def note_published(self, table_name: str) -> None:
+        """Remember in the state the fingerprint of a table the daemon just wrote, so a
+        table replaced behind its back is noticed (see ``Daemon._check_tables``)."""
+        self.state.note_table(table_name, table_fingerprint(self.kd.store.table_path(table_name)))
 
     def _update(self, name: str, ids: list[str]) -> UpdateReport:
         """``update_images``, or a whole rebuild when the table file is damaged or was

@@ -21,7 +21,14 @@ from kymwatch.store.layout import (
     validate_table_name,
 )
 from kymwatch.store.record import ZarrImageRecord
-from kymwatch.store.scan import Fingerprint, RecordFiles, scan_dataset, scan_record
+from kymwatch.store.scan import (
+    UNKNOWN_CTIME,
+    Fingerprint,
+    RecordFiles,
+    scan_dataset,
+    scan_record,
+    scan_stamp,
+)
 from kymwatch.store.tables import read_table_file, table_fingerprint, write_table_file
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "IMAGES_DIR",
     "INDEX_DIR",
     "TABLES_DIR",
+    "UNKNOWN_CTIME",
     "ArtifactFormat",
     "ArtifactRef",
     "Fingerprint",
@@ -50,6 +58,7 @@ __all__ = [
     "remove_stale_temporaries",
     "scan_dataset",
     "scan_record",
+    "scan_stamp",
     "split_artifact_file",
     "table_fingerprint",
     "utc_now_iso",
