@@ -262,13 +262,23 @@ class IndexState:
             self._legacy = False
 
     # -- updates --------------------------------------------------------------------------
-    def note_table(self, name: str, fp: Fingerprint | None) -> None:
-        """Remember the fingerprint of a table file the daemon just published."""
+    def note_table(self, root: Path, name: str, fp: Fingerprint | None) -> None:
+        """Remember, durably and at once, the fingerprint of a table file the daemon
+        just published: after a crash, its own last write is not mistaken for a table
+        changed behind its back (which costs a rebuild)."""
         if fp is None:
             self.tables.pop(name, None)
         else:
             self.tables[name] = fp
-        self.dirty = True
+        try:
+            db = self._connect(root)
+            if fp is None:
+                db.execute("DELETE FROM published WHERE name = ?", (name,))
+            else:
+                db.execute("INSERT OR REPLACE INTO published VALUES (?, ?)", (name, encode_fp(fp)))
+        except Exception as e:
+            self.dirty = True  # the next save writes it
+            self._failed(root, e)
 
     def update_record(
         self,

@@ -124,7 +124,8 @@ class Worker:
     def note_published(self, table_name: str) -> None:
         """Remember in the state the fingerprint of a table the daemon just wrote, so a
         table replaced behind its back is noticed (see ``Daemon._check_tables``)."""
-        self.state.note_table(table_name, table_fingerprint(self.kd.store.table_path(table_name)))
+        path = self.kd.store.table_path(table_name)
+        self.state.note_table(self.kd.path, table_name, table_fingerprint(path))
 
     def _update(self, name: str, ids: list[str]) -> UpdateReport:
         """``update_images``, or a whole rebuild when the table file is damaged or was
