@@ -226,7 +226,7 @@ class Daemon:
                 published, now, known_records=bool(self.state.records), migrated=self.state.migrated
             )
             if reason is None and published is None and now is not None:
-                self.state.note_table(self.root, ix.table_name, now)  # a fresh state adopts the table
+                self.state.note_table(self.root, ix.table_name, now)  # a fresh state adopts it
             if reason == "table_changed_externally":
                 log.warning(
                     reason,
