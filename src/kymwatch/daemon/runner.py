@@ -219,6 +219,8 @@ class Daemon:
         backup, rewritten by another program, or by ``kymwatch rebuild``: adopting that
         one by rebuilding is redundant but right), not re-grown from one batch."""
         self._last_table_check = self.clock()
+        if not (self.root / IMAGES_DIR).is_dir():
+            return  # the store is gone or moved: write nothing until it is back
         for ix in self.kd.indexers:
             published = self.state.tables.get(ix.table_name)
             now = table_fingerprint(self.kd.store.table_path(ix.table_name))
@@ -234,7 +236,11 @@ class Daemon:
                     path=str(self.kd.store.table_path(ix.table_name)),
                 )
             if reason is not None:
-                self._rebuild(ix, reason)
+                try:
+                    self._rebuild(ix, reason)
+                except Exception as e:  # e.g. disk full: the next check tries again
+                    log.exception("table_rebuild_failed", table=ix.table_name, error=str(e))
+                    self.status.error("table_rebuild_failed", table=ix.table_name, error=str(e))
 
     def _rebuild(self, ix: DatasetIndexer, reason: str) -> None:
         report = self.kd.rebuild(ix)
