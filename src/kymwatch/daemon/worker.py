@@ -25,8 +25,7 @@ from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, UpdateRepor
 from kymwatch.store import (
     RecordFiles,
     ZarrImageRecord,
-    scan_record,
-    scan_stamp,
+    scan_records_settled,
     table_fingerprint,
 )
 
@@ -91,11 +90,11 @@ class Worker:
         # as a change by the next reconcile even if we already read its content.
         # The scan's start is remembered with each fingerprint: a file changed within the
         # timestamp granularity of it is "racily clean" and re-read by the next reconcile.
-        fresh: dict[str, RecordFiles | None] = {}
-        stamp = scan_stamp(self.kd.path)
-        for change in batch.changes:
-            rec = ZarrImageRecord(self.kd.store, change.image_id)
-            fresh[change.image_id] = scan_record(rec.path, stamp) if rec.exists() else None
+        # Files changed in that very tick are waited out and scanned again.
+        fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
+        recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
+        present = {r.image_id: r.path for r in recs if r.exists()}
+        fresh.update(scan_records_settled(self.kd.path, present))
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():

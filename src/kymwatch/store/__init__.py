@@ -25,8 +25,10 @@ from kymwatch.store.scan import (
     UNKNOWN_CTIME,
     Fingerprint,
     RecordFiles,
+    fs_stamp,
     scan_dataset,
     scan_record,
+    scan_records_settled,
     scan_stamp,
 )
 from kymwatch.store.tables import read_table_file, table_fingerprint, write_table_file
@@ -51,6 +53,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "detect_zarr_format",
+    "fs_stamp",
     "is_temporary_name",
     "is_valid_image_id",
     "parse_store_path",
@@ -58,6 +61,7 @@ __all__ = [
     "remove_stale_temporaries",
     "scan_dataset",
     "scan_record",
+    "scan_records_settled",
     "scan_stamp",
     "split_artifact_file",
     "table_fingerprint",

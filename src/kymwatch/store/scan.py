@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,10 @@ __all__ = [
     "UNKNOWN_CTIME",
     "Fingerprint",
     "RecordFiles",
+    "fs_stamp",
     "scan_dataset",
     "scan_record",
+    "scan_records_settled",
     "scan_stamp",
 ]
 
@@ -85,12 +88,16 @@ class Fingerprint:
         counts too unless it lies beyond the ctime (set by ``utime``, e.g. to the
         year 2300, which would otherwise make the file racy for ever).
         """
-        if self.scanned_ns == 0:
-            return False
-        changed = self.ctime_ns
-        if self.mtime_ns <= self.ctime_ns + RACY_MARGIN_NS:
-            changed = max(changed, self.mtime_ns)
-        return changed >= self.scanned_ns
+        return self.scanned_ns != 0 and self.changed_ns >= self.scanned_ns
+
+    @property
+    def changed_ns(self) -> int:
+        """When the file last changed: its ctime, or its mtime if later but not beyond
+        the ctime by more than the racy margin (an mtime set into the future by
+        ``utime`` says nothing about when the file changed)."""
+        if self.ctime_ns < self.mtime_ns <= self.ctime_ns + RACY_MARGIN_NS:
+            return self.mtime_ns
+        return self.ctime_ns
 
     def same_as(self, now: Fingerprint) -> bool:
         """True when ``now`` (a fresh scan) shows the version this fingerprint names.
@@ -108,13 +115,13 @@ class Fingerprint:
         return self == now and not self.racy
 
 
-def scan_stamp(root: Path) -> int:
-    """The start of a scan as a time of the store's file system, minus the racy margin.
+def fs_stamp(root: Path) -> int | None:
+    """The start of a scan as a time of the store's file system, minus the racy margin;
+    None if it cannot be taken.
 
     Touches ``index/.scan-stamp`` and reads back its mtime, as git compares file
     times with its index file's: the same clock and the same granularity as the
-    artifacts' (also on a network share whose server clock differs from ours). Falls
-    back to the local clock with a 2 s margin if the file cannot be written.
+    artifacts' (also on a network share whose server clock differs from ours).
     """
     path = os.path.join(root, INDEX_DIR, _STAMP)
     try:
@@ -125,8 +132,62 @@ def scan_stamp(root: Path) -> int:
         finally:
             os.close(fd)
     except OSError:
-        return time.time_ns() - FALLBACK_MARGIN_NS
+        return None
     return stamp - RACY_MARGIN_NS
+
+
+def scan_stamp(root: Path) -> int:
+    """:func:`fs_stamp`, or the local clock minus 2 s if the stamp file cannot be written."""
+    stamp = fs_stamp(root)
+    return time.time_ns() - FALLBACK_MARGIN_NS if stamp is None else stamp
+
+
+def scan_records_settled(
+    root: Path,
+    records: Mapping[str, Path],
+    *,
+    stamp: Callable[[Path], int | None] = fs_stamp,
+    wait: Callable[[float], None] = time.sleep,
+    max_waits: int = 200,
+) -> dict[str, RecordFiles]:
+    """Fingerprints of the given records, taken so that none is racily clean if possible.
+
+    A file changed in the scan's own timestamp tick would be re-read by the next
+    reconcile (and a problem in it reported twice). So, as Mercurial does for its
+    dirstate, wait (a millisecond at a time, usually one clock tick in all) until the
+    file system's clock has moved past such files, and scan their records again:
+    then a later write is bound to change the ctime. The wait is bounded
+    (``max_waits`` milliseconds in all: a file that keeps changing, or a clock set
+    back, leaves the file racy, and it is re-read later). Without a file-system
+    stamp (``index/`` not writable) nothing is waited for.
+
+    Args:
+        root: The dataset folder (its ``index/`` holds the stamp file).
+        records: image_id → record folder.
+        stamp: Takes a stamp (injected in tests).
+        wait: Sleeps (injected in tests).
+        max_waits: Waits of 1 ms allowed in all.
+    """
+    first = stamp(root)
+    start = scan_stamp(root) if first is None else first
+    out = {image_id: scan_record(path, start) for image_id, path in records.items()}
+    if first is None:
+        return out
+    waits = 0
+    for _ in range(10):  # rescans at most
+        racy = [i for i, files in out.items() if any(fp.racy for fp in files.values())]
+        if not racy:
+            break
+        newest = max(fp.changed_ns for i in racy for fp in out[i].values() if fp.racy)
+        now = stamp(root)
+        while now is not None and now <= newest and waits < max_waits:
+            wait(0.001)
+            waits += 1
+            now = stamp(root)
+        if now is None or now <= newest:
+            break  # re-read by the next reconcile instead
+        out.update({i: scan_record(records[i], now) for i in racy})
+    return out
 
 
 def _scan_analysis(folder: str, prefix: str, out: RecordFiles, depth: int, stamp: int) -> None:
