@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,28 @@ def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
     state.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "index" / STATE_FILE)) as check:
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_database_deleted_while_open_is_recreated_in_full(tmp_path: Path) -> None:
+    """If index/ (and the database) is deleted while the daemon runs, the next save writes
+    every record into a new file, not just the ones changed since."""
+    state = IndexState({f"r{i}": {"radon_report.json": FP} for i in range(5)})
+    assert state.save(tmp_path)
+    shutil.rmtree(tmp_path / "index")
+    state.update_record("r1", {}, {"radon_report"}, lambda name: {"radon_report"})
+    assert state.save(tmp_path)
+    loaded = reloaded(state, tmp_path)
+    assert len(loaded.records) == 5 and loaded.records["r1"] == {}
+
+
+def test_a_save_never_recreates_a_deleted_store(tmp_path: Path) -> None:
+    """A save after the whole store was deleted fails (logged) instead of recreating it."""
+    root = tmp_path / "store.zarr"
+    state = IndexState({REC: {}})
+    (root / "index").mkdir(parents=True)
+    assert state.save(root)
+    state.close()
+    shutil.rmtree(root)
+    state.update_record(REC, {}, set(), lambda name: set())
+    assert state.save(root) is False
+    assert not root.exists()

@@ -95,6 +95,7 @@ class IndexState:
     _changed: set[str] = field(default_factory=set, repr=False)
     _full: bool = field(default=True, repr=False)  # next save rewrites every record
     _db: sqlite3.Connection | None = field(default=None, repr=False)
+    _ino: int | None = field(default=None, repr=False)  # the db file that holds our saves
     _legacy: bool = field(default=False, repr=False)
 
     # -- loading --------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class IndexState:
 
     @classmethod
     def _load_db(cls, path: Path) -> IndexState:
+        ino = os.stat(path).st_ino
         db = sqlite3.connect(path, isolation_level=None)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -138,7 +140,7 @@ class IndexState:
             suspects = {str(i) for (i,) in db.execute("SELECT image_id FROM journal")}
         finally:
             db.close()
-        return cls(records, versions, tables, suspects, _full=False)
+        return cls(records, versions, tables, suspects, _full=False, _ino=ino)
 
     @property
     def migrated(self) -> bool:
@@ -151,16 +153,26 @@ class IndexState:
         self.records, self.schema_versions = other.records, other.schema_versions
         self.tables, self.suspects = other.tables, other.suspects
         self.dirty, self._changed, self._full = other.dirty, other._changed, other._full
-        self._legacy = other._legacy
+        self._legacy, self._ino = other._legacy, other._ino
 
     # -- the database ---------------------------------------------------------------------
     def _connect(self, root: Path) -> sqlite3.Connection:
-        if self._db is not None:
-            return self._db
+        """The open database; reopened (and then rewritten in full) if its file was
+        deleted or replaced behind our back (``index/`` deleted, a store restored)."""
         path = root / INDEX_DIR / STATE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if self._db is not None:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == self._ino:
+                    return self._db
+            self.close()
+        path.parent.mkdir(exist_ok=True)  # never the store itself: it may be gone
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o640)
-        os.close(fd)  # created with our mode; SQLite gives its WAL file the same one
+        try:  # created with our mode; SQLite gives its WAL file the same one
+            ino = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        if ino != self._ino:  # not the file our saves went to: write everything
+            self._full, self._ino = True, ino
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
