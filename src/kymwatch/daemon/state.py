@@ -275,19 +275,29 @@ class IndexState:
 
     # -- updates --------------------------------------------------------------------------
     def note_table(self, root: Path, name: str, fp: Fingerprint | None) -> None:
-        """Remember, durably and at once, the fingerprint of a table file the daemon
-        just published: after a crash, its own last write is not mistaken for a table
-        changed behind its back (which costs a rebuild)."""
+        """Remember at once the fingerprint of a table file the daemon just published:
+        after a killed process, its own last write is not mistaken for a table changed
+        behind its back (which costs a rebuild).
+
+        Committed with ``synchronous=NORMAL`` (no fsync, ~0.05 ms instead of ~4 ms):
+        it survives a killed process; a power cut may lose it, and then the table is
+        rebuilt once at the next start, which is right, only slower.
+        """
         if fp is None:
             self.tables.pop(name, None)
         else:
             self.tables[name] = fp
         try:
             db = self._connect(root)
-            if fp is None:
-                db.execute("DELETE FROM published WHERE name = ?", (name,))
-            else:
-                db.execute("INSERT OR REPLACE INTO published VALUES (?, ?)", (name, encode_fp(fp)))
+            db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                if fp is None:
+                    db.execute("DELETE FROM published WHERE name = ?", (name,))
+                else:
+                    row = (name, encode_fp(fp))
+                    db.execute("INSERT OR REPLACE INTO published VALUES (?, ?)", row)
+            finally:
+                db.execute("PRAGMA synchronous=FULL")
         except Exception as e:
             self.dirty = True  # the next save writes it
             self._failed(root, e)
