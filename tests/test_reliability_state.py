@@ -249,3 +249,26 @@ def test_old_state_is_migrated_and_files_touched_since_are_re_read(tmp_path: Pat
     assert not (state_dir / "state-fingerprints.parquet").exists()
     assert (state_dir / STATE_FILE).exists()
     assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+def test_a_state_that_cannot_be_saved_never_stops_the_daemon(tmp_path: Path) -> None:
+    """With its state file replaced by a folder, the daemon logs, keeps indexing, and restarts."""
+    root = store_with_records(tmp_path / "store.zarr")
+    state = root / "index" / STATE_FILE
+    with DaemonProcess(root) as d:
+        d.sync()
+        for p in state.parent.glob(f"{STATE_FILE}*"):
+            p.unlink()
+        state.mkdir()
+        write_parquet_artifact(root, RECS[0], "velocity_events", kymflow_events(6))
+        d.sync()
+        assert d.events("state_save_failed")
+        assert (live_tables(root)["velocity_events"]["image_id"] == RECS[0]).sum() == 6
+        assert d.stop() == 0
+    with DaemonProcess(root) as d:  # the next start resets the state and indexes in full
+        d.sync()
+        assert d.events("state_reset")
+        write_parquet_artifact(root, RECS[1], "velocity_events", kymflow_events(2))
+        d.sync()
+        assert d.stop() == 0
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
