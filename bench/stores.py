@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import storegen
 
 SRC = measure.PINNED_ROOT / "src" / "kymwatch"
-STATE_FILES = ("state-fingerprints.parquet", "state.json")
 
 
 _FROZEN: list[str] = []
@@ -55,14 +54,16 @@ def has_template(n_records: int) -> bool:
 
 
 def save_template(store: Path, n_records: int, how: str) -> None:
-    """Keep ``store``'s tables and daemon state as the template (store must be unedited)."""
+    """Keep ``store``'s tables as the template (store must be unedited).
+
+    The daemon state is not kept: its fingerprints include the ctime, which every
+    hard link of a work copy changes; :func:`indexed_copy` seeds it afresh.
+    """
     dest = template_dir(n_records)
     for old in storegen.CACHE.glob(f"indexed-{n_records}x{storegen.ROWS_PER_RECORD}-*"):
         shutil.rmtree(old)  # made by other versions of the code
     (dest / "index").mkdir(parents=True)
     shutil.copytree(store / "tables", dest / "tables")
-    for name in STATE_FILES:
-        shutil.copy2(store / "index" / name, dest / "index" / name)
     (dest / "complete").write_text(how)
 
 
@@ -82,6 +83,7 @@ def seed_state(store: Path) -> None:
     )
     (store / "index").mkdir(exist_ok=True)
     state.save(store)
+    state.close()
 
 
 def indexed_copy(n_records: int, dest: Path) -> Path:
@@ -92,8 +94,7 @@ def indexed_copy(n_records: int, dest: Path) -> Path:
     storegen.work_copy(n_records, dest)
     shutil.copytree(src / "tables", dest / "tables")
     (dest / "index").mkdir()
-    for name in STATE_FILES:
-        shutil.copy2(src / "index" / name, dest / "index" / name)
+    seed_state(dest)  # after the hard links: they changed every artifact's ctime
     return dest
 
 

@@ -49,6 +49,10 @@ class DaemonProcess:
         args: Extra ``kymwatch run`` arguments.
         quiet_ms: Debounce quiet window (short by default, to keep tests quick).
         env: Extra environment variables.
+        prefix: Command run in front of ``kymwatch run`` (e.g. ``setpriv`` to run the
+            daemon as another user).
+        command: The command to run instead of ``kymwatch run STORE ARGS`` (e.g. a
+            script running ``Daemon`` with a custom configuration).
     """
 
     def __init__(
@@ -57,9 +61,12 @@ class DaemonProcess:
         *args: str,
         quiet_ms: int = 100,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        command: Sequence[str] | None = None,
     ) -> None:
         self.store = Path(store)
         self.args = ["--quiet-ms", str(quiet_ms), "--log-level", "debug", *args]
+        self.prefix, self.command = list(prefix), command
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = self.store.parent / f"daemon-{self.store.name}.out"
@@ -72,8 +79,9 @@ class DaemonProcess:
     def start(self, *, wait_ready: bool = True) -> DaemonProcess:
         """Start the daemon; by default wait until its first reconcile is done."""
         out = self.output.open("ab")
+        command = self.command or [*KYMWATCH, "run", str(self.store), *self.args]
         self.proc = subprocess.Popen(
-            [*KYMWATCH, "run", str(self.store), *self.args],
+            [*self.prefix, *command],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=self.env,

@@ -18,7 +18,8 @@ from kymwatch.daemon import (
     diff_fingerprints,
     route,
 )
-from kymwatch.store import Fingerprint
+from kymwatch.daemon.planner import TableInfo, plan_reconcile, tables_to_rebuild
+from kymwatch.store import UNKNOWN_CTIME, Fingerprint
 
 ROOT = Path("/data/store.zarr")
 
@@ -84,7 +85,7 @@ def test_classify_ignores_paths_outside_the_store() -> None:
     )
 
 
-FP1, FP2 = Fingerprint(10, 1, 100), Fingerprint(10, 1, 101)
+FP1, FP2 = Fingerprint(10, 1, 1, 100), Fingerprint(10, 1, 1, 101)
 
 
 def test_diff_new_changed_deleted_and_unchanged() -> None:
@@ -116,7 +117,123 @@ def test_diff_sees_an_atomic_replace_with_same_size_and_mtime() -> None:
     ]
 
 
-fingerprints = st.builds(Fingerprint, st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+# -- fingerprints with ctime, and racily clean files (synthetic stats, no clock) ----------
+S = 10**18  # a scan start, as a file-system time in ns
+E = "velocity_events.parquet"
+
+
+def fp(size: int = 100, mtime: int = S - 10**9, ctime: int = S - 10**9, inode: int = 7,
+       scanned: int = S) -> Fingerprint:  # fmt: skip
+    return Fingerprint(size, mtime, ctime, inode, scanned)
+
+
+def changed(before: Fingerprint, now: Fingerprint) -> bool:
+    return diff_fingerprints({"r": {E: now}}, {"r": {E: before}}) != []
+
+
+def test_diff_sees_an_in_place_rewrite_whose_mtime_was_restored() -> None:
+    """Same size, inode and (restored) mtime: the new ctime still makes it a change."""
+    assert changed(fp(), fp(ctime=S + 5 * 10**9, scanned=0))
+
+
+def test_diff_sees_a_copy_that_reused_the_freed_inode_number() -> None:
+    """rm -rf + cp -a with the inode number reused: only the ctime differs, and it counts."""
+    assert changed(fp(inode=12), fp(inode=12, ctime=S + 60 * 10**9, scanned=0))
+
+
+def test_diff_sees_a_chmod() -> None:
+    """A chmod changes only the ctime, which is enough to re-read the file."""
+    assert changed(fp(), fp(ctime=S + 1))
+
+
+def test_scan_stamp_is_not_part_of_equality() -> None:
+    """Two scans of an untouched file, at different times, give equal fingerprints."""
+    assert fp(scanned=S) == fp(scanned=S + 10**12)
+    assert not changed(fp(scanned=S), fp(scanned=S + 10**12))
+
+
+@pytest.mark.parametrize(
+    ("mtime", "ctime", "racy"),
+    [
+        (S - 10**9, S - 10**9, False),  # changed well before the scan: clean
+        (S - 1, S - 1, False),  # just before the scan's start (the stamp has the margin)
+        (S, S, True),  # in the scan's own tick: a later write may look identical
+        (S - 10**9, S + 10**6, True),  # mtime restored, but the change is recent
+        (S + 10**6, S + 10**6, True),  # changed while the scan ran
+        (10**19, S - 10**9, False),  # mtime set to the year 2300 by utime: ctime rules
+    ],
+)
+def test_racily_clean_files_are_re_read(mtime: int, ctime: int, racy: bool) -> None:
+    """A file changed within the granularity of its scan is re-read even if unchanged."""
+    known = fp(mtime=mtime, ctime=ctime)
+    assert known.racy is racy
+    assert changed(known, fp(mtime=mtime, ctime=ctime, scanned=S + 10**10)) is racy
+
+
+def test_a_re_read_racy_file_becomes_clean() -> None:
+    """Once re-scanned by a later scan, a racy fingerprint is trusted again."""
+    known = fp(ctime=S, mtime=S)
+    assert changed(known, known)
+    rescanned = fp(ctime=S, mtime=S, scanned=S + 10**10)
+    assert not changed(rescanned, rescanned)
+
+
+@pytest.mark.parametrize(
+    ("now", "trusted"),
+    [
+        (fp(ctime=S - 10**9, scanned=0), True),  # untouched since the old state was saved
+        (fp(ctime=S + 10**9, scanned=0), False),  # touched since (cp -p over it, chmod): re-read
+        (fp(size=101, ctime=S - 10**9, scanned=0), False),
+        (fp(inode=8, ctime=S - 10**9, scanned=0), False),
+    ],
+)
+def test_migrated_fingerprints_without_ctime_are_trusted_only_if_untouched_since(
+    now: Fingerprint, trusted: bool
+) -> None:
+    """A format-1 fingerprint (no ctime) is trusted only if the file's ctime predates that state."""
+    legacy = fp(ctime=UNKNOWN_CTIME, scanned=S)
+    assert changed(legacy, now) is not trusted
+
+
+def test_journaled_records_become_whole_record_changes() -> None:
+    """A journaled record is re-read by every indexer, also when only one artifact differs."""
+    disk = {"a": {"radon_report.json": fp(size=1)}, "b": {"radon_report.json": fp(size=1)}}
+    known = {"a": {"radon_report.json": fp()}, "b": {"radon_report.json": fp()}}
+    assert plan_reconcile(disk, known, suspects={"a", "z"}) == [
+        RecordChange("a"),
+        RecordChange("b", frozenset({"radon_report"})),
+        RecordChange("z"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("published", "now", "records", "migrated", "reason"),
+    [
+        (fp(), fp(), True, False, None),
+        (fp(), None, True, False, "table_missing"),
+        (None, None, False, False, None),  # nothing indexed yet: nothing to miss
+        (fp(), fp(ctime=S + 1), True, False, "table_changed_externally"),  # cp over it
+        (fp(), fp(inode=8), True, False, "table_changed_externally"),  # replaced
+        (None, fp(), True, False, None),  # a fresh state adopts the table
+        (None, fp(), True, True, "state_migrated"),  # an old state never knew it
+    ],
+)
+def test_table_check(
+    published: Fingerprint | None,
+    now: Fingerprint | None,
+    records: bool,
+    migrated: bool,
+    reason: str | None,
+) -> None:
+    """A table is rebuilt when missing, replaced behind the daemon's back, or never known."""
+    tables = [TableInfo("velocity_events", 1, published, now)]
+    got = tables_to_rebuild(tables, {"velocity_events": 1}, has_state=records, migrated=migrated)
+    assert got == ([] if reason is None else [("velocity_events", reason)])
+
+
+fingerprints = st.builds(
+    Fingerprint, st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)
+)
 record_files = st.dictionaries(
     st.sampled_from(
         ["radon_report.json", "velocity_events.parquet", "velocity_events/events.csv.gz"]
@@ -183,7 +300,8 @@ def test_state_round_trips_through_disk(tmp_path: Path) -> None:
         {"a": {"radon_report.json": FP1, "velocity_events/events.csv.gz": FP2}, "empty": {}},
         {"velocity_events": 1, "radon_report": 1},
     )
-    state.save(tmp_path)
+    assert state.save(tmp_path)
+    state.close()
     loaded = IndexState.load(tmp_path)
     assert loaded.records == state.records
     assert loaded.schema_versions == state.schema_versions
@@ -192,5 +310,5 @@ def test_state_round_trips_through_disk(tmp_path: Path) -> None:
 def test_corrupt_state_starts_empty(tmp_path: Path) -> None:
     """An unreadable state file is replaced by an empty state (a full reindex), not a crash."""
     (tmp_path / "index").mkdir()
-    (tmp_path / "index" / "state.json").write_text("{not json")
+    (tmp_path / "index" / "kymwatch-state.sqlite").write_text("{not a database")
     assert IndexState.load(tmp_path).records == {}

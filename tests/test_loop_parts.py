@@ -29,7 +29,7 @@ UUID = "3f2b8a4e-9c1d-4e5f-8a7b-6c5d4e3f2a1b"
 
 def fp(size: int, mtime: int = 1, inode: int = 7) -> Fingerprint:
     """A file fingerprint with the given size (mtime and inode fixed unless given)."""
-    return Fingerprint(size, mtime, inode)
+    return Fingerprint(size, mtime, mtime, inode)
 
 
 # -- schedule --------------------------------------------------------------------------------
@@ -139,9 +139,9 @@ def test_tables_rebuilt_only_with_a_state_and_for_a_reason() -> None:
     """A missing table or another schema version is rebuilt; a never-indexed store rebuilds
     nothing (its first reconcile indexes every record)."""
     tables = [
-        TableInfo("velocity_events", 2, table_exists=False),
-        TableInfo("radon_report", 1, table_exists=True),
-        TableInfo("kym_radon", 3, table_exists=True),
+        TableInfo("velocity_events", 2, published=fp(1), current=None),
+        TableInfo("radon_report", 1, published=fp(1), current=fp(1)),
+        TableInfo("kym_radon", 3, published=fp(1), current=fp(1)),
     ]
     versions = {"velocity_events": 2, "radon_report": 1, "kym_radon": 2}
     assert tables_to_rebuild(tables, versions, has_state=False) == []

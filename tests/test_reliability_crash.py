@@ -11,10 +11,12 @@ more than a hundred.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -42,7 +44,8 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
-from kymwatch.daemon import request_sync
+from kymwatch.daemon import IndexState, request_sync
+from kymwatch.daemon.state import STATE_FILE
 from kymwatch.store import read_table_file
 from test_reliability_model import parquet_bytes
 
@@ -145,11 +148,11 @@ def check_after_kill(root: Path) -> int:
         assert entry.name in TABLE_FILES, f"stray file in tables/: {entry.name}"
         read_table_file(entry)
     index = root / "index"
-    for name in ("status.json", "state.json"):
-        if (index / name).exists():
-            json.loads((index / name).read_bytes())
-    if (index / "state-fingerprints.parquet").exists():
-        read_table_file(index / "state-fingerprints.parquet")
+    if (index / "status.json").exists():
+        json.loads((index / "status.json").read_bytes())
+    if (index / STATE_FILE).exists():
+        with contextlib.closing(sqlite3.connect(index / STATE_FILE)) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     return temporaries
 
 
@@ -286,16 +289,24 @@ def test_writer_killed_mid_file_is_reported_and_recovered(tmp_path: Path) -> Non
     assert_tables_match_rebuild(root, tmp_path / "scratch")
 
 
+# The code of ``kymwatch run`` with the state saved only when a sync asks (never by the
+# 2 s timer), so "published, but not yet in the saved state" is reached every time.
+_SLOW_SAVES = """
+import sys
+from pathlib import Path
+from kymwatch.daemon import Daemon, DaemonConfig
+config = DaemonConfig(Path(sys.argv[1]), quiet_s=0.02, state_save_interval_s=3600.0)
+Daemon(config).run()
+"""
+
+
 # -- rows indexed after the last state save, then their source deleted (fixed: 716d3f7 for
 # records, adfdf1b for artifacts; found by the kill cycles) ---------------------------------
 def saved_state_files(root: Path, image_id: str) -> set[str] | None:
     """The artifact files of one record in the daemon's saved state (None: not in it)."""
-    path = root / "index" / "state-fingerprints.parquet"
-    if not path.exists():
-        return None
-    state = read_table_file(path)
-    rows = state[state["image_id"] == image_id]
-    return None if rows.empty else set(rows["file"]) - {""}
+    state = IndexState.load(root)
+    files = state.records.get(image_id)
+    return None if files is None else set(files)
 
 
 @pytest.mark.parametrize("deleted", ["record", "artifact"])
@@ -307,8 +318,8 @@ def test_stale_rows_do_not_survive_a_crash_before_the_state_save(
     seed_store(root, 1, 2)
     if deleted == "artifact":
         write_v2_record(root, "late")  # known to the saved state, without artifacts
-    d = DaemonProcess(root, quiet_ms=20).start()
-    d.sync()  # the state is saved here; later saves are throttled (every 2 s at most)
+    d = DaemonProcess(root, command=[sys.executable, "-c", _SLOW_SAVES, str(root)]).start()
+    d.sync()  # the state is saved here, and by this daemon only when a sync asks
     write_v2_record(root, "late")
     write_parquet_artifact(root, "late", "velocity_events", events_frame(4))
     wait_until(
@@ -322,9 +333,7 @@ def test_stale_rows_do_not_survive_a_crash_before_the_state_save(
     else:
         analysis_file(root, "late", "velocity_events", "parquet").unlink()
     d.kill()
-    saved = saved_state_files(root, "late")
-    if saved != (None if deleted == "record" else set()):
-        pytest.skip("the daemon saved its state before the kill: the scenario was not reached")
+    assert saved_state_files(root, "late") == (None if deleted == "record" else set())
     with DaemonProcess(root, quiet_ms=20) as again:
         again.sync()
     assert_tables_match_rebuild(root, tmp_path / "scratch")
@@ -452,3 +461,59 @@ def test_rebuild_and_replace_rows_from_other_processes_while_the_daemon_runs(
     assert sorted(annotations["image_id"]) == sorted(f"seed{i:04d}" for i in range(50))
     assert sorted(annotations["v"]) == list(range(150, 200))  # each record's last write
     assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+# -- the crash journal re-indexes a record whole (issue 10, part 1) -----------------------
+
+
+def kymflow_events(n: int, start_s: float = 0.0) -> object:
+    """``n`` events as kymflow writes them: text event ids ("1", "2", ...) in an object column."""
+    df = events_frame(n, start_s=start_s)
+    df["event_id"] = [str(i + 1) for i in range(n)]
+    return df
+
+
+@pytest.mark.parametrize("change", ["both_deleted", "events_deleted", "events_rewritten"])
+def test_journaled_record_is_reindexed_whole_after_a_crash(tmp_path: Path, change: str) -> None:
+    """A record published after the last state save is re-read by every indexer after a crash."""
+    root = tmp_path / "store.zarr"
+    make_v2_store(root)
+    rec = "0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11"  # kymflow names records by UUID
+    write_v2_record(root, rec)
+    write_json_artifact(root, rec, "radon_report", legacy_radon_report(2.5))
+    write_v2_record(root, "bystander")
+    write_parquet_artifact(root, "bystander", "velocity_events", kymflow_events(2))
+    # A daemon whose state is saved only when a sync asks (never by its timer).
+    d = DaemonProcess(root, command=[sys.executable, "-c", _SLOW_SAVES, str(root)]).start()
+    request_sync(root, timeout=WAIT_S)  # the state now knows the record by its radon JSON
+    write_parquet_artifact(root, rec, "velocity_events", kymflow_events(4))
+    wait_until(
+        lambda: rec in set(live_tables(root)["velocity_events"]["image_id"]),
+        what="the record's events in the table",
+    )
+    assert d.proc is not None
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    events = analysis_file(root, rec, "velocity_events", "parquet")
+    if change == "both_deleted":
+        events.unlink()
+        analysis_file(root, rec, "radon_report", "json").unlink()
+    elif change == "events_deleted":
+        events.unlink()
+    else:  # in place, same size, mtime restored (cp -p): only the ctime tells
+        st = events.stat()
+        edited = kymflow_events(4)
+        edited["kind"] = "pause"
+        data = parquet_bytes(edited)
+        assert len(data) == st.st_size
+        with events.open("r+b") as f:
+            f.write(data)
+        os.utime(events, ns=(st.st_atime_ns, st.st_mtime_ns))
+    d.kill()
+    assert saved_state_files(root, rec) == {"radon_report.json"}, "the scenario was not reached"
+    with DaemonProcess(root, quiet_ms=20) as again:
+        again.sync()
+        assert again.proc is not None and again.proc.poll() is None
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
+    if change == "events_rewritten":
+        rows = live_tables(root)["velocity_events"]
+        assert list(rows[rows["image_id"] == rec]["kind"]) == ["pause"] * 4

@@ -229,8 +229,8 @@ def test_status_state_log_and_tables_are_not_world_writable(tmp_path: Path) -> N
         assert d.stop() == 0
     files = [
         root / "index" / "status.json",
-        root / "index" / "state.json",
-        root / "index" / "state-fingerprints.parquet",
+        root / "index" / "kymwatch-state.sqlite",
+        root / "index" / ".scan-stamp",
         root / "index" / "kymwatch.log",
         root / "tables" / "velocity_events.parquet",
         root / "tables" / "radon_report.parquet",

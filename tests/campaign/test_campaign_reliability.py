@@ -86,7 +86,7 @@ def test_campaign_kill_9_during_bursts(
 
 
 @pytest.mark.parametrize(
-    ("chunk", "cycles"), chunks(env_int("KYMWATCH_CAMPAIGN_DELETION_KILLS", 60), KILL_CHUNK)
+    ("chunk", "cycles"), chunks(env_int("KYMWATCH_CAMPAIGN_DELETION_KILLS", 120), KILL_CHUNK)
 )
 def test_campaign_kill_9_during_bursts_with_deletions(
     tmp_path: Path, chunk: int, cycles: int, campaign_record: dict[str, Any]

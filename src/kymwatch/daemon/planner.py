@@ -5,8 +5,9 @@ plain values, so it is tested without threads, files or clocks:
 
 - which records a reconcile queues (:func:`plan_reconcile`),
 - which tables are re-grown from every record, and why (:func:`tables_to_rebuild`):
-  the only place that decides "table missing → rebuild" and "schema changed →
-  rebuild"; :func:`forget_artifacts` turns that into ordinary, chunked work,
+  the only place that decides "table missing, replaced behind our back or of
+  another schema → rebuild"; :func:`forget_artifacts` turns that into ordinary,
+  chunked work,
 - how big the next chunk of work is (:func:`chunk_size`), so the loop gets its
   turn (heartbeat, watchdog, stop) between chunks of a long piece of work.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from kymwatch.daemon.changes import RecordChange
 from kymwatch.daemon.reconcile import artifact_name_of, diff_fingerprints
-from kymwatch.store import RecordFiles
+from kymwatch.store import Fingerprint, RecordFiles
 
 __all__ = ["TableInfo", "chunk_size", "forget_artifacts", "plan_reconcile", "tables_to_rebuild"]
 
@@ -53,8 +54,11 @@ def plan_reconcile(
 
     for change in diff_fingerprints(disk, known):
         add(change)
-    queued = set(merged)
-    for image_id in (set(table_ids) - disk.keys() | set(suspects)) - queued:
+    for image_id in set(table_ids) - disk.keys() - known.keys():
+        add(RecordChange(image_id))
+    # A journaled record may have rows from any of its artifacts that the state does
+    # not know about: every indexer re-reads it, not only those whose files differ.
+    for image_id in suspects:
         add(RecordChange(image_id))
     for change in pending:
         add(change)
@@ -68,32 +72,47 @@ class TableInfo:
     Attributes:
         indexer: The indexer's name.
         schema_version: The indexer's current schema version.
-        table_exists: Whether its table file exists.
+        published: Fingerprint of the table file the daemon last published (None:
+            unknown to the state).
+        current: Fingerprint of the table file on disk now (None: no file).
     """
 
     indexer: str
     schema_version: int
-    table_exists: bool
+    published: Fingerprint | None
+    current: Fingerprint | None
 
 
 def tables_to_rebuild(
-    tables: Sequence[TableInfo], known_versions: Mapping[str, int], *, has_state: bool
+    tables: Sequence[TableInfo],
+    known_versions: Mapping[str, int],
+    *,
+    has_state: bool,
+    migrated: bool = False,
 ) -> list[tuple[str, str]]:
     """The indexers whose table must be re-grown from every record, with the reason.
 
     Without a state (a store never indexed) nothing is rebuilt: the first reconcile
     indexes every record anyway. Otherwise a table whose file is missing (deleted
     behind the daemon's back) is rebuilt from every record rather than re-grown from
-    one batch, and so is a table written with another schema version.
+    one batch; so is a table written with another schema version, a table file that
+    differs from the one the daemon published (restored from a backup, copied over,
+    rewritten by another program: ``table_changed_externally``), and a table the
+    state of an older kymwatch did not record (``state_migrated``).
     """
     if not has_state:
         return []
     out = []
     for t in tables:
-        if not t.table_exists:
+        if t.current is None:
             out.append((t.indexer, "table_missing"))
         elif known_versions.get(t.indexer) != t.schema_version:
             out.append((t.indexer, "schema_changed"))
+        elif t.published is None:
+            if migrated:
+                out.append((t.indexer, "state_migrated"))
+        elif t.published != t.current:
+            out.append((t.indexer, "table_changed_externally"))
     return out
 
 

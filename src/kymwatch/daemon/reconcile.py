@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from kymwatch.daemon.changes import RecordChange
-from kymwatch.store import RecordFiles, split_artifact_file
+from kymwatch.store import Fingerprint, RecordFiles, split_artifact_file
 
 __all__ = ["artifact_name_of", "diff_fingerprints", "route"]
 
@@ -27,7 +27,9 @@ def diff_fingerprints(
 
     A record on disk but not known (new) or known but not on disk (deleted) is a
     whole-record change; otherwise the change names the artifacts whose files were
-    added, removed or changed. Unchanged records are not listed.
+    added, removed or changed. A file whose known fingerprint is racily clean (it
+    changed within the timestamp granularity of the scan that took it) counts as
+    changed: see :meth:`Fingerprint.same_as`. Unchanged records are not listed.
     """
     changes: list[RecordChange] = []
     for image_id in sorted(disk.keys() | known.keys()):
@@ -38,11 +40,17 @@ def diff_fingerprints(
         names = {
             name
             for f in now.keys() | before.keys()
-            if now.get(f) != before.get(f) and (name := artifact_name_of(f)) is not None
+            if not _same(before.get(f), now.get(f)) and (name := artifact_name_of(f)) is not None
         }
         if names:
             changes.append(RecordChange(image_id, frozenset(names)))
     return changes
+
+
+def _same(before: Fingerprint | None, now: Fingerprint | None) -> bool:
+    if before is None or now is None:
+        return before is now
+    return before.same_as(now)
 
 
 def route(change: RecordChange, indexers: Iterable[tuple[str, frozenset[str]]]) -> list[str]:

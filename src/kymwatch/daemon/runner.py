@@ -57,6 +57,7 @@ from kymwatch.store import (
     TABLES_DIR,
     remove_stale_temporaries,
     scan_dataset,
+    table_fingerprint,
 )
 
 __all__ = ["Daemon", "SourceFactory"]
@@ -64,7 +65,10 @@ __all__ = ["Daemon", "SourceFactory"]
 log = structlog.get_logger(__name__)
 
 _Item = FileChange | Rescan | None
-_HOUSEKEEPING = frozenset({Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.SAVE_STATE})
+_HOUSEKEEPING = frozenset(
+    {Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.TABLE_CHECK, Task.SAVE_STATE}
+)
+_TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
 _MAX_DRAIN = 100_000  # events taken from the queue per loop turn
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
@@ -167,6 +171,7 @@ class Daemon:
         now = self.clock()
         self.schedule.at(Task.HEARTBEAT, now)
         self.schedule.at(Task.WATCHER_CHECK, now + self.config.watcher_check_s)
+        self.schedule.at(Task.TABLE_CHECK, now + _TABLE_CHECK_S)
         if self.notifier.watchdog_interval() is not None:
             self.schedule.at(Task.WATCHDOG, now)
         with self._table_lock() as locked:
@@ -205,12 +210,11 @@ class Daemon:
         pending = self.debouncer.flush()
         if pending:  # not published: the next start re-indexes them (whatever their stats)
             self.state.note_publishing(self.root, (c.image_id for c in pending.changes))
+        self.state.close()
         self.reporter.stopped(len(pending))
 
     def _load_state(self) -> None:
-        loaded = IndexState.load(self.root)
-        self.state.records, self.state.schema_versions = loaded.records, loaded.schema_versions
-        self.state.suspects = loaded.suspects
+        self.state.adopt(IndexState.load(self.root))
         if not self.state.records:  # nothing indexed yet: no table to rebuild for a schema
             for ix in self.kd.indexers:
                 self.state.schema_versions[ix.name] = ix.schema_version
@@ -348,10 +352,11 @@ class Daemon:
             self.reporter.error("daemon_lock_lost")
             self.stop()
 
-    def _table_image_ids(self) -> set[str]:
-        """Every image_id present in any table (tables are cached between changes)."""
+    def _table_image_ids(self, indexers: Sequence[DatasetIndexer] | None = None) -> set[str]:
+        """Every image_id present in the tables of ``indexers`` (default: all; tables are
+        cached between changes)."""
         ids: set[str] = set()
-        for ix in self.kd.indexers:
+        for ix in self.kd.indexers if indexers is None else indexers:
             try:
                 ids.update(str(i) for i in self.kd.get_table(ix.table_name)["image_id"].dropna())
             except MemoryError:
@@ -361,27 +366,45 @@ class Daemon:
         return ids
 
     def _regrow_tables(self) -> bool:
-        """Rebuild the tables the planner names (deleted behind our back, or written
-        with another schema) as ordinary chunked work: the state forgets what it indexed
-        for their artifacts, so the reconcile re-indexes them in every record. True if
-        a table needs that (the caller makes sure a reconcile follows)."""
-        tables = [
-            planner.TableInfo(
-                ix.name, ix.schema_version, self.kd.store.table_path(ix.table_name).exists()
-            )
-            for ix in self.kd.indexers
-        ]
+        """Rebuild the tables the planner names (deleted or replaced behind our back,
+        or written with another schema) as ordinary chunked work: the state forgets what
+        it indexed for their artifacts, so the reconcile re-indexes them in every record.
+        True if a table needs that (the caller makes sure a reconcile follows)."""
+        if not (self.root / IMAGES_DIR).is_dir():
+            return False  # the store is gone or moved: write nothing until it is back
+        tables: list[planner.TableInfo] = []
+        for ix in self.kd.indexers:
+            published = self.state.tables.get(ix.table_name)
+            current = table_fingerprint(self.kd.store.table_path(ix.table_name))
+            if published is None and current is not None and not self.state.migrated:
+                self.state.note_table(self.root, ix.table_name, current)  # a new state adopts it
+                published = current
+            tables.append(planner.TableInfo(ix.name, ix.schema_version, published, current))
         work = planner.tables_to_rebuild(
-            tables, self.state.schema_versions, has_state=bool(self.state.records)
+            tables,
+            self.state.schema_versions,
+            has_state=bool(self.state.records),
+            migrated=self.state.migrated,
         )
+        on_disk = {t.indexer: t.current for t in tables}
         names: set[str] = set()
         for name, reason in work:
             ix = self.kd.indexer(name)
+            path = self.kd.store.table_path(ix.table_name)
             if reason == "table_missing":  # an empty table now, filled chunk by chunk
                 with self._table_lock() as locked:
                     if not locked:
                         return False
                     self.kd.rebuild_report(ix, [], log_outcomes=False)
+                self.worker.note_published(ix.table_name)
+            elif reason in ("table_changed_externally", "state_migrated"):
+                # Kept as it is (never fewer rows meanwhile) and re-derived record by
+                # record: the records it names are re-read whole, the others through
+                # their forgotten fingerprints.
+                if reason == "table_changed_externally":
+                    log.warning(reason, table=ix.table_name, path=str(path))
+                self.state.suspects |= self._table_image_ids([ix])
+                self.state.note_table(self.root, ix.table_name, on_disk[name])
             names |= ix.artifact_names
             self.state.schema_versions[ix.name] = ix.schema_version
             log.warning(
@@ -392,8 +415,7 @@ class Daemon:
                 records=len(self.state.records),
             )
         if names:
-            self.state.records = planner.forget_artifacts(self.state.records, names)
-            self.state.dirty = True
+            self.state.replace_records(planner.forget_artifacts(self.state.records, names))
         return bool(work)
 
     # -- indexing -------------------------------------------------------------------------
@@ -532,6 +554,10 @@ class Daemon:
             elif task is Task.WATCHER_CHECK:
                 self._check_source()
                 self.schedule.at(task, now + self.config.watcher_check_s)
+            elif task is Task.TABLE_CHECK:
+                self.schedule.at(task, now + _TABLE_CHECK_S)
+                if self._regrow_tables():  # replaced or deleted behind our back
+                    self.schedule.at(Task.RECONCILE, now)
             elif task is Task.SAVE_STATE:
                 self._save_state()
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):

@@ -2,7 +2,8 @@
 
 The daemon's loop waits on "next event or next deadline". Every timed duty
 (heartbeat, systemd watchdog ping, periodic reconcile, a rescan after lost
-events, the throttled state save, the watcher liveness check) is a named
+events, the throttled state save, the watcher liveness check, the check that no table
+was replaced behind the daemon's back) is a named
 deadline here; the loop asks which are due and how long it may sleep. Nothing
 in this module reads a clock or sleeps: callers pass ``now``.
 """
@@ -20,6 +21,7 @@ class Task(enum.Enum):
     WATCHDOG = "watchdog"
     HEARTBEAT = "heartbeat"
     WATCHER_CHECK = "watcher_check"
+    TABLE_CHECK = "table_check"
     SAVE_STATE = "save_state"
     RESCAN = "rescan"
     RECONCILE = "reconcile"

@@ -173,8 +173,11 @@ class InotifyWatcher:
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
-        self._mask_dirs = dirs | selfs | flags
-        self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE
+        # IN_ATTRIB on folders: a chmod that makes a record's analysis/ readable again.
+        self._mask_dirs = dirs | selfs | flags | C.IN_ATTRIB
+        # IN_ATTRIB: a chmod (0600 → 0644) makes an unreadable artifact readable, and
+        # a chmod of the folder itself an unreadable analysis/ readable.
+        self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE | C.IN_ATTRIB
         self._id = f"kymwatch-{id(self)}"
 
     @property
@@ -204,7 +207,9 @@ class InotifyWatcher:
         try:
             wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
         except OSError as e:
-            if e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
+            if e.errno == 13:  # EACCES: an unreadable folder; its chmod back is an IN_ATTRIB
+                log.warning("watch_failed", path=path, error=str(e))
+            elif e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
                 log.error("watch_failed", path=path, error=str(e))
                 self.sink(Rescan("watch_failed"))
             return False
@@ -327,6 +332,8 @@ class InotifyWatcher:
                 self._remove_under(path)
         else:
             kind = ChangeKind.MODIFIED
+            if is_dir and event.name and event.mask & C.IN_ATTRIB:
+                self._watch_new_dir(parent, path)  # may have been unreadable so far
         self.sink(FileChange(path, kind, is_dir))
 
     def _watch_new_dir(self, parent: str, path: str) -> None:

@@ -23,7 +23,12 @@ from kymwatch.daemon.reconcile import route
 from kymwatch.daemon.state import IndexState
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, UpdateReport, log_outcome
-from kymwatch.store import RecordFiles, ZarrImageRecord, scan_record
+from kymwatch.store import (
+    RecordFiles,
+    ZarrImageRecord,
+    scan_records_settled,
+    table_fingerprint,
+)
 
 __all__ = ["DEFAULT_RETRY_DELAYS", "BatchResult", "Retry", "Worker"]
 
@@ -105,10 +110,13 @@ class Worker:
                 by_indexer[name].append(change.image_id)
         # Fingerprints are taken before reading: a write after this point is seen
         # as a change by the next reconcile even if we already read its content.
-        fresh: dict[str, RecordFiles | None] = {}
-        for change in batch.changes:
-            rec = ZarrImageRecord(self.kd.store, change.image_id)
-            fresh[change.image_id] = scan_record(rec.path) if rec.exists() else None
+        # The scan's start is remembered with each fingerprint: a file changed within the
+        # timestamp granularity of it is "racily clean" and re-read by the next reconcile.
+        # Files changed in that very tick are waited out and scanned again.
+        fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
+        recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
+        present = {r.image_id: r.path for r in recs if r.exists()}
+        fresh.update(scan_records_settled(self.kd.path, present))
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():
@@ -117,6 +125,7 @@ class Worker:
             report = self._update(name, ids)
             if report.table_written:
                 result.tables.append(report.table_name)
+                self.note_published(report.table_name)
             result.rows_written += report.rows_written
             for outcome in report.outcomes:
                 retry = self._retry(outcome, final)
@@ -136,6 +145,12 @@ class Worker:
             )
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
+
+    def note_published(self, table_name: str) -> None:
+        """Remember in the state the fingerprint of a table the daemon just wrote, so a
+        table replaced behind its back is noticed (see ``Daemon._regrow_tables``)."""
+        path = self.kd.store.table_path(table_name)
+        self.state.note_table(self.kd.path, table_name, table_fingerprint(path))
 
     def _update(self, name: str, ids: list[str]) -> UpdateReport:
         """``update_images``, or a whole rebuild when the table file turns out to be

@@ -22,7 +22,16 @@ from kymwatch.store.layout import (
 )
 from kymwatch.store.record import ZarrImageRecord
 from kymwatch.store.root import check_not_inside_dataset, enclosing_dataset
-from kymwatch.store.scan import Fingerprint, RecordFiles, scan_dataset, scan_record
+from kymwatch.store.scan import (
+    UNKNOWN_CTIME,
+    Fingerprint,
+    RecordFiles,
+    fs_stamp,
+    scan_dataset,
+    scan_record,
+    scan_records_settled,
+    scan_stamp,
+)
 from kymwatch.store.tables import read_table_file, table_fingerprint, write_table_file
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "IMAGES_DIR",
     "INDEX_DIR",
     "TABLES_DIR",
+    "UNKNOWN_CTIME",
     "ArtifactFormat",
     "ArtifactRef",
     "Fingerprint",
@@ -46,6 +56,7 @@ __all__ = [
     "check_not_inside_dataset",
     "detect_zarr_format",
     "enclosing_dataset",
+    "fs_stamp",
     "is_temporary_name",
     "is_valid_image_id",
     "parse_store_path",
@@ -53,6 +64,8 @@ __all__ = [
     "remove_stale_temporaries",
     "scan_dataset",
     "scan_record",
+    "scan_records_settled",
+    "scan_stamp",
     "split_artifact_file",
     "table_fingerprint",
     "utc_now_iso",

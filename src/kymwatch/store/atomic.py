@@ -3,18 +3,30 @@
 A reader sees either the old file or the new one, never a torn one. Temporary
 names start with ``.`` and end with ``.tmp``, so path classifiers ignore them.
 Files written here never keep the others-write bit, whatever the umask.
+
+Durability (``fsync=True``, the default): the file's data is fsynced before the
+rename and its folder after it, so once the call returns the new file survives a
+power cut too, not only a killed process (without the folder's fsync the rename
+itself may be lost and the old file come back).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "remove_stale_temporaries", "temporary_sibling"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "remove_stale_temporaries",
+    "temporary_sibling",
+]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -38,8 +50,29 @@ def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
             finally:
                 os.close(fd)
         tmp.replace(path)
+        if fsync:
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename, a creation, a removal) to disk.
+
+    Best effort where a folder cannot be opened or synced (some network and FUSE
+    file systems refuse): the data of the files themselves is synced regardless.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _deny_others_write(path: Path) -> None:

@@ -86,11 +86,21 @@ class ZarrImageRecord:
     def find_artifact(
         self, name: str, formats: Sequence[ArtifactFormat]
     ) -> tuple[Path, ArtifactFormat] | None:
-        """The first existing file of ``name`` among ``formats`` (in order), or None."""
+        """The first existing file of ``name`` among ``formats`` (in order), or None.
+
+        Raises:
+            ArtifactUnreadableError: a folder on the way cannot be searched (permission
+                denied): the artifact may well be there, so it is not "missing".
+        """
         for fmt in formats:
             p = self.artifact_path(name, fmt)
-            if os.path.lexists(p):
-                return p, fmt
+            try:
+                os.lstat(p)
+            except PermissionError as e:
+                raise ArtifactUnreadableError(self.image_id, name, str(p), str(e)) from e
+            except OSError:  # absent (or a name the OS refuses): not there
+                continue
+            return p, fmt
         return None
 
     def list_analysis_keys(self) -> list[str]:

@@ -1,0 +1,118 @@
+"""Power-loss durability: what is fsynced, and in which order, counted through ``os.fsync``.
+
+kill -9 keeps the page cache; a power cut does not. So a table, state or journal
+write must reach the disk (file data *and* the folder entry of its rename) before
+anything that relies on it, and the journal before the table it protects.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from helpers_store import events_frame, make_v2_store, write_parquet_artifact, write_v2_record
+from kymwatch.daemon import Batch, Debouncer, IndexState, RecordChange, Worker
+from kymwatch.index import KymDataset
+from kymwatch.store import atomic, atomic_write_bytes, write_table_file
+
+
+class FsyncLog:
+    """Records every ``os.fsync`` as ("dir" | "file", path) and passes it on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+            self.calls.append((kind, os.readlink(f"/proc/self/fd/{fd}")))
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_atomic_write_fsyncs_the_file_then_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data is synced before the rename and the folder after it (the rename itself)."""
+    log = FsyncLog(monkeypatch)
+    target = tmp_path / "sub" / "state.bin"
+    atomic_write_bytes(target, b"x" * 100)
+    kinds = [k for k, _ in log.calls]
+    assert kinds == ["file", "dir"], log.calls
+    assert log.calls[1][1] == str(target.parent)
+    assert target.read_bytes() == b"x" * 100
+
+
+def test_table_writes_fsync_the_tables_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publishing a table syncs tables/ after the rename."""
+    log = FsyncLog(monkeypatch)
+    path = tmp_path / "tables" / "velocity_events.parquet"
+    write_table_file(path, pd.DataFrame({"image_id": ["a"]}))
+    assert ("dir", str(path.parent)) in log.calls
+
+
+def test_no_fsync_asked_means_none_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fsync=False`` (scratch files) syncs neither file nor folder."""
+    log = FsyncLog(monkeypatch)
+    atomic_write_bytes(tmp_path / "scratch.bin", b"x", fsync=False)
+    assert log.calls == []
+
+
+def test_folder_that_cannot_be_synced_is_tolerated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that refuses fsync on folders (EINVAL) still gets its files written."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(22, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic.atomic_write_bytes(tmp_path / "f.bin", b"y")
+    assert (tmp_path / "f.bin").read_bytes() == b"y"
+
+
+def test_the_journal_is_durable_before_the_table_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: list[dict[str, Any]]
+) -> None:
+    """The worker commits the crash journal (synchronous=FULL) before it writes a table."""
+    store = make_v2_store(tmp_path / "s.zarr")
+    write_v2_record(store, "0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11")
+    write_parquet_artifact(store, "0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11", "velocity_events",
+                           events_frame(3))  # fmt: skip
+    kd, state = KymDataset(store), IndexState()
+    worker = Worker(kd, state, Debouncer(0.3, 5.0))
+    order: list[str] = []
+    real_note = IndexState.note_publishing
+
+    def note_publishing(self: IndexState, root: Path, ids: Any) -> None:
+        real_note(self, root, ids)
+        db = self._connect(root)
+        assert db.execute("PRAGMA synchronous").fetchone() == (2,)
+        journaled = {i for (i,) in db.execute("SELECT image_id FROM journal")}
+        order.append(f"journal:{sorted(journaled)}")
+
+    real_write = atomic._replacing
+
+    def replacing(path: Path, *, fsync: bool) -> Any:
+        order.append(f"write:{Path(path).parent.name}/{Path(path).name}:fsync={fsync}")
+        return real_write(path, fsync=fsync)
+
+    monkeypatch.setattr(IndexState, "note_publishing", note_publishing)
+    monkeypatch.setattr(atomic, "_replacing", replacing)
+    worker.process(Batch((RecordChange("0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11"),), 0.0))
+    state.close()
+    tables = [i for i, o in enumerate(order) if o.startswith("write:tables/")]
+    assert order[0] == "journal:['0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11']", order
+    assert tables and all(i > 0 for i in tables)
+    assert all(o.endswith("fsync=True") for o in order if o.startswith("write:"))
