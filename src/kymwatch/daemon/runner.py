@@ -465,6 +465,13 @@ class Daemon:
         if prev is DaemonState.WATCHING:
             self.reporter.set_state(DaemonState.INDEXING)
         try:
+            return self._work_on(batch, source=source, final=final)
+        finally:  # back to watching: publishes the status with this chunk's outcomes
+            if prev is DaemonState.WATCHING:
+                self.reporter.set_state(DaemonState.WATCHING)
+
+    def _work_on(self, batch: Batch, *, source: str, final: bool) -> bool:
+        try:
             with self._table_lock() as locked:
                 if not locked:  # stopping while a rebuild held the lock
                     self._push_back(batch.changes, batch.first_seen)
@@ -475,9 +482,6 @@ class Daemon:
             self.reporter.batch_failed(e, len(batch))
             self._request_rescan("batch_failed")
             return False
-        finally:
-            if prev is DaemonState.WATCHING:
-                self.reporter.set_state(DaemonState.WATCHING)
         if batch:
             per = (time.perf_counter() - start) / len(batch)
             old = self._seconds_per_record
@@ -537,6 +541,7 @@ class Daemon:
         pending = self.debouncer.flush()
         not_current = self.reporter.not_current(c.image_id for c in pending.changes)
         self._push_back(pending.changes, pending.first_seen)
+        self.reporter.publish()  # status shows what the answer says
         for token in tokens:
             answer_sync(self.root, token, ok=ok, error=error, not_current=not_current)
         log.info("sync_answered", requests=len(tokens), ok=ok, not_current=len(not_current))
