@@ -15,6 +15,7 @@ import pytest
 from conformance import cases, copy_store
 from harness import DaemonProcess, assert_tables_match_rebuild, kymwatch
 from helpers_store import (
+    analysis_file,
     events_frame,
     gen2_events_frame,
     make_v2_store,
@@ -38,20 +39,23 @@ def test_one_poisoned_record_does_not_stop_fifty(tmp_path: Path) -> None:
     ``kymwatch rebuild`` succeed, and the daemon stays up."""
     store = make_v2_store(tmp_path / "store.zarr")
     ids = _ids(52)
+    bad_csv, bad_json = ids[10], ids[20]
     with DaemonProcess(store) as d:
-        for image_id in ids:
+        for image_id in ids:  # the bad records get their bad files from the start
             write_v2_record(store, image_id)
-            write_parquet_artifact(store, image_id, "velocity_events/events", gen2_events_frame(2))
-            write_json_artifact(store, image_id, "radon_report", {"mean_velocity": 0.5})
-            write_parquet_artifact(store, image_id, "velocity_events", events_frame(1))
-        bad_csv, bad_json = ids[10], ids[20]
-        analysis = store / "images" / bad_csv / "analysis" / "velocity_events"
-        (analysis / "events.parquet").unlink()
-        (analysis.parent / "velocity_events.parquet").unlink()
-        header = b"roi_id,event_id,event_id,t_start_s\n1,e1,e2,0.5\n"
-        write_file(analysis / "events.csv.gz", gzip.compress(header))
-        deep = b"[" * 100_000 + b"]" * 100_000
-        write_file(store / "images" / bad_json / "analysis" / "radon_report.json", deep)
+            if image_id == bad_csv:
+                header = b"roi_id,event_id,event_id,t_start_s\n1,e1,e2,0.5\n"
+                csv = analysis_file(store, image_id, "velocity_events/events", "csv.gz")
+                write_file(csv, gzip.compress(header))
+            else:
+                events = gen2_events_frame(2)
+                write_parquet_artifact(store, image_id, "velocity_events/events", events)
+                write_parquet_artifact(store, image_id, "velocity_events", events_frame(1))
+            if image_id == bad_json:
+                deep = b"[" * 100_000 + b"]" * 100_000
+                write_file(analysis_file(store, image_id, "radon_report", "json"), deep)
+            else:
+                write_json_artifact(store, image_id, "radon_report", {"mean_velocity": 0.5})
         d.sync()
         invalid = {(e["image_id"], e["indexer"]) for e in d.events("artifact_invalid")}
         assert invalid == {(bad_csv, "kym_velocity_events"), (bad_json, "radon_report")}
