@@ -95,7 +95,8 @@ class IndexState:
     _changed: set[str] = field(default_factory=set, repr=False)
     _full: bool = field(default=True, repr=False)  # next save rewrites every record
     _db: sqlite3.Connection | None = field(default=None, repr=False)
-    _ino: int | None = field(default=None, repr=False)  # the db file that holds our saves
+    _pin: int | None = field(default=None, repr=False)  # fd of the db file our saves went to
+    _loaded: tuple[int, int] | None = field(default=None, repr=False)  # (dev, ino) loaded
     _legacy: bool = field(default=False, repr=False)
 
     # -- loading --------------------------------------------------------------------------
@@ -124,7 +125,6 @@ class IndexState:
 
     @classmethod
     def _load_db(cls, path: Path) -> IndexState:
-        ino = os.stat(path).st_ino
         db = sqlite3.connect(path, isolation_level=None)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -140,7 +140,9 @@ class IndexState:
             suspects = {str(i) for (i,) in db.execute("SELECT image_id FROM journal")}
         finally:
             db.close()
-        return cls(records, versions, tables, suspects, _full=False, _ino=ino)
+        st = os.stat(path)
+        loaded = (st.st_dev, st.st_ino)
+        return cls(records, versions, tables, suspects, _full=False, _loaded=loaded)
 
     @property
     def migrated(self) -> bool:
@@ -153,26 +155,34 @@ class IndexState:
         self.records, self.schema_versions = other.records, other.schema_versions
         self.tables, self.suspects = other.tables, other.suspects
         self.dirty, self._changed, self._full = other.dirty, other._changed, other._full
-        self._legacy, self._ino = other._legacy, other._ino
+        self._legacy, self._loaded = other._legacy, other._loaded
 
     # -- the database ---------------------------------------------------------------------
+    def _pinned(self, st: os.stat_result) -> bool:
+        """True if ``st`` is the file our saves went to. Once written, that file is kept
+        open (the pin), so its inode number cannot be reused by a new file meanwhile;
+        before, it is the file the state was loaded from."""
+        if self._pin is None:
+            return (st.st_dev, st.st_ino) == self._loaded
+        pin = os.fstat(self._pin)
+        return (st.st_dev, st.st_ino) == (pin.st_dev, pin.st_ino)
+
     def _connect(self, root: Path) -> sqlite3.Connection:
         """The open database; reopened (and then rewritten in full) if its file was
         deleted or replaced behind our back (``index/`` deleted, a store restored)."""
         path = root / INDEX_DIR / STATE_FILE
         if self._db is not None:
             with contextlib.suppress(OSError):
-                if os.stat(path).st_ino == self._ino:
+                if self._pinned(os.stat(path)):
                     return self._db
-            self.close()
+            self._disconnect()
         path.parent.mkdir(exist_ok=True)  # never the store itself: it may be gone
+        # created with our mode; SQLite gives its WAL file the same one
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o640)
-        try:  # created with our mode; SQLite gives its WAL file the same one
-            ino = os.fstat(fd).st_ino
-        finally:
-            os.close(fd)
-        if ino != self._ino:  # not the file our saves went to: write everything
-            self._full, self._ino = True, ino
+        if not self._pinned(os.fstat(fd)):  # not the file of our saves (or none yet):
+            self._full = True  # write everything there
+        self._unpin()
+        self._pin = fd
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -187,10 +197,20 @@ class IndexState:
 
     def close(self) -> None:
         """Close the database (the daemon does it at shutdown, after the last save)."""
+        self._disconnect()
+        self._unpin()
+
+    def _disconnect(self) -> None:
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+
+    def _unpin(self) -> None:
+        if self._pin is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pin)
+            self._pin = None
 
     def note_publishing(self, root: Path, image_ids: Iterable[str]) -> None:
         """Journal records about to be published, durably, before their tables are written.
@@ -234,7 +254,7 @@ class IndexState:
             path=str(root / INDEX_DIR / STATE_FILE),
             error=f"{type(e).__name__}: {e}",
         )
-        self.close()  # reopen next time: the connection may be what broke
+        self._disconnect()  # reopen next time: the connection may be what broke
 
     def _save(self, root: Path) -> None:
         db = self._connect(root)
