@@ -20,7 +20,8 @@ from kymwatch.daemon import (
     request_sync,
 )
 from kymwatch.errors import KymwatchError
-from kymwatch.index import KymDataset
+from kymwatch.index import KymDataset, ManifestIndexer
+from kymwatch.index.manifest import MANIFEST_FILE
 from kymwatch.logconfig import ConsoleFormat, configure_logging, service_console_format
 from kymwatch.store import INDEX_DIR, ZarrDataset
 
@@ -69,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         polling=args.polling,
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
+        manifest=args.manifest,
     )
     daemon = Daemon(config)  # checks the store before anything is written into it
     console: ConsoleFormat = service_console_format() or "auto"
@@ -160,6 +162,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
                     f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
                     f" ({report.duration_ms:.0f} ms)"
                 )
+    manifest = ManifestIndexer(root, create=args.manifest)
+    if (names is None or args.manifest) and manifest.active():
+        done = manifest.rebuild()
+        print(f"{INDEX_DIR}/{MANIFEST_FILE}: {done.records} records ({done.duration_ms:.0f} ms)")
     return EXIT_OK
 
 
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between full reconcile scans (default 600)",
     )
+    run.add_argument(
+        "--manifest",
+        action="store_true",
+        help=f"create kymflow's {INDEX_DIR}/{MANIFEST_FILE} if the store has none "
+        "(one the store has is always kept up to date)",
+    )
     run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
     run.add_argument("--no-log-file", action="store_true", help="log to the console only")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -248,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
     rb.add_argument("store")
     rb.add_argument("--indexer", action="append", help="only this indexer (repeatable)")
+    rb.add_argument(
+        "--manifest",
+        action="store_true",
+        help=f"also write {INDEX_DIR}/{MANIFEST_FILE} if the store has none",
+    )
     rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     rb.set_defaults(func=cmd_rebuild)
 

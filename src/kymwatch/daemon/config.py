@@ -27,6 +27,8 @@ class DaemonConfig:
         batch_records: Largest number of records indexed in one table write during
             a reconcile (keeps progress and watchdog pings flowing on huge stores).
         retry_delays_s: Backoff before each retry of an unreadable artifact.
+        manifest: Create kymflow's ``index/manifest.json.gz`` if the store has
+            none (a manifest the store has is always kept up to date).
     """
 
     store: Path
@@ -39,3 +41,4 @@ class DaemonConfig:
     state_save_interval_s: float = 2.0
     batch_records: int = 5000
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
+    manifest: bool = False

@@ -14,7 +14,7 @@ from types import FrameType
 
 import structlog
 
-from kymwatch.daemon.changes import Batch, FileChange, RecordChange, Rescan
+from kymwatch.daemon.changes import RECORD_METADATA, Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
@@ -34,7 +34,7 @@ from kymwatch.daemon.watcher import (
 )
 from kymwatch.daemon.worker import BatchResult, Worker
 from kymwatch.errors import UnsafeStoreError
-from kymwatch.index import DatasetIndexer, KymDataset
+from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer
 from kymwatch.store import (
     IMAGES_DIR,
     INDEX_DIR,
@@ -90,7 +90,12 @@ class Daemon:
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
         self.state = IndexState()
         self.worker = Worker(
-            self.kd, self.state, self.debouncer, clock, retry_delays=config.retry_delays_s
+            self.kd,
+            self.state,
+            self.debouncer,
+            clock,
+            retry_delays=config.retry_delays_s,
+            manifest=ManifestIndexer(self.root, create=config.manifest),
         )
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -290,7 +295,9 @@ class Daemon:
         what = classify(self.root, item)
         if isinstance(what, SyncRequest):
             self._syncs.append(what.token)
-        elif isinstance(what, RecordChange):
+        elif isinstance(what, RecordChange) and (
+            what.artifacts != RECORD_METADATA or self.worker.wants_record_metadata()
+        ):
             log.debug(
                 "artifact_changed", image_id=what.image_id, path=item.path, kind=item.kind.value
             )
@@ -353,6 +360,7 @@ class Daemon:
             chunk = tuple(changes[i : i + self.config.batch_records])
             ok &= self._process(Batch(chunk, first_seen), source=reason, final=final)
             self._housekeeping()
+        self.worker.reconcile_manifest()
         if self.status.state == "store_unavailable":
             self._set_state("watching")
             self._relock()
