@@ -161,6 +161,8 @@ class InotifyWatcher:
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
         self._mask_dirs = dirs | selfs | flags
         self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE
+        # A record folder: also a .zattrs rewritten in place (kymflow's manifest reads it).
+        self._mask_record = self._mask_dirs | C.IN_CLOSE_WRITE
         self._id = f"kymwatch-{id(self)}"
 
     @property
@@ -223,7 +225,7 @@ class InotifyWatcher:
                 self._watch_analysis(sub)
 
     def _watch_record(self, record: str) -> None:
-        self._add(record, self._mask_dirs)
+        self._add(record, self._mask_record)
         analysis = os.path.join(record, ANALYSIS_DIR)
         if os.path.isdir(analysis):
             self._watch_analysis(analysis)
