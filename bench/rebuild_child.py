@@ -30,7 +30,7 @@ def main() -> None:
     with kd.store.table_lock():
         for ix in kd.indexers:
             t = time.perf_counter()
-            report = kd.rebuild(ix, log_outcomes=False)
+            report = kd.rebuild_report(ix, log_outcomes=False)
             tables[ix.table_name] = {
                 "rows": report.table_rows,
                 "records": len(report.outcomes),

@@ -71,7 +71,7 @@ def _floor(store: Path, idx: list[int], marker: float) -> dict[str, Any]:
     t1, c1 = time.perf_counter(), time.process_time()
     kd = KymDataset(store)
     for ix in kd.indexers:
-        kd.update_images(ix, _ids(idx), log_outcomes=False)
+        kd.update_images_report(ix, _ids(idx), log_outcomes=False)
     t2, c2 = time.perf_counter(), time.process_time()
     return {
         "write_s": t1 - t0,
@@ -89,13 +89,13 @@ def _per_event(store: Path, idx: list[int], marker: float, sample: int) -> dict[
     timed = idx[:sample]
     t0, c0 = time.perf_counter(), time.process_time()
     for i in timed:  # the order the events came in: events parquet, then radon JSON
-        kd.update_image("velocity_events", storegen.image_id(i))
-        kd.update_image("radon_report", storegen.image_id(i))
+        kd.update_images_report("velocity_events", [storegen.image_id(i)])
+        kd.update_images_report("radon_report", [storegen.image_id(i)])
     t1, c1 = time.perf_counter(), time.process_time()
     rest = _ids(idx[sample:])
     if rest:  # leave the tables right for the next measurement (not timed)
         for ix in kd.indexers:
-            kd.update_images(ix, rest, log_outcomes=False)
+            kd.update_images_report(ix, rest, log_outcomes=False)
     scale = len(idx) / len(timed)
     return {
         "timed_records": len(timed),
@@ -120,7 +120,7 @@ def _rebuild_sample(ctx: Ctx, store: Path) -> dict[str, Any]:
         kd = KymDataset(store)
         t0 = time.perf_counter()
         for ix in kd.indexers:
-            kd.rebuild(ix, log_outcomes=False)
+            kd.rebuild_report(ix, log_outcomes=False)
         times.append(time.perf_counter() - t0)
         ctx.log(f"  rebuild sample: {times[-1]:.2f} s")
     return {"seconds": median(times), "samples": len(times), "source": "burst section"}

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from kymwatch.index import KymDataset
+from kymwatch.index import DatasetIndexer, KymDataset, make_indexers, select_indexers
 
 KYMWATCH = [sys.executable, "-m", "kymwatch"]
 WAIT_S = 120.0
@@ -150,37 +150,48 @@ class DaemonProcess:
             self.stop()
 
 
-def fresh_rebuild(store: Path, scratch: Path) -> dict[str, pd.DataFrame]:
-    """Every table as a from-scratch ``rebuild`` of a copy of ``store`` produces it."""
+def _indexers(store: Path, names: Sequence[str] | None) -> list[DatasetIndexer]:
+    """The indexers a daemon on ``store`` runs (``names``: its ``--indexers``)."""
+    return make_indexers(select_indexers(store, names))
+
+
+def fresh_rebuild(
+    store: Path, scratch: Path, indexers: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Every table as a from-scratch ``rebuild`` of a copy of ``store`` produces it
+    (with the indexers a daemon on ``store`` runs, or ``indexers``)."""
+    chosen = _indexers(store, indexers)
     if scratch.exists():
         shutil.rmtree(scratch)
     shutil.copytree(store, scratch, ignore=shutil.ignore_patterns("tables", "index"), symlinks=True)
-    kd = KymDataset(scratch)
-    tables = {}
-    for ix in kd.indexers:
-        kd.rebuild(ix, log_outcomes=False)
-        tables[ix.table_name] = kd.get_table(ix.table_name)
+    kd = KymDataset(scratch, indexers=chosen)
+    tables = {ix.table_name: kd.rebuild(ix, log_outcomes=False) for ix in kd.indexers}
     shutil.rmtree(scratch)
     return tables
 
 
-def live_tables(store: Path) -> dict[str, pd.DataFrame]:
+def live_tables(store: Path, indexers: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """The tables as a reader sees them on disk now."""
-    kd = KymDataset(store, "r")
+    kd = KymDataset(store, "r", indexers=_indexers(store, indexers))
     return {ix.table_name: kd.get_table(ix.table_name) for ix in kd.indexers}
 
 
 def assert_tables_match_rebuild(
-    store: Path, scratch: Path, *, keep_old_rows_for: Iterable[str] = ()
+    store: Path,
+    scratch: Path,
+    *,
+    keep_old_rows_for: Iterable[str] = (),
+    indexers: Sequence[str] | None = None,
 ) -> None:
     """The oracle: each table equals a fresh rebuild.
 
     Records in ``keep_old_rows_for`` (whose current artifact is corrupt) are left
     out of the comparison: the daemon keeps their last good rows, a fresh rebuild
-    has none.
+    has none. ``indexers``: the daemon's ``--indexers``, if it was given.
     """
     skip = set(keep_old_rows_for)
-    fresh, live = fresh_rebuild(store, scratch), live_tables(store)
+    fresh = fresh_rebuild(store, scratch, indexers)
+    live = live_tables(store, indexers)
     for name, expected in fresh.items():
         got = live[name]
         if skip:

@@ -30,6 +30,7 @@ __all__ = [
     "analysis_file",
     "delete_record",
     "events_frame",
+    "gen2_events_frame",
     "legacy_radon_report",
     "make_v2_store",
     "write_csv_gz_artifact",
@@ -159,15 +160,33 @@ def write_json_artifact(
 
 # -- sample artifact content ---------------------------------------------------------------
 def events_frame(n: int, *, roi_id: int = 1, start_s: float = 0.0) -> pd.DataFrame:
-    """``n`` velocity events in the kymflow column layout (t0_s = start_s, start_s + 1, ...)."""
+    """``n`` velocity events in kymflow's generation-1 layout: string ids ``"e0"``,
+    ``"e1"``, ... as kymflow writes them, t0_s = start_s, start_s + 1, ..."""
     t0 = [start_s + i for i in range(n)]
     return pd.DataFrame(
         {
             "roi_id": [roi_id] * n,
-            "event_id": list(range(n)),
+            "event_id": [f"e{i}" for i in range(n)],
             "t0_s": t0,
             "t1_s": [t + 0.5 for t in t0],
             "kind": ["stall"] * n,
+            "score": [0.9] * n,
+        }
+    )
+
+
+def gen2_events_frame(n: int, *, roi_id: int = 1, start_s: float = 0.0) -> pd.DataFrame:
+    """``n`` velocity events in kymflow's generation-2 layout (``velocity_events/events``):
+    UUID event ids, as kymflow's analysis code writes them."""
+    t0 = [start_s + i for i in range(n)]
+    return pd.DataFrame(
+        {
+            "roi_id": [roi_id] * n,
+            "event_id": [str(uuid.uuid4()) for _ in range(n)],
+            "t_start_s": t0,
+            "t_end_s": [t + 0.5 for t in t0],
+            "peak_t_s": [t + 0.25 for t in t0],
+            "peak_value": [1.5] * n,
             "score": [0.9] * n,
         }
     )

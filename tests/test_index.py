@@ -16,6 +16,7 @@ import kymwatch.index.kymdataset as kymdataset_module
 from helpers_store import (
     delete_record,
     events_frame,
+    gen2_events_frame,
     legacy_radon_report,
     write_csv_gz_artifact,
     write_file,
@@ -31,13 +32,17 @@ from kymwatch.errors import (
     TableUnreadableError,
 )
 from kymwatch.index import (
+    GENERATION_1,
+    GENERATION_2,
     DatasetIndexer,
     KymDataset,
     OutcomeStatus,
     RadonReportIndexer,
+    RecordOutcome,
     VelocityEventsIndexer,
     default_indexers,
     ensure_image_id_column,
+    make_indexers,
     normalize_table_name,
 )
 from kymwatch.store import ZarrDataset, ZarrImageRecord, read_table_file
@@ -46,6 +51,11 @@ PIXELS = np.arange(32, dtype="uint16").reshape(4, 8)
 EVENTS = "velocity_events"
 RADON = "radon_report"
 Logs = list[MutableMapping[str, Any]]
+
+
+def outcome_of(kd: KymDataset, ref: str, image_id: str) -> RecordOutcome:
+    """Re-index one record and return its outcome (the report API the daemon uses)."""
+    return kd.update_images_report(ref, [image_id]).outcomes[0]
 
 
 def _events(logs: Logs, name: str) -> Logs:
@@ -76,8 +86,8 @@ def test_seed_flow_rebuild_then_update_one_record(store_path: Path) -> None:
         rec.save_df_parquet(EVENTS, events_frame(1))
 
     kd = KymDataset(store_path)
-    events_report = kd.rebuild(EVENTS)
-    radon_report = kd.rebuild(RADON)
+    events_report = kd.rebuild_report(EVENTS)
+    radon_report = kd.rebuild_report(RADON)
     assert len(kd.get_table(EVENTS)) == 2
     assert len(kd.get_table(RADON)) == 3
     assert events_report.count(OutcomeStatus.INDEXED) == 2
@@ -100,7 +110,7 @@ def test_seed_flow_rebuild_then_update_one_record(store_path: Path) -> None:
     assert radon["notes"].tolist() == ["n0", "n1", "n2"]
 
     recs[1].save_df_parquet(EVENTS, events_frame(2, start_s=5.0))
-    outcome = kd.update_image(EVENTS, "img1")
+    outcome = outcome_of(kd, EVENTS, "img1")
     assert (outcome.status, outcome.rows) == (OutcomeStatus.INDEXED, 2)
     events = kd.get_table(EVENTS)
     assert len(events) == 3
@@ -117,42 +127,47 @@ def test_new_keys_win_over_legacy_keys(new_dataset: ZarrDataset) -> None:
     rec = new_dataset.add_image(PIXELS, image_id="r1")
     rec.save_json(RADON, {"vel_mean": 1.0, "mean_velocity": 7.0, "note": "old", "notes": "new"})
     kd = KymDataset(new_dataset.path)
-    kd.rebuild(RADON)
+    kd.rebuild_report(RADON)
     row = kd.get_table(RADON).iloc[0]
     assert (row["mean_velocity"], row["notes"]) == (7.0, "new")
 
 
 # -- stores kymwatch did not write --------------------------------------------------------
 def test_plain_v2_store_with_every_artifact_spelling(plain_v2_store: Path) -> None:
-    """A plain-file format-2 store indexes every artifact name and format kymflow writes."""
+    """A plain-file format-2 store indexes every artifact name and format kymflow writes,
+    each generation reading its own names (first found wins)."""
     root = plain_v2_store
     _plain_records(root, "a", "b", "c", "d")
-    write_parquet_artifact(root, "a", "velocity_events/events", events_frame(2))
+    write_parquet_artifact(root, "a", "velocity_events/events", gen2_events_frame(2))
     write_json_artifact(root, "a", RADON, legacy_radon_report(1.5), gz=True)
-    write_csv_gz_artifact(root, "b", "velocity_events/events", events_frame(3))
+    write_csv_gz_artifact(root, "b", "velocity_events/events", gen2_events_frame(3))
     write_json_artifact(root, "b", RADON, [legacy_radon_report(2.0, roi_id=r) for r in (1, 2)])
     # c has both spellings of each artifact: the lookup order decides.
     write_parquet_artifact(root, "c", EVENTS, events_frame(1))
-    write_parquet_artifact(root, "c", "velocity_events/events", events_frame(5))
+    write_parquet_artifact(root, "c", "velocity_events/events", gen2_events_frame(5))
     write_parquet_artifact(root, "c", RADON, pd.DataFrame({"roi_id": [4], "mean_velocity": [4.0]}))
     write_json_artifact(root, "c", RADON, legacy_radon_report(99.0))
     # d has no artifacts at all.
 
-    kd = KymDataset(root)
+    kd = KymDataset(root, indexers=make_indexers([*GENERATION_1, *GENERATION_2]))
     assert kd.store.zarr_format == 2
-    kd.rebuild(EVENTS)
-    kd.rebuild(RADON)
+    for ix in kd.indexers:
+        kd.rebuild_report(ix)
 
-    events = kd.get_table(EVENTS)
-    assert _rows_per_image(events) == {"a": 2, "b": 3, "c": 1}
-    assert events[events["image_id"] == "b"]["t0_s"].tolist() == [0.0, 1.0, 2.0]
+    assert _rows_per_image(kd.get_table(EVENTS)) == {"c": 1}
+    kym = kd.get_table("kym_velocity_events")
+    assert _rows_per_image(kym) == {"a": 2, "b": 3, "c": 5}
+    assert kym[kym["image_id"] == "b"]["t_start_s"].tolist() == [0.0, 1.0, 2.0]
     radon = kd.get_table(RADON)
     assert radon["image_id"].tolist() == ["a", "b", "b", "c"]
     assert radon["roi_id"].tolist() == [1, 1, 2, 4]
     assert radon["mean_velocity"].tolist() == [1.5, 2.0, 2.0, 4.0]
     assert radon["n_valid"].isna().tolist() == [False, False, False, True]
+    assert _rows_per_image(kd.get_table("kym_radon")) == {"c": 1}
 
     assert sorted(p.name for p in (root / "tables").iterdir()) == [
+        "kym_radon.parquet",
+        "kym_velocity_events.parquet",
         "radon_report.parquet",
         "velocity_events.parquet",
     ]
@@ -163,12 +178,12 @@ def test_csv_gz_events_follow_the_parquet_spelling_when_it_goes(plain_v2_store: 
     """With velocity_events/events in both formats, parquet wins; without it, csv.gz is read."""
     root = plain_v2_store
     _plain_records(root, "a")
-    pq_file = write_parquet_artifact(root, "a", "velocity_events/events", events_frame(2))
-    write_csv_gz_artifact(root, "a", "velocity_events/events", events_frame(4))
-    kd = KymDataset(root)
-    assert kd.update_image(EVENTS, "a").rows == 2
+    pq_file = write_parquet_artifact(root, "a", "velocity_events/events", gen2_events_frame(2))
+    write_csv_gz_artifact(root, "a", "velocity_events/events", gen2_events_frame(4))
+    kd = KymDataset(root, indexers=make_indexers(GENERATION_2))
+    assert outcome_of(kd, "kym_velocity_events", "a").rows == 2
     pq_file.unlink()
-    assert kd.update_image(EVENTS, "a").rows == 4
+    assert outcome_of(kd, "kym_velocity_events", "a").rows == 4
 
 
 def test_format_3_store_made_by_zarr_is_indexed(store_path: Path) -> None:
@@ -184,8 +199,8 @@ def test_format_3_store_made_by_zarr_is_indexed(store_path: Path) -> None:
 
     kd = KymDataset(store_path)
     assert kd.store.zarr_format == 3
-    kd.rebuild(EVENTS)
-    kd.rebuild(RADON)
+    kd.rebuild_report(EVENTS)
+    kd.rebuild_report(RADON)
     assert _rows_per_image(kd.get_table(EVENTS)) == {"r1": 2, "r2": 2}
     assert kd.get_table(RADON)["mean_velocity"].tolist() == [3.0, 3.0]
 
@@ -201,8 +216,8 @@ def indexed(plain_v2_store: Path) -> KymDataset:
     write_json_artifact(root, "r1", RADON, legacy_radon_report(1.0))
     write_json_artifact(root, "r2", RADON, legacy_radon_report(2.0))
     kd = KymDataset(root)
-    kd.rebuild(EVENTS)
-    kd.rebuild(RADON)
+    kd.rebuild_report(EVENTS)
+    kd.rebuild_report(RADON)
     return kd
 
 
@@ -228,7 +243,7 @@ def test_unreadable_artifact_keeps_old_rows(
     """An artifact that cannot be parsed logs artifact_unreadable and keeps the record's rows."""
     before = indexed.get_table(table).copy()
     path = damage(indexed.path)
-    outcome = indexed.update_image(table, "r1")
+    outcome = outcome_of(indexed, table, "r1")
 
     assert outcome.status is OutcomeStatus.UNREADABLE
     assert outcome.keeps_old_rows
@@ -250,7 +265,7 @@ def test_unreadable_artifact_on_first_sight_adds_no_rows(
     _plain_records(plain_v2_store, "r1")
     write_file(plain_v2_store / "images/r1/analysis/radon_report.json", b"{")
     kd = KymDataset(plain_v2_store)
-    report = kd.rebuild(RADON)
+    report = kd.rebuild_report(RADON)
     assert report.count(OutcomeStatus.UNREADABLE) == 1
     assert len(kd.get_table(RADON)) == 0
     assert _events(captured_logs, "artifact_unreadable")[0]["kept_rows"] == 0
@@ -260,19 +275,19 @@ def test_rebuild_keeps_rows_of_unreadable_artifacts(indexed: KymDataset) -> None
     """A full rebuild also keeps the old rows of a record whose artifact is unreadable."""
     before = indexed.get_table(EVENTS).copy()
     _truncate_events(indexed.path)
-    report = indexed.rebuild(EVENTS)
+    report = indexed.rebuild_report(EVENTS)
     assert report.count(OutcomeStatus.UNREADABLE) == 1
     pd.testing.assert_frame_equal(indexed.get_table(EVENTS), before)
 
 
-@pytest.mark.parametrize("obj", [42, "text", 1.5, None, [1, 2], {"notes": {"nested": 1}}])
+@pytest.mark.parametrize("obj", [42, "text", 1.5, None, [1, 2], [{"notes": "a"}, 3]])
 def test_json_of_the_wrong_shape_is_invalid(
     indexed: KymDataset, captured_logs: Logs, obj: Any
 ) -> None:
-    """A radon report that parses but is not an object (or list of flat objects) is invalid."""
+    """A radon report that parses but is not an object (or a list of objects) is invalid."""
     before = indexed.get_table(RADON).copy()
     path = write_json_artifact(indexed.path, "r1", RADON, obj)
-    outcome = indexed.update_image(RADON, "r1")
+    outcome = outcome_of(indexed, RADON, "r1")
 
     assert outcome.status is OutcomeStatus.INVALID
     assert (outcome.path, outcome.rows) == (str(path), 1)
@@ -284,35 +299,50 @@ def test_json_of_the_wrong_shape_is_invalid(
 
 
 @pytest.mark.parametrize(
-    "frame",
+    ("frame", "column"),
     [
-        events_frame(2).assign(t0_s=["abc", "def"]),
-        events_frame(2).assign(roi_id=[1.5, 2.0]),
-        events_frame(2).assign(roi_id=["one", "two"]),
-        events_frame(2).drop(columns=["t0_s"]),
+        (events_frame(2).assign(t0_s=["abc", "def"]), "t0_s"),
+        (events_frame(2).assign(roi_id=[1.5, 2.5]), "roi_id"),
+        (events_frame(2).assign(roi_id=["one", "two"]), "roi_id"),
     ],
-    ids=["t0_s-strings", "roi_id-fractional", "roi_id-strings", "no-t0_s"],
+    ids=["t0_s-strings", "roi_id-fractional", "roi_id-strings"],
 )
-def test_parquet_with_wrong_columns_is_invalid(
-    indexed: KymDataset, captured_logs: Logs, frame: pd.DataFrame
+def test_values_that_do_not_fit_cost_no_rows(
+    indexed: KymDataset, captured_logs: Logs, frame: pd.DataFrame, column: str
 ) -> None:
-    """Events whose columns cannot be cast to the schema (or lack t0_s) are invalid."""
-    before = indexed.get_table(EVENTS).copy()
+    """A value that does not fit its column becomes null: the record keeps its rows and
+    the column is logged once (value_coerced) with the count."""
     write_parquet_artifact(indexed.path, "r1", EVENTS, frame)
-    outcome = indexed.update_image(EVENTS, "r1")
+    outcome = outcome_of(indexed, EVENTS, "r1")
 
-    assert outcome.status is OutcomeStatus.INVALID
-    assert outcome.error
-    pd.testing.assert_frame_equal(indexed.get_table(EVENTS), before)
-    [event] = _events(captured_logs, "artifact_invalid")
-    assert (event["image_id"], event["kept_rows"]) == ("r1", 3)
+    assert outcome.status is OutcomeStatus.INDEXED
+    rows = indexed.get_table(EVENTS).query("image_id == 'r1'")
+    assert len(rows) == 2
+    assert rows[column].isna().all()
+    [event] = _events(captured_logs, "value_coerced")
+    assert (event["image_id"], event["column"], event["count"]) == ("r1", column, 2)
+
+
+def test_missing_column_is_null_not_invalid(indexed: KymDataset) -> None:
+    """Events without t0_s keep their rows (kymflow keeps them, with nulls)."""
+    write_parquet_artifact(indexed.path, "r1", EVENTS, events_frame(2).drop(columns=["t0_s"]))
+    assert outcome_of(indexed, EVENTS, "r1").status is OutcomeStatus.INDEXED
+    assert indexed.get_table(EVENTS).query("image_id == 'r1'")["t0_s"].isna().all()
+
+
+def test_nested_json_value_in_a_text_column_is_kept_as_json(indexed: KymDataset) -> None:
+    """A radon ``notes`` holding an object is kept as its JSON text (kymflow keeps it)."""
+    write_json_artifact(indexed.path, "r1", RADON, {"mean_velocity": 1.0, "notes": {"a": 1}})
+    assert outcome_of(indexed, RADON, "r1").status is OutcomeStatus.INDEXED
+    notes = indexed.get_table(RADON).query("image_id == 'r1'")["notes"].tolist()
+    assert notes == ['{"a": 1}']
 
 
 def test_extra_and_absent_optional_columns_are_conformed(indexed: KymDataset) -> None:
     """Undeclared artifact columns are dropped and absent optional ones become nulls."""
     frame = events_frame(2).drop(columns=["kind", "score"]).assign(extra=["x", "y"])
     write_parquet_artifact(indexed.path, "r1", EVENTS, frame)
-    assert indexed.update_image(EVENTS, "r1").status is OutcomeStatus.INDEXED
+    assert outcome_of(indexed, EVENTS, "r1").status is OutcomeStatus.INDEXED
     rows = indexed.get_table(EVENTS).query("image_id == 'r1'")
     assert "extra" not in rows.columns
     assert rows["kind"].isna().all()
@@ -324,14 +354,10 @@ def test_missing_artifact_is_logged_and_removes_rows(
 ) -> None:
     """A deleted artifact logs artifact_missing with what was looked for, and drops the rows."""
     (indexed.path / "images/r1/analysis/velocity_events.parquet").unlink()
-    outcome = indexed.update_image(EVENTS, "r1")
+    outcome = outcome_of(indexed, EVENTS, "r1")
 
     assert outcome.status is OutcomeStatus.MISSING
-    expected = (
-        "velocity_events.parquet",
-        "velocity_events/events.parquet",
-        "velocity_events/events.csv.gz",
-    )
+    expected = ("velocity_events.parquet",)
     assert outcome.keys == expected
     assert _rows_per_image(indexed.get_table(EVENTS)) == {"r2": 1}
     [event] = _events(captured_logs, "artifact_missing")
@@ -343,7 +369,7 @@ def test_missing_artifact_is_logged_and_removes_rows(
 def test_missing_radon_report_lists_every_format(indexed: KymDataset, captured_logs: Logs) -> None:
     """A missing radon report names the parquet, JSON and legacy JSON files looked for."""
     (indexed.path / "images/r2/analysis/radon_report.json").unlink()
-    indexed.update_image(RADON, "r2")
+    outcome_of(indexed, RADON, "r2")
     [event] = _events(captured_logs, "artifact_missing")
     assert event["looked_for"] == [
         "radon_report.parquet",
@@ -359,7 +385,7 @@ def test_deleted_record_is_logged_and_removes_rows(
     """Re-indexing a record whose folder is gone logs record_removed and drops its rows."""
     delete_record(indexed.path, "r1")
     for table in (EVENTS, RADON):
-        outcome = indexed.update_image(table, "r1")
+        outcome = outcome_of(indexed, table, "r1")
         assert outcome.status is OutcomeStatus.REMOVED
         assert indexed.get_table(table)["image_id"].unique().tolist() == ["r2"]
     events = _events(captured_logs, "record_removed")
@@ -368,7 +394,7 @@ def test_deleted_record_is_logged_and_removes_rows(
 
 def test_indexed_records_are_logged_at_debug(indexed: KymDataset, captured_logs: Logs) -> None:
     """Each indexed record logs record_indexed (debug) and each call one table_updated."""
-    indexed.update_images(EVENTS, ["r1", "r2"])
+    indexed.update_images_report(EVENTS, ["r1", "r2"])
     indexed_events = _events(captured_logs, "record_indexed")
     assert [(e["image_id"], e["rows"], e["log_level"]) for e in indexed_events] == [
         ("r1", 3, "debug"),
@@ -385,7 +411,7 @@ def test_log_outcomes_false_logs_only_the_table_line(
     indexed: KymDataset, captured_logs: Logs
 ) -> None:
     """With log_outcomes=False the caller gets outcomes in the report and no per-record events."""
-    report = indexed.update_images(EVENTS, ["r1", "r2"], log_outcomes=False)
+    report = indexed.update_images_report(EVENTS, ["r1", "r2"], log_outcomes=False)
     assert [e["event"] for e in captured_logs] == ["table_updated"]
     assert [o.image_id for o in report.outcomes] == ["r1", "r2"]
 
@@ -394,7 +420,7 @@ def test_one_bad_record_does_not_stop_the_others(indexed: KymDataset) -> None:
     """In one batch a broken record keeps its rows while the others are re-indexed."""
     _truncate_events(indexed.path)
     write_parquet_artifact(indexed.path, "r2", EVENTS, events_frame(4))
-    report = indexed.update_images(EVENTS, ["r1", "r2"])
+    report = indexed.update_images_report(EVENTS, ["r1", "r2"])
     statuses = {o.image_id: o.status for o in report.outcomes}
     assert statuses == {"r1": OutcomeStatus.UNREADABLE, "r2": OutcomeStatus.INDEXED}
     assert _rows_per_image(indexed.get_table(EVENTS)) == {"r1": 3, "r2": 4}
@@ -414,13 +440,13 @@ def test_table_dtypes_match_declared_columns(plain_v2_store: Path, indexer: Data
 
     kd = KymDataset(root)
     assert _dtypes(kd.get_table(indexer.table_name)) == declared  # not built yet
-    kd.rebuild(indexer)
+    kd.rebuild_report(indexer)
     assert _dtypes(kd.get_table(indexer.table_name)) == declared
     assert list(kd.get_table(indexer.table_name).columns) == indexer.required_columns()
 
     write_parquet_artifact(root, "b", EVENTS, events_frame(1))
     write_json_artifact(root, "b", RADON, [{"roi_id": 2, "note": 5}])
-    kd.update_image(indexer, "b")
+    outcome_of(kd, indexer, "b")
     assert _dtypes(kd.get_table(indexer.table_name)) == declared
 
     fresh = KymDataset(root, "r")
@@ -437,10 +463,10 @@ def test_tables_are_sorted_by_image_id(plain_v2_store: Path) -> None:
     for i, image_id in enumerate(ids):
         write_parquet_artifact(root, image_id, EVENTS, events_frame(2, start_s=10.0 * i))
     kd = KymDataset(root)
-    kd.update_images(EVENTS, ["z", "m"])
-    kd.update_images(EVENTS, ["q"])
-    kd.update_image(EVENTS, "a")
-    kd.update_image(EVENTS, "m")
+    kd.update_images_report(EVENTS, ["z", "m"])
+    kd.update_images_report(EVENTS, ["q"])
+    outcome_of(kd, EVENTS, "a")
+    outcome_of(kd, EVENTS, "m")
     table = kd.get_table(EVENTS)
     assert table["image_id"].tolist() == ["a", "a", "m", "m", "q", "q", "z", "z"]
     assert table["t0_s"].tolist() == [20.0, 21.0, 0.0, 1.0, 30.0, 31.0, 10.0, 11.0]
@@ -473,14 +499,14 @@ def test_update_images_writes_the_table_once_per_batch(
         write_parquet_artifact(root, image_id, EVENTS, events_frame(2))
     kd = KymDataset(root)
 
-    report = kd.update_images(EVENTS, reversed(ids))
+    report = kd.update_images_report(EVENTS, reversed(ids))
     assert table_writes == [kd.store.table_path(EVENTS)]
     assert report.table_written
     assert report.count(OutcomeStatus.INDEXED) == 100
     assert (report.rows_written, report.table_rows) == (200, 200)
     assert len(_events(captured_logs, "table_updated")) == 1
 
-    report = kd.rebuild(EVENTS)
+    report = kd.rebuild_report(EVENTS)
     assert len(table_writes) == 2
     assert len(kd.get_table(EVENTS)) == 200
 
@@ -493,7 +519,7 @@ def test_update_that_changes_nothing_does_not_rewrite(
     before = os.stat(path)
     (indexed.path / "images" / "r3").mkdir()  # a record with no artifact and no rows
 
-    report = indexed.update_images(EVENTS, ["r1", "r2", "r3"])
+    report = indexed.update_images_report(EVENTS, ["r1", "r2", "r3"])
     assert not report.table_written
     assert table_writes == []
     after = os.stat(path)
@@ -505,7 +531,7 @@ def test_first_update_creates_an_empty_typed_table(plain_v2_store: Path) -> None
     """An update on a store with no table writes one, even when it has no rows."""
     _plain_records(plain_v2_store, "r1")
     kd = KymDataset(plain_v2_store)
-    assert kd.update_images(EVENTS, ["r1"]).table_written
+    assert kd.update_images_report(EVENTS, ["r1"]).table_written
     on_disk = read_table_file(kd.store.table_path(EVENTS))
     assert len(on_disk) == 0
     assert _dtypes(on_disk) == dict(VelocityEventsIndexer.columns)
@@ -515,10 +541,10 @@ def test_table_written_by_another_instance_is_reread(indexed: KymDataset) -> Non
     """A KymDataset notices when another writer replaced a table file and reads it again."""
     other = KymDataset(indexed.path)
     write_parquet_artifact(indexed.path, "r2", EVENTS, events_frame(6))
-    other.update_image(EVENTS, "r2")
+    outcome_of(other, EVENTS, "r2")
     assert _rows_per_image(indexed.get_table(EVENTS)) == {"r1": 3, "r2": 6}
     # And a batch in the first instance builds on the other's rows rather than its cache.
-    indexed.update_image(EVENTS, "r1")
+    outcome_of(indexed, EVENTS, "r1")
     assert _rows_per_image(KymDataset(indexed.path, "r").get_table(EVENTS)) == {"r1": 3, "r2": 6}
 
 
@@ -528,9 +554,9 @@ def test_read_only_kymdataset_refuses_updates(indexed: KymDataset) -> None:
     ro = KymDataset(indexed.path, "r")
     assert len(ro.get_table(EVENTS)) == 4
     attempts: list[Callable[[], object]] = [
-        lambda: ro.update_image(EVENTS, "r1"),
-        lambda: ro.update_images(EVENTS, ["r1"]),
-        lambda: ro.rebuild(RADON),
+        lambda: outcome_of(ro, EVENTS, "r1"),
+        lambda: ro.update_images_report(EVENTS, ["r1"]),
+        lambda: ro.rebuild_report(RADON),
         lambda: ro.save_table(EVENTS, ro.get_table(EVENTS)),
     ]
     for attempt in attempts:
@@ -548,7 +574,7 @@ def test_load_tables_and_unknown_names(indexed: KymDataset) -> None:
     with pytest.raises(TableNotFoundError):
         indexed.get_table("nope")
     with pytest.raises(KeyError):
-        indexed.update_image("nope", "r1")
+        outcome_of(indexed, "nope", "r1")
     assert isinstance(indexed.indexer(RADON), RadonReportIndexer)
     assert indexed.indexer(indexed.indexers[0]) is indexed.indexers[0]
 
@@ -567,7 +593,7 @@ def test_seed_indexers_satisfy_the_protocol() -> None:
     for ix in default_indexers():
         assert isinstance(ix, DatasetIndexer)
         assert ix.required_columns()[0] == "image_id"
-    assert VelocityEventsIndexer().artifact_names == {EVENTS, "velocity_events/events"}
+    assert VelocityEventsIndexer().artifact_names == {EVENTS}
     assert RadonReportIndexer().artifact_names == {RADON}
 
 
@@ -628,9 +654,9 @@ def test_rebuild_replaces_a_corrupt_table_file(indexed: KymDataset, captured_log
     path.write_bytes(path.read_bytes()[:40])
     kd = KymDataset(indexed.path)
     with pytest.raises(TableUnreadableError):
-        kd.update_image(EVENTS, "r1")
+        outcome_of(kd, EVENTS, "r1")
 
-    report = kd.rebuild(EVENTS)
+    report = kd.rebuild_report(EVENTS)
     assert report.table_written
     assert _rows_per_image(KymDataset(indexed.path, "r").get_table(EVENTS)) == {"r1": 3, "r2": 1}
     [event] = _events(captured_logs, "table_unreadable")
@@ -648,6 +674,6 @@ class _DeletesRecordWhileReading(VelocityEventsIndexer):
 def test_record_removed_while_read_is_removed_not_unreadable(indexed: KymDataset) -> None:
     """A read that fails because the record vanished meanwhile drops the rows (record_removed)."""
     kd = KymDataset(indexed.path, indexers=[_DeletesRecordWhileReading()])
-    outcome = kd.update_image(EVENTS, "r1")
+    outcome = outcome_of(kd, EVENTS, "r1")
     assert outcome.status is OutcomeStatus.REMOVED
     assert _rows_per_image(kd.get_table(EVENTS)) == {"r2": 1}

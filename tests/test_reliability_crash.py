@@ -357,9 +357,9 @@ while not stop.exists():
                 continue
             stats[way]["reads"] += 1
             if name == "velocity_events" and len(df):
-                # every record's events are written whole: event_id runs 0..n-1
+                # every record's events are written whole: event_id runs e0..e<n-1>
                 for image_id, ids in df.groupby("image_id")["event_id"]:
-                    if sorted(ids) != list(range(len(ids))):
+                    if sorted(ids, key=lambda i: int(i[1:])) != [f"e{i}" for i in range(len(ids))]:
                         stats[way]["partial"].append(str(image_id))
 out.write_text(json.dumps(stats))
 """

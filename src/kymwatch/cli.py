@@ -20,7 +20,7 @@ from kymwatch.daemon import (
     request_sync,
 )
 from kymwatch.errors import KymwatchError
-from kymwatch.index import KymDataset, ManifestIndexer
+from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
 from kymwatch.index.manifest import MANIFEST_FILE
 from kymwatch.logconfig import ConsoleFormat, configure_logging, service_console_format
 from kymwatch.store import INDEX_DIR, ZarrDataset
@@ -71,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
         manifest=args.manifest,
+        indexers=_indexer_names(args.indexers),
     )
     daemon = Daemon(config)  # checks the store before anything is written into it
     console: ConsoleFormat = service_console_format() or "auto"
@@ -149,21 +150,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _indexer_names(value: str | None) -> tuple[str, ...] | None:
+    """``--indexers a,b`` as names (None when not given)."""
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise _UsageError("--indexers needs at least one indexer name")
+    return names
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     root = _store(args.store)
     configure_logging(level=args.log_level, console="auto")
-    kd = KymDataset(root, "a")
-    names = [kd.indexer(n).name for n in args.indexer] if args.indexer else None
+    requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
+    kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
     with kd.store.table_lock():
         for ix in kd.indexers:
-            if names is None or ix.name in names:
-                report = kd.rebuild(ix)
-                print(
-                    f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
-                    f" ({report.duration_ms:.0f} ms)"
-                )
+            report = kd.rebuild_report(ix)
+            print(
+                f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
+                f" ({report.duration_ms:.0f} ms)"
+            )
     manifest = ManifestIndexer(root, create=args.manifest)
-    if (names is None or args.manifest) and manifest.active():
+    if (requested is None or args.manifest) and manifest.active():
         done = manifest.rebuild()
         print(f"{INDEX_DIR}/{MANIFEST_FILE}: {done.records} records ({done.duration_ms:.0f} ms)")
     return EXIT_OK
@@ -228,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"create kymflow's {INDEX_DIR}/{MANIFEST_FILE} if the store has none "
         "(one the store has is always kept up to date)",
     )
+    run.add_argument(
+        "--indexers",
+        metavar="A,B",
+        help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
+    )
     run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
     run.add_argument("--no-log-file", action="store_true", help="log to the console only")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -259,11 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
     rb.add_argument("store")
-    rb.add_argument("--indexer", action="append", help="only this indexer (repeatable)")
     rb.add_argument(
         "--manifest",
         action="store_true",
         help=f"also write {INDEX_DIR}/{MANIFEST_FILE} if the store has none",
+    )
+    rb.add_argument(
+        "--indexer",
+        action="append",
+        help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
     )
     rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     rb.set_defaults(func=cmd_rebuild)

@@ -40,7 +40,7 @@ def _events(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "roi_id": np.ones(n, dtype="int64"),
-            "event_id": np.arange(n, dtype="int64"),
+            "event_id": [f"e{seed}-{k + 1}" for k in range(n)],
             "t0_s": t0,
             "t1_s": t0 + rng.uniform(0.1, 0.5, n),
             "kind": rng.choice(["stall", "reversal"], n),
@@ -49,27 +49,55 @@ def _events(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-def seed_flow(ds: ZarrDataset) -> list[str]:
-    """The seed's demo: 3 records, rebuild, edit one record, update it. Returns the ids."""
+def seed_flow(ds: ZarrDataset) -> tuple[int, int, int, int]:
+    """kymflow's seed demo (``demo_kym_dataset_v01.py``) on our library: 3 records, a
+    rebuild of both tables, one record's events edited, then ``update_image``.
+
+    Prints and returns the four counts kymflow prints: velocity events rows, radon
+    report rows, velocity rows after the update, rows of the edited image (2/3/2/1).
+    """
     ids = []
     for i in range(3):
-        rec = ds.add_image(np.zeros((64, 128), dtype="uint16"), axes=["time", "space"])
+        rec = ds.add_image(np.zeros((8, 8), dtype="uint8"), axes=["time", "space"])
         rec.save_json(
             "radon_report",
-            {"vel_mean": 1.5 + i, "vel_median": 1.4 + i, "vel_n_valid": 100 - i, "note": "seed"},
+            {
+                "mean_velocity": 0.1 + i * 0.1,
+                "median_velocity": 0.08 + i * 0.1,
+                "n_valid": 50 + i,
+                "notes": f"img{i}",
+            },
         )
         if i < 2:
-            rec.save_df_parquet("velocity_events", _events(1, seed=i))
+            events = {
+                "roi_id": [i + 1],
+                "event_id": [f"e{i + 1}"],
+                "t0_s": [0.1 + i],
+                "t1_s": [0.2 + i],
+                "kind": ["drop"],
+                "score": [0.9 - i * 0.1],
+            }
+            rec.save_df_parquet("velocity_events", pd.DataFrame(events))
         ids.append(rec.image_id)
     kd = KymDataset(ds.path)
-    print(f"velocity events rows: {kd.rebuild('velocity_events', log_outcomes=False).table_rows}")
-    print(f"radon report rows: {kd.rebuild('radon_report', log_outcomes=False).table_rows}")
-    ds.record(ids[0]).save_df_parquet("velocity_events", _events(1, seed=42))
-    kd.update_image("velocity_events", ids[0])
-    table = kd.get_table("velocity_events")
-    print(f"updated velocity rows: {len(table)}")
-    print(f"rows for the edited image: {int((table['image_id'] == ids[0]).sum())}")
-    return ids
+    ve = kd.rebuild("velocity_events", log_outcomes=False)
+    rr = kd.rebuild("radon_report", log_outcomes=False)
+    print(f"velocity events rows: {len(ve)}")
+    print(f"radon report rows: {len(rr)}")
+    edited = {
+        "roi_id": [99],
+        "event_id": ["edited"],
+        "t0_s": [1.0],
+        "t1_s": [1.5],
+        "kind": ["rise"],
+        "score": [0.42],
+    }
+    ds.record(ids[1]).save_df_parquet("velocity_events", pd.DataFrame(edited))
+    updated = kd.update_image("velocity_events", ids[1])
+    mine = int((updated["image_id"] == ids[1]).sum())
+    print(f"updated velocity rows: {len(updated)}")
+    print(f"rows for the edited image: {mine}")
+    return len(ve), len(rr), len(updated), mine
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -101,8 +129,8 @@ def _tables_equal_rebuild(root: Path, work: Path) -> bool:
     live, fresh = KymDataset(root, "r"), KymDataset(copy)
     same = True
     for ix in fresh.indexers:
-        fresh.rebuild(ix, log_outcomes=False)
-        a, b = live.get_table(ix.table_name), fresh.get_table(ix.table_name)
+        b = fresh.rebuild(ix, log_outcomes=False)
+        a = live.get_table(ix.table_name)
         ok = a.equals(b)
         same &= ok
         print(

@@ -29,6 +29,8 @@ class DaemonConfig:
         retry_delays_s: Backoff before each retry of an unreadable artifact.
         manifest: Create kymflow's ``index/manifest.json.gz`` if the store has
             none (a manifest the store has is always kept up to date).
+        indexers: Names of the indexers to run (``--indexers``); None chooses them
+            from what the store holds (see ``kymwatch.index.select_indexers``).
     """
 
     store: Path
@@ -42,3 +44,4 @@ class DaemonConfig:
     batch_records: int = 5000
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
     manifest: bool = False
+    indexers: tuple[str, ...] | None = None

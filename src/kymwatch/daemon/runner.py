@@ -34,7 +34,13 @@ from kymwatch.daemon.watcher import (
 )
 from kymwatch.daemon.worker import BatchResult, Worker
 from kymwatch.errors import UnsafeStoreError
-from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer
+from kymwatch.index import (
+    DatasetIndexer,
+    KymDataset,
+    ManifestIndexer,
+    make_indexers,
+    select_indexers,
+)
 from kymwatch.store import (
     IMAGES_DIR,
     INDEX_DIR,
@@ -63,7 +69,8 @@ class Daemon:
         clock: Monotonic clock.
         notifier: systemd notifications (default: from the environment; no-op
             outside systemd).
-        indexers: Indexers to run (default: the seed indexers).
+        indexers: Indexers to run (default: ``config.indexers``, else chosen from what
+            the store holds).
     """
 
     def __init__(
@@ -85,8 +92,15 @@ class Daemon:
                     "the store and will not follow it"
                 )
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
+        if indexers is None:
+            selection = select_indexers(self.root, config.indexers)
+            indexers, reason = make_indexers(selection), selection.reason
+        else:
+            reason = "given"
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
+        self.status.indexers = [ix.name for ix in self.kd.indexers]
+        self.status.indexers_reason = reason
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
         self.state = IndexState()
         self.worker = Worker(
@@ -165,6 +179,8 @@ class Daemon:
                 pid=os.getpid(),
                 watch_mode=self.status.watch_mode,
                 watches=self.status.watches,
+                indexers=self.status.indexers,
+                indexers_reason=self.status.indexers_reason,
                 quiet_ms=round(self.config.quiet_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
             )
@@ -224,7 +240,7 @@ class Daemon:
                 self._rebuild(ix, "table_missing")
 
     def _rebuild(self, ix: DatasetIndexer, reason: str) -> None:
-        report = self.kd.rebuild(ix)
+        report = self.kd.rebuild_report(ix)
         log.info(
             "table_rebuilt",
             table=ix.table_name,
@@ -391,8 +407,10 @@ class Daemon:
         ids: set[str] = set()
         for ix in self.kd.indexers:
             try:
-                ids.update(self.kd.get_table(ix.table_name)["image_id"].unique())
-            except (OSError, ValueError):  # unreadable table: the worker rebuilds it
+                ids.update(str(i) for i in self.kd.get_table(ix.table_name)["image_id"].dropna())
+            except MemoryError:
+                raise
+            except Exception:  # noqa: S112 - unreadable: the worker rebuilds it, logging why
                 continue
         return ids
 

@@ -43,6 +43,8 @@ class DaemonStatus:
     counters: Counter[str] = field(default_factory=Counter)
     last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
     heartbeat_s: float = HEARTBEAT_S
+    indexers: list[str] = field(default_factory=list)
+    indexers_reason: str = ""
     _write_failing: bool = field(default=False, repr=False)
 
     def error(self, event: str, **fields: Any) -> None:
@@ -62,6 +64,8 @@ class DaemonStatus:
             "heartbeat_s": self.heartbeat_s,
             "last_update_utc": self.last_update_utc,
             "queue_depth": self.queue_depth,
+            "indexers": list(self.indexers),
+            "indexers_reason": self.indexers_reason,
             "counters": dict(sorted(self.counters.items())),
             "last_errors": list(self.last_errors),
         }

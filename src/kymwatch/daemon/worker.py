@@ -1,7 +1,7 @@
 """The indexing worker: applies a batch of record changes to the tables.
 
 For each batch it runs only the affected indexers, writes each affected table
-once (``KymDataset.update_images``), and records in the state the fingerprints of
+once (``KymDataset.update_images_report``), and records in the state the fingerprints of
 what it indexed. An unreadable artifact (often one still being written) is
 retried with backoff before it is reported; its old rows stay meanwhile.
 """
@@ -170,10 +170,10 @@ class Worker:
             reason = "table_missing"
         else:
             try:
-                return self.kd.update_images(name, ids, log_outcomes=False)
+                return self.kd.update_images_report(name, ids, log_outcomes=False)
             except TableUnreadableError as e:
                 reason, error = "table_unreadable", str(e)
-        report = self.kd.rebuild(name, log_outcomes=False)
+        report = self.kd.rebuild_report(name, log_outcomes=False)
         log.warning(
             "table_rebuilt",
             table=report.table_name,

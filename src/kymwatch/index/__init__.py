@@ -10,20 +10,38 @@ from kymwatch.index.base import (
     ensure_image_id_column,
     normalize_table_name,
 )
+from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, default_indexers
 from kymwatch.index.kymdataset import KymDataset, log_outcome
 from kymwatch.index.manifest import ManifestIndexer, ManifestUpdate, build_manifest, load_manifest
+from kymwatch.index.params import params_hash
+from kymwatch.index.registry import (
+    ENTRY_POINT_GROUP,
+    GENERATION_1,
+    GENERATION_2,
+    Selection,
+    available_indexers,
+    make_indexers,
+    select_indexers,
+)
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "GENERATION_1",
+    "GENERATION_2",
     "DatasetIndexer",
     "KymDataset",
+    "KymRadonIndexer",
+    "KymVelocityEventsIndexer",
     "ManifestIndexer",
     "ManifestUpdate",
     "OutcomeStatus",
     "RadonReportIndexer",
     "RecordOutcome",
+    "Selection",
     "UpdateReport",
     "VelocityEventsIndexer",
+    "available_indexers",
     "build_manifest",
     "conform_rows",
     "default_indexers",
@@ -31,5 +49,8 @@ __all__ = [
     "ensure_image_id_column",
     "load_manifest",
     "log_outcome",
+    "make_indexers",
     "normalize_table_name",
+    "params_hash",
+    "select_indexers",
 ]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from kymwatch.errors import ArtifactInvalidError
+from kymwatch.index.schema import conform_rows, empty_table
 from kymwatch.store import ZarrImageRecord, validate_table_name
 
 __all__ = [
@@ -23,6 +21,7 @@ __all__ = [
     "conform_rows",
     "empty_table",
     "ensure_image_id_column",
+    "extras_position",
     "normalize_table_name",
 ]
 
@@ -40,7 +39,12 @@ class DatasetIndexer(Protocol):
             rebuilds the table when the version it indexed with differs.
         artifact_names: The artifact names it reads; a change to any file of these
             names (any format) re-runs this indexer for that record.
-        columns: Table column → pandas dtype, ``image_id`` first.
+        columns: Declared table column → dtype (``string``, ``Int64``, ``float64``,
+            ``boolean``), in table order.
+
+    An indexer may also define ``extras_at: int``: then the artifact columns it does
+    not declare are kept, inserted at that position among the declared ones and typed
+    by their content (see :mod:`kymwatch.index.schema`). Without it they are dropped.
     """
 
     @property
@@ -55,11 +59,14 @@ class DatasetIndexer(Protocol):
     def columns(self) -> Mapping[str, str]: ...
 
     def required_columns(self) -> list[str]:
-        """Columns every table of this indexer has, in order (``image_id`` first)."""
+        """Columns every table of this indexer has, in order."""
         ...
 
     def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
         """The typed rows of one record.
+
+        Any exception it raises becomes that record's outcome (see ``KymDataset``);
+        the documented ones give the precise outcome.
 
         Raises:
             ArtifactNotFoundError: the record has none of the artifacts read.
@@ -138,103 +145,7 @@ def ensure_image_id_column(df: pd.DataFrame, image_id: str) -> pd.DataFrame:
     return out
 
 
-def empty_table(columns: Mapping[str, str]) -> pd.DataFrame:
-    """A table with no rows and the given typed columns."""
-    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
-
-
-ARROW_TYPES: Mapping[str, pa.DataType] = {
-    "string": pa.string(),
-    "Int64": pa.int64(),
-    "float64": pa.float64(),
-    "boolean": pa.bool_(),
-}
-"""Column dtypes an indexer may declare, and the Arrow type each is cast through."""
-
-_PANDAS_TYPES = {
-    pa.string(): pd.StringDtype(),
-    pa.int64(): pd.Int64Dtype(),
-    pa.bool_(): pd.BooleanDtype(),
-}
-
-RowSource: TypeAlias = "pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]]"
-
-
-def conform_rows(
-    rows: RowSource,
-    columns: Mapping[str, str],
-    *,
-    image_id: str,
-    key: str,
-    path: str,
-    must_have: Sequence[str] = (),
-    num_rows: int | None = None,
-) -> pd.DataFrame:
-    """Cast artifact rows to the table schema: declared columns in order, typed.
-
-    The work is done in Arrow (one pandas conversion per record). Columns the
-    artifact lacks become nulls (unless listed in ``must_have``); columns the
-    schema does not declare are dropped; ``image_id`` is set to the record's id.
-
-    Args:
-        rows: A DataFrame, an Arrow table, or column name → values (then give
-            ``num_rows``).
-        columns: Column → dtype (``string``, ``Int64``, ``float64``, ``boolean``).
-        image_id, key, path: The record and artifact, for error messages.
-        must_have: Columns the artifact must provide.
-        num_rows: Row count for a mapping source.
-
-    Raises:
-        ArtifactInvalidError: a ``must_have`` column is absent or a value cannot be cast.
-    """
-    if isinstance(rows, pa.Table):
-        names, n = set(rows.column_names), rows.num_rows
-    elif isinstance(rows, pd.DataFrame):
-        names, n = set(rows.columns), len(rows)
-    else:
-        names, n = set(rows), int(num_rows or 0)
-    absent = [c for c in must_have if c not in names]
-    if absent:
-        raise ArtifactInvalidError(image_id, key, path, f"missing column(s) {absent}")
-    arrays = []
-    for col, dtype in columns.items():
-        target = ARROW_TYPES[dtype]
-        if col == IMAGE_ID:
-            arrays.append(pa.array([image_id] * n, target))
-        elif col not in names:
-            arrays.append(pa.nulls(n, target))
-        else:
-            try:
-                arrays.append(_cast(_column(rows, col), target))
-            except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
-                reason = f"column {col!r} cannot be read as {dtype}: {e}"
-                raise ArtifactInvalidError(image_id, key, path, reason) from e
-    table = pa.Table.from_arrays(arrays, names=list(columns))
-    df: pd.DataFrame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
-    return df
-
-
-def _column(rows: RowSource, name: str) -> pa.Array | pa.ChunkedArray:
-    if isinstance(rows, pa.Table):
-        return rows.column(name)
-    if isinstance(rows, pd.DataFrame):
-        return pa.array(rows[name], from_pandas=True)
-    values: Sequence[Any] = rows[name]
-    return pa.array(list(values), from_pandas=True)
-
-
-def _cast(values: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
-    source = values.type
-    if pa.types.is_null(source) or source == target:
-        return values.cast(target)
-    textual = (
-        pa.types.is_string(source)
-        or pa.types.is_large_string(source)
-        or pa.types.is_integer(source)
-        or pa.types.is_floating(source)
-        or pa.types.is_boolean(source)
-        or pa.types.is_dictionary(source)
-    )
-    if pa.types.is_string(target) and not textual:
-        raise TypeError(f"{source} values are not text")
-    return pc.cast(values, target, safe=True)
+def extras_position(ix: DatasetIndexer) -> int | None:
+    """Where ``ix`` keeps extra artifact columns, or None if it drops them."""
+    at = getattr(ix, "extras_at", None)
+    return at if isinstance(at, int) else None

@@ -1,4 +1,4 @@
-"""The seed indexers: velocity events and the radon velocity report."""
+"""The generation-1 (seed) indexers: velocity events and the radon velocity report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError
-from kymwatch.index.base import DatasetIndexer, conform_rows
+from kymwatch.index.base import DatasetIndexer
+from kymwatch.index.schema import conform_rows
 from kymwatch.store import ArtifactFormat, ZarrImageRecord, artifact_file_name
 
 __all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers"]
@@ -40,55 +41,51 @@ class _TableIndexer:
 
 
 class VelocityEventsIndexer(_TableIndexer):
-    """``velocity_events`` table ← ``velocity_events.parquet``, else the later kymflow
-    names ``velocity_events/events.parquet`` or ``velocity_events/events.csv.gz``."""
+    """Generation 1: ``velocity_events`` table ← ``analysis/velocity_events.parquet``.
+
+    ``event_id`` is text, as kymflow writes it (``"e1"``, UUIDs); an artifact with
+    integer ids gives ``"1"``, ``"2"``. An artifact with no columns means no events.
+    """
 
     name = "velocity_events"
     table_name = "velocity_events"
-    schema_version = 1
+    schema_version = 2
     columns: ClassVar[Mapping[str, str]] = {
         "image_id": "string",
         "roi_id": "Int64",
-        "event_id": "Int64",
+        "event_id": "string",
         "t0_s": "float64",
         "t1_s": "float64",
         "kind": "string",
         "score": "float64",
     }
-    lookups = (
-        ("velocity_events", _PARQUET),
-        ("velocity_events/events", (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ)),
-    )
-    must_have = ("t0_s",)
+    lookups = (("velocity_events", _PARQUET),)
 
     def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
         name, fmt, path = self._find(rec)
         table = rec.load_arrow(name, (fmt,))
         return conform_rows(
-            table,
-            self.columns,
-            image_id=rec.image_id,
-            key=name,
-            path=path,
-            must_have=self.must_have,
+            table, self.columns, image_id=rec.image_id, key=name, path=path, indexer=self.name
         )
 
 
 class RadonReportIndexer(_TableIndexer):
-    """``radon_report`` table ← ``radon_report.parquet``, else ``radon_report.json``
-    (or legacy ``.json.gz``): a dict is one row, a list of dicts is rows. Legacy keys
-    ``vel_mean, vel_median, vel_n_valid, note`` are read as ``mean_velocity,
-    median_velocity, n_valid, notes``."""
+    """Generation 1: ``radon_report`` table ← ``radon_report.parquet``, else
+    ``radon_report.json`` (or legacy ``.json.gz``): an object is one row, a list of
+    objects is rows (anything else is ``artifact_invalid``). Legacy keys ``vel_mean,
+    vel_median, vel_n_valid, note`` are read as ``mean_velocity, median_velocity,
+    n_valid, notes`` where the new key is absent. ``n_valid`` is a float column:
+    kymflow keeps 12.5."""
 
     name = "radon_report"
     table_name = "radon_report"
-    schema_version = 1
+    schema_version = 2
     columns: ClassVar[Mapping[str, str]] = {
         "image_id": "string",
         "roi_id": "Int64",
         "mean_velocity": "float64",
         "median_velocity": "float64",
-        "n_valid": "Int64",
+        "n_valid": "float64",
         "notes": "string",
     }
     legacy_keys: ClassVar[Mapping[str, str]] = {
@@ -109,11 +106,15 @@ class RadonReportIndexer(_TableIndexer):
         image_id = rec.image_id
         if fmt is ArtifactFormat.PARQUET:
             table = rec.load_arrow(name, (fmt,))
-            renames = {
-                old: new for old, new in self.legacy_keys.items() if new not in table.column_names
-            }
+            present = set(table.column_names)
+            # A legacy column is read only where its new name is absent.
+            shadowed = [o for o, n in self.legacy_keys.items() if o in present and n in present]
+            table = table.drop_columns(shadowed)
+            renames = self.legacy_keys
             table = table.rename_columns([renames.get(c, c) for c in table.column_names])
-            return conform_rows(table, self.columns, image_id=image_id, key=name, path=path)
+            return conform_rows(
+                table, self.columns, image_id=image_id, key=name, path=path, indexer=self.name
+            )
         records = self._records_from_json(rec.load_json(name), image_id, name, path)
         keys = {k for r in records for k in r}
         source = {
@@ -122,7 +123,13 @@ class RadonReportIndexer(_TableIndexer):
             if (key := self._json_key(col, keys)) is not None
         }
         return conform_rows(
-            source, self.columns, image_id=image_id, key=name, path=path, num_rows=len(records)
+            source,
+            self.columns,
+            image_id=image_id,
+            key=name,
+            path=path,
+            num_rows=len(records),
+            indexer=self.name,
         )
 
     def _json_key(self, column: str, keys: set[str]) -> str | None:
@@ -145,5 +152,6 @@ class RadonReportIndexer(_TableIndexer):
 
 
 def default_indexers() -> list[DatasetIndexer]:
-    """The indexers kymwatch runs when none are named."""
+    """The generation-1 indexers (the seed's): what a library ``KymDataset`` runs when
+    none are named."""
     return [VelocityEventsIndexer(), RadonReportIndexer()]

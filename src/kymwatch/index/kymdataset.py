@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import structlog
 
 from kymwatch.errors import (
@@ -23,9 +23,10 @@ from kymwatch.index.base import (
     OutcomeStatus,
     RecordOutcome,
     UpdateReport,
-    empty_table,
+    extras_position,
 )
 from kymwatch.index.indexers import default_indexers
+from kymwatch.index.schema import Coercions, empty_table, shape_table
 from kymwatch.store import (
     Fingerprint,
     Mode,
@@ -65,9 +66,16 @@ def log_outcome(outcome: RecordOutcome) -> None:
 class KymDataset:
     """A kymflow dataset with its indexers and dataset-level tables.
 
+    kymflow's API: :meth:`rebuild`, :meth:`update_image` and :meth:`update_images`
+    return the table as a DataFrame; what happened to each record is in
+    :attr:`last_report`. A daemon calls :meth:`update_images_report` and
+    :meth:`rebuild_report`, which return the :class:`UpdateReport` itself.
+
     Tables are cached in memory and re-read only when the file changed on disk
-    (another process wrote it). Each ``update_images``/``rebuild`` reads the table
-    at most once and writes it at most once, under the store's table lock.
+    (another process wrote it). Each update reads the table at most once and writes
+    it at most once, under the store's table lock. A table written by kymflow
+    (pandas object columns, float ``n_valid``) is adopted: its columns are converted
+    by the schema policy, never rejected.
 
     Args:
         dataset_path: The Zarr store folder.
@@ -88,6 +96,7 @@ class KymDataset:
         )
         self._tables: dict[str, pd.DataFrame] = {}
         self._stamps: dict[str, Fingerprint | None] = {}
+        self.last_report: UpdateReport | None = None
 
     @property
     def path(self) -> Path:
@@ -122,7 +131,9 @@ class KymDataset:
         else:
             df = read_table_file(path)
             if ix is not None:
-                df = _typed(df, ix)
+                coerced = Coercions()
+                df = shape_table(df, ix.columns, extras_position(ix), coerced)
+                coerced.log(table=name, path=str(path))
         self._tables[name], self._stamps[name] = df, stamp
         return df
 
@@ -172,47 +183,85 @@ class KymDataset:
         except ArtifactInvalidError as e:
             status = OutcomeStatus.INVALID
             failed = RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason)
+        except MemoryError:
+            raise
+        except Exception as e:  # any failure on one record is that record's outcome
+            error = f"{type(e).__name__}: {str(e)[:500]}"
+            failed = RecordOutcome(image_id, ix.name, OutcomeStatus.INVALID, error=error)
         if not rec.exists():  # removed while we read it (often the cause of the failure)
             return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
         if failed is not None:
             return failed, None
-        rows = _typed(rows, ix)
+        try:
+            rows = _typed(rows, ix)
+        except MemoryError:
+            raise
+        except Exception as e:  # an indexer that returned something unusable
+            error = f"rows cannot be typed: {type(e).__name__}: {str(e)[:500]}"
+            return RecordOutcome(image_id, ix.name, OutcomeStatus.INVALID, error=error), None
         return RecordOutcome(image_id, ix.name, OutcomeStatus.INDEXED, rows=len(rows)), rows
 
-    def update_images(
+    def update_images_report(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
     ) -> UpdateReport:
         """Re-index ``image_ids`` with one indexer: one table read, one table write.
 
         Indexed records get their new rows; missing artifacts and removed records
         lose their rows; unreadable or invalid artifacts keep the rows the table had.
-        One bad record never stops the others.
+        One bad record never stops the others: any exception while reading or
+        converting a record becomes its outcome.
+
+        Raises:
+            TableUnreadableError: the table file exists but cannot be parsed.
         """
         ix = self.indexer(ref)
         ids = list(dict.fromkeys(image_ids))
         return self._apply(ix, ids, replace_all=False, log_outcomes=log_outcomes)
 
-    def update_image(self, ref: IndexerRef, image_id: str) -> RecordOutcome:
-        """Re-index one record; see :meth:`update_images`."""
-        return self.update_images(ref, [image_id]).outcomes[0]
-
-    def rebuild(
+    def rebuild_report(
         self, ref: IndexerRef, image_ids: Iterable[str] | None = None, *, log_outcomes: bool = True
     ) -> UpdateReport:
         """Build the table from scratch from ``image_ids`` (default: every record).
 
         Records whose artifact is unreadable or invalid keep the rows the table had.
-        A table file that cannot be parsed is logged (``table_unreadable``) and replaced.
+        A table file that cannot be parsed is logged (``table_unreadable``, with the
+        reason) and then replaced.
         """
         ix = self.indexer(ref)
         ids = self.store.list_image_ids() if image_ids is None else list(dict.fromkeys(image_ids))
         return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes)
 
+    def update_images(
+        self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
+    ) -> pd.DataFrame:
+        """Re-index ``image_ids`` (see :meth:`update_images_report`); returns the table.
+
+        The per-record outcomes are in :attr:`last_report`.
+        """
+        self.update_images_report(ref, image_ids, log_outcomes=log_outcomes)
+        return self.get_table(self.indexer(ref).table_name)
+
+    def update_image(self, ref: IndexerRef, image_id: str) -> pd.DataFrame:
+        """Re-index one record; returns the whole table (outcome in :attr:`last_report`)."""
+        return self.update_images(ref, [image_id])
+
+    def rebuild(
+        self, ref: IndexerRef, image_ids: Iterable[str] | None = None, *, log_outcomes: bool = True
+    ) -> pd.DataFrame:
+        """Rebuild the table from the artifacts (see :meth:`rebuild_report`); returns it.
+
+        The per-record outcomes are in :attr:`last_report`.
+        """
+        self.rebuild_report(ref, image_ids, log_outcomes=log_outcomes)
+        return self.get_table(self.indexer(ref).table_name)
+
     def _read_for_update(self, ix: DatasetIndexer, *, replace_all: bool) -> pd.DataFrame:
         """The current table; for a rebuild, an unparseable table file counts as empty."""
         try:
             return self._read_current(ix.table_name)
-        except (pa.ArrowException, OSError, ValueError, TypeError) as e:
+        except MemoryError:
+            raise
+        except Exception as e:  # any parse failure: the file is not a table we can read
             path = str(self.store.table_path(ix.table_name))
             if not replace_all:
                 raise TableUnreadableError(f"table file {path} cannot be read: {e}") from e
@@ -259,31 +308,34 @@ class KymDataset:
             written=changed,
             duration_ms=duration_ms,
         )
-        return UpdateReport(
+        report = UpdateReport(
             ix.name, ix.table_name, outcomes, len(table), rows_written, changed, duration_ms
         )
+        self.last_report = report
+        return report
 
 
 def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
-    """``df`` with exactly the indexer's columns, in order, with its dtypes."""
-    cols = dict(ix.columns)
-    missing = [c for c in cols if c not in df.columns]
-    out = df.copy() if missing else df
-    for c in missing:
-        out[c] = pd.Series([None] * len(df), dtype=cols[c], index=df.index)
-    if list(out.columns) != list(cols):
-        out = out[list(cols)]
-    if [str(t) for t in out.dtypes] != list(cols.values()):
-        out = out.astype(cols)
-    return out
+    """``df`` shaped to the indexer's columns (declared, typed, extras where kept)."""
+    return shape_table(df, ix.columns, extras_position(ix))
 
 
 def _merge(kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer) -> pd.DataFrame:
-    """Kept rows plus new rows, stably sorted by image_id: the canonical table order."""
+    """Kept rows plus new rows, stably sorted by image_id: the canonical table order.
+
+    The columns and their types are derived from the merged rows alone, so the
+    result does not depend on which records were re-indexed (equal to a rebuild).
+    """
     frames = [f for f in (kept, *parts) if len(f)]
     if not frames:
         return empty_table(ix.columns)
-    table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if len(frames) == 1:
+        table = frames[0]
+    else:
+        with warnings.catch_warnings():
+            # Frames whose extra columns differ: the dtype is re-derived below anyway.
+            warnings.simplefilter("ignore", FutureWarning)
+            table = pd.concat(frames, ignore_index=True)
     table = table.sort_values(IMAGE_ID, kind="stable", ignore_index=True)
     return _typed(table, ix)
 

@@ -1,0 +1,178 @@
+"""Analysis parameters and ROIs of generation-2 records, and kymflow's ``params_hash``.
+
+kymflow's later ``kym_dataset`` package stamps every row of ``kym_velocity_events``
+and ``kym_radon`` with ``analysis_version`` and ``params_hash``, and compares them
+with the run markers it writes into each record to tell stale records from fresh
+ones. This module reproduces both values exactly, so a table kymwatch writes agrees
+with kymflow's incremental mode:
+
+- ``params_hash(obj)``: SHA-256 hex of ``obj`` serialised as JSON with sorted keys,
+  separators ``(",", ":")``, ``ensure_ascii=False``, UTF-8.
+- velocity events hash the params object (``{}`` when there is none), read from the
+  first of ``velocity_events/params``, ``velocity_events_params``,
+  ``velocity_events.params`` that holds a JSON object;
+- radon hashes ``{"params": <params or {}>, "rois": <ROIs>}`` with the params read
+  from ``radon/params``, ``radon_params``, ``radon.params`` and the ROIs from
+  ``metadata.json`` (key ``rois``: its object items when it is a list, else ``[]``).
+
+Each lookup reads ``<name>.json``, falling back to legacy ``<name>.json.gz``. A file
+that exists but cannot be parsed raises ``ArtifactUnreadableError`` (the record's
+rows are then kept, never re-stamped with a wrong hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kymwatch.errors import ArtifactNotFoundError
+from kymwatch.store import ZarrImageRecord
+
+__all__ = [
+    "METADATA_ARTIFACT",
+    "RADON",
+    "VELOCITY_EVENTS",
+    "AnalysisParams",
+    "current_params",
+    "params_hash",
+    "radon_params",
+    "radon_params_hash",
+    "radon_rois",
+    "velocity_events_params",
+    "velocity_events_params_hash",
+]
+
+METADATA_ARTIFACT = "metadata"
+"""``analysis/metadata.json``: kymflow's per-record metadata payload (ROIs under ``rois``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisParams:
+    """Where one generation-2 analysis keeps its parameters, and how kymflow names it.
+
+    Attributes:
+        indexer: kymwatch's indexer name (also the table name).
+        kymflow_name: kymflow's indexer name (used in its run markers).
+        analysis_version: The ``analysis_version`` stamped on every row.
+        params_names: JSON artifacts holding the params, first found wins.
+        uses_rois: Whether the ROIs of ``metadata.json`` are part of the hash.
+        marker_name: The artifact kymflow writes its run marker to.
+    """
+
+    indexer: str
+    kymflow_name: str
+    analysis_version: str
+    params_names: tuple[str, ...]
+    uses_rois: bool
+    marker_name: str
+
+    @property
+    def artifact_names(self) -> frozenset[str]:
+        """Every artifact whose change alters the params hash."""
+        names = set(self.params_names)
+        if self.uses_rois:
+            names.add(METADATA_ARTIFACT)
+        return frozenset(names)
+
+
+VELOCITY_EVENTS = AnalysisParams(
+    indexer="kym_velocity_events",
+    kymflow_name="velocity_events",
+    analysis_version="kymflow.velocity_events@0.1",
+    params_names=("velocity_events/params", "velocity_events_params", "velocity_events.params"),
+    uses_rois=False,
+    marker_name="velocity_events/summary",
+)
+RADON = AnalysisParams(
+    indexer="kym_radon",
+    kymflow_name="radon",
+    analysis_version="kymflow.radon@0.1",
+    params_names=("radon/params", "radon_params", "radon.params"),
+    uses_rois=True,
+    marker_name="radon_run",
+)
+_BY_INDEXER: Mapping[str, AnalysisParams] = {a.indexer: a for a in (VELOCITY_EVENTS, RADON)}
+
+
+def params_hash(obj: Any) -> str:
+    """kymflow's params hash: SHA-256 hex of canonical JSON (sorted keys, compact, UTF-8)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_ABSENT = object()
+
+
+def _load_json(rec: ZarrImageRecord, name: str) -> Any:
+    """The JSON artifact ``name``; ``_ABSENT`` when the record has no file of that name."""
+    try:
+        return rec.load_json(name)
+    except ArtifactNotFoundError:
+        return _ABSENT
+
+
+def _first_object(rec: ZarrImageRecord, names: tuple[str, ...]) -> dict[str, Any]:
+    """The first of ``names`` that holds a JSON object (others are skipped), else ``{}``."""
+    for name in names:
+        payload = _load_json(rec, name)
+        if isinstance(payload, dict):
+            return dict(payload)
+    return {}
+
+
+def velocity_events_params(rec: ZarrImageRecord) -> dict[str, Any]:
+    """The velocity-events params object of ``rec`` (``{}`` when there is none).
+
+    Raises:
+        ArtifactUnreadableError: a params file exists but cannot be parsed.
+    """
+    return _first_object(rec, VELOCITY_EVENTS.params_names)
+
+
+def velocity_events_params_hash(rec: ZarrImageRecord) -> str:
+    """The ``params_hash`` kymflow gives ``rec``'s velocity-events rows."""
+    return params_hash(velocity_events_params(rec))
+
+
+def radon_rois(rec: ZarrImageRecord) -> list[dict[str, Any]]:
+    """The ROI objects of ``metadata.json`` (key ``rois``): its object items, else ``[]``.
+
+    Raises:
+        ArtifactUnreadableError: ``metadata.json`` exists but cannot be parsed.
+    """
+    payload = _load_json(rec, METADATA_ARTIFACT)
+    if not isinstance(payload, dict):
+        return []
+    rois = payload.get("rois", [])
+    if not isinstance(rois, list):
+        return []
+    return [dict(item) for item in rois if isinstance(item, dict)]
+
+
+def radon_params(rec: ZarrImageRecord) -> dict[str, Any]:
+    """The object kymflow hashes for radon: ``{"params": ..., "rois": ...}``."""
+    return {"params": _first_object(rec, RADON.params_names), "rois": radon_rois(rec)}
+
+
+def radon_params_hash(rec: ZarrImageRecord) -> str:
+    """The ``params_hash`` kymflow gives ``rec``'s radon rows (params and ROIs)."""
+    return params_hash(radon_params(rec))
+
+
+def current_params(indexer: str, rec: ZarrImageRecord) -> tuple[dict[str, Any], str]:
+    """The params object and its hash for generation-2 indexer ``indexer`` on ``rec``.
+
+    Args:
+        indexer: ``"kym_velocity_events"`` or ``"kym_radon"``.
+        rec: The record.
+
+    Raises:
+        KeyError: ``indexer`` is not a generation-2 indexer.
+        ArtifactUnreadableError: a params or metadata file cannot be parsed.
+    """
+    spec = _BY_INDEXER[indexer]
+    obj = radon_params(rec) if spec.uses_rois else velocity_events_params(rec)
+    return obj, params_hash(obj)

@@ -1,0 +1,187 @@
+"""Which indexers exist (built in, or plug-ins) and which run on a given store.
+
+Built in: the generation-1 indexers ``velocity_events`` and ``radon_report`` and the
+generation-2 indexers ``kym_velocity_events`` and ``kym_radon``. Third-party indexers
+are found through the entry-point group ``kymwatch.indexers``: each entry point names
+a class (or any callable) that, called with no arguments, returns an object following
+the :class:`~kymwatch.index.base.DatasetIndexer` protocol. The entry point's name is
+the indexer's name.
+
+Per store (:func:`select_indexers`), from what it holds:
+
+- generation 1 when it has a generation-1 table (``velocity_events``,
+  ``radon_report``) or a record with a generation-1 artifact
+  (``velocity_events.parquet``, ``radon_report.{parquet,json,json.gz}``);
+- generation 2 when it has a ``kym_*`` table or a record with an artifact only
+  generation 2 reads (``velocity_events/events``, ``radon/results``, ``radon.*``,
+  params, ``metadata.json``, run markers);
+- both when both are present, and on a store with nothing yet (either may arrive;
+  ``--indexers`` narrows it);
+- plug-ins run on every store (they were installed to run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import structlog
+
+from kymwatch.index.base import DatasetIndexer
+from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
+from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer
+from kymwatch.store import (
+    ANALYSIS_DIR,
+    IMAGES_DIR,
+    TABLES_DIR,
+    is_temporary_name,
+    is_valid_image_id,
+    split_artifact_file,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "GENERATION_1",
+    "GENERATION_2",
+    "Selection",
+    "available_indexers",
+    "make_indexers",
+    "select_indexers",
+]
+
+log = structlog.get_logger(__name__)
+
+ENTRY_POINT_GROUP = "kymwatch.indexers"
+GENERATION_1 = ("velocity_events", "radon_report")
+GENERATION_2 = ("kym_velocity_events", "kym_radon")
+
+Factory = Callable[[], DatasetIndexer]
+
+_BUILTIN: Mapping[str, Factory] = {
+    "velocity_events": VelocityEventsIndexer,
+    "radon_report": RadonReportIndexer,
+    "kym_velocity_events": KymVelocityEventsIndexer,
+    "kym_radon": KymRadonIndexer,
+}
+
+_GEN1_ARTIFACTS = frozenset({"velocity_events", "radon_report"})
+_GEN2_ARTIFACTS = frozenset(
+    {
+        "velocity_events/events",
+        "velocity_events/params",
+        "velocity_events/summary",
+        "velocity_events_params",
+        "velocity_events.params",
+        "radon/results",
+        "radon/params",
+        "radon",
+        "radon_params",
+        "radon.params",
+        "radon_run",
+        "metadata",
+    }
+)
+
+
+def _plugins() -> dict[str, Factory]:
+    found: dict[str, Factory] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _BUILTIN:
+            log.warning("indexer_plugin_skipped", name=ep.name, reason="shadows a built-in")
+            continue
+        try:
+            found[ep.name] = ep.load()
+        except Exception as e:  # a broken plug-in must not stop the daemon
+            log.warning("indexer_plugin_skipped", name=ep.name, reason=f"{type(e).__name__}: {e}")
+    return found
+
+
+def available_indexers() -> dict[str, Factory]:
+    """Every indexer kymwatch can run: built-in ones, then plug-ins, by name."""
+    return {**_BUILTIN, **_plugins()}
+
+
+def make_indexers(names: Iterable[str]) -> list[DatasetIndexer]:
+    """Instances of the indexers ``names`` (built-in or plug-in), in that order.
+
+    Raises:
+        KeyError: a name is not a known indexer (the message lists the known ones).
+    """
+    known = available_indexers()
+    out: list[DatasetIndexer] = []
+    for name in dict.fromkeys(names):
+        if name not in known:
+            raise KeyError(f"no indexer named {name!r} (known: {', '.join(sorted(known))})")
+        ix = known[name]()
+        if not isinstance(ix, DatasetIndexer):
+            raise KeyError(f"indexer {name!r} does not follow the DatasetIndexer protocol")
+        out.append(ix)
+    return out
+
+
+class Selection(tuple[str, ...]):
+    """The indexer names chosen for a store, and why (``reason``)."""
+
+    reason: str
+
+    def __new__(cls, names: Iterable[str], reason: str) -> Selection:
+        self = super().__new__(cls, tuple(names))
+        self.reason = reason
+        return self
+
+
+def _generations(root: Path) -> tuple[bool, bool]:
+    """(has generation 1, has generation 2), from the tables, then the records."""
+    gen1 = gen2 = False
+    tables = root / TABLES_DIR
+    for name in GENERATION_1:
+        gen1 |= (tables / f"{name}.parquet").is_file()
+    for name in GENERATION_2:
+        gen2 |= (tables / f"{name}.parquet").is_file()
+    try:
+        records = sorted(os.scandir(root / IMAGES_DIR), key=lambda e: e.name)
+    except OSError:
+        return gen1, gen2
+    for entry in records:
+        if gen1 and gen2:
+            break
+        if not is_valid_image_id(entry.name):
+            continue
+        for name in _artifact_names(Path(entry.path) / ANALYSIS_DIR):
+            gen1 |= name in _GEN1_ARTIFACTS
+            gen2 |= name in _GEN2_ARTIFACTS
+    return gen1, gen2
+
+
+def _artifact_names(analysis: Path) -> set[str]:
+    names: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(analysis):
+        dirnames[:] = [d for d in dirnames if not is_temporary_name(d)]
+        rel = os.path.relpath(dirpath, analysis).replace(os.sep, "/")
+        for fname in filenames:
+            split = split_artifact_file(fname if rel == "." else f"{rel}/{fname}")
+            if split is not None and not is_temporary_name(fname):
+                names.add(split[0])
+    return names
+
+
+def select_indexers(root: Path, requested: Iterable[str] | None = None) -> Selection:
+    """The indexers to run on the store at ``root`` (see the module docstring).
+
+    Args:
+        root: The dataset folder.
+        requested: Names given by the user (``--indexers``): used as they are.
+    """
+    if requested is not None:
+        return Selection(requested, "requested")
+    gen1, gen2 = _generations(root)
+    plugins = list(_plugins())
+    if gen1 and gen2:
+        return Selection([*GENERATION_1, *GENERATION_2, *plugins], "generation 1 and 2 data")
+    if gen2:
+        return Selection([*GENERATION_2, *plugins], "generation 2 data")
+    if gen1:
+        return Selection([*GENERATION_1, *plugins], "generation 1 data")
+    return Selection([*GENERATION_1, *GENERATION_2, *plugins], "no data yet: both generations")
