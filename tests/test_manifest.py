@@ -72,6 +72,19 @@ def test_full_build_equals_kymflows_manifest(case: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "images",
+    [[], [{"image_id": "a", "axes": None, "x": {"nested": [1, {"é": "\u2603\n"}]}, "e": []}]],
+)
+def test_dump_is_jsons_indented_text(images: list[dict[str, Any]]) -> None:
+    """The piecewise serialiser (cached entry texts) writes exactly json.dumps(indent=2)."""
+    doc = {"schema_version": 1, "format": "f", "created_utc": "c", "images": images}
+    expected = json.dumps(doc, indent=2).encode()
+    cache: dict[str, Any] = {}
+    assert gzip.decompress(dump_manifest(doc, cache)) == expected
+    assert gzip.decompress(dump_manifest(doc, cache)) == expected  # from the cache
+
+
 def test_kymflow_written_store_covers_every_field() -> None:
     """The kymflow-written fixture exercises acquisition times, legacy gz, bad payloads and
     stores without pixels, so the full-build test above pins each rule."""
