@@ -81,9 +81,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from kymwatch.staleview import stale_line, stale_summary
+
     root = _store(args.store)
     view = read_status(root, daemon_running(root))
     code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
+    stale_records = stale_summary(root)
     if args.json:
         doc: dict[str, object] = {
             "running": view.running,
@@ -91,13 +94,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             "stale": view.stale,
             "heartbeat_age_s": view.age_s,
             "status": view.data,
+            "stale_records": stale_records,
         }
         print(json.dumps(doc, indent=2))
         return code
     d = view.data
+    line = stale_line(stale_records)
     if not view.running:
         last = f" (last state {d.get('state')!r}, pid {d.get('pid')})" if d else ""
         print(f"kymwatch: no daemon is running on {root}{last}")
+        if line:
+            print(line)
         return code
     age = f"{view.age_s:.1f} s ago" if view.age_s is not None else "never"
     health = "STALE: no heartbeat for too long" if view.stale else "healthy"
@@ -120,10 +127,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     problems = {k: v for k, v in counters.items() if k.startswith("artifact_")}
     if problems:
         print("  " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items())))
+    if line:
+        print(line)
     for err in d.get("last_errors", [])[-5:]:
         extra = " ".join(f"{k}={v}" for k, v in err.items() if k not in ("time_utc", "event"))
         print(f"  ! {err.get('time_utc')} {err.get('event')} {extra}")
     return code
+
+
+def cmd_stale(args: argparse.Namespace) -> int:
+    from kymwatch.staleview import show_stale
+
+    return show_stale(_store(args.store), as_json=args.json, show_all=args.all)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -271,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--timeout", type=_positive(float), default=60.0, metavar="S")
     sy.add_argument("-q", "--quiet", action="store_true")
     sy.set_defaults(func=cmd_sync)
+
+    sl = sub.add_parser(
+        "stale", help="list records analysed with other params/versions than they have now"
+    )
+    sl.add_argument("store")
+    sl.add_argument("--json", action="store_true", help="machine-readable output")
+    sl.add_argument(
+        "--all", action="store_true", help="every record, fresh and never analysed ones too"
+    )
+    sl.set_defaults(func=cmd_stale)
 
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
     rb.add_argument("store")

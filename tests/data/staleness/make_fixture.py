@@ -80,7 +80,9 @@ def params_edit(kit: Path, out: Path) -> None:
     kd.update_index(VelocityEventIndexer(), mode="replace")
     kd.update_index(RadonIndexer(), mode="replace")
     ds.record(ids["id1"]).save_json("velocity_events/params", {"threshold": 0.6, "window": 7})
-    _write(out, "ve_params_edit", _expected(ds, {"params_changed": ids["id1"], "fresh": ids["id2"]}))
+    _write(
+        out, "ve_params_edit", _expected(ds, {"params_changed": ids["id1"], "fresh": ids["id2"]})
+    )
 
 
 def zero_rows(kit: Path, out: Path) -> None:
