@@ -153,6 +153,10 @@ def test_unreadable_files_never_raise(tmp_path: Path) -> None:
     assert fresh.reason is StalenessReason.FRESH_ROWS and fresh.error
     unknown = by[(roles["standard_marker_params_changed"], "kym_velocity_events")]
     assert unknown.reason is StalenessReason.STALE_UNKNOWN and unknown.error
+    radon = by[(roles["fresh_rows"], "kym_radon")]
+    assert radon.error is not None and "table unreadable" in radon.error
+    proc = kymwatch("status", root, "--json")
+    assert json.loads(proc.stdout)["stale_records"] is not None  # clean JSON, no log lines
 
 
 def test_new_params_make_a_fresh_record_stale(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import structlog
 
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
@@ -46,8 +45,6 @@ __all__ = [
     "stale_counts",
     "validate_marker",
 ]
-
-log = structlog.get_logger(__name__)
 
 RUN_MARKER_VERSION = "1"
 GEN2_ANALYSES: Mapping[str, AnalysisParams] = {a.indexer: a for a in (VELOCITY_EVENTS, RADON)}
@@ -94,7 +91,7 @@ class Staleness:
             rows, or a results artifact (``kymwatch stale`` lists only these
             unless asked for all).
         error: Why the current params could not be read (then ``STALE_UNKNOWN``),
-            or why a marker file was unreadable.
+            why a marker file was unreadable, or that the table was unreadable.
     """
 
     image_id: str
@@ -304,10 +301,11 @@ def dataset_staleness(root: Path, indexers: Iterable[str] | None = None) -> list
     out: list[Staleness] = []
     for spec in specs:
         stamps, has_stamps, table_error = _table_stamps(ds.path, spec.indexer)
-        if table_error:
-            log.warning("stale_table_unreadable", table=spec.indexer, error=table_error)
         for image_id in ds.list_image_ids():
-            out.append(_record(ds, image_id, spec, stamps.get(image_id, []), has_stamps))
+            s = _record(ds, image_id, spec, stamps.get(image_id, []), has_stamps)
+            if table_error and s.error is None:
+                s = _with(s, error=f"table unreadable, judged without rows: {table_error}")
+            out.append(s)
     return sorted(out, key=lambda s: (s.indexer, s.image_id))
 
 
