@@ -193,6 +193,10 @@ def test_unreadable_record_metadata_keeps_the_old_entry(
     after = {e["image_id"]: e for e in load_manifest(root)["images"]}  # type: ignore[index]
     assert after[a] == before[a] and after[b] == before[b]
     assert [e["event"] for e in captured_logs].count("manifest_record_unreadable") == 2
+    m.reconcile()  # unchanged torn files are not reported again on every scan
+    assert [e["event"] for e in captured_logs].count("manifest_record_unreadable") == 2
+    write_file(root / "images" / a / ".zattrs", json.dumps({"axes": ["p", "q"]}).encode())
+    assert m.reconcile().changed == (a,)  # type: ignore[union-attr]
     # A full build keeps them too, from the manifest it replaces.
     assert build_manifest(root, load_manifest(root))["images"] == load_manifest(root)["images"]  # type: ignore[index]
 

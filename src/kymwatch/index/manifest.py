@@ -443,7 +443,10 @@ class ManifestIndexer:
         entries = dict(self._entries)
         changed, kept = [], []
         for image_id in sorted(set(image_ids)):
-            sig = _signature(self.root, image_id)
+            # Taken before reading: a change during the read is seen by the next check.
+            # Kept for an unreadable record too, so a reconcile does not report it again
+            # until one of its files changes (an event re-reads it at once).
+            self._sigs[image_id] = _signature(self.root, image_id)
             try:
                 entry = read_entry(self.root, image_id, with_analysis_keys=with_keys)
             except ManifestSourceError as e:
@@ -452,7 +455,6 @@ class ManifestIndexer:
                     "manifest_record_unreadable", image_id=image_id, path=str(e.path), error=e.error
                 )
                 continue
-            self._sigs[image_id] = sig
             if entry is None:
                 if entries.pop(image_id, None) is not None:
                     changed.append(image_id)
