@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness import DaemonProcess, assert_tables_match_rebuild, wait_until
+from harness import DaemonProcess, assert_tables_match_rebuild, kymwatch, wait_until
 from helpers_store import (
     analysis_file,
     events_frame,
@@ -140,3 +140,16 @@ def test_store_without_manifest_gets_one_only_when_asked(store: Path) -> None:
     with DaemonProcess(store, "--manifest") as d:
         d.sync()
         assert manifest_is_right(store)
+
+
+def test_rebuild_command_rebuilds_an_existing_manifest_only(store: Path) -> None:
+    """`kymwatch rebuild` rewrites a manifest the store has, creates none unless asked
+    with --manifest, and leaves it alone when only some indexers are rebuilt."""
+    set_attrs(store, IDS["acquired_2d"], axes=["u", "v"])
+    kymwatch("rebuild", store, check=True)
+    assert manifest_is_right(store)
+    manifest_path(store).unlink()
+    kymwatch("rebuild", store, check=True)
+    assert not manifest_path(store).exists()
+    kymwatch("rebuild", store, "--indexer", "kym_velocity_events", "--manifest", check=True)
+    assert manifest_is_right(store)
