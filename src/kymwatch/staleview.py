@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kymwatch.index import GENERATION_2, select_indexers
 from kymwatch.index.staleness import Staleness, dataset_staleness, stale_counts
+from kymwatch.store import TABLES_DIR
 
 __all__ = ["show_stale", "stale_summary", "store_stale_indexers"]
 
@@ -17,9 +18,11 @@ def store_stale_indexers(root: Path) -> list[str]:
 
 
 def stale_summary(root: Path) -> dict[str, int] | None:
-    """Stale (analysed) records per generation-2 indexer; None if it cannot be computed."""
+    """Stale (analysed) records per generation-2 indexer that has a table; None if it
+    cannot be computed. (Only tabled indexers: ``status`` stays cheap on other stores.)"""
+    names = [n for n in GENERATION_2 if (Path(root) / TABLES_DIR / f"{n}.parquet").is_file()]
     try:
-        return stale_counts(dataset_staleness(root, store_stale_indexers(root)))
+        return stale_counts(dataset_staleness(root, names))
     except Exception:  # status must answer whatever the store holds
         return None
 
