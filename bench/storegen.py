@@ -62,7 +62,7 @@ def events_parquet(rows: int = ROWS_PER_RECORD, *, marker: float = 0.9) -> bytes
     table = pa.table(
         {
             "roi_id": pa.array([1] * rows, pa.int64()),
-            "event_id": pa.array(list(range(rows)), pa.int64()),
+            "event_id": pa.array([f"e{i}" for i in range(rows)], pa.string()),  # as kymflow
             "t0_s": pa.array(t0, pa.float64()),
             "t1_s": pa.array([t + 0.5 for t in t0], pa.float64()),
             "kind": pa.array(["stall"] * rows, pa.string()),

@@ -55,8 +55,10 @@ def case_ids(gen: str) -> list[str]:
 
 
 def copy_store(case: Path, dst: Path) -> Path:
-    """A private copy of the case's store at ``dst`` (returned)."""
+    """A private, writable copy of the case's store at ``dst`` (returned)."""
     shutil.copytree(case / "dataset.zarr", dst, symlinks=True)
+    for path in [dst, *dst.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
     return dst
 
 

@@ -151,7 +151,13 @@ class DaemonProcess:
 
 
 def _indexers(store: Path, names: Sequence[str] | None) -> list[DatasetIndexer]:
-    """The indexers a daemon on ``store`` runs (``names``: its ``--indexers``)."""
+    """The indexers a daemon on ``store`` runs: ``names`` (its ``--indexers``), else those
+    its status file lists, else the ones it would choose now."""
+    if names is None:
+        try:
+            names = json.loads((store / "index" / "status.json").read_bytes())["indexers"]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = None
     return make_indexers(select_indexers(store, names))
 
 

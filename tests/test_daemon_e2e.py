@@ -42,6 +42,8 @@ from helpers_store import (
 
 pytestmark = pytest.mark.integration
 
+KVE = "kym_velocity_events"  # the generation-2 table: velocity_events/events feeds it
+
 
 # -- fixtures and small helpers --------------------------------------------------------------
 @pytest.fixture
@@ -60,6 +62,14 @@ def scratch(tmp_path: Path) -> Path:
 def daemon(store: Path) -> Iterator[DaemonProcess]:
     """``kymwatch run`` on the store, ready (first reconcile done); stopped afterwards."""
     with DaemonProcess(store) as d:
+        yield d
+
+
+@pytest.fixture
+def daemon_both(store: Path) -> Iterator[DaemonProcess]:
+    """``kymwatch run`` with both generations' indexers (flat and nested event files)."""
+    both = "velocity_events,radon_report,kym_velocity_events,kym_radon"
+    with DaemonProcess(store, "--indexers", both) as d:
         yield d
 
 
@@ -159,21 +169,22 @@ def test_deleted_record_leaves_every_table(
 
 
 def test_legacy_artifact_names_are_indexed(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
-    """``velocity_events/events.csv.gz`` and ``radon_report.json.gz`` feed the tables."""
+    """``velocity_events/events.csv.gz`` feeds kym_velocity_events and
+    ``radon_report.json.gz`` feeds radon_report."""
     write_v2_record(store, "legacy")
     write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(4))
     write_json_artifact(store, "legacy", "radon_report", legacy_radon_report(3.0), gz=True)
-    daemon.sync()
-    assert n_rows(store, "velocity_events", "legacy") == 4
+    daemon_both.sync()
+    assert n_rows(store, KVE, "legacy") == 4
     radon = rows(store, "radon_report", "legacy")
     assert radon[["mean_velocity", "median_velocity", "n_valid"]].values.tolist() == [
         [3.0, 1.5, 10]
     ]
     write_csv_gz_artifact(store, "legacy", "velocity_events/events", events_frame(6))
-    daemon.sync()
-    assert n_rows(store, "velocity_events", "legacy") == 6
+    daemon_both.sync()
+    assert n_rows(store, KVE, "legacy") == 6
     assert_tables_match_rebuild(store, scratch)
 
 
@@ -360,22 +371,22 @@ def test_edit_is_indexed_without_sync(
 
 
 def test_new_record_with_nested_artifact_is_indexed_without_sync(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """A record created while running, whose artifact lands in a new ``analysis/`` sub-folder,
     is indexed through file events alone (new folders get watched)."""
     write_v2_record(store, "fresh")
     write_parquet_artifact(store, "fresh", "velocity_events/events", events_frame(4))
     wait_until(
-        lambda: n_rows(store, "velocity_events", "fresh") == 4,
+        lambda: n_rows(store, KVE, "fresh") == 4,
         what="the new record to show in the table",
     )
     write_parquet_artifact(store, "fresh", "velocity_events/events", events_frame(1))
     wait_until(
-        lambda: n_rows(store, "velocity_events", "fresh") == 1,
+        lambda: n_rows(store, KVE, "fresh") == 1,
         what="the edit in the new sub-folder to show in the table",
     )
-    daemon.sync()
+    daemon_both.sync()
     assert_tables_match_rebuild(store, scratch)
 
 
@@ -403,7 +414,7 @@ def test_record_deleted_and_recreated_under_the_same_id(
 
 
 def test_record_folders_moved_in_and_out(
-    daemon: DaemonProcess, store: Path, scratch: Path, tmp_path: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path, tmp_path: Path
 ) -> None:
     """A record prepared elsewhere and renamed into ``images/`` is indexed and then watched;
     a record renamed out of ``images/`` leaves the tables; both through events alone."""
@@ -411,22 +422,24 @@ def test_record_folders_moved_in_and_out(
     add_record(staging, "moved_in", n_events=4)
     write_parquet_artifact(staging, "moved_in", "velocity_events/events", events_frame(1))
     add_record(store, "moved_out", n_events=2)
-    daemon.sync()
+    daemon_both.sync()
     os.rename(staging / "images" / "moved_in", store / "images" / "moved_in")
     os.rename(store / "images" / "moved_out", staging / "images" / "moved_out")
     wait_until(
         lambda: (
             n_rows(store, "velocity_events", "moved_in") == 4
+            and n_rows(store, KVE, "moved_in") == 1
             and n_rows(store, "velocity_events", "moved_out") == 0
         ),
-        what="the moved records to show in (and leave) the table",
+        what="the moved records to show in (and leave) the tables",
     )
     analysis_file(store, "moved_in", "velocity_events", "parquet").unlink()
     wait_until(
-        lambda: n_rows(store, "velocity_events", "moved_in") == 1,
-        what="the nested fallback artifact of the moved-in record to take over",
+        lambda: n_rows(store, "velocity_events", "moved_in") == 0,
+        what="the deleted artifact of the moved-in record to leave the table",
     )
-    daemon.sync()
+    assert n_rows(store, KVE, "moved_in") == 1
+    daemon_both.sync()
     assert_tables_match_rebuild(store, scratch)
 
 
@@ -456,20 +469,20 @@ def test_zarr3_partial_names_and_dropped_partials(
 
 
 def test_deleted_artifact_subfolder_removes_its_rows(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """Removing an ``analysis/`` sub-folder holding an artifact removes that artifact's rows."""
     write_v2_record(store, "nested")
     write_parquet_artifact(store, "nested", "velocity_events/events", events_frame(3))
     write_json_artifact(store, "nested", "radon_report", legacy_radon_report(2.0))
-    daemon.sync()
-    assert n_rows(store, "velocity_events", "nested") == 3
+    daemon_both.sync()
+    assert n_rows(store, KVE, "nested") == 3
     shutil.rmtree(store / "images" / "nested" / "analysis" / "velocity_events")
     wait_until(
-        lambda: n_rows(store, "velocity_events", "nested") == 0,
+        lambda: n_rows(store, KVE, "nested") == 0,
         what="the rows of the removed sub-folder's artifact to leave the table",
     )
-    daemon.sync()
+    daemon_both.sync()
     assert n_rows(store, "radon_report", "nested") == 1
     assert_tables_match_rebuild(store, scratch)
 
@@ -480,20 +493,20 @@ def _max_queued_events() -> int:
 
 
 def test_folders_created_during_an_event_overflow_are_watched_afterwards(
-    daemon: DaemonProcess, store: Path, scratch: Path
+    daemon_both: DaemonProcess, store: Path, scratch: Path
 ) -> None:
     """After an inotify queue overflow the rescan indexes what was lost and watches the
     folders created meanwhile, so later edits in them arrive as events again."""
-    assert daemon.proc is not None
+    assert daemon_both.proc is not None
     limit = _max_queued_events()
     if limit > 200_000:
         pytest.skip(f"inotify queue of {limit} events is too large to overflow quickly")
     add_record(store, "old", n_events=2)
     add_record(store, "noisy")
-    daemon.sync()
+    daemon_both.sync()
     # Freeze the daemon so the kernel queue fills up, then change things whose events
     # are dropped: a new analysis sub-folder in a watched record, and a new record.
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    os.kill(daemon_both.proc.pid, signal.SIGSTOP)
     try:
         flip = store / "images" / "noisy" / "analysis" / "flip.tmp"
         flop = flip.with_name("flop.tmp")
@@ -507,26 +520,26 @@ def test_folders_created_during_an_event_overflow_are_watched_afterwards(
         write_v2_record(store, "new")
         write_parquet_artifact(store, "new", "velocity_events/events", events_frame(3))
     finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+        os.kill(daemon_both.proc.pid, signal.SIGCONT)
     wait_until(
         lambda: any(
-            ev.get("reason") == "inotify_overflow" for ev in daemon.events("reconcile_done")
+            ev.get("reason") == "inotify_overflow" for ev in daemon_both.events("reconcile_done")
         ),
         what="the daemon to rescan after the overflow",
     )
-    assert n_rows(store, "velocity_events", "old") == 4
-    assert n_rows(store, "velocity_events", "new") == 3
+    assert n_rows(store, KVE, "old") == 4
+    assert n_rows(store, KVE, "new") == 3
     write_parquet_artifact(store, "new", "velocity_events/events", events_frame(1))
     write_parquet_artifact(store, "old", "velocity_events/events", events_frame(6))
     wait_until(
-        lambda: n_rows(store, "velocity_events", "new") == 1,
+        lambda: n_rows(store, KVE, "new") == 1,
         what="an edit in a record created during the overflow to arrive as an event",
     )
     wait_until(
-        lambda: n_rows(store, "velocity_events", "old") == 6,
+        lambda: n_rows(store, KVE, "old") == 6,
         what="an edit in a sub-folder created during the overflow to arrive as an event",
     )
-    daemon.sync()
+    daemon_both.sync()
     assert_tables_match_rebuild(store, scratch)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,8 +29,10 @@ from kymwatch.daemon.reconcile import route
 from kymwatch.index import (
     GENERATION_1,
     GENERATION_2,
+    UNDECIDED,
     KymDataset,
     OutcomeStatus,
+    decide_from_artifacts,
     make_indexers,
     params_hash,
     select_indexers,
@@ -232,12 +235,15 @@ def test_an_indexer_that_raises_anything_gives_an_outcome(tmp_path: Path) -> Non
 @pytest.mark.parametrize("case", cases("gen2"), ids=lambda c: c.name)
 def test_selection_on_generation_2_stores(case: Path) -> None:
     """A kit store written by kymflow's generation 2 selects the generation-2 indexers
-    (a store whose only record uses generation-1 names selects generation 1 too)."""
+    (a store whose only record uses generation-1 names selects generation 1 too; one
+    without artifacts is undecided)."""
     chosen = select_indexers(case / "dataset.zarr")
     found = {
         p.name.split(".")[0] for p in (case / "dataset.zarr").rglob("analysis/**/*") if p.is_file()
     }
-    if found and found <= {"velocity_events", "radon_report"}:
+    if not found:
+        assert chosen.reason == UNDECIDED
+    elif found <= {"velocity_events", "radon_report"}:
         assert set(GENERATION_1) <= set(chosen)
     else:
         assert set(GENERATION_2) <= set(chosen)
@@ -252,16 +258,23 @@ def test_selection_on_generation_1_stores(case: Path) -> None:
 
 
 def test_selection_follows_tables_and_requests(tmp_path: Path) -> None:
-    """kymflow's kym_* tables select generation 2; an empty store gets both; a request wins."""
+    """kymflow's kym_* tables select generation 2; an empty store is undecided (generation 1
+    until its first artifacts); a table without rows says nothing; a request wins."""
     root = make_v2_store(tmp_path / "s.zarr")
-    assert tuple(select_indexers(root)) == (*GENERATION_1, *GENERATION_2)
-    case = next(c for c in cases("gen2") if c.name == "g2_test_tiny_ds")
-    store = copy_store(case, tmp_path / "tiny.zarr")
+    chosen = select_indexers(root)
+    assert (tuple(chosen), chosen.reason) == (GENERATION_1, UNDECIDED)
+    empty = next(c for c in cases("gen2") if c.name == "g2_test_tiny_ds")
+    (root / "tables").mkdir()
+    shutil.copy(empty / "expected" / "kym_radon.parquet", root / "tables")
+    assert select_indexers(root).reason == UNDECIDED
+    assert decide_from_artifacts({"radon/results"}) == GENERATION_2
+    assert decide_from_artifacts({"radon_report", "metadata"}) == (*GENERATION_1, *GENERATION_2)
+    assert decide_from_artifacts({"something_else"}) is None
+    store = copy_store(empty, tmp_path / "tiny.zarr")
     (store / "tables").mkdir()
+    with_rows = next(c for c in cases("gen2") if c.name == "g2_demo_ve")
     for t in GENERATION_2:
-        (store / "tables" / f"{t}.parquet").write_bytes(
-            (case / "expected" / f"{t}.parquet").read_bytes()
-        )
+        shutil.copy(with_rows / "expected" / f"{t}.parquet", store / "tables")
     assert tuple(select_indexers(store)) == GENERATION_2
     assert tuple(select_indexers(store, ["kym_radon"])) == ("kym_radon",)
     with pytest.raises(KeyError, match="no indexer named 'nope'"):
@@ -278,3 +291,36 @@ def test_json_dump_of_rois_is_order_independent(gen2_store: Path) -> None:
         json.dumps({"rois": [dict(reversed(list(ROI.items())))], **{"version": doc["version"]}})
     )
     assert radon_params_hash(rec) == before
+
+
+def test_all_null_extra_column_is_kept_and_valued_ones_leave_with_their_rows(
+    gen2_store: Path,
+) -> None:
+    """An extra column an artifact has, even all-null, is kept (kymflow keeps it); one
+    whose values leave with their record's rows leaves too, as in a rebuild."""
+    a, b = "4c0f6a1e-0001", "4c0f6a1e-0002"
+    kd = _kd(gen2_store)
+    frame = gen2_events_frame(2).assign(comment=[None, None], t0_s=[0.1, 0.2])
+    write_parquet_artifact(gen2_store, a, "velocity_events/events", frame)
+    table = kd.rebuild(KVE)
+    assert {"comment", "t0_s"} <= set(table.columns)
+    table = kd.update_images(KVE, [b])
+    assert {"comment", "t0_s"} <= set(table.columns)
+    write_parquet_artifact(gen2_store, a, "velocity_events/events", gen2_events_frame(2))
+    table = kd.update_images(KVE, [a])
+    assert "t0_s" not in table.columns
+
+
+def test_an_artifacts_own_image_id_is_replaced_by_the_records(gen2_store: Path) -> None:
+    """Rows are named by the record they were read from, whatever image_id column the
+    artifact carries (kymflow's generation 1 keeps it and piles rows up on each update)."""
+    a = "4c0f6a1e-0001"
+    frame = gen2_events_frame(2).assign(image_id=["someone-else", "someone-else"])
+    write_parquet_artifact(gen2_store, a, "velocity_events/events", frame)
+    write_parquet_artifact(gen2_store, a, "velocity_events", events_frame(2).assign(image_id="x"))
+    kd = KymDataset(gen2_store, indexers=make_indexers([*GENERATION_1, KVE]))
+    for _ in range(2):
+        for table in ("velocity_events", KVE):
+            df = kd.update_images(table, [a])
+            assert (df["image_id"] == a).sum() == 2, table
+            assert "someone-else" not in set(df["image_id"]) and "x" not in set(df["image_id"])

@@ -677,3 +677,24 @@ def test_record_removed_while_read_is_removed_not_unreadable(indexed: KymDataset
     outcome = outcome_of(kd, EVENTS, "r1")
     assert outcome.status is OutcomeStatus.REMOVED
     assert _rows_per_image(kd.get_table(EVENTS)) == {"r2": 1}
+
+
+def test_legacy_keys_are_read_per_row(indexed: KymDataset) -> None:
+    """In a radon list, each row reads a key, else its legacy name (rows may differ)."""
+    rows = [{"vel_mean": 1.0, "note": "old"}, {"mean_velocity": 2.0, "vel_mean": 9.0}]
+    write_json_artifact(indexed.path, "r1", RADON, rows)
+    table = indexed.update_images(RADON, ["r1"]).query("image_id == 'r1'")
+    assert table["mean_velocity"].tolist() == [1.0, 2.0]
+    assert table["notes"].tolist()[0] == "old"
+
+
+def test_save_table_without_a_frame_writes_the_cached_table(indexed: KymDataset) -> None:
+    """kymflow's ``save_table(name)`` writes the cached table; an unloaded one is a KeyError."""
+    table = indexed.get_table(EVENTS)
+    (indexed.path / "tables" / f"{EVENTS}.parquet").unlink()
+    indexed.save_table(EVENTS)
+    pd.testing.assert_frame_equal(
+        read_table_file(indexed.path / "tables" / f"{EVENTS}.parquet"), table
+    )
+    with pytest.raises(KeyError):
+        KymDataset(indexed.path).save_table("not_loaded")

@@ -253,19 +253,20 @@ def test_recreated_analysis_folder_and_subfolder_are_watched_again(tmp_path: Pat
     import shutil
 
     root = two_record_store(tmp_path / "store.zarr")
-    with DaemonProcess(root) as d:
+    kve = "kym_velocity_events"  # velocity_events/events is a generation-2 artifact
+    with DaemonProcess(root, "--indexers", f"velocity_events,radon_report,{kve}") as d:
         d.sync()
         shutil.rmtree(root / "images" / "b" / "analysis")
         d.sync()
         assert rows_for(root, "velocity_events", "b") == 0
         write_parquet_artifact(root, "b", "velocity_events/events", events_frame(3))
         wait_until(
-            lambda: rows_for(root, "velocity_events", "b") == 3,
+            lambda: rows_for(root, kve, "b") == 3,
             what="events in a recreated analysis/velocity_events/ sub-folder",
         )
         write_parquet_artifact(root, "b", "velocity_events/events", events_frame(6))
         wait_until(
-            lambda: rows_for(root, "velocity_events", "b") == 6,
+            lambda: rows_for(root, kve, "b") == 6,
             what="a rewrite inside the recreated sub-folder",
         )
     assert_tables_match_rebuild(root, tmp_path / "scratch")

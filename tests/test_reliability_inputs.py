@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from harness import WAIT_S, DaemonProcess, assert_tables_match_rebuild, live_tables, wait_until
@@ -64,7 +63,7 @@ def test_zero_row_artifact_is_indexed_and_clears_old_rows(
     kd.update_images(table, ["r1"])
     assert len(kd.get_table(table)) > 0
     write(root)
-    outcome = kd.update_image(table, "r1")
+    outcome = kd.update_images_report(table, ["r1"]).outcomes[0]
     assert outcome.status is OutcomeStatus.INDEXED, outcome
     assert len(kd.get_table(table)) == 0
 
@@ -75,16 +74,12 @@ RADON = ("radon_report", "json")
 RADON_GZ = ("radon_report", "json.gz")
 
 
-def _bad_events_types() -> bytes:
-    return parquet_bytes(pd.DataFrame({"t0_s": ["soon", "later"], "roi_id": [1, 2]}))
+def _bad_radon_mixed_list() -> bytes:
+    return json.dumps([{"roi_id": 1, "vel_mean": 1.0, "note": "x"}, 2]).encode()
 
 
-def _bad_events_no_t0() -> bytes:
-    return parquet_bytes(pd.DataFrame({"roi_id": [1, 2], "kind": ["a", "b"]}))
-
-
-def _bad_radon_nested() -> bytes:
-    return json.dumps([{"roi_id": 1, "vel_mean": 1.0, "note": ["nested", "list"]}]).encode()
+def _bad_radon_deep() -> bytes:
+    return b"[" * 100_000 + b"]" * 100_000
 
 
 # (case id, artifact, content maker, event the daemon must log)
@@ -95,15 +90,14 @@ BAD_FILES: list[tuple[str, tuple[str, str], Callable[[], bytes], str]] = [
     ("garbage-named-parquet", EVENTS, lambda: os.urandom(4096), "artifact_unreadable"),
     ("parquet-magic-then-garbage", EVENTS, lambda: b"PAR1" + os.urandom(100) + b"PAR1",
      "artifact_unreadable"),
-    ("parquet-wrong-column-types", EVENTS, _bad_events_types, "artifact_invalid"),
-    ("parquet-missing-required-column", EVENTS, _bad_events_no_t0, "artifact_invalid"),
     ("zero-byte-json", RADON, lambda: b"", "artifact_unreadable"),
     ("truncated-json", RADON, lambda: b'{"roi_id": 1, "vel_mean": 1.', "artifact_unreadable"),
     ("json-number", RADON, lambda: b"42", "artifact_invalid"),
     ("json-string", RADON, lambda: b'"a report"', "artifact_invalid"),
     ("json-null", RADON, lambda: b"null", "artifact_invalid"),
     ("json-list-of-numbers", RADON, lambda: b"[1, 2, 3]", "artifact_invalid"),
-    ("json-nested-value", RADON, _bad_radon_nested, "artifact_invalid"),
+    ("json-list-with-a-non-object", RADON, _bad_radon_mixed_list, "artifact_invalid"),
+    ("json-nested-100000-deep", RADON, _bad_radon_deep, "artifact_invalid"),
     ("json-not-utf8", RADON, lambda: b'{"note": "\xff\xfe"}', "artifact_unreadable"),
     ("legacy-json-gz-garbage", RADON_GZ, lambda: b"\x1f\x8b not gzip", "artifact_unreadable"),
 ]  # fmt: skip

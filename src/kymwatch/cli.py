@@ -114,6 +114,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"kymwatch daemon on {root}")
     print(f"  pid {d.get('pid')}, state {d.get('state')}, {health}, heartbeat {age}")
     print(f"  watching with {d.get('watch_mode')} ({d.get('watches')} watches)")
+    if d.get("indexers"):
+        why = f" ({d['indexers_reason']})" if d.get("indexers_reason") else ""
+        print(f"  indexers {', '.join(d['indexers'])}{why}")
     print(f"  queue depth {d.get('queue_depth')}, last table update {d.get('last_update_utc')}")
     print(
         "  records indexed {records_indexed}, rows written {rows_written}, batches {batches}, "

@@ -35,10 +35,13 @@ from kymwatch.daemon.watcher import (
 from kymwatch.daemon.worker import BatchResult, Worker
 from kymwatch.errors import UnsafeStoreError
 from kymwatch.index import (
+    UNDECIDED,
     DatasetIndexer,
     KymDataset,
     ManifestIndexer,
+    decide_from_artifacts,
     make_indexers,
+    record_artifact_names,
     select_indexers,
 )
 from kymwatch.store import (
@@ -97,6 +100,7 @@ class Daemon:
             indexers, reason = make_indexers(selection), selection.reason
         else:
             reason = "given"
+        self._undecided = reason == UNDECIDED  # narrowed by the first artifacts
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
         self.status.indexers = [ix.name for ix in self.kd.indexers]
@@ -423,6 +427,8 @@ class Daemon:
                 self.debouncer.defer(change, batch.first_seen, self.clock() + 1.0)
             self._rescan_reason = self._rescan_reason or "store_unavailable"
             return False
+        if self._undecided:
+            self._decide_indexers(batch)
         prev_state = self.status.state
         self._set_state("indexing")
         try:
@@ -437,6 +443,29 @@ class Daemon:
             self._set_state(prev_state if prev_state != "indexing" else "watching")
         self._record(batch, result, source)
         return True
+
+    def _decide_indexers(self, batch: Batch) -> None:
+        """On a store that had no data at start, switch to the generation(s) its first
+        artifacts belong to (see ``kymwatch.index.registry``)."""
+        names: set[str] = set()
+        for change in batch.changes:
+            if change.artifacts is None:
+                names |= record_artifact_names(self.root / IMAGES_DIR / change.image_id)
+            else:
+                names |= change.artifacts
+        selection = decide_from_artifacts(names)
+        if selection is None:
+            return
+        self._undecided = False
+        current = {ix.name: ix for ix in self.kd.indexers}
+        self.kd.indexers = [current.get(n) or make_indexers([n])[0] for n in selection]
+        for ix in self.kd.indexers:
+            self.state.schema_versions[ix.name] = ix.schema_version
+        self.worker.refresh_indexers()
+        self.status.indexers = [ix.name for ix in self.kd.indexers]
+        self.status.indexers_reason = selection.reason
+        log.info("indexers_selected", indexers=self.status.indexers, reason=selection.reason)
+        self.status.write(self.root)
 
     def _record(self, batch: Batch, result: BatchResult, source: str) -> None:
         c = self.status.counters

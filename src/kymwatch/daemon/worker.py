@@ -80,6 +80,10 @@ class Worker:
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
 
+    def refresh_indexers(self) -> None:
+        """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
+        self._reads = [(ix.name, ix.artifact_names) for ix in self.kd.indexers]
+
     def readers_of(self, artifact: str) -> set[str]:
         """Names of the indexers that read ``artifact``."""
         return {name for name, reads in self._reads if artifact in reads}

@@ -19,9 +19,12 @@ from kymwatch.index.registry import (
     ENTRY_POINT_GROUP,
     GENERATION_1,
     GENERATION_2,
+    UNDECIDED,
     Selection,
     available_indexers,
+    decide_from_artifacts,
     make_indexers,
+    record_artifact_names,
     select_indexers,
 )
 
@@ -29,6 +32,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "GENERATION_1",
     "GENERATION_2",
+    "UNDECIDED",
     "DatasetIndexer",
     "KymDataset",
     "KymRadonIndexer",
@@ -44,6 +48,7 @@ __all__ = [
     "available_indexers",
     "build_manifest",
     "conform_rows",
+    "decide_from_artifacts",
     "default_indexers",
     "empty_table",
     "ensure_image_id_column",
@@ -52,5 +57,6 @@ __all__ = [
     "make_indexers",
     "normalize_table_name",
     "params_hash",
+    "record_artifact_names",
     "select_indexers",
 ]

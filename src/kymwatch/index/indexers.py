@@ -116,11 +116,11 @@ class RadonReportIndexer(_TableIndexer):
                 table, self.columns, image_id=image_id, key=name, path=path, indexer=self.name
             )
         records = self._records_from_json(rec.load_json(name), image_id, name, path)
-        keys = {k for r in records for k in r}
+        legacy = {new: old for old, new in self.legacy_keys.items()}
+        # Per row: a key wins over its legacy name, which is read where the key is absent.
         source = {
-            col: [r.get(key) for r in records]
+            col: [r[col] if col in r else r.get(legacy.get(col, col)) for r in records]
             for col in self.columns
-            if (key := self._json_key(col, keys)) is not None
         }
         return conform_rows(
             source,
@@ -131,13 +131,6 @@ class RadonReportIndexer(_TableIndexer):
             num_rows=len(records),
             indexer=self.name,
         )
-
-    def _json_key(self, column: str, keys: set[str]) -> str | None:
-        """The JSON key that feeds ``column``: its own name, else its legacy name."""
-        if column in keys:
-            return column
-        legacy = next((old for old, new in self.legacy_keys.items() if new == column), None)
-        return legacy if legacy in keys else None
 
     @staticmethod
     def _records_from_json(obj: Any, image_id: str, key: str, path: str) -> list[dict[str, Any]]:

@@ -96,6 +96,7 @@ class KymDataset:
         )
         self._tables: dict[str, pd.DataFrame] = {}
         self._stamps: dict[str, Fingerprint | None] = {}
+        self._foreign: set[str] = set()  # tables read in another program's schema
         self.last_report: UpdateReport | None = None
 
     @property
@@ -129,11 +130,17 @@ class KymDataset:
                 raise TableNotFoundError(f"no table {name!r} in {self.path}")
             df = empty_table(ix.columns)
         else:
-            df = read_table_file(path)
+            raw = read_table_file(path)
+            df = raw
+            self._foreign.discard(name)
             if ix is not None:
                 coerced = Coercions()
-                df = shape_table(df, ix.columns, extras_position(ix), coerced)
+                df = shape_table(raw, ix.columns, extras_position(ix), coerced)
                 coerced.log(table=name, path=str(path))
+                if not _same_frame(raw, df):
+                    # e.g. kymflow's object columns: adopted, rewritten in our schema
+                    # by the next update even when no row changes.
+                    self._foreign.add(name)
         self._tables[name], self._stamps[name] = df, stamp
         return df
 
@@ -147,9 +154,17 @@ class KymDataset:
         """Table ``name`` (empty with its schema if an indexer owns it but it is not built)."""
         return self._read_current(name)
 
-    def save_table(self, name: str, df: pd.DataFrame) -> None:
-        """Write table ``name`` atomically under the store lock, and cache it."""
+    def save_table(self, name: str, df: pd.DataFrame | None = None) -> None:
+        """Write table ``name`` atomically under the store lock, and cache it.
+
+        Without ``df`` the cached table is written (kymflow's ``save_table(name)``;
+        KeyError if it was never loaded).
+        """
         self.store.check_writable()
+        if df is None:
+            if name not in self._tables:
+                raise KeyError(f"table not loaded in cache: {name}")
+            df = self._tables[name]
         with self.store.table_lock():
             self._write(name, df)
 
@@ -161,6 +176,7 @@ class KymDataset:
     def _write(self, name: str, df: pd.DataFrame) -> None:
         self._stamps[name] = write_table_file(self.store.table_path(name), df)
         self._tables[name] = df
+        self._foreign.discard(name)
 
     # -- indexing -------------------------------------------------------------------------
     def extract(self, ref: IndexerRef, image_id: str) -> tuple[RecordOutcome, pd.DataFrame | None]:
@@ -284,10 +300,13 @@ class KymDataset:
                 kept = current[~current[IMAGE_ID].isin(replaced)]
             new_parts = [rows for _, rows in results if rows is not None and len(rows)]
             rows_written = sum(len(p) for p in new_parts)
-            table = _merge(kept, new_parts, ix)
+            table = _merge(current, kept, new_parts, ix)
             # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
             changed = (
-                replace_all or self._stamps.get(ix.table_name) is None or not table.equals(current)
+                replace_all
+                or self._stamps.get(ix.table_name) is None
+                or ix.table_name in self._foreign
+                or not _same_frame(table, current)
             )
             if changed:
                 self._write(ix.table_name, table)
@@ -315,20 +334,31 @@ class KymDataset:
         return report
 
 
+def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Same columns, dtypes and values (``DataFrame.equals`` ignores column names)."""
+    return list(a.columns) == list(b.columns) and list(a.dtypes) == list(b.dtypes) and a.equals(b)
+
+
 def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
     """``df`` shaped to the indexer's columns (declared, typed, extras where kept)."""
     return shape_table(df, ix.columns, extras_position(ix))
 
 
-def _merge(kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer) -> pd.DataFrame:
+def _merge(
+    current: pd.DataFrame, kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer
+) -> pd.DataFrame:
     """Kept rows plus new rows, stably sorted by image_id: the canonical table order.
 
-    The columns and their types are derived from the merged rows alone, so the
-    result does not depend on which records were re-indexed (equal to a rebuild).
+    Extra columns are typed from the merged rows alone, so the result does not depend
+    on which records were re-indexed (equal to a rebuild). An extra column left with
+    only nulls stays if an artifact read now has it, or if it held only nulls before
+    (a kept record has it); it goes if the rows that held its values went.
     """
     frames = [f for f in (kept, *parts) if len(f)]
     if not frames:
         return empty_table(ix.columns)
+    keep_null = {c for p in parts for c in p.columns}
+    keep_null |= {c for c in kept.columns if c in current and not current[c].notna().any()}
     if len(frames) == 1:
         table = frames[0]
     else:
@@ -337,7 +367,7 @@ def _merge(kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer) ->
             warnings.simplefilter("ignore", FutureWarning)
             table = pd.concat(frames, ignore_index=True)
     table = table.sort_values(IMAGE_ID, kind="stable", ignore_index=True)
-    return _typed(table, ix)
+    return shape_table(table, ix.columns, extras_position(ix), keep_null=keep_null)
 
 
 def _with_kept_rows(o: RecordOutcome, counts: pd.Series | None) -> RecordOutcome:

@@ -15,8 +15,11 @@ Per store (:func:`select_indexers`), from what it holds:
 - generation 2 when it has a ``kym_*`` table or a record with an artifact only
   generation 2 reads (``velocity_events/events``, ``radon/results``, ``radon.*``,
   params, ``metadata.json``, run markers);
-- both when both are present, and on a store with nothing yet (either may arrive;
-  ``--indexers`` narrows it);
+- both when both are present;
+- a store with nothing yet is *undecided*: generation 1 runs (the seed's tables), and
+  the daemon switches to the generation(s) of the first artifacts that arrive
+  (:func:`decide_from_artifacts`); ``--indexers`` fixes the choice instead;
+- a table with no rows signals nothing (kymwatch may have written it while undecided);
 - plug-ins run on every store (they were installed to run).
 """
 
@@ -27,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import structlog
 
 from kymwatch.index.base import DatasetIndexer
@@ -45,9 +49,13 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "GENERATION_1",
     "GENERATION_2",
+    "UNDECIDED",
     "Selection",
     "available_indexers",
+    "decide_from_artifacts",
+    "generations_of",
     "make_indexers",
+    "record_artifact_names",
     "select_indexers",
 ]
 
@@ -56,6 +64,7 @@ log = structlog.get_logger(__name__)
 ENTRY_POINT_GROUP = "kymwatch.indexers"
 GENERATION_1 = ("velocity_events", "radon_report")
 GENERATION_2 = ("kym_velocity_events", "kym_radon")
+UNDECIDED = "no data yet: generation 1 until the first artifacts"
 
 Factory = Callable[[], DatasetIndexer]
 
@@ -134,12 +143,9 @@ class Selection(tuple[str, ...]):
 
 def _generations(root: Path) -> tuple[bool, bool]:
     """(has generation 1, has generation 2), from the tables, then the records."""
-    gen1 = gen2 = False
     tables = root / TABLES_DIR
-    for name in GENERATION_1:
-        gen1 |= (tables / f"{name}.parquet").is_file()
-    for name in GENERATION_2:
-        gen2 |= (tables / f"{name}.parquet").is_file()
+    gen1 = any(_has_rows(tables / f"{name}.parquet") for name in GENERATION_1)
+    gen2 = any(_has_rows(tables / f"{name}.parquet") for name in GENERATION_2)
     try:
         records = sorted(os.scandir(root / IMAGES_DIR), key=lambda e: e.name)
     except OSError:
@@ -153,6 +159,16 @@ def _generations(root: Path) -> tuple[bool, bool]:
             gen1 |= name in _GEN1_ARTIFACTS
             gen2 |= name in _GEN2_ARTIFACTS
     return gen1, gen2
+
+
+def _has_rows(table: Path) -> bool:
+    """True if ``table`` is a parquet file with rows (unreadable files count as rows)."""
+    if not table.is_file():
+        return False
+    try:
+        return bool(pq.ParquetFile(table).metadata.num_rows)
+    except Exception:  # a damaged table still says which generation the store is
+        return True
 
 
 def _artifact_names(analysis: Path) -> set[str]:
@@ -184,4 +200,29 @@ def select_indexers(root: Path, requested: Iterable[str] | None = None) -> Selec
         return Selection([*GENERATION_2, *plugins], "generation 2 data")
     if gen1:
         return Selection([*GENERATION_1, *plugins], "generation 1 data")
-    return Selection([*GENERATION_1, *GENERATION_2, *plugins], "no data yet: both generations")
+    return Selection([*GENERATION_1, *plugins], UNDECIDED)
+
+
+def generations_of(artifact_names: Iterable[str]) -> tuple[bool, bool]:
+    """(generation 1, generation 2): which generations these artifact names signal."""
+    names = set(artifact_names)
+    return bool(names & _GEN1_ARTIFACTS), bool(names & _GEN2_ARTIFACTS)
+
+
+def record_artifact_names(record: Path) -> set[str]:
+    """The artifact names present in one record folder (any format)."""
+    return _artifact_names(record / ANALYSIS_DIR)
+
+
+def decide_from_artifacts(artifact_names: Iterable[str]) -> Selection | None:
+    """For an undecided store: the selection the first artifacts call for, or None
+    while they signal no generation yet."""
+    gen1, gen2 = generations_of(artifact_names)
+    plugins = list(_plugins())
+    if gen1 and gen2:
+        return Selection([*GENERATION_1, *GENERATION_2, *plugins], "first artifacts: both")
+    if gen2:
+        return Selection([*GENERATION_2, *plugins], "first artifacts: generation 2")
+    if gen1:
+        return Selection([*GENERATION_1, *plugins], "first artifacts: generation 1")
+    return None

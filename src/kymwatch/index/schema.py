@@ -15,15 +15,15 @@ It follows the data kymflow writes (see ``docs/layout.md``, "Schema policy"):
   across the whole table (one type per column): all booleans → ``boolean``, all
   numbers (or numeric strings that round-trip) → ``Int64`` when every value is
   integral, else ``float64``; anything else → ``string``. Text-named columns are
-  always strings. The result depends only on the table's values, so an incrementally
-  updated table equals a fresh rebuild.
+  always strings. Types depend only on the table's values, so an incrementally
+  updated table equals a fresh rebuild (all-null extras: see ``shape_table``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -116,9 +116,9 @@ def _text(v: Any) -> Any:
 
 
 def _number(v: Any) -> Any:
-    """``v`` as an int or float, or _COERCED (strings must round-trip exactly)."""
+    """``v`` as an int or float (a boolean as 0 or 1), or _COERCED."""
     if isinstance(v, bool | np.bool_):
-        return _COERCED
+        return int(v)
     if isinstance(v, int | np.integer):
         return int(v)
     if isinstance(v, float | np.floating | Decimal):
@@ -263,6 +263,14 @@ def infer_dtype(name: str, values: Any) -> str:
             finite = arr[~np.isnan(arr)]
             whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
             return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
+    textual = isinstance(values, pd.Series) and (
+        values.dtype == object or isinstance(values.dtype, pd.StringDtype)
+    )
+    if textual:
+        try:  # fails fast (in C) on the first non-numeric text: the usual text column
+            pd.to_numeric(values.dropna().astype(object))
+        except (ValueError, TypeError):
+            return "string"
     seen = [v for v in _pylist(values) if not _is_null(v)]
     if not seen:
         return "float64"
@@ -289,14 +297,22 @@ def shape_table(
     columns: Mapping[str, str],
     extras_at: int | None,
     coerced: Coercions | None = None,
+    keep_null: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """``df`` with the declared columns (typed, in order) and, where ``extras_at`` is
-    not None, every other non-empty column inserted at that position, typed by content.
+    not None, its other columns inserted at that position, typed by content.
 
     Extra columns are ordered by the first row holding a value in them (then by their
-    position in ``df``); all-null extras are dropped. Never raises for a value.
+    position in ``df``; all-null ones last). An all-null extra column is kept only if
+    it is in ``keep_null`` (None: keep every one). Never raises for a value.
     """
     declared = list(columns)
+    if (
+        extras_at is None
+        and list(df.columns) == declared
+        and [str(t) for t in df.dtypes] == list(columns.values())
+    ):
+        return df  # already in shape: the common case of a table kymwatch wrote
     out: dict[str, pd.Series] = {}
     for col, dtype in columns.items():
         if col in df.columns:
@@ -312,6 +328,8 @@ def shape_table(
             present = df[col].notna().to_numpy()
             if present.any():
                 firsts.append((int(np.argmax(present)), pos, col))
+            elif keep_null is None or col in keep_null:
+                firsts.append((len(df), pos, col))
         extras = [str(col) for _, _, col in sorted(firsts)]
         for col in extras:
             out[col] = convert_values(df[col], infer_dtype(col, df[col]), coerced, col)

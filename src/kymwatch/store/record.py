@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
+from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes
 from kymwatch.store.layout import (
     ANALYSIS_ARRAYS_DIR,
@@ -210,6 +210,9 @@ class ZarrImageRecord:
             return json.loads(text)
         except (OSError, EOFError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+        except RecursionError as e:  # complete, but nested too deep to parse: not transient
+            reason = f"JSON nested too deeply to parse ({e})"
+            raise ArtifactInvalidError(self.image_id, name, str(path), reason) from e
 
     def load_df_parquet(self, name: str) -> pd.DataFrame:
         """Read artifact ``analysis/<name>.parquet``."""
