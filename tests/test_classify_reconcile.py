@@ -54,12 +54,16 @@ def fc(rel: str, kind: ChangeKind = ChangeKind.MODIFIED, is_dir: bool = False) -
         ("images/r1", True, RecordChange("r1")),
         ("images/r1/analysis", True, RecordChange("r1")),
         ("images/r1/analysis/velocity_events", True, RecordChange("r1")),
-        ("images/r1/.zattrs", False, None),
+        ("images/r1/.zattrs", False, RecordChange("r1", frozenset())),
+        ("images/r1/.zgroup", False, RecordChange("r1", frozenset())),
         ("images/r1/data/0.0", False, None),
-        ("images/r1/data", True, None),
+        ("images/r1/data/c/0/0", False, None),
+        ("images/r1/data/.zarray", False, RecordChange("r1", frozenset())),
+        ("images/r1/data/zarr.json", False, RecordChange("r1", frozenset())),
+        ("images/r1/data", True, RecordChange("r1", frozenset())),
         ("images/r1/analysis/radon_report.3f2a9c.partial", False, None),
         ("images/r1/analysis/.radon_report.json.1234abcd.tmp", False, None),
-        ("images/r1/analysis/notes.txt", False, None),
+        ("images/r1/analysis/notes.txt", False, RecordChange("r1", frozenset())),
         ("tables/velocity_events.parquet", False, None),
         ("index/status.json", False, None),
         (".zattrs", False, None),
@@ -67,7 +71,8 @@ def fc(rel: str, kind: ChangeKind = ChangeKind.MODIFIED, is_dir: bool = False) -
     ],
 )
 def test_classify(rel: str, is_dir: bool, expected: RecordChange | None) -> None:
-    """Artifacts name record and artifact; folders mean the whole record; the rest is noise."""
+    """Artifacts name record and artifact; folders mean the whole record; record
+    metadata names the record and no artifact; chunks and own files are noise."""
     assert classify(ROOT, fc(rel, is_dir=is_dir)) == expected
 
 

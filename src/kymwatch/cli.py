@@ -22,7 +22,8 @@ from kymwatch.daemon import (
     request_sync,
 )
 from kymwatch.errors import KymwatchError
-from kymwatch.index import KymDataset, make_indexers, select_indexers
+from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
+from kymwatch.index.manifest import MANIFEST_FILE
 from kymwatch.logconfig import (
     ConsoleFormat,
     configure_logging,
@@ -90,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         polling=args.polling,
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
+        manifest=args.manifest,
         indexers=_indexer_names(args.indexers),
     )
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
@@ -100,9 +102,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from kymwatch.staleview import stale_line, stale_summary
+
     root = _store(args.store)
     view = read_status(root, daemon_running(root))
     code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
+    stale_records = stale_summary(root)
     if args.json:
         doc: dict[str, object] = {
             "running": view.running,
@@ -110,13 +115,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             "stale": view.stale,
             "heartbeat_age_s": view.age_s,
             "status": view.data,
+            "stale_records": stale_records,
         }
         print(json.dumps(doc, indent=2))
         return code
     d = view.data
+    line = stale_line(stale_records)
     if not view.running:
         last = f" (last state {d.get('state')!r}, pid {d.get('pid')})" if d else ""
         print(f"kymwatch: no daemon is running on {root}{last}")
+        if line:
+            print(line)
         return code
     age = f"{view.age_s:.1f} s ago" if view.age_s is not None else "never"
     health = "STALE: no heartbeat for too long" if view.stale else "healthy"
@@ -153,6 +162,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     lifetime = {k: v for k, v in counters.items() if k.startswith("artifact_")}
     if lifetime:
         print("  since start: " + ", ".join(f"{k} {v}" for k, v in sorted(lifetime.items())))
+    if line:
+        print(line)
     for err in d.get("last_errors", [])[-5:]:
         extra = " ".join(f"{k}={v}" for k, v in err.items() if k not in ("time_utc", "event"))
         print(f"  ! {err.get('time_utc')} {err.get('event')} {extra}")
@@ -176,6 +187,12 @@ def _describe_problem(p: dict[str, object]) -> str:
         notes.append("modified seconds ago: probably still being written")
     extra = f" [{'; '.join(notes)}]" if notes else ""
     return f"{what}: {problem}: {p.get('error')} ({p.get('path')}){extra}"
+
+
+def cmd_stale(args: argparse.Namespace) -> int:
+    from kymwatch.staleview import show_stale
+
+    return show_stale(_store(args.store), as_json=args.json, show_all=args.all)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -236,6 +253,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
             f" ({report.duration_ms:.0f} ms)"
         )
+    manifest = ManifestIndexer(root, create=args.manifest)
+    if (requested is None or args.manifest) and manifest.active():
+        done = manifest.rebuild()
+        print(f"{INDEX_DIR}/{MANIFEST_FILE}: {done.records} records ({done.duration_ms:.0f} ms)")
     return EXIT_OK
 
 
@@ -293,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between full reconcile scans (default 600)",
     )
     run.add_argument(
+        "--manifest",
+        action="store_true",
+        help=f"create kymflow's {INDEX_DIR}/{MANIFEST_FILE} if the store has none "
+        "(one the store has is always kept up to date)",
+    )
+    run.add_argument(
         "--indexers",
         metavar="A,B",
         help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
@@ -337,8 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sy.set_defaults(func=cmd_sync)
 
+    sl = sub.add_parser(
+        "stale", help="list records analysed with other params/versions than they have now"
+    )
+    sl.add_argument("store")
+    sl.add_argument("--json", action="store_true", help="machine-readable output")
+    sl.add_argument(
+        "--all", action="store_true", help="every record, fresh and never analysed ones too"
+    )
+    sl.set_defaults(func=cmd_stale)
+
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
     rb.add_argument("store")
+    rb.add_argument(
+        "--manifest",
+        action="store_true",
+        help=f"also write {INDEX_DIR}/{MANIFEST_FILE} if the store has none",
+    )
     rb.add_argument(
         "--indexer",
         action="append",

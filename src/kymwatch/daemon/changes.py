@@ -5,7 +5,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["ALL_ARTIFACTS", "Batch", "ChangeKind", "FileChange", "RecordChange", "Rescan"]
+__all__ = [
+    "ALL_ARTIFACTS",
+    "RECORD_METADATA",
+    "Batch",
+    "ChangeKind",
+    "FileChange",
+    "RecordChange",
+    "Rescan",
+]
 
 
 class ChangeKind(enum.Enum):
@@ -41,6 +49,11 @@ class Rescan:
 ALL_ARTIFACTS: frozenset[str] | None = None
 """``RecordChange.artifacts`` value meaning "the whole record: run every indexer"."""
 
+RECORD_METADATA: frozenset[str] = frozenset()
+"""``RecordChange.artifacts`` value meaning "no artifact changed, only the record's
+group/array metadata or a non-artifact file": no table indexer runs, the manifest
+is updated."""
+
 
 @dataclass(frozen=True, slots=True)
 class RecordChange:
@@ -49,7 +62,8 @@ class RecordChange:
     Attributes:
         image_id: The record.
         artifacts: Names of the artifacts that changed, or None for the whole record
-            (new, deleted or rescanned record: every indexer runs).
+            (new, deleted or rescanned record: every indexer runs); empty
+            (:data:`RECORD_METADATA`) when only record metadata changed.
     """
 
     image_id: str

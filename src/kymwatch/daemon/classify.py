@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kymwatch.daemon.changes import ChangeKind, FileChange, RecordChange
+from kymwatch.daemon.changes import RECORD_METADATA, ChangeKind, FileChange, RecordChange
 from kymwatch.store import INDEX_DIR, PathKind, parse_store_path
 
 __all__ = ["SYNC_DIR", "SyncRequest", "classify"]
@@ -13,6 +13,7 @@ __all__ = ["SYNC_DIR", "SyncRequest", "classify"]
 SYNC_DIR = f"{INDEX_DIR}/sync"
 """Folder (relative to the store) where ``kymwatch sync`` drops its request files."""
 SYNC_REQUEST_SUFFIX = ".request"
+_ARRAY_META = frozenset({".zarray", ".zattrs", ".zgroup", "zarr.json"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +26,14 @@ class SyncRequest:
 def classify(root: Path, change: FileChange) -> RecordChange | SyncRequest | None:
     """What ``change`` means for the indexes.
 
-    Returns a :class:`RecordChange` for artifact files (naming the artifact) and for
-    record folders and their ``analysis/`` folders (the whole record), a
-    :class:`SyncRequest` for a sync request file, and None for everything else:
-    kymwatch's own ``tables/`` and ``index/`` files, temporary and partial files,
-    record metadata, pixel chunks and paths outside the dataset.
+    Returns a :class:`RecordChange` for artifact files (naming the artifact), for
+    record folders and their ``analysis/`` folders (the whole record), and for
+    record metadata (the group's ``.zattrs``/``.zgroup``/``zarr.json``, the ``data``
+    folder and its array metadata, non-artifact files in ``analysis/``:
+    :data:`RECORD_METADATA`, which only the manifest reads); a :class:`SyncRequest`
+    for a sync request file; and None for everything else: kymwatch's own
+    ``tables/`` and ``index/`` files, temporary and partial files, pixel chunks and
+    paths outside the dataset.
     """
     sp = parse_store_path(root, change.path)
     if sp.kind is PathKind.ARTIFACT and sp.artifact is not None:
@@ -41,6 +45,14 @@ def classify(root: Path, change: FileChange) -> RecordChange | SyncRequest | Non
     if sp.image_id is not None and sp.kind is PathKind.RECORD_META and change.is_dir:
         # analysis/ (or a sub-folder of it) appeared or vanished: files may be inside.
         return RecordChange(sp.image_id)
+    if sp.image_id is not None and sp.kind is PathKind.RECORD_META:
+        return RecordChange(sp.image_id, RECORD_METADATA)
+    if sp.image_id is not None and sp.kind is PathKind.OTHER_RECORD_FILE:
+        # The data array replaced (its folder) or its metadata: not pixel chunks.
+        p = Path(change.path)
+        if (change.is_dir and p.parent.name == sp.image_id) or p.name in _ARRAY_META:
+            return RecordChange(sp.image_id, RECORD_METADATA)
+        return None
     if sp.kind is PathKind.OWN and change.kind is not ChangeKind.DELETED:
         return _sync_request(root, change.path)
     return None

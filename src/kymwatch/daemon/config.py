@@ -37,6 +37,8 @@ class DaemonConfig:
             between waits.
         watcher_check_s: Seconds between checks that the event source still runs.
         retry_delays_s: Backoff before each retry of an unreadable artifact.
+        manifest: Create kymflow's ``index/manifest.json.gz`` if the store has
+            none (a manifest the store has is always kept up to date).
         indexers: Names of the indexers to run (``--indexers``); None chooses them
             from what the store holds (see ``kymwatch.index.select_indexers``).
 
@@ -58,6 +60,7 @@ class DaemonConfig:
     table_lock_wait_s: float = 0.25
     watcher_check_s: float = 1.0
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
+    manifest: bool = False
     indexers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 
 from kymwatch.daemon import planner
-from kymwatch.daemon.changes import Batch, FileChange, RecordChange, Rescan
+from kymwatch.daemon.changes import RECORD_METADATA, Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
@@ -46,6 +46,7 @@ from kymwatch.index import (
     UNDECIDED,
     DatasetIndexer,
     KymDataset,
+    ManifestIndexer,
     decide_from_artifacts,
     make_indexers,
     record_artifact_names,
@@ -126,7 +127,13 @@ class Daemon:
         self.status.indexers_reason = reason
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
         self.state = IndexState()
-        self.worker = Worker(self.kd, self.state, clock, retry_delays=config.retry_delays_s)
+        self.worker = Worker(
+            self.kd,
+            self.state,
+            clock,
+            retry_delays=config.retry_delays_s,
+            manifest=ManifestIndexer(self.root, create=config.manifest),
+        )
         self.schedule = Schedule()
         self._rescans = Backoff(*config.rescan_backoff_s)
         self._rescan_reason: str | None = None
@@ -269,7 +276,9 @@ class Daemon:
         what = classify(self.root, item)
         if isinstance(what, SyncRequest):
             self._syncs.append(what.token)
-        elif isinstance(what, RecordChange):
+        elif isinstance(what, RecordChange) and (
+            what.artifacts != RECORD_METADATA or self.worker.wants_record_metadata()
+        ):
             log.debug(
                 "artifact_changed", image_id=what.image_id, path=item.path, kind=item.kind.value
             )
@@ -322,6 +331,7 @@ class Daemon:
         self.state.suspects = set()
         self.status.counters["reconciles"] += 1
         ok = self._index(changes, first_seen, source=reason, final=pending is not None)
+        self.worker.reconcile_manifest()
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
         self.reporter.folders_skipped(skipped)

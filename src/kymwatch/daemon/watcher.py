@@ -178,6 +178,8 @@ class InotifyWatcher:
         # IN_ATTRIB: a chmod (0600 → 0644) makes an unreadable artifact readable, and
         # a chmod of the folder itself an unreadable analysis/ readable.
         self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE | C.IN_ATTRIB
+        # A record folder: also a .zattrs rewritten in place (kymflow's manifest reads it).
+        self._mask_record = self._mask_dirs | C.IN_CLOSE_WRITE
         self._id = f"kymwatch-{id(self)}"
 
     @property
@@ -247,7 +249,7 @@ class InotifyWatcher:
                 self._watch_analysis(sub)
 
     def _watch_record(self, record: str) -> None:
-        self._add(record, self._mask_dirs)
+        self._add(record, self._mask_record)
         analysis = os.path.join(record, ANALYSIS_DIR)
         if os.path.isdir(analysis):
             self._watch_analysis(analysis)

@@ -22,7 +22,14 @@ from kymwatch.daemon.changes import Batch, RecordChange
 from kymwatch.daemon.reconcile import route
 from kymwatch.daemon.state import IndexState
 from kymwatch.errors import TableUnreadableError
-from kymwatch.index import KymDataset, OutcomeStatus, RecordOutcome, UpdateReport, log_outcome
+from kymwatch.index import (
+    KymDataset,
+    ManifestIndexer,
+    OutcomeStatus,
+    RecordOutcome,
+    UpdateReport,
+    log_outcome,
+)
 from kymwatch.store import (
     RecordFiles,
     ZarrImageRecord,
@@ -78,6 +85,8 @@ class Worker:
         clock: Monotonic clock (injected for tests).
         retry_delays: Backoff before each retry of an unreadable artifact; once they
             are used up the artifact is reported ``artifact_unreadable``.
+        manifest: kymflow's manifest, updated for every record of every batch
+            while it is active (None: no manifest).
     """
 
     def __init__(
@@ -86,8 +95,10 @@ class Worker:
         state: IndexState,
         clock: Callable[[], float] = time.monotonic,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        manifest: ManifestIndexer | None = None,
     ) -> None:
         self.kd, self.state, self.clock = kd, state, clock
+        self.manifest = manifest
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
@@ -99,6 +110,10 @@ class Worker:
     def readers_of(self, artifact: str) -> set[str]:
         """Names of the indexers that read ``artifact``."""
         return {name for name, reads in self._reads if artifact in reads}
+
+    def wants_record_metadata(self) -> bool:
+        """True if record metadata changes matter (the manifest is kept)."""
+        return self.manifest is not None and self.manifest.active()
 
     def process(self, batch: Batch, *, final: bool = False) -> BatchResult:
         """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown)."""
@@ -143,6 +158,8 @@ class Worker:
             self.state.update_record(
                 change.image_id, fresh[change.image_id], done[change.image_id], self.readers_of
             )
+        if self.manifest is not None and self._update_manifest(batch):
+            result.tables.append(ManifestIndexer.name)
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
 
@@ -151,6 +168,37 @@ class Worker:
         table replaced behind its back is noticed (see ``Daemon._regrow_tables``)."""
         path = self.kd.store.table_path(table_name)
         self.state.note_table(self.kd.path, table_name, table_fingerprint(path))
+
+    def _update_manifest(self, batch: Batch) -> bool:
+        """Update the manifest entries of the batch's records; True if it was written.
+
+        A failure is logged and never fails the batch: the next reconcile retries.
+        """
+        assert self.manifest is not None
+        try:
+            update = self.manifest.update(c.image_id for c in batch.changes)
+        except Exception as e:
+            log.exception("manifest_failed", path=str(self.manifest.path), error=str(e))
+            return False
+        return update is not None and update.written
+
+    def reconcile_manifest(self) -> None:
+        """Check every record's manifest entry against the disk (after a reconcile
+        scan: metadata changed while the daemon was down or events were lost)."""
+        if self.manifest is None:
+            return
+        try:
+            update = self.manifest.reconcile()
+        except Exception as e:
+            log.exception("manifest_failed", path=str(self.manifest.path), error=str(e))
+            return
+        if update is not None and update.changed:
+            log.info(
+                "manifest_reconciled",
+                changed=len(update.changed),
+                records=update.records,
+                duration_ms=update.duration_ms,
+            )
 
     def _update(self, name: str, ids: list[str]) -> UpdateReport:
         """``update_images``, or a whole rebuild when the table file turns out to be

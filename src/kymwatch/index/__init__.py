@@ -13,6 +13,7 @@ from kymwatch.index.base import (
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, default_indexers
 from kymwatch.index.kymdataset import KymDataset, log_outcome
+from kymwatch.index.manifest import ManifestIndexer, ManifestUpdate, build_manifest, load_manifest
 from kymwatch.index.params import params_hash
 from kymwatch.index.registry import (
     ENTRY_POINT_GROUP,
@@ -36,6 +37,8 @@ __all__ = [
     "KymDataset",
     "KymRadonIndexer",
     "KymVelocityEventsIndexer",
+    "ManifestIndexer",
+    "ManifestUpdate",
     "OutcomeStatus",
     "RadonReportIndexer",
     "RecordOutcome",
@@ -43,11 +46,13 @@ __all__ = [
     "UpdateReport",
     "VelocityEventsIndexer",
     "available_indexers",
+    "build_manifest",
     "conform_rows",
     "decide_from_artifacts",
     "default_indexers",
     "empty_table",
     "ensure_image_id_column",
+    "load_manifest",
     "log_outcome",
     "make_indexers",
     "normalize_table_name",
