@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from helpers_store import events_frame, make_v2_store, write_parquet_artifact, write_v2_record
-from kymwatch.daemon import Batch, Debouncer, IndexState, RecordChange, Worker
+from kymwatch.daemon import Batch, IndexState, RecordChange, Worker
 from kymwatch.index import KymDataset
 from kymwatch.store import atomic, atomic_write_bytes, write_table_file
 
@@ -91,7 +91,7 @@ def test_the_journal_is_durable_before_the_table_is_published(
     write_parquet_artifact(store, "0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11", "velocity_events",
                            events_frame(3))  # fmt: skip
     kd, state = KymDataset(store), IndexState()
-    worker = Worker(kd, state, Debouncer(0.3, 5.0))
+    worker = Worker(kd, state)
     order: list[str] = []
     real_note = IndexState.note_publishing
 

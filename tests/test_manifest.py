@@ -19,7 +19,7 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
-from kymwatch.daemon import Batch, Debouncer, IndexState, RecordChange, Worker
+from kymwatch.daemon import Batch, IndexState, RecordChange, Worker
 from kymwatch.daemon.changes import RECORD_METADATA
 from kymwatch.index import KymDataset, ManifestIndexer, build_manifest, load_manifest
 from kymwatch.index.manifest import dump_manifest, manifest_path, read_entry
@@ -299,7 +299,7 @@ def test_worker_updates_manifest_for_metadata_only_change(tmp_path: Path) -> Non
     """A RECORD_METADATA change runs no table indexer but updates the manifest entry."""
     root = copy_case("gen2_demo_ve", tmp_path)
     manifest = ManifestIndexer(root)
-    worker = Worker(KymDataset(root), IndexState(), Debouncer(), manifest=manifest)
+    worker = Worker(KymDataset(root), IndexState(), manifest=manifest)
     image_id = load_manifest(root)["images"][0]["image_id"]  # type: ignore[index]
     attrs = root / "images" / image_id / ".zattrs"
     write_file(attrs, json.dumps({**json.loads(attrs.read_text()), "axes": ["a", "b"]}).encode())
