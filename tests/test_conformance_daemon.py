@@ -141,3 +141,35 @@ def test_daemon_on_an_empty_store_follows_the_first_artifacts(tmp_path: Path) ->
         assert not (store / "tables" / "velocity_events.parquet").exists() or not len(
             _table(store, "velocity_events")
         )
+
+
+def test_daemon_on_a_generation_1_store_adds_generation_2_when_it_arrives(
+    tmp_path: Path,
+) -> None:
+    """A daemon watching a generation-1 store (kymflow's demo) adds the generation-2
+    indexers when kymflow's generation-2 records are copied in while it runs: both
+    generations' tables then conform, and equal a fresh rebuild."""
+    gen1 = next(c for c in cases("gen1") if c.name == "demo_v01")
+    gen2 = next(c for c in cases("gen2") if c.name == "g2_demo_ve")
+    store = copy_store(gen1, tmp_path / "dataset.zarr")
+    with DaemonProcess(store) as d:
+        d.sync()
+        assert json.loads((store / "index" / "status.json").read_text())["indexers"] == [
+            "velocity_events",
+            "radon_report",
+        ]
+        for rec in _records(gen2 / "dataset.zarr"):
+            shutil.copytree(rec, store / "images" / rec.name)
+        d.sync()
+        [selected] = d.events("indexers_selected")
+        assert selected["indexers"] == [
+            "velocity_events",
+            "radon_report",
+            "kym_velocity_events",
+            "kym_radon",
+        ]
+        gen2_ids = {rec.name for rec in _records(gen2 / "dataset.zarr")}
+        kym = _table(store, "kym_velocity_events")  # also reads generation-1 event files
+        kym = kym[kym["image_id"].isin(gen2_ids)].reset_index(drop=True)
+        assert_conforms(kym, *reference(gen2, "kym_velocity_events"))
+        assert_tables_match_rebuild(store, tmp_path / "scratch")

@@ -47,10 +47,12 @@ from kymwatch.index import (
     DatasetIndexer,
     KymDataset,
     ManifestIndexer,
+    Selection,
     decide_from_artifacts,
     make_indexers,
     record_artifact_names,
     select_indexers,
+    widen_selection,
 )
 from kymwatch.store import (
     IMAGES_DIR,
@@ -112,6 +114,7 @@ class Daemon:
                     "the store and will not follow it"
                 )
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
+        self._auto = indexers is None and config.indexers is None  # widened by new data
         if indexers is None:
             selection = select_indexers(self.root, config.indexers)
             indexers, reason = make_indexers(selection), selection.reason
@@ -500,6 +503,8 @@ class Daemon:
         for retry in result.retry:
             self._push_back((retry.change,), now, delay_s=retry.delay_s)
         self.reporter.batch_done(batch, result, source, len(self.debouncer))
+        if self._auto and not self._undecided:
+            self._widen_indexers(result.artifacts)
         return True
 
     def _push_back(
@@ -529,9 +534,20 @@ class Daemon:
             else:
                 names |= change.artifacts
         selection = decide_from_artifacts(names)
-        if selection is None:
-            return
-        self._undecided = False
+        if selection is not None:
+            self._undecided = False
+            self._select(selection)
+
+    def _widen_indexers(self, artifacts: set[str]) -> None:
+        """Add the indexers of a generation whose artifacts appear in a store that did
+        not have it; their tables are then grown from every record (table_missing)."""
+        selection = widen_selection((ix.name for ix in self.kd.indexers), artifacts)
+        if selection is not None:
+            self._select(selection)
+            if self._regrow_tables():
+                self.schedule.at(Task.RECONCILE, self.clock())
+
+    def _select(self, selection: Selection) -> None:
         current = {ix.name: ix for ix in self.kd.indexers}
         self.kd.indexers = [current.get(n) or make_indexers([n])[0] for n in selection]
         for ix in self.kd.indexers:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from kymwatch.daemon.changes import Batch, RecordChange
-from kymwatch.daemon.reconcile import route
+from kymwatch.daemon.reconcile import artifact_name_of, route
 from kymwatch.daemon.state import IndexState
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index import (
@@ -62,6 +62,7 @@ class BatchResult:
         retrying: Outcomes handed back for a retry instead of being final.
         retry: The changes to push back, with their delay.
         problems: Final unreadable/invalid outcomes.
+        artifacts: Names of the artifacts the batch's records hold (as scanned).
     """
 
     records: int = 0
@@ -74,6 +75,7 @@ class BatchResult:
     settled: list[RecordOutcome] = field(default_factory=list)
     retrying: list[RecordOutcome] = field(default_factory=list)
     retry: list[Retry] = field(default_factory=list)
+    artifacts: set[str] = field(default_factory=set)
 
 
 class Worker:
@@ -132,6 +134,9 @@ class Worker:
         recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
         present = {r.image_id: r.path for r in recs if r.exists()}
         fresh.update(scan_records_settled(self.kd.path, present))
+        result.artifacts = {
+            name for files in fresh.values() for f in files or () if (name := artifact_name_of(f))
+        }
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():

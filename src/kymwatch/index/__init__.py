@@ -26,6 +26,7 @@ from kymwatch.index.registry import (
     make_indexers,
     record_artifact_names,
     select_indexers,
+    widen_selection,
 )
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "params_hash",
     "record_artifact_names",
     "select_indexers",
+    "widen_selection",
 ]

@@ -14,11 +14,14 @@ Per store (:func:`select_indexers`), from what it holds:
   (``velocity_events.parquet``, ``radon_report.{parquet,json,json.gz}``);
 - generation 2 when it has a ``kym_*`` table or a record with an artifact only
   generation 2 reads (``velocity_events/events``, ``radon/results``, ``radon.*``,
-  params, ``metadata.json``, run markers);
+  params, run markers);
 - both when both are present;
 - a store with nothing yet is *undecided*: generation 1 runs (the seed's tables), and
   the daemon switches to the generation(s) of the first artifacts that arrive
-  (:func:`decide_from_artifacts`); ``--indexers`` fixes the choice instead;
+  (:func:`decide_from_artifacts`);
+- a running daemon adds the other generation's indexers when artifacts of it arrive
+  later (:func:`widen_selection`: a lab moving to kymflow's later analyses);
+  ``--indexers`` fixes the choice instead;
 - a table with no rows signals nothing (kymwatch may have written it while undecided);
 - plug-ins run on every store (they were installed to run).
 """
@@ -53,6 +56,7 @@ __all__ = [
     "Selection",
     "available_indexers",
     "decide_from_artifacts",
+    "widen_selection",
     "generations_of",
     "make_indexers",
     "record_artifact_names",
@@ -89,9 +93,10 @@ _GEN2_ARTIFACTS = frozenset(
         "radon_params",
         "radon.params",
         "radon_run",
-        "metadata",
     }
 )
+"""Artifacts only generation 2 reads. Not ``metadata.json``: kymflow's storage library
+writes it in records of either generation (the manifest reads its header)."""
 
 
 def _plugins() -> dict[str, Factory]:
@@ -226,3 +231,21 @@ def decide_from_artifacts(artifact_names: Iterable[str]) -> Selection | None:
     if gen1:
         return Selection([*GENERATION_1, *plugins], "first artifacts: generation 1")
     return None
+
+
+def widen_selection(current: Iterable[str], artifact_names: Iterable[str]) -> Selection | None:
+    """For a decided store: the selection with the indexers of any generation these
+    artifacts signal and ``current`` lacks, or None if it already has them."""
+    names = list(current)
+    gen1, gen2 = generations_of(artifact_names)
+    added = [
+        n
+        for n in (*(GENERATION_1 if gen1 else ()), *(GENERATION_2 if gen2 else ()))
+        if n not in names
+    ]
+    if not added:
+        return None
+    has1 = any(n in names for n in GENERATION_1) or gen1
+    has2 = any(n in names for n in GENERATION_2) or gen2
+    reason = "new artifacts: generation " + ("1 and 2" if has1 and has2 else "2" if has2 else "1")
+    return Selection([*names, *added], reason)
