@@ -134,9 +134,8 @@ class Worker:
         recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
         present = {r.image_id: r.path for r in recs if r.exists()}
         fresh.update(scan_records_settled(self.kd.path, present))
-        result.artifacts = {
-            name for files in fresh.values() for f in files or () if (name := artifact_name_of(f))
-        }
+        names = (artifact_name_of(f) for files in fresh.values() for f in files or ())
+        result.artifacts = {name for name in names if name is not None}
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
         for name, ids in by_indexer.items():

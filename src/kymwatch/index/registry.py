@@ -56,11 +56,11 @@ __all__ = [
     "Selection",
     "available_indexers",
     "decide_from_artifacts",
-    "widen_selection",
     "generations_of",
     "make_indexers",
     "record_artifact_names",
     "select_indexers",
+    "widen_selection",
 ]
 
 log = structlog.get_logger(__name__)
