@@ -21,7 +21,7 @@ import pytest
 from harness import WAIT_S, DaemonProcess, assert_tables_match_rebuild, kymwatch, wait_until
 from helpers_loop import add_kym_record, kym_events, running
 from helpers_store import make_v2_store, write_parquet_artifact
-from kymwatch.daemon import Daemon, DaemonConfig
+from kymwatch.daemon import Daemon, DaemonConfig, daemon_running
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,18 @@ def wait_heartbeat_during(store: Path, state: str) -> None:
     wait_until(advanced, what=f"a heartbeat while {state}")
 
 
+def restart_and_sync(store: Path) -> None:
+    """Start the daemon again and sync once it holds the store (the rest of a first index of
+    thousands of records may take minutes on a loaded machine: the sync waits for it)."""
+    again = DaemonProcess(store).start(wait_ready=False)
+    try:
+        wait_until(lambda: daemon_running(store), what="the restarted daemon to lock the store")
+        again.sync(timeout=1800)
+    finally:
+        if again.proc is not None and again.proc.poll() is None:
+            again.stop()
+
+
 def test_sigterm_during_a_first_index_stops_mid_work_and_restart_converges(
     tmp_path: Path,
 ) -> None:
@@ -87,8 +99,7 @@ def test_sigterm_during_a_first_index_stops_mid_work_and_restart_converges(
     stopped = daemon.events("daemon_stopped")[-1]
     assert stopped["pending"] > 0, stopped
     assert status_doc(store)["state"] == "stopped"
-    with DaemonProcess(store) as again:
-        again.sync()
+    restart_and_sync(store)
     assert_tables_match_rebuild(store, tmp_path / "scratch")
 
 
@@ -107,8 +118,7 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert code in (0, 130), daemon.read_output()  # 0 if the first one already finished
     if code == 130:
         assert "exiting at once" in daemon.read_output()
-    with DaemonProcess(store) as again:
-        again.sync()
+    restart_and_sync(store)
     assert_tables_match_rebuild(store, tmp_path / "scratch")
 
 
