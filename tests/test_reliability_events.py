@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from harness import (
     live_tables,
     wait_until,
 )
+from helpers_loop import running
 from helpers_store import (
     analysis_file,
     delete_record,
@@ -86,31 +85,6 @@ class LossySink:
             self.dropped += 1
             return
         self.sink(item)
-
-
-@contextmanager
-def running(daemon: Daemon) -> Iterator[Daemon]:
-    """Run ``daemon`` on a thread until the block ends; fail if it dies."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            daemon.run()
-        except BaseException as e:
-            errors.append(e)
-
-    thread = threading.Thread(target=target, name="daemon", daemon=True)
-    thread.start()
-    wait_until(
-        lambda: daemon.status.state == "watching" or not thread.is_alive(), what="daemon ready"
-    )
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        thread.join(WAIT_S)
-        assert not thread.is_alive(), "the daemon thread did not stop"
-        assert not errors, errors
 
 
 def two_record_store(root: Path) -> Path:
