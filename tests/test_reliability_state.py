@@ -272,3 +272,28 @@ def test_a_state_that_cannot_be_saved_never_stops_the_daemon(tmp_path: Path) -> 
         d.sync()
         assert d.stop() == 0
     assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+def test_a_table_that_cannot_be_rewritten_is_retried_and_the_daemon_stays_up(
+    tmp_path: Path,
+) -> None:
+    """With ``tables/`` deleted and replaced by a file, re-creating a missing table fails
+    (``table_rebuild_failed``) without stopping the daemon; once the folder can be made
+    again the tables are regrown and equal a fresh rebuild."""
+    root = store_with_records(tmp_path / "store.zarr")
+    d = DaemonProcess(root).start()
+    try:
+        d.sync()
+        shutil.rmtree(root / "tables")
+        (root / "tables").write_text("not a folder")
+        wait_until(lambda: d.events("table_rebuild_failed"), what="the failed rebuild")
+        assert d.proc is not None and d.proc.poll() is None
+        (root / "tables").unlink()
+        wait_until(
+            lambda: (root / "tables" / "velocity_events.parquet").exists(),
+            what="the table to be made again",
+        )
+        d.sync()
+    finally:
+        assert d.stop() == 0
+    assert_tables_match_rebuild(root, tmp_path / "scratch")

@@ -405,10 +405,15 @@ class Daemon:
             ix = self.kd.indexer(name)
             path = self.kd.store.table_path(ix.table_name)
             if reason == "table_missing":  # an empty table now, filled chunk by chunk
-                with self._table_lock() as locked:
-                    if not locked:
-                        return False
-                    self.kd.rebuild_report(ix, [], log_outcomes=False)
+                try:
+                    with self._table_lock() as locked:
+                        if not locked:
+                            return False
+                        self.kd.rebuild_report(ix, [], log_outcomes=False)
+                except Exception as e:  # e.g. disk full: the next table check tries again
+                    log.exception("table_rebuild_failed", table=ix.table_name, error=str(e))
+                    self.reporter.error("table_rebuild_failed", table=ix.table_name, error=str(e))
+                    return False
                 self.worker.note_published(ix.table_name)
             elif reason in ("table_changed_externally", "state_migrated"):
                 # Kept as it is (never fewer rows meanwhile) and re-derived record by

@@ -47,10 +47,11 @@ def table_lock(root: Path, timeout: float = -1) -> Iterator[FileLock]:
 
 
 def table_fingerprint(path: Path) -> Fingerprint | None:
-    """The fingerprint of a table file, or None if it does not exist."""
+    """The fingerprint of a table file, or None if it does not exist (also when
+    ``tables/`` itself is missing or not a folder)."""
     try:
         return Fingerprint.of(os.stat(path))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
