@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -259,3 +260,29 @@ __all__: Sequence[str] = [
     "live_tables",
     "wait_until",
 ]
+
+
+def unprivileged_prefix() -> list[str] | str:
+    """The command prefix that runs kymwatch as the unprivileged user ``nobody``
+    (empty when the tests already run unprivileged), or why that is impossible here:
+    no such user, no ``setpriv``, or a checkout that user cannot read (a clone in a
+    0700 folder), which a probe import finds out."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        return "needs setpriv to drop privileges"
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        return "no 'nobody' user to run kymwatch as"
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import kymwatch.cli"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"'nobody' cannot run this checkout's kymwatch ({last[:200]})"
+    return prefix

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import KYMWATCH, DaemonProcess, assert_tables_match_rebuild, kymwatch, wait_until
+from harness import (
+    KYMWATCH,
+    DaemonProcess,
+    assert_tables_match_rebuild,
+    kymwatch,
+    unprivileged_prefix,
+    wait_until,
+)
 from helpers_loop import add_kym_record as add_record
 from helpers_store import make_v2_store
 from kymwatch.daemon import DaemonLock, daemon_pid, daemon_running
@@ -87,18 +94,19 @@ def public_store() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+UNPRIVILEGED = unprivileged_prefix()
+
+
 def as_nobody(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run a kymwatch command as the unprivileged user ``nobody``."""
-    if os.geteuid() != 0:
-        return kymwatch(*args)  # already unprivileged
-    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    assert not isinstance(UNPRIVILEGED, str)
     return subprocess.run(
-        [*drop, *KYMWATCH, *map(str, args)], capture_output=True, text=True, timeout=120
+        [*UNPRIVILEGED, *KYMWATCH, *map(str, args)], capture_output=True, text=True, timeout=120
     )
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop privileges")
+@pytest.mark.skipif(isinstance(UNPRIVILEGED, str), reason=str(UNPRIVILEGED))
 def test_read_only_account_can_run_status_and_sync_probe(public_store: Path) -> None:
     """An account that cannot write the store gets answers from status and sync, never
     'Permission denied': no daemon (exit 3), then a running daemon (exit 0, healthy)."""

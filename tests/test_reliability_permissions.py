@@ -19,7 +19,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import DaemonProcess, assert_tables_match_rebuild, live_tables, wait_until
+from harness import (
+    DaemonProcess,
+    assert_tables_match_rebuild,
+    live_tables,
+    unprivileged_prefix,
+    wait_until,
+)
 from helpers_store import (
     analysis_file,
     events_frame,
@@ -38,16 +44,13 @@ OTHER = "5d1c7e0f-8a43-4f5a-b6a2-31c9e8d0b7aa"
 
 def _unprivileged() -> tuple[list[str], int, int] | str:
     """(command prefix, uid, gid) to run the daemon unprivileged, or why that is impossible."""
-    if os.geteuid() != 0:
+    prefix = unprivileged_prefix()
+    if isinstance(prefix, str):
+        return prefix
+    if not prefix:
         return [], os.getuid(), os.getgid()
-    try:
-        user = pwd.getpwnam("nobody")
-    except KeyError:
-        return "no 'nobody' user to run the daemon as"
-    if shutil.which("setpriv"):
-        ids = [f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
-        return ["setpriv", *ids], user.pw_uid, user.pw_gid
-    return "neither setpriv nor a non-root user is available"
+    user = pwd.getpwnam("nobody")
+    return prefix, user.pw_uid, user.pw_gid
 
 
 AS_USER = _unprivileged()
