@@ -87,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = DaemonConfig(
         store=root,
         quiet_s=args.quiet_ms / 1000,
+        settle_s=args.settle_ms / 1000,
         max_delay_s=args.max_delay_ms / 1000,
         polling=args.polling,
         poll_interval_s=args.poll_interval,
@@ -287,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, maximum=_DAY_S * 1000),
         default=300.0,
         help="index a record after this long without changes (default 300)",
+    )
+    run.add_argument(
+        "--settle-ms",
+        type=_number(float, maximum=_DAY_S * 1000, zero=True),
+        default=20.0,
+        help="... or this long, when its writer said it is done: renamed into place or "
+        "closed after writing (inotify only; default 20)",
     )
     run.add_argument(
         "--max-delay-ms",

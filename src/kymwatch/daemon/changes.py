@@ -13,6 +13,7 @@ __all__ = [
     "FileChange",
     "RecordChange",
     "Rescan",
+    "Signal",
 ]
 
 
@@ -24,6 +25,22 @@ class ChangeKind(enum.Enum):
     DELETED = "deleted"
 
 
+class Signal(enum.Enum):
+    """What an event says about the write behind it.
+
+    inotify tells when a writer is done with a file: the file was renamed onto its
+    name (``IN_MOVED_TO``: zarr's and kymflow's ``<name>.<hex>.partial`` + rename), or
+    a file opened for writing was closed (``IN_CLOSE_WRITE``: ``df.to_parquet(path)``
+    in place). Such a change is indexed after a short settle instead of the quiet
+    window. Every other event, and every event of a source that cannot tell
+    (polling, scripted sources), says nothing: :attr:`NONE`.
+    """
+
+    NONE = "none"
+    MOVED = "moved"
+    CLOSED = "closed"
+
+
 @dataclass(frozen=True, slots=True)
 class FileChange:
     """One filesystem event, as reported by an event source.
@@ -32,11 +49,13 @@ class FileChange:
         path: Absolute path that changed.
         kind: What happened to it.
         is_dir: True if the path is (or was) a folder.
+        signal: Whether the event says a write is complete (see :class:`Signal`).
     """
 
     path: str
     kind: ChangeKind
     is_dir: bool = False
+    signal: Signal = Signal.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +102,14 @@ class Batch:
     Attributes:
         changes: One merged change per record, in image-id order.
         first_seen: Clock time of the oldest change in the batch (for lag).
+        due_by: For a batch from the debouncer, why each record became due, in the
+            order of ``changes`` (see ``Debouncer``: ``moved``, ``closed``, ``quiet``,
+            ``max_delay``, ``retry``); empty for other batches (reconcile, sync).
     """
 
     changes: tuple[RecordChange, ...]
     first_seen: float
+    due_by: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.changes)

@@ -20,7 +20,11 @@ class DaemonConfig:
 
     Attributes:
         store: The dataset folder.
-        quiet_s: A record is indexed after this long without a new change.
+        quiet_s: A record is indexed after this long without a new change, unless
+            its writer said it is done (see ``settle_s``).
+        settle_s: A record whose writes are all complete (renamed into place, or
+            closed after writing: inotify only) is indexed after this long without
+            a new change.
         max_delay_s: ... and at the latest this long after its first pending change.
         polling: Poll instead of using inotify (network shares); also chosen
             automatically when inotify cannot see the store's writes.
@@ -49,6 +53,7 @@ class DaemonConfig:
 
     store: Path
     quiet_s: float = 0.3
+    settle_s: float = 0.02
     max_delay_s: float = 5.0
     polling: bool = False
     poll_interval_s: float = 2.0
@@ -75,6 +80,7 @@ class DaemonConfig:
         }
         not_negative = {
             "quiet_s": self.quiet_s,
+            "settle_s": self.settle_s,
             "state_save_interval_s": self.state_save_interval_s,
             **{f"rescan_backoff_s[{i}]": v for i, v in enumerate(self.rescan_backoff_s)},
             **{f"retry_delays_s[{i}]": v for i, v in enumerate(self.retry_delays_s)},

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from kymwatch.daemon.changes import Batch
+from kymwatch.daemon.debouncer import DUE_BY
 from kymwatch.daemon.sdnotify import Notifier
 from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.worker import BatchResult
@@ -134,6 +135,9 @@ class Reporter:
         if result.tables:
             self.status.last_update_utc = utc_now_iso()
         self.status.queue_depth = queue_depth
+        why: dict[str, Any] = {}
+        if batch.due_by:  # a batch of the debouncer: which signal made its records due
+            why["due_by"] = {k: batch.due_by.count(k) for k in DUE_BY}
         log.info(
             "batch_indexed",
             source=source,
@@ -144,6 +148,7 @@ class Reporter:
             lag_ms=round((self.clock() - batch.first_seen) * 1000, 1),
             queue_depth=queue_depth,
             retries=result.retries,
+            **why,
             **dict(result.outcomes),
         )
 

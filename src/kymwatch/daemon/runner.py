@@ -128,7 +128,7 @@ class Daemon:
         self.reporter.watch_count = lambda: self.source.watch_count
         self.status.indexers = [ix.name for ix in self.kd.indexers]
         self.status.indexers_reason = reason
-        self.debouncer = Debouncer(config.quiet_s, config.max_delay_s)
+        self.debouncer = Debouncer(config.quiet_s, config.max_delay_s, config.settle_s)
         self.state = IndexState()
         self.worker = Worker(
             self.kd,
@@ -201,6 +201,7 @@ class Daemon:
                 indexers=self.status.indexers,
                 indexers_reason=self.status.indexers_reason,
                 quiet_ms=round(self.config.quiet_s * 1000),
+                settle_ms=round(self.config.settle_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
             )
             self.reporter.set_state(DaemonState.RECONCILING)
@@ -251,7 +252,7 @@ class Daemon:
                 self._reconcile("periodic")
             batch = self.debouncer.due(self.clock())
             if batch:
-                self._index(batch.changes, batch.first_seen, source="events")
+                self._index(batch.changes, batch.first_seen, source="events", due_by=batch.due_by)
             self._housekeeping()
 
     def _wait(self, timeout: float) -> list[_Item]:
@@ -283,9 +284,13 @@ class Daemon:
             what.artifacts != RECORD_METADATA or self.worker.wants_record_metadata()
         ):
             log.debug(
-                "artifact_changed", image_id=what.image_id, path=item.path, kind=item.kind.value
+                "artifact_changed",
+                image_id=what.image_id,
+                path=item.path,
+                kind=item.kind.value,
+                signal=item.signal.value,
             )
-            self.debouncer.feed(what, now)
+            self.debouncer.feed(what, now, item)
 
     def _reopen_logs(self) -> None:
         self._hangup.clear()
@@ -444,8 +449,12 @@ class Daemon:
         *,
         source: str,
         final: bool = False,
+        due_by: Sequence[str] = (),
     ) -> bool:
         """Index ``changes`` in chunks, with the loop's duties between chunks.
+
+        ``due_by`` (from the debouncer: why each change became due, in their order) is
+        reported on each chunk's ``batch_indexed`` line.
 
         A stop request ends the work after the chunk in hand; the rest goes back to
         the debouncer, whose content is journaled at shutdown and re-indexed at the
@@ -465,7 +474,8 @@ class Daemon:
             if self._stop.is_set():
                 self._push_back(changes[i:], first_seen)
                 return False
-            ok &= self._index_chunk(Batch(chunk, first_seen), source=source, final=final)
+            why = tuple(due_by[i : i + len(chunk)])
+            ok &= self._index_chunk(Batch(chunk, first_seen, why), source=source, final=final)
             i += len(chunk)
             self._housekeeping()
             if i >= len(changes):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan
+from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan, Signal
 from kymwatch.daemon.classify import SYNC_DIR
 from kymwatch.store import (
     ANALYSIS_DIR,
@@ -324,10 +324,13 @@ class InotifyWatcher:
             return
         path = os.path.join(parent, os.fsdecode(event.name)) if event.name else parent
         is_dir = bool(event.mask & C.IN_ISDIR)
+        signal = Signal.NONE
         if event.mask & (C.IN_CREATE | C.IN_MOVED_TO):
             kind = ChangeKind.ADDED
             if is_dir:
                 self._watch_new_dir(parent, path)
+            elif event.mask & C.IN_MOVED_TO:  # renamed onto its name: complete
+                signal = Signal.MOVED
         elif event.mask & (C.IN_DELETE | C.IN_MOVED_FROM):
             kind = ChangeKind.DELETED
             if is_dir:
@@ -336,7 +339,9 @@ class InotifyWatcher:
             kind = ChangeKind.MODIFIED
             if is_dir and event.name and event.mask & C.IN_ATTRIB:
                 self._watch_new_dir(parent, path)  # may have been unreadable so far
-        self.sink(FileChange(path, kind, is_dir))
+            elif event.mask & C.IN_CLOSE_WRITE:  # a file opened for writing was closed
+                signal = Signal.CLOSED
+        self.sink(FileChange(path, kind, is_dir, signal))
 
     def _watch_new_dir(self, parent: str, path: str) -> None:
         root = os.fspath(self.root)
