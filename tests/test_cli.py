@@ -301,6 +301,8 @@ def test_other_commands_refuse_a_folder_inside_the_dataset(store: Path, args: li
         ["run", "{store}", "--quiet-ms", "1e400"],
         ["run", "{store}", "--max-delay-ms", "nan"],
         ["run", "{store}", "--max-delay-ms", "-inf"],
+        ["run", "{store}", "--settle-ms", "nan"],
+        ["run", "{store}", "--settle-ms", "-1"],
         ["run", "{store}", "--poll-interval", "nan"],
         ["run", "{store}", "--poll-interval", "0"],
         ["run", "{store}", "--reconcile-interval", "nan"],

@@ -170,6 +170,8 @@ def test_chunk_size_targets_a_duration_within_bounds(
         {"quiet_s": -1.0},
         {"max_delay_s": math.inf},
         {"max_delay_s": 0.1, "quiet_s": 0.2},
+        {"settle_s": math.nan},
+        {"settle_s": -0.02},
         {"poll_interval_s": math.nan},
         {"poll_interval_s": 0.0},
         {"reconcile_interval_s": math.nan},
@@ -191,10 +193,11 @@ def test_config_refuses_numbers_that_mean_nothing(tmp_path: Path, bad: dict[str,
         DaemonConfig(store=tmp_path, **bad)  # type: ignore[arg-type]
 
 
-def test_config_accepts_the_defaults_and_zero_quiet_window(tmp_path: Path) -> None:
-    """The defaults and a zero quiet window (index at once) are valid."""
-    DaemonConfig(store=tmp_path)
+def test_config_accepts_the_defaults_and_zero_windows(tmp_path: Path) -> None:
+    """The defaults and a zero quiet window or settle (index at once) are valid."""
+    assert DaemonConfig(store=tmp_path).settle_s == pytest.approx(0.02)
     DaemonConfig(store=tmp_path, quiet_s=0.0)
+    DaemonConfig(store=tmp_path, settle_s=0.0)
 
 
 def test_forgetting_a_tables_artifacts_makes_the_plan_re_index_them_everywhere() -> None:

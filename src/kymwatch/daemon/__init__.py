@@ -1,9 +1,9 @@
 """Daemon layer: watch a store, debounce changes, keep its tables right."""
 
-from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange, Rescan
+from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange, Rescan, Signal
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
-from kymwatch.daemon.debouncer import Debouncer
+from kymwatch.daemon.debouncer import DUE_BY, Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
 from kymwatch.daemon.planner import (
     TableInfo,
@@ -25,6 +25,7 @@ from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, Poll
 from kymwatch.daemon.worker import BatchResult, Retry, Worker
 
 __all__ = [
+    "DUE_BY",
     "Backoff",
     "Batch",
     "BatchResult",
@@ -47,6 +48,7 @@ __all__ = [
     "Rescan",
     "Retry",
     "Schedule",
+    "Signal",
     "SourceFactory",
     "StatusView",
     "SyncFailedError",
