@@ -42,11 +42,16 @@ from kymwatch.daemon import (
     DUE_BY,
     Batch,
     BatchResult,
+    ChangeKind,
     Daemon,
     DaemonConfig,
     DaemonStatus,
+    FileChange,
+    InotifyWatcher,
     RecordChange,
     Reporter,
+    Rescan,
+    Signal,
     SystemdNotifier,
 )
 
@@ -130,6 +135,72 @@ def test_batch_line_counts_what_made_each_record_due(
     lines = [e for e in captured_logs if e["event"] == "batch_indexed"]
     assert lines[0]["due_by"] == {k: {"moved": 2, "closed": 1}.get(k, 0) for k in DUE_BY}
     assert "due_by" not in lines[1]
+
+
+# -- what the inotify watcher reports --------------------------------------------------------
+class Collect:
+    """A sink keeping the file changes reported under one folder, in order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = str(folder)
+        self.seen: list[FileChange] = []
+
+    def __call__(self, item: FileChange | Rescan) -> None:
+        if isinstance(item, FileChange) and item.path.startswith(self.folder):
+            self.seen.append(item)
+
+    def until(
+        self, name: str, signal: Signal | None = None
+    ) -> list[tuple[str, ChangeKind, Signal]]:
+        """Wait for a change of file ``name`` (with ``signal``, if given), then return and
+        forget everything seen so far as (file name, kind, signal)."""
+
+        def seen() -> bool:
+            return any(
+                os.path.basename(c.path) == name and signal in (None, c.signal) for c in self.seen
+            )
+
+        wait_until(seen, what=f"{name} {signal}")
+        got = [(os.path.basename(c.path), c.kind, c.signal) for c in self.seen]
+        self.seen.clear()
+        return got
+
+
+@pytest.mark.integration
+def test_inotify_watcher_reports_renames_and_closes_after_writing(store: Path) -> None:
+    """The real watcher marks a rename onto a name ``moved`` and the close of a file opened for
+    writing ``closed``; a read-only open and close reports nothing, a chmod no signal."""
+    (image_id,) = record_ids(1)
+    write_v2_record(store, image_id)
+    analysis = store / "images" / image_id / "analysis"
+    analysis.mkdir()
+    (store / "index" / "sync").mkdir(parents=True)  # as the daemon has it before watching
+    sink = Collect(analysis)
+    watcher = InotifyWatcher(store, sink)
+    watcher.start()
+    try:
+        kymflow_save(store, image_id, "velocity_events.parquet", parquet_bytes(events_frame(2)))
+        got = sink.until("velocity_events.parquet")
+        assert got[-1] == ("velocity_events.parquet", ChangeKind.ADDED, Signal.MOVED)
+        assert all(name.endswith(".partial") for name, _, _ in got[:-1])  # zarr's partial
+
+        path = analysis_file(store, image_id, "radon_report", "parquet")
+        events_frame(2).to_parquet(path)
+        got = sink.until("radon_report.parquet", Signal.CLOSED)
+        assert got[0][1:] == (ChangeKind.ADDED, Signal.NONE)
+        assert got[-1][1:] == (ChangeKind.MODIFIED, Signal.CLOSED)
+        assert {s for _, _, s in got[:-1]} == {Signal.NONE}
+
+        path.read_bytes()  # opened for reading only: no event at all
+        os.chmod(path, 0o644)
+        marker = analysis / "marker.json"
+        with open(marker, "w") as f:
+            f.write("{}")
+        got = sink.until("marker.json", Signal.CLOSED)
+        assert got[0] == ("radon_report.parquet", ChangeKind.MODIFIED, Signal.NONE)  # chmod
+        assert [g[0] for g in got[1:]] == ["marker.json"] * (len(got) - 1)
+    finally:
+        watcher.stop()
 
 
 # -- the real daemon -------------------------------------------------------------------------
