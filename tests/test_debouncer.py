@@ -107,7 +107,8 @@ def test_flush_takes_everything_and_idle_has_no_deadline() -> None:
     assert d.next_deadline() is None
     d.feed(change("b"), 0.0)
     d.feed(change("a"), 0.0)
-    assert [c.image_id for c in d.flush().changes] == ["a", "b"]
+    flushed = d.flush()
+    assert [c.image_id for c in flushed.changes] == ["a", "b"] and flushed.due_by == ()
     assert d.next_deadline() is None and not d.flush()
 
 

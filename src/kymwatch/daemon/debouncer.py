@@ -130,15 +130,13 @@ class Debouncer:
         return self._take(ready)
 
     def flush(self) -> Batch:
-        """Remove and return every pending record, due or not."""
-        return self._take(list(self._pending))
+        """Remove and return every pending record, due or not (no ``due_by``: a sync or
+        a shutdown takes them, not a window)."""
+        return self._take(list(self._pending), reasons=False)
 
-    def _take(self, ids: list[str]) -> Batch:
+    def _take(self, ids: list[str], *, reasons: bool = True) -> Batch:
         if not ids:
             return Batch((), 0.0)
         taken = [self._pending.pop(i) for i in sorted(ids)]
-        return Batch(
-            tuple(p.change for p in taken),
-            min(p.first for p in taken),
-            tuple(self._due_by(p) for p in taken),
-        )
+        why = tuple(self._due_by(p) for p in taken) if reasons else ()
+        return Batch(tuple(p.change for p in taken), min(p.first for p in taken), why)
