@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import measure
 import pyarrow.parquet as pq
@@ -45,7 +46,8 @@ def code_hash(*, fresh: bool = False) -> str:
 
 def template_dir(n_records: int) -> Path:
     """Where the indexed template of the ``n_records`` store lives (may not exist)."""
-    return storegen.CACHE / f"indexed-{n_records}x{storegen.ROWS_PER_RECORD}-{code_hash()}"
+    name = f"indexed-{n_records}x{storegen.ROWS_PER_RECORD}-v{storegen.GEN_VERSION}-{code_hash()}"
+    return storegen.CACHE / name
 
 
 def has_template(n_records: int) -> bool:
@@ -74,12 +76,11 @@ def seed_state(store: Path) -> None:
     every indexer's schema version) without indexing everything a second time.
     """
     from kymwatch.daemon import IndexState
-    from kymwatch.index import default_indexers
     from kymwatch.store import scan_dataset
 
     state = IndexState(
         records=scan_dataset(store),
-        schema_versions={ix.name: ix.schema_version for ix in default_indexers()},
+        schema_versions={ix.name: ix.schema_version for ix in indexers_for(store)},
     )
     (store / "index").mkdir(exist_ok=True)
     state.save(store)
@@ -98,21 +99,83 @@ def indexed_copy(n_records: int, dest: Path) -> Path:
     return dest
 
 
+def indexers_for(store: Path) -> list[Any]:
+    """The indexers a daemon runs on ``store`` (chosen from what it holds, when this
+    build can choose; the library's default indexers otherwise)."""
+    try:
+        from kymwatch.index.registry import make_indexers, select_indexers
+    except ImportError:  # a build without generation 2
+        from kymwatch.index import default_indexers
+
+        return list(default_indexers())
+    return make_indexers(select_indexers(store))
+
+
+def kym_dataset(store: Path) -> Any:
+    """A library ``KymDataset`` on ``store`` with the indexers a daemon would run."""
+    from kymwatch.index import KymDataset
+
+    return KymDataset(store, indexers=indexers_for(store))
+
+
+def update(kd: Any, name: str, ids: list[str]) -> None:
+    """One ``update_images`` call (the report variant where the build has it)."""
+    if hasattr(kd, "update_images_report"):
+        kd.update_images_report(name, ids, log_outcomes=False)
+    else:
+        kd.update_images(name, ids)
+
+
+def rebuild(kd: Any, name: str) -> int:
+    """One full rebuild of a table; returns its row count."""
+    if hasattr(kd, "rebuild_report"):
+        return int(kd.rebuild_report(name, log_outcomes=False).table_rows)
+    return len(kd.rebuild(name))
+
+
+def tables_fed(i: int, kind: str) -> list[str]:
+    """Every table whose rows the ``kind`` artifact of record ``i`` gives.
+
+    kymflow's generation-2 velocity indexer also reads the generation-1 name
+    ``velocity_events.parquet`` (its lookups: first found wins), so a generation-1
+    events artifact feeds ``velocity_events`` and ``kym_velocity_events``.
+    """
+    first = storegen.table_of(i, kind)
+    if first == "velocity_events":
+        return [first, "kym_velocity_events"]
+    return [first]
+
+
 def read_table(store: Path, name: str) -> dict[str, list[object]]:
     """Columns of ``tables/<name>.parquet`` as Python lists (fast; no pandas)."""
     return pq.read_table(store / "tables" / f"{name}.parquet").to_pydict()
 
 
-def records_with_marker(store: Path, ids: set[str], marker: float) -> tuple[int, int]:
-    """How many of ``ids`` carry ``marker`` in (velocity_events, radon_report)."""
-    ev = read_table(store, "velocity_events")
-    rr = read_table(store, "radon_report")
-    ev_ok = {
-        i for i, s in zip(ev["image_id"], ev["score"], strict=True) if i in ids and s == marker
-    }
-    rr_ok = {
-        i
-        for i, m in zip(rr["image_id"], rr["mean_velocity"], strict=True)
-        if i in ids and m == marker
-    }
-    return len(ev_ok), len(rr_ok)
+def records_with_marker(store: Path, idx: list[int], marker: float) -> dict[str, list[int]]:
+    """Per table: [records of ``idx`` carrying ``marker`` in every row, records expected]."""
+    want: dict[str, set[str]] = {t: set() for t in storegen.TABLES}
+    for i in idx:
+        for kind in storegen.KINDS:
+            for t in tables_fed(i, kind):
+                want[t].add(storegen.image_id(i))
+    out = {}
+    for t, ids in want.items():
+        if not ids:
+            continue
+        col = storegen.MARKER_COLUMN[t]
+        try:
+            tb = pq.read_table(store / "tables" / f"{t}.parquet", columns=["image_id", col])
+        except (OSError, ValueError):
+            out[t] = [0, len(ids)]
+            continue
+        good: dict[str, bool] = {}
+        for i, m in zip(tb["image_id"].to_pylist(), tb[col].to_pylist(), strict=True):
+            if i in ids:
+                good[i] = good.get(i, True) and m == marker
+        out[t] = [sum(good.values()), len(ids)]
+    return out
+
+
+def markers_ok(check: dict[str, list[int]]) -> bool:
+    """True if every table of a :func:`records_with_marker` check has every record right."""
+    return all(ok == want for ok, want in check.values())
