@@ -27,12 +27,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import features
 import measure
 import report
 import sec_burst
+import sec_cli
 import sec_idle
 import sec_latency
 import sec_scale
+import sec_state
 import storegen
 import stores
 from measure import Ctx
@@ -42,6 +45,8 @@ SECTIONS = {
     "latency": sec_latency.run,
     "burst": sec_burst.run,
     "idle": sec_idle.run,
+    "cli": sec_cli.run,
+    "state": sec_state.run,
 }
 
 FULL = {
@@ -49,6 +54,12 @@ FULL = {
     "latency_sizes": [1000, 10_000, 50_000],
     "latency_samples": 150,
     "latency_samples_large": 60,
+    "latency_writers": ["atomic", "inplace"],
+    "inplace_fraction": 0.67,
+    "cold_sizes": [10_000],
+    "cli_store": 10_000,
+    "cli_reps": 9,
+    "state_store": 50_000,
     "burst_store": 10_000,
     "burst_sizes": [100, 500, 2000],
     "per_event_sample": 2000,
@@ -67,6 +78,12 @@ QUICK = {
     "latency_sizes": [1000],
     "latency_samples": 30,
     "latency_samples_large": 20,
+    "latency_writers": ["atomic", "inplace"],
+    "inplace_fraction": 0.5,
+    "cold_sizes": [1000],
+    "cli_store": 1000,
+    "cli_reps": 3,
+    "state_store": 1000,
     "burst_store": 1000,
     "burst_sizes": [20, 100],
     "per_event_sample": 50,
@@ -101,6 +118,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-sizes", type=_ints, help="records per store (default 1k,10k,50k)")
     p.add_argument("--latency-samples", type=int, help="edits per size up to 10k (default 150)")
     p.add_argument("--latency-samples-large", type=int, help="edits per size above 10k (60)")
+    p.add_argument(
+        "--latency-writers",
+        type=lambda t: [w for w in t.split(",") if w],
+        help="atomic (.partial + rename), inplace (to_parquet in place); default both",
+    )
+    p.add_argument(
+        "--inplace-fraction", type=float, help="in-place edits as a fraction of atomic (0.67)"
+    )
+    p.add_argument("--settle-ms", type=int, default=20, help="--settle-ms where the build has it")
+    p.add_argument("--cold-sizes", type=_ints, help="sizes given a cold-cache restart (10k)")
+    p.add_argument("--cli-store", type=int, help="records in the CLI section's store (10k)")
+    p.add_argument("--cli-reps", type=int, help="runs per CLI command (default 9)")
+    p.add_argument("--state-store", type=int, help="records in the state section's store (50k)")
     p.add_argument("--burst-store", type=int, help="records in the burst store (default 10k)")
     p.add_argument("--burst-sizes", type=_ints, help="records per burst (default 100,500,2000)")
     p.add_argument(
@@ -186,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             previous = {}
     results: dict[str, Any] = {
         "machine": measure.machine(work),
+        "features": features.summary(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
         "sections": dict(previous.get("sections", {})),
     }
@@ -195,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes |= set(opts.latency_sizes if "latency" in opts.sections else [])
     sizes |= {opts.burst_store} if "burst" in opts.sections else set()
     sizes |= {opts.idle_store} if "idle" in opts.sections else set()
+    sizes |= {opts.cli_store} if "cli" in opts.sections else set()
+    sizes |= {opts.state_store} if "state" in opts.sections else set()
     for n in sorted(sizes):
         _, took = storegen.cached_store(n)
         if took is not None:
