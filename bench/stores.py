@@ -94,7 +94,7 @@ def indexed_copy(n_records: int, dest: Path) -> Path:
         raise FileNotFoundError(f"no indexed template for {n_records} records")
     storegen.work_copy(n_records, dest)
     shutil.copytree(src / "tables", dest / "tables")
-    (dest / "index").mkdir()
+    (dest / "index").mkdir(exist_ok=True)
     seed_state(dest)  # after the hard links: they changed every artifact's ctime
     return dest
 

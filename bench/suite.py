@@ -7,7 +7,7 @@ I/O (cached under ``bench/out/cache``), measures, and writes
 Examples::
 
     ./dev bench                         # the full run (~18 min on an idle 2-core machine)
-    ./dev bench --quick                 # ~2 min smoke run, written to bench/out/quick/
+    ./dev bench --quick                 # a few minutes' smoke run of every section, into bench/out/quick/
     ./dev bench --sections latency --latency-sizes 1000,10000
     ./dev bench --sections burst --burst-sizes 2000 --out bench/out/try
     ./dev bench --src worktree --quick  # measure uncommitted changes too
@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="./dev bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="small sizes, one repetition (~2 min)")
+    p.add_argument("--quick", action="store_true", help="small sizes, one repetition, every section (a few minutes)")
     p.add_argument(
         "--sections",
         default=",".join(SECTIONS),
@@ -249,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             result = SECTIONS[name](ctx)
-        except Exception:
+        except Exception as e:  # the other sections' results are kept
             traceback.print_exc()
             failed.append(name)
+            results["failed_sections"] = failed
+            ctx.log(f"{name}: FAILED ({type(e).__name__}: {e}); continuing with the others")
+            json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
             continue
         results["sections"][name] = {
             "date_utc": results["machine"]["date_utc"],
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         ctx.log(f"{name}: done in {time.monotonic() - t0:.0f} s")
         json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    results["failed_sections"] = failed
     results["run_seconds"] = round(time.monotonic() - ctx.t0, 1)
     json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
     report.write(results, out)
