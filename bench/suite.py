@@ -108,7 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="./dev bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="small sizes, one repetition, every section (a few minutes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, one repetition, every section (a few minutes)",
+    )
     p.add_argument(
         "--sections",
         default=",".join(SECTIONS),
