@@ -215,8 +215,8 @@ def issue11(results: dict[str, Any]) -> list[str]:
             [
                 f"state save while busy, {k(state['store_records'])}",
                 "proportional to what changed",
-                f"1 record {f(one and one * 1000, 1)} ms, {most:,} {f(many and many * 1000, 1)} ms, "
-                f"full {full * 1000:.0f} ms",
+                f"1 record {f(one and one * 1000, 1)} ms, "
+                f"{most:,} {f(many and many * 1000, 1)} ms, full {full * 1000:.0f} ms",
                 _verdict(prop),
                 "timed on the state module (`IndexState.save`)"
                 + ("" if state.get("incremental_api") else "; no per-record update in this build"),

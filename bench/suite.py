@@ -6,8 +6,8 @@ I/O (cached under ``bench/out/cache``), measures, and writes
 
 Examples::
 
-    ./dev bench                         # the full run (~18 min on an idle 2-core machine)
-    ./dev bench --quick                 # a few minutes' smoke run of every section, into bench/out/quick/
+    ./dev bench                         # the full run (~25 min on an idle 2-core machine)
+    ./dev bench --quick                 # every section, small sizes (bench/out/quick/)
     ./dev bench --sections latency --latency-sizes 1000,10000
     ./dev bench --sections burst --burst-sizes 2000 --out bench/out/try
     ./dev bench --src worktree --quick  # measure uncommitted changes too
