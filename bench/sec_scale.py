@@ -82,7 +82,15 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
     res["rebuild"]["records_per_s"] = n / res["rebuild"]["seconds_median"]
     res["rebuild"]["records_per_cpu_s"] = n / res["rebuild"]["cpu_seconds_median"]
 
-    if n <= o.cold_start_max:
+    ctx.shared["rebuild_s_per_record"] = res["rebuild"]["seconds_median"] / n
+    first_ok = res["rebuild"]["seconds_median"] <= o.first_start_budget_s
+    if n <= o.cold_start_max and not first_ok:
+        res["first_start_skipped"] = (
+            f"rebuild took {res['rebuild']['seconds_median']:.0f} s > "
+            f"--first-start-budget-s {o.first_start_budget_s:g} (a first start costs about as much)"
+        )
+        ctx.log(f"  first daemon start {n}: skipped ({res['first_start_skipped']})")
+    if n <= o.cold_start_max and first_ok:
         shutil.rmtree(store / "tables")
         shutil.rmtree(store / "index", ignore_errors=True)
         cold = _daemon_start(ctx, store)

@@ -62,7 +62,7 @@ FULL = {
     "state_store": 50_000,
     "burst_store": 10_000,
     "burst_sizes": [100, 500, 2000],
-    "per_event_sample": 2000,
+    "per_event_sample": 200,
     "idle_store": 10_000,
     "idle_seconds": 60.0,
     "idle_settle": 5.0,
@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--per-event-sample",
         type=int,
-        help="time per-event update_image on at most this many records, extrapolate (2000)",
+        help="time per-event update_image on at most this many records, extrapolate (200)",
     )
     p.add_argument(
         "--rebuild-sample",
@@ -173,6 +173,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cores other processes may use for the machine to count as quiet (default 0.15)",
     )
     p.add_argument("--no-oracle", action="store_true", help="skip the burst's rebuild oracle")
+    p.add_argument(
+        "--first-start-budget-s",
+        type=float,
+        default=150.0,
+        help="skip a size's timed first daemon start when its rebuild took longer (150)",
+    )
+    p.add_argument(
+        "--rep-budget-s",
+        type=float,
+        default=40.0,
+        help="repeat a burst only while one repetition (daemon + library floor) is shorter (40)",
+    )
+    p.add_argument(
+        "--oracle-budget-s",
+        type=float,
+        default=90.0,
+        help="skip the burst's whole-table oracle when a rebuild would take longer (90)",
+    )
     p.add_argument("--out", type=Path, help="output folder (default docs/, quick: bench/out/quick)")
     p.add_argument(
         "--report-only",
