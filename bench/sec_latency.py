@@ -267,6 +267,11 @@ def run(ctx: Ctx) -> dict[str, Any]:
     }
     per_size = []
     for n in o.latency_sizes:
+        why = sec_scale.too_big(ctx, n)
+        if why:
+            ctx.log(f"latency: {n} records {why}")
+            per_size += [{"records": n, "writer": w, "error": why} for w in o.latency_writers]
+            continue
         sec_scale.ensure_template(ctx, n)
         for writer in o.latency_writers:
             try:

@@ -69,6 +69,9 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
     reps = o.rebuild_reps if n < 50_000 else o.rebuild_reps_50k
     rebuilds = []
     for r in range(reps):
+        if rebuilds and rebuilds[-1]["seconds"] > o.rep_budget_s:
+            res["rebuild_reps_cut"] = f"{r}: one took longer than --rep-budget-s"
+            break
         rb = _rebuild(store)
         ctx.log(f"  rebuild {n}: {rb['seconds']:.2f} s, peak RSS {rb['peak_rss_mib']:.0f} MiB")
         rebuilds.append(rb)
@@ -141,11 +144,36 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
     return res
 
 
+def too_big(ctx: Ctx, n: int) -> str | None:
+    """Why a store of ``n`` records is cut from this run (None if it is not).
+
+    Sizes above ``--burst-store`` (10k) are cut when the rebuild rate measured so far
+    predicts a rebuild longer than ``--size-budget-s``: one such rebuild (or first
+    start) is needed to index the store at all, and the full run must stay bounded.
+    """
+    per_rec = ctx.shared.get("rebuild_s_per_record")
+    if n <= ctx.opts.burst_store or not per_rec:
+        return None
+    predicted = per_rec * n
+    if predicted <= ctx.opts.size_budget_s:
+        return None
+    return (
+        f"cut: indexing {n:,} records would take ~{predicted:.0f} s at the rebuild rate "
+        f"measured in this run (> --size-budget-s {ctx.opts.size_budget_s:g})"
+    )
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     """The scale section over ``--scale-sizes``."""
     sizes = ctx.opts.scale_sizes
     per_size = []
+    cut = []
     for n in sizes:
+        why = too_big(ctx, n)
+        if why:
+            ctx.log(f"scale: {n} records {why}")
+            cut.append({"records": n, "why": why})
+            continue
         ctx.log(f"scale: {n} records")
         per_size.append(run_size(ctx, n))
     fits = {}
@@ -165,7 +193,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             xs = [s["records"] for s in firsts]
             ys = [s["first_start"]["spawn_to_ready_s"] for s in firsts]
             fits["first_start"] = measure.linear_fit(xs, ys)
-    return {"sizes": per_size, "fits": fits}
+    return {"sizes": per_size, "fits": fits, "cut": cut}
 
 
 def ensure_template(ctx: Ctx, n: int) -> None:

@@ -27,12 +27,17 @@ def run(ctx: Ctx) -> dict[str, Any]:
 
     o = ctx.opts
     n = o.state_store
+    why = sec_scale.too_big(ctx, n)
+    if why:
+        ctx.log(f"state: {n} records {why}; measuring at {o.burst_store} instead")
+        n = o.burst_store
     sec_scale.ensure_template(ctx, n)
     store = stores.indexed_copy(n, ctx.work / f"store-{n}")
     t0 = time.perf_counter()
     state = IndexState.load(store)
     res: dict[str, Any] = {
         "store_records": n,
+        "size_cut": why,
         "load_s": time.perf_counter() - t0,
         "records_in_state": len(state.records),
         "saves": {},

@@ -180,10 +180,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip a size's timed first daemon start when its rebuild took longer (150)",
     )
     p.add_argument(
+        "--size-budget-s",
+        type=float,
+        default=420.0,
+        help="cut sizes above --burst-store whose predicted rebuild is longer (420)",
+    )
+    p.add_argument(
         "--rep-budget-s",
         type=float,
         default=40.0,
-        help="repeat a burst only while one repetition (daemon + library floor) is shorter (40)",
+        help="repeat a burst or a rebuild only while one repetition is shorter (40)",
     )
     p.add_argument(
         "--oracle-budget-s",
