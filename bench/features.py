@@ -8,6 +8,7 @@ this build" instead of failing the section.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 
@@ -29,10 +30,7 @@ def help_text(command: str = "run") -> str:
 
 def has_option(option: str, command: str = "run") -> bool:
     """True if ``kymwatch <command>`` accepts ``option`` (e.g. ``--settle-ms``)."""
-    return option in help_text(command).replace("\n", " ").split(" ") or any(
-        tok.startswith(option + "=") or tok.rstrip(",") == option
-        for tok in help_text(command).split()
-    )
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", help_text(command)) is not None
 
 
 def has_command(command: str) -> bool:
