@@ -371,16 +371,6 @@ def sync(store: Path, timeout: float = WAIT_S) -> float:
     return time.perf_counter() - t0
 
 
-def sync_cli(store: Path, timeout: float = WAIT_S) -> float:
-    """``kymwatch sync STORE`` as a subprocess; returns its wall time in seconds."""
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "kymwatch", "sync", str(store), "-q", "--timeout", str(timeout)],
-        check=True,
-    )
-    return time.perf_counter() - t0
-
-
 # -- page cache --------------------------------------------------------------------------------
 def drop_caches(store: Path) -> str:
     """Make the next start read ``store`` from disk; returns how it was done.

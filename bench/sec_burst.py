@@ -31,7 +31,7 @@ from typing import Any
 import floor
 import storegen
 import stores
-from measure import Ctx, Daemon, LoadMeter, median, sync, sync_cli
+from measure import Ctx, Daemon, LoadMeter, median, sync
 
 
 def _ids(idx: list[int]) -> list[str]:
@@ -147,11 +147,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
     with Daemon(dstore, quiet_ms=o.quiet_ms, extra=sec_latency.daemon_args(ctx)) as d:
         sync(dstore)
         res["sync_idle_s"] = median([sync(dstore) for _ in range(3)])
-        res["sync_cli_idle_s"] = median([sync_cli(dstore) for _ in range(3)])
-        ctx.log(
-            f"burst: idle sync {res['sync_idle_s'] * 1000:.0f} ms in-process, "
-            f"{res['sync_cli_idle_s'] * 1000:.0f} ms via the CLI"
-        )
+        ctx.log(f"burst: idle sync {res['sync_idle_s'] * 1000:.0f} ms in-process")
         for b in o.burst_sizes:
             idx = random.Random(b).sample(range(n), b)
             entry: dict[str, Any] = {"records": b, "artifacts": 2 * b}
