@@ -193,7 +193,9 @@ def issue11(results: dict[str, Any]) -> list[str]:
                     f"{m['median_s'] * 1000:.0f} ms",
                     _verdict(m["median_s"] <= 0.150),
                     f"`python -c pass` {f(py * 1000 if py else None, 0)} ms; "
-                    f"`import kymwatch.cli` {f(imp * 1000 if imp else None, 0)} ms",
+                    f"`import kymwatch.cli` {f(imp * 1000 if imp else None, 0)} ms; "
+                    f"the command's own work ≈ "
+                    f"{f((m['median_s'] - imp) * 1000 if imp else None, 0)} ms",
                 ]
             )
     else:
