@@ -413,7 +413,9 @@ def idle(results: dict[str, Any]) -> list[str]:
                 m["inotify_watches"],
                 m["rss_now_mib"],
                 ", ".join(
-                    f"{w} {d['seen_after_s']:.2f} s" if d.get("seen_after_s") else f"{w} MISSED"
+                    f"{w} {d['seen_after_s']:.2f} s"
+                    if d.get("seen_after_s")
+                    else f"{w} not seen" + (" (seen after sync)" if d.get("after_sync") else "")
                     for w, d in m.get("detects", {}).items()
                 )
                 or "-",

@@ -207,6 +207,11 @@ def issue11(results: dict[str, Any]) -> list[str]:
         seen = ", ".join(
             f"{w} {d['seen_after_s']:.1f} s" for w, d in det.items() if d.get("seen_after_s")
         )
+        late = [w for w in missed if det[w].get("after_sync")]
+        missed = [
+            f"{w} (not within the wait{'; seen after `kymwatch sync`' if w in late else ''})"
+            for w in missed
+        ]
         rows.append(
             [
                 f"`--polling` at {k(idle['store_records'])}, idle",

@@ -66,6 +66,7 @@ FULL = {
     "idle_store": 10_000,
     "idle_seconds": 60.0,
     "idle_settle": 5.0,
+    "detect_timeout_s": 90.0,
     "reps": 3,
     "rebuild_reps": 3,
     "rebuild_reps_50k": 1,
@@ -90,6 +91,7 @@ QUICK = {
     "idle_store": 1000,
     "idle_seconds": 10.0,
     "idle_settle": 2.0,
+    "detect_timeout_s": 30.0,
     "reps": 1,
     "rebuild_reps": 1,
     "rebuild_reps_50k": 1,
@@ -151,6 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-store", type=int, help="records in the idle store (default 10k)")
     p.add_argument("--idle-seconds", type=float, help="idle measurement per mode (default 60)")
     p.add_argument("--idle-settle", type=float, help="wait before measuring idle (default 5)")
+    p.add_argument(
+        "--detect-timeout-s",
+        type=float,
+        help="after the idle window, wait this long for each writer's change (90)",
+    )
     p.add_argument("--reps", type=int, help="repetitions per figure (default 3)")
     p.add_argument("--rebuild-reps", type=int, help="rebuilds per size below 50k (default 3)")
     p.add_argument("--rebuild-reps-50k", type=int, help="rebuilds at 50k and above (default 1)")
