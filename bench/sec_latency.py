@@ -156,7 +156,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
         "misses": misses,
         "batch_duration_ms_median": median([float(e.get("duration_ms", "nan")) for e in batches]),
         "batch_lag_ms_median": median([float(e.get("lag_ms", "nan")) for e in batches]),
-        "due_by": _count([str(e.get("due_by", e.get("signal", "n/a"))) for e in batches]),
+        "due_by": due_by(batches),
         "batches": len(batches),
         "daemon_rss": rss,
     }
@@ -243,10 +243,18 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
     return entry
 
 
-def _count(xs: list[str]) -> dict[str, int]:
+def due_by(batches: list[dict[str, Any]]) -> dict[str, int]:
+    """Records by the reason they became due (``due_by`` of ``batch_indexed``, where the
+    build logs it: ``{"moved": 1, "closed": 0, ...}``); ``n/a`` counts batches without it."""
     out: dict[str, int] = {}
-    for x in xs:
-        out[x] = out.get(x, 0) + 1
+    for e in batches:
+        reasons = e.get("due_by")
+        if not isinstance(reasons, dict):
+            out["n/a"] = out.get("n/a", 0) + 1
+            continue
+        for reason, count in reasons.items():
+            if isinstance(count, int) and count:
+                out[reason] = out.get(reason, 0) + count
     return out
 
 
