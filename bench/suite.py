@@ -64,13 +64,13 @@ FULL = {
     "burst_sizes": [100, 500, 2000],
     "per_event_sample": 100,
     "idle_store": 10_000,
-    "idle_seconds": 60.0,
+    "idle_seconds": 40.0,
     "idle_settle": 5.0,
     "detect_timeout_s": 90.0,
     "reps": 3,
     "rebuild_reps": 3,
     "rebuild_reps_50k": 1,
-    "cold_start_max": 50_000,
+    "cold_start_max": 10_000,
     "wait_quiet": 60.0,
     "out": storegen.OUT.parent.parent / "docs",
 }
@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rebuilds timed for the rebuild-per-change estimate if the scale section did not run",
     )
     p.add_argument("--idle-store", type=int, help="records in the idle store (default 10k)")
-    p.add_argument("--idle-seconds", type=float, help="idle measurement per mode (default 60)")
+    p.add_argument("--idle-seconds", type=float, help="idle measurement per mode (default 40)")
     p.add_argument("--idle-settle", type=float, help="wait before measuring idle (default 5)")
     p.add_argument(
         "--detect-timeout-s",
@@ -164,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cold-start-max",
         type=int,
-        help="largest store given a timed first daemon start (default 50k; above it the "
+        help="largest store given a timed first daemon start (default 10k; above it the "
         "daemon state is seeded from the rebuild)",
     )
     p.add_argument("--quiet-ms", type=int, default=300, help="daemon quiet window (default 300)")
