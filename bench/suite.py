@@ -1,8 +1,16 @@
-"""kymwatch benchmarks: latency, bursts, scale and idle cost (``./dev bench``, via run.py).
+"""kymwatch benchmarks (``./dev bench``, via run.py): every target of issues 11 and 14.
 
-Not part of the test suite. Generates synthetic kymflow stores with plain file
-I/O (cached under ``bench/out/cache``), measures, and writes
-``docs/benchmarks.md``, ``docs/benchmarks.json`` and ``docs/bench-*.png``.
+Sections: scale (rebuild, first start, warm and cold restarts), latency (single edits,
+atomic and in-place writers), burst (daemon against the fast floor, the library floor
+and per-event ``update_image``), idle (inotify and polling, and whether polling sees
+each writer's change), cli (``status``/``sync``/``logs`` start-up) and state (saves).
+Not part of the test suite. Generates kymflow-shaped stores with plain file I/O
+(both generations; cached under ``bench/out/cache``), measures, and writes
+``docs/benchmarks.md``, ``docs/benchmarks.json`` and ``docs/bench-*.png``. A section
+that fails is logged and recorded; the others' results are kept. Options the
+measured build lacks (``--settle-ms``) are detected from ``kymwatch run --help``.
+Sizes above 10k are cut (and the report says so) when the build's rebuild rate
+would make the run too long (``--size-budget-s``).
 
 Examples::
 
