@@ -337,6 +337,21 @@ def scale(results: dict[str, Any]) -> list[str]:
             f"Cold restart at {k(n)}: before each start, {c['cache_drop']}.",
             "",
         ]
+    for s in sc["sizes"]:
+        a = s.get("adopt_kymflow_tables")
+        if not a:
+            continue
+        kept = "yes" if a["never_fewer_rows"] else "**NO**"
+        rows_txt = ", ".join(
+            f"{t} {a['rows_before'][t]:,} → {a['rows_after'].get(t, 0):,}" for t in a["rows_before"]
+        )
+        lines += [
+            f"Start on a {k(s['records'])} store whose tables kymflow built (pandas object "
+            "columns, no kymwatch state): ready after "
+            f"{a['spawn_to_ready_s']:.2f} s, then `sync` {f(a.get('then_sync_s'))} s, peak RSS "
+            f"{a['vm_hwm_mib']:.0f} MiB; never fewer rows: {kept} ({rows_txt}).",
+            "",
+        ]
     fits = sc.get("fits", {})
     if fits:
         rows = []

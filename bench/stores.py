@@ -146,6 +146,40 @@ def tables_fed(i: int, kind: str) -> list[str]:
     return [first]
 
 
+def write_kymflow_tables(store: Path) -> dict[str, int]:
+    """Rewrite every table of ``store`` the way kymflow's ``KymDataset`` writes it.
+
+    pandas ``DataFrame.to_parquet`` of a frame whose text columns are ``object``
+    (kymflow runs pandas 2.x) and whose integer columns are ``int64`` or
+    ``float64``: the tables a lab has when kymflow built them before kymwatch came.
+    Returns the rows per table.
+    """
+    import pandas as pd
+
+    rows = {}
+    for path in sorted((store / "tables").glob("*.parquet")):
+        df = pq.read_table(path).to_pandas()
+        for col in df.columns:
+            if pd.api.types.is_string_dtype(df[col].dtype):
+                df[col] = df[col].astype(object)
+            elif isinstance(df[col].dtype, pd.Int64Dtype):
+                na = bool(df[col].isna().any())
+                df[col] = df[col].astype("float64" if na else "int64")
+        tmp = path.with_name(path.name + ".kymflow.partial")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        rows[path.stem] = len(df)
+    return rows
+
+
+def table_rows(store: Path) -> dict[str, int]:
+    """Rows per table file of ``store`` (from the parquet footers)."""
+    return {
+        p.stem: pq.ParquetFile(p).metadata.num_rows
+        for p in sorted((store / "tables").glob("*.parquet"))
+    }
+
+
 def read_table(store: Path, name: str) -> dict[str, list[object]]:
     """Columns of ``tables/<name>.parquet`` as Python lists (fast; no pandas)."""
     return pq.read_table(store / "tables" / f"{name}.parquet").to_pydict()
