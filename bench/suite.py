@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
             results["failed_sections"] = failed
+            results["sections"].pop(name, None)  # never show an older run's figures as this one's
             ctx.log(f"{name}: FAILED ({type(e).__name__}: {e}); continuing with the others")
             json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
             continue
