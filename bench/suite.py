@@ -27,6 +27,7 @@ output folder's ``benchmarks.json`` (each section records when it was measured).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import subprocess
 import sys
@@ -244,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     measure.quiet_logging()
     work = storegen.OUT / "work"
+    storegen.OUT.mkdir(parents=True, exist_ok=True)
+    lock = open(storegen.OUT / ".bench.lock", "a+")  # noqa: SIM115 (held for the whole run)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("bench: another ./dev bench is using bench/out; run one at a time", file=sys.stderr)
+        return 2
     if opts.clean and work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True, exist_ok=True)
