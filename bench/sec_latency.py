@@ -162,19 +162,6 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
     }
 
 
-def table_rows(n: int) -> dict[str, int]:
-    """Rows of each table in an indexed store of ``n`` records (half of each generation;
-    the generation-2 velocity table also holds the generation-1 records' events)."""
-    gen1, gen2 = (n + 1) // 2, n // 2
-    r = storegen.ROWS_PER_RECORD
-    return {
-        "velocity_events": gen1 * r,
-        "radon_report": gen1,
-        "kym_velocity_events": n * r,
-        "kym_radon": gen2,
-    }
-
-
 def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
     o = ctx.opts
     store = stores.indexed_copy(n, ctx.work / f"store-{n}")
@@ -227,7 +214,7 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
         "by_table_latency_ms": {t: percentiles(v) for t, v in by_table.items()},
         "batch_duration_ms_median": median([r["batch_duration_ms_median"] for r in runs]),
         "worker_ms_by_table": {t: percentiles(v) for t, v in worker.items()},
-        "table_rows": table_rows(n),
+        "table_rows": storegen.expected_rows(n),
         "batch_lag_ms_median": median([r["batch_lag_ms_median"] for r in runs]),
         "due_by": due,
         "misses": sum(r["misses"] for r in runs),

@@ -248,6 +248,22 @@ def record_files(i: int, rows: int = ROWS_PER_RECORD) -> dict[str, bytes]:
     return files
 
 
+def expected_rows(n: int, rows: int = ROWS_PER_RECORD) -> dict[str, int]:
+    """Rows of each table once a store of ``n`` records is fully indexed.
+
+    Half the records are of each generation; the generation-2 velocity table also
+    holds the generation-1 records' events (kymflow's lookups read
+    ``velocity_events.parquet`` too).
+    """
+    gen1, gen2 = (n + 1) // 2, n // 2
+    return {
+        "velocity_events": gen1 * rows,
+        "radon_report": gen1,
+        "kym_velocity_events": n * rows,
+        "kym_radon": gen2,
+    }
+
+
 def _write(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)

@@ -61,6 +61,9 @@ def save_template(store: Path, n_records: int, how: str) -> None:
     The daemon state is not kept: its fingerprints include the ctime, which every
     hard link of a work copy changes; :func:`indexed_copy` seeds it afresh.
     """
+    got, want = table_rows(store), storegen.expected_rows(n_records)
+    if any(got.get(t, 0) != r for t, r in want.items()):
+        raise RuntimeError(f"not keeping an incomplete index as a template: {got} != {want}")
     dest = template_dir(n_records)
     for old in storegen.CACHE.glob(f"indexed-{n_records}x{storegen.ROWS_PER_RECORD}-*"):
         shutil.rmtree(old)  # made by other versions of the code
