@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import report_extra
 import report_sections
 import report_targets
 from report_util import k, sec, table
@@ -161,9 +162,9 @@ def write(results: dict[str, Any], out: Path) -> None:
         report_sections.latency,
         report_sections.burst,
         report_sections.scale,
-        report_sections.idle,
-        report_sections.cli,
-        report_sections.state,
+        report_extra.idle,
+        report_extra.cli,
+        report_extra.state,
     ):
         try:
             lines += part(results)
