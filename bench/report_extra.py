@@ -67,8 +67,10 @@ def idle(results: dict[str, Any]) -> list[str]:
         lines += [
             f"**Reading.** With inotify the daemon holds {ino['inotify_watches']:,} watches for "
             f"{idle['store_folders']:,} folders (a recursive watch would need one per folder) "
-            "and wakes only for its status heartbeat; polling pays a full fingerprint scan every "
-            "interval.",
+            "and wakes only for its status heartbeat. Polling's cost is the CPU column; the last "
+            "column says how long each writer's change took to reach the tables after the idle "
+            "window (an in-place rewrite changes no folder, so a polling daemon sees it only "
+            "when it verifies that record's files).",
             "",
         ]
     return lines
