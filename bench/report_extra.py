@@ -95,7 +95,8 @@ def cli(results: dict[str, Any]) -> list[str]:
         f"Each command is a fresh `python -m kymwatch ...` process, run {c['reps']} times (after "
         f"one untimed run) against an indexed {k(c['store_records'])}-record store watched by "
         "an idle daemon; wall time from spawn to exit, output discarded. `python_startup` "
-        "(`python -c pass`) and `import_cli` (`python -c 'import kymwatch.cli'`) for reference.",
+        "(`python -c pass`) and `version` (`kymwatch --version`: the CLI's start-up without a "
+        "command) for reference.",
         "",
         *table(["command", "median ms", "p10 ms", "p90 ms"], rows),
     ]
