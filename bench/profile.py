@@ -116,12 +116,9 @@ def prof_latency(ctx: Ctx, n: int, k: int) -> None:
         spy = _record_pid(d.pid, raw)
         time.sleep(1.0)
         for j in range(k):
-            i = rng.randrange(n)
-            if j % 2:
-                path, data = storegen.radon_path(store, i), storegen.radon_json(i, marker=j)
-            else:
-                path, data = storegen.events_path(store, i), storegen.events_parquet(marker=j)
-            storegen.atomic_write(path, data)
+            i, kind = rng.randrange(n), storegen.KINDS[j % 2]
+            path = storegen.artifact_path(store, i, kind)
+            storegen.atomic_write(path, storegen.artifact_bytes(i, kind, float(j)))
             time.sleep(0.6 + ctx.opts.quiet_ms / 1000)
         _finish(spy, raw, f"latency-{n}", f"daemon, {k} single edits in a {n}-record store")
 
@@ -170,7 +167,8 @@ from kymwatch.daemon import IndexState, InotifyWatcher
 state = IndexState.load(root)
 mark(f"IndexState.load ({len(state.records)} records)")
 from kymwatch.index import KymDataset
-kd = KymDataset(root)
+from kymwatch.index.registry import make_indexers, select_indexers
+kd = KymDataset(root, indexers=make_indexers(select_indexers(root)))
 tables = kd.load_tables()
 mark("KymDataset.load_tables (" + ", ".join(f"{k} {len(v)} rows" for k, v in tables.items()) + ")")
 from kymwatch.store import scan_dataset

@@ -7,11 +7,13 @@ A fresh process per rebuild gives a clean peak-RSS figure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import resource
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -21,19 +23,30 @@ def main() -> None:
 
     from kymwatch.index import KymDataset
 
+    try:  # the indexers a daemon would run on this store (both generations)
+        from kymwatch.index.registry import make_indexers, select_indexers
+
+        indexers = make_indexers(select_indexers(Path(sys.argv[1])))
+    except ImportError:  # a build without generation 2
+        indexers = None
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     imported = time.perf_counter() - t_import
     rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    kd = KymDataset(sys.argv[1], "a")
+    kd = KymDataset(sys.argv[1], "a", indexers=indexers)
     tables = {}
-    with kd.store.table_lock():
+    lock = getattr(kd.store, "table_lock", None)
+    with lock() if lock else contextlib.nullcontext():
         for ix in kd.indexers:
             t = time.perf_counter()
-            report = kd.rebuild_report(ix, log_outcomes=False)
+            if hasattr(kd, "rebuild_report"):
+                report = kd.rebuild_report(ix, log_outcomes=False)
+                rows, records = report.table_rows, len(report.outcomes)
+            else:
+                rows, records = len(kd.rebuild(ix)), -1
             tables[ix.table_name] = {
-                "rows": report.table_rows,
-                "records": len(report.outcomes),
+                "rows": rows,
+                "records": records,
                 "seconds": time.perf_counter() - t,
             }
     with open("/proc/self/schedstat") as f:

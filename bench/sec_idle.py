@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+import storegen
 import stores
 from measure import Ctx, Daemon, median, sync, task_ctx_switches
 
@@ -21,8 +23,46 @@ def _count_dirs(root: os.PathLike[str]) -> int:
     return sum(len(dirs) for _, dirs, _ in os.walk(root))
 
 
+def _detects(store: Path, n: int, timeout: float) -> dict[str, Any]:
+    """After the idle window: does the daemon see an atomic and an in-place rewrite?
+
+    Each writer rewrites one artifact of a different record; the result is the time
+    until the table holds the new value (None if not within ``timeout`` seconds; a
+    polling daemon may verify in-place rewrites only every few dozen polls), and
+    whether a ``kymwatch sync`` then brings it in (``after_sync``).
+    """
+    from sec_latency import _has_row
+
+    out: dict[str, Any] = {}
+    for k, writer in enumerate(("atomic", "inplace")):
+        edit = storegen.Edit(index=(7 + k) % n, kind="events")
+        path = storegen.artifact_path(store, edit.index, edit.kind)
+        if writer == "inplace":
+            storegen.unshare(path)
+            time.sleep(3.0)  # let the unsharing rename be indexed first
+        marker = 55_555.0 + k
+        data = storegen.artifact_bytes(edit.index, edit.kind, marker)
+        t0 = time.perf_counter()
+        (storegen.atomic_write if writer == "atomic" else storegen.inplace_write)(path, data)
+        seen = None
+        while time.perf_counter() - t0 < timeout:
+            try:
+                if _has_row(store, edit.table, edit.image_id, marker):
+                    seen = time.perf_counter() - t0
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        out[writer] = {"seen_after_s": seen}
+        if seen is None:
+            sync(store)
+            out[writer]["after_sync"] = _has_row(store, edit.table, edit.image_id, marker)
+    return out
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     """The idle section on a ``--idle-store`` store."""
+    import sec_latency
     import sec_scale
 
     o = ctx.opts
@@ -35,7 +75,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             res["store_folders"] = _count_dirs(store)
         extra = ["--polling"] if mode == "polling" else []
         ctx.log(f"idle: {mode}, {n} records, {o.idle_seconds:g} s")
-        with Daemon(store, quiet_ms=o.quiet_ms, extra=extra) as d:
+        with Daemon(store, quiet_ms=o.quiet_ms, extra=extra + sec_latency.daemon_args(ctx)) as d:
             sync(store)
             time.sleep(o.idle_settle)
             window = min(10.0, o.idle_seconds)
@@ -69,6 +109,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 "inotify_watches": d.inotify_watches(),
                 **d.peak_rss_mib(),
             }
+            entry["detects"] = _detects(store, n, o.detect_timeout_s)
         res["modes"][mode] = entry
         ctx.log(
             f"  {mode}: CPU {entry['cpu_pct']:.3f} %, "

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import features
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import storegen
@@ -89,42 +90,54 @@ def method_overhead(n: int = 200) -> dict[str, Any]:
 
 
 def _has_row(store: Path, table: str, image_id: str, marker: float) -> bool:
-    col = "score" if table == "velocity_events" else "mean_velocity"
+    col = storegen.MARKER_COLUMN[table]
     t = pq.read_table(store / "tables" / f"{table}.parquet", columns=["image_id", col])
     rows = t.filter(pc.equal(t["image_id"], image_id))
     return rows.num_rows > 0 and bool(pc.all(pc.equal(rows[col], marker)).as_py())
 
 
-def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str, Any]:
+def daemon_args(ctx: Ctx) -> list[str]:
+    """``--settle-ms`` where this build has it (issue 14), nothing otherwise."""
+    return ["--settle-ms", str(ctx.opts.settle_ms)] if features.has_option("--settle-ms") else []
+
+
+def window_ms(ctx: Ctx) -> float:
+    """The wait a completion-signalled write pays before indexing in this build:
+    the settle time where ``--settle-ms`` exists, else the quiet window."""
+    return float(ctx.opts.settle_ms if features.has_option("--settle-ms") else ctx.opts.quiet_ms)
+
+
+def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str) -> dict[str, Any]:
     rng = random.Random(seed)
     quiet = ctx.opts.quiet_ms
-    out: dict[str, list[float]] = {"velocity_events": [], "radon_report": []}
-    waits: dict[str, list[float]] = {"velocity_events": [], "radon_report": []}
+    edits = [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
+    if writer == "inplace":  # private inodes: an in-place write must not reach the cache
+        for e in {(e.index, e.kind) for e in edits}:
+            storegen.unshare(storegen.artifact_path(store, *e))
+    out: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
+    waits: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
     misses = 0
     meter = LoadMeter()
-    with Daemon(store, quiet_ms=quiet) as d:
+    write = storegen.atomic_write if writer == "atomic" else storegen.inplace_write
+    with Daemon(store, quiet_ms=quiet, extra=daemon_args(ctx)) as d:
         sync(store)
         time.sleep(0.5)
-        for k in range(samples):
-            i = rng.randrange(n)
+        for k, edit in enumerate(edits):
             marker = 10_000.0 + seed * 1000 + k
-            if k % 2 == 0:
-                table, path = "velocity_events", storegen.events_path(store, i)
-                data = storegen.events_parquet(marker=marker)
-            else:
-                table, path = "radon_report", storegen.radon_path(store, i)
-                data = storegen.radon_json(i, marker=marker)
+            table = edit.table
+            path = storegen.artifact_path(store, edit.index, edit.kind)
+            data = storegen.artifact_bytes(edit.index, edit.kind, marker)
             tpath = store / "tables" / f"{table}.parquet"
             before = _stamp(tpath)
             _, w0 = d.schedstat()
-            storegen.atomic_write(path, data)
+            write(path, data)
             t_write = time.perf_counter()
             while True:
                 seen = wait_publish(tpath, before)
                 before = _stamp(tpath)
-                if _has_row(store, table, storegen.image_id(i), marker):
+                if _has_row(store, table, edit.image_id, marker):
                     break
-                misses += 1  # a version without our row (should not happen); keep waiting
+                misses += 1  # a version without our row (another table's batch); keep waiting
             out[table].append((seen - t_write) * 1000)
             waits[table].append((d.schedstat()[1] - w0) * 1000)
             time.sleep(rng.uniform(0.1, 0.3))
@@ -132,99 +145,144 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int) -> dict[str
         rss = d.peak_rss_mib()
     by_table: dict[str, list[float]] = {}
     for e in batches:
-        if e.get("records") == 1 and len(e.get("tables") or []) == 1:
-            by_table.setdefault(e["tables"][0], []).append(float(e["duration_ms"]))
+        if e.get("records") == 1 and e.get("tables"):
+            key = "+".join(sorted(e["tables"]))
+            by_table.setdefault(key, []).append(float(e["duration_ms"]))
     return {
         "samples": out,
         "runqueue_wait_ms": waits,
         "worker_ms": by_table,
         "other_cores": meter.other_cores(),
         "misses": misses,
-        "batch_duration_ms_median": median([float(e["duration_ms"]) for e in batches]),
-        "batch_lag_ms_median": median([float(e["lag_ms"]) for e in batches]),
+        "batch_duration_ms_median": median([float(e.get("duration_ms", "nan")) for e in batches]),
+        "batch_lag_ms_median": median([float(e.get("lag_ms", "nan")) for e in batches]),
+        "due_by": due_by(batches),
         "batches": len(batches),
         "daemon_rss": rss,
     }
 
 
+def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
+    o = ctx.opts
+    store = stores.indexed_copy(n, ctx.work / f"store-{n}")
+    total = o.latency_samples if n <= 10_000 else o.latency_samples_large
+    if writer != "atomic":
+        total = max(10, int(total * o.inplace_fraction))
+    sessions = max(1, min(o.reps, total // 20))
+    runs = []
+    for s in range(sessions):
+        ctx.log(f"latency: {n} records, {writer} writer, session {s + 1}/{sessions}")
+        runs.append(_session(ctx, store, n, total // sessions, seed=s, writer=writer))
+    window = window_ms(ctx)
+    pooled = [x for r in runs for t in r["samples"].values() for x in t]
+    by_table = {
+        t: [x for r in runs for x in r["samples"][t]]
+        for t in storegen.TABLES
+        if any(r["samples"][t] for r in runs)
+    }
+    minus = [x - window for x in pooled]
+    minus_quiet = [x - o.quiet_ms for x in pooled]
+    waited = [w for r in runs for t in r["runqueue_wait_ms"].values() for w in t]
+    slow = sorted(zip(minus, waited, strict=True))[int(len(minus) * 0.95) :]
+    worker: dict[str, list[float]] = {}
+    for r in runs:
+        for t, xs in r["worker_ms"].items():
+            worker.setdefault(t, []).extend(xs)
+    due: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["due_by"].items():
+            due[k] = due.get(k, 0) + v
+    entry = {
+        "records": n,
+        "writer": writer,
+        "samples": len(pooled),
+        "sessions": sessions,
+        "window_ms": window,
+        "latency_ms": percentiles(pooled),
+        "latency_minus_window_ms": percentiles(minus),
+        "latency_minus_quiet_ms": percentiles(minus_quiet),
+        "max_minus_window_ms": max(minus) if minus else float("nan"),
+        "runqueue_wait_ms": percentiles(waited),
+        "slowest_5pct": {
+            "latency_minus_window_ms_median": median([m for m, _ in slow]),
+            "runqueue_wait_ms_median": median([w for _, w in slow]),
+        },
+        "minus_window_minus_wait_ms": percentiles(
+            [m - w for m, w in zip(minus, waited, strict=True)]
+        ),
+        "latency_minus_wait_ms": percentiles([x - w for x, w in zip(pooled, waited, strict=True)]),
+        "by_table_latency_ms": {t: percentiles(v) for t, v in by_table.items()},
+        "batch_duration_ms_median": median([r["batch_duration_ms_median"] for r in runs]),
+        "worker_ms_by_table": {t: percentiles(v) for t, v in worker.items()},
+        "table_rows": storegen.expected_rows(n),
+        "batch_lag_ms_median": median([r["batch_lag_ms_median"] for r in runs]),
+        "due_by": due,
+        "misses": sum(r["misses"] for r in runs),
+        "other_cores_per_session": [round(r["other_cores"], 2) for r in runs],
+        "daemon_peak_rss_mib": max(r["daemon_rss"]["vm_hwm_mib"] for r in runs),
+        "raw_ms": {t: [round(x, 2) for x in v] for t, v in by_table.items()},
+    }
+    p, q = entry["latency_ms"], entry["latency_minus_window_ms"]
+    ctx.log(
+        f"  {n} {writer}: latency p50 {p['p50']:.0f} / p99 {p['p99']:.0f} ms; "
+        f"minus the {window:g} ms window p50 {q['p50']:.0f} / p99 {q['p99']:.0f} ms"
+    )
+    return entry
+
+
+def due_by(batches: list[dict[str, Any]]) -> dict[str, int]:
+    """Records by the reason they became due (``due_by`` of ``batch_indexed``, where the
+    build logs it: ``{"moved": 1, "closed": 0, ...}``); ``n/a`` counts batches without it."""
+    out: dict[str, int] = {}
+    for e in batches:
+        reasons = e.get("due_by")
+        if not isinstance(reasons, dict):
+            out["n/a"] = out.get("n/a", 0) + 1
+            continue
+        for reason, count in reasons.items():
+            if isinstance(count, int) and count:
+                out[reason] = out.get(reason, 0) + count
+    return out
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
-    """The latency section over ``--latency-sizes``."""
+    """The latency section over ``--latency-sizes``, for atomic and in-place writers."""
     import sec_scale
 
     o = ctx.opts
     ctx.log("latency: measuring the poller's own delay")
-    res: dict[str, Any] = {"quiet_ms": o.quiet_ms, "method_overhead_ms": method_overhead()}
+    settle = features.has_option("--settle-ms")
+    res: dict[str, Any] = {
+        "quiet_ms": o.quiet_ms,
+        "settle_ms": o.settle_ms if settle else None,
+        "settle_available": settle,
+        "window_ms": window_ms(ctx),
+        "daemon_args": daemon_args(ctx),
+        "method_overhead_ms": method_overhead(),
+    }
     per_size = []
     for n in o.latency_sizes:
+        why = sec_scale.too_big(ctx, n)
+        if why:
+            ctx.log(f"latency: {n} records {why}")
+            per_size += [{"records": n, "writer": w, "error": why} for w in o.latency_writers]
+            continue
         sec_scale.ensure_template(ctx, n)
-        store = stores.indexed_copy(n, ctx.work / f"store-{n}")
-        total = o.latency_samples if n <= 10_000 else o.latency_samples_large
-        sessions = max(1, min(o.reps, total // 20))
-        runs = []
-        for s in range(sessions):
-            ctx.log(f"latency: {n} records, session {s + 1}/{sessions}")
-            runs.append(_session(ctx, store, n, total // sessions, seed=s))
-        pooled = [x for r in runs for t in r["samples"].values() for x in t]
-        by_table = {
-            t: [x for r in runs for x in r["samples"][t]]
-            for t in ("velocity_events", "radon_report")
-        }
-        minus = [x - o.quiet_ms for x in pooled]
-        waited = [w for r in runs for t in r["runqueue_wait_ms"].values() for w in t]
-        slow = sorted(zip(minus, waited, strict=True))[int(len(minus) * 0.95) :]
-        entry = {
-            "records": n,
-            "samples": len(pooled),
-            "sessions": sessions,
-            "latency_ms": percentiles(pooled),
-            "latency_minus_quiet_ms": percentiles(minus),
-            "max_minus_quiet_ms": max(minus),
-            "runqueue_wait_ms": percentiles(waited),
-            "slowest_5pct": {
-                "latency_minus_quiet_ms_median": median([m for m, _ in slow]),
-                "runqueue_wait_ms_median": median([w for _, w in slow]),
-            },
-            "minus_quiet_minus_wait_ms": percentiles(
-                [m - w for m, w in zip(minus, waited, strict=True)]
-            ),
-            "by_table_minus_quiet_ms": {
-                t: percentiles([x - o.quiet_ms for x in v]) for t, v in by_table.items()
-            },
-            "per_session_p50_minus_quiet_ms": [
-                percentiles([x - o.quiet_ms for t in r["samples"].values() for x in t])["p50"]
-                for r in runs
-            ],
-            "batch_duration_ms_median": median([r["batch_duration_ms_median"] for r in runs]),
-            "worker_ms_by_table": {
-                t: percentiles([x for r in runs for x in r["worker_ms"].get(t, [])])
-                for t in ("velocity_events", "radon_report")
-            },
-            "table_rows": {
-                "velocity_events": n * storegen.ROWS_PER_RECORD,
-                "radon_report": n,
-            },
-            "batch_lag_ms_median": median([r["batch_lag_ms_median"] for r in runs]),
-            "misses": sum(r["misses"] for r in runs),
-            "other_cores_per_session": [round(r["other_cores"], 2) for r in runs],
-            "daemon_peak_rss_mib": max(r["daemon_rss"]["vm_hwm_mib"] for r in runs),
-            "raw_ms": {t: [round(x, 2) for x in v] for t, v in by_table.items()},
-            "raw_runqueue_wait_ms": {
-                t: [round(w, 2) for r in runs for w in r["runqueue_wait_ms"][t]]
-                for t in ("velocity_events", "radon_report")
-            },
-        }
-        p = entry["latency_minus_quiet_ms"]
-        ctx.log(
-            f"  {n}: latency - quiet p50 {p['p50']:.0f} / p95 {p['p95']:.0f} / "
-            f"p99 {p['p99']:.0f} ms"
-        )
-        per_size.append(entry)
+        for writer in o.latency_writers:
+            try:
+                per_size.append(_size(ctx, n, writer))
+            except Exception as e:  # one writer's failure keeps the others' figures
+                ctx.log(f"latency: {n} records, {writer}: FAILED {type(e).__name__}: {e}")
+                per_size.append(
+                    {"records": n, "writer": writer, "error": f"{type(e).__name__}: {e}"}
+                )
     res["sizes"] = per_size
     points = [
         (s["table_rows"][t], pct["p50"])
         for s in per_size
+        if "error" not in s and s["writer"] == "atomic"
         for t, pct in s["worker_ms_by_table"].items()
-        if pct["p50"] == pct["p50"]  # not NaN
+        if t in s["table_rows"] and pct["p50"] == pct["p50"]  # one table, not NaN
     ]
     if len(points) >= 2:
         fit = linear_fit([r for r, _ in points], [ms for _, ms in points])
