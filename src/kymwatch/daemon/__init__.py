@@ -12,6 +12,7 @@ from kymwatch.daemon.planner import (
     plan_reconcile,
     tables_to_rebuild,
 )
+from kymwatch.daemon.polling import PollingWatcher
 from kymwatch.daemon.reconcile import diff_fingerprints, route
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.runner import Daemon
@@ -21,7 +22,7 @@ from kymwatch.daemon.sources import SourceFactory, make_source
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus, StatusView, read_status
 from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
-from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, PollingWatcher
+from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher
 from kymwatch.daemon.worker import BatchResult, Retry, Worker
 
 __all__ = [

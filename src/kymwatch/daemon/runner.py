@@ -190,13 +190,14 @@ class Daemon:
                     log.info("stale_temporary_removed", path=str(tmp))
         self._load_state()
         self.source.start()
-        self.status.watch_mode = self.source.mode
+        self.status.set_watch(self.source.decision)
         try:
             log.info(
                 "daemon_started",
                 store=str(self.root),
                 pid=os.getpid(),
                 watch_mode=self.source.mode,
+                watch_reason=self.source.decision.reason,
                 watches=self.source.watch_count,
                 indexers=self.status.indexers,
                 indexers_reason=self.status.indexers_reason,
@@ -611,7 +612,7 @@ class Daemon:
             if self.source.restarts > restarts:
                 self.reporter.error("watcher_died", watch_mode=self.source.mode)
                 self.status.counters["watcher_restarts"] += 1
-            self.status.watch_mode = self.source.mode
+            self.status.set_watch(self.source.decision)
             self._request_rescan("watcher_died")
 
 
