@@ -22,7 +22,9 @@ __all__ = [
     "decide_watch_mode",
     "find_mount",
     "is_fuse",
+    "mount_of",
     "parse_mountinfo",
+    "parse_mounts",
 ]
 
 NETWORK_FS = frozenset(
