@@ -303,9 +303,11 @@ def test_full_every_must_be_positive() -> None:
 
 
 def test_interval_follows_the_cost_within_its_bounds() -> None:
-    """The next interval is cost ÷ budget, never below the minimum nor above the maximum."""
+    """The next interval is CPU cost ÷ budget (or four times a slow poll's wall time),
+    never below the minimum nor above the maximum."""
     s = PollSettings(min_interval_s=2.0, max_interval_s=30.0, budget=0.01)
-    assert next_interval(0.005, s) == 2.0
-    assert next_interval(0.05, s) == pytest.approx(5.0)
-    assert next_interval(5.0, s) == 30.0
-    assert next_interval(0.0, PollSettings(min_interval_s=60.0, max_interval_s=30.0)) == 60.0
+    assert next_interval(0.005, 0.005, s) == 2.0
+    assert next_interval(0.05, 0.06, s) == pytest.approx(5.0)
+    assert next_interval(0.01, 2.0, s) == pytest.approx(8.0)  # a slow share, little CPU
+    assert next_interval(5.0, 5.0, s) == 30.0
+    assert next_interval(0, 0, PollSettings(min_interval_s=60.0, max_interval_s=30.0)) == 60.0

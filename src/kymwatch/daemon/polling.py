@@ -5,9 +5,9 @@ A thread polls the store with :class:`~kymwatch.daemon.pollscan.PollScanner`
 verified at each poll for in-place rewrites) and reports what changed as
 :class:`FileChange` items, as the inotify source does. The interval adapts to the
 measured cost of a poll (:func:`next_interval`): a poll may take about
-``budget`` of the wall time (1 %), never more often than the minimum interval,
-never less often than the maximum. ``kymwatch sync`` requests are looked for
-every quarter second, whatever the interval.
+``budget`` (1 %) of a core, and at most a quarter of the wall time; never more
+often than the minimum interval, never less often than the maximum.
+``kymwatch sync`` requests are looked for every quarter second, whatever the interval.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class PollSettings:
     Attributes:
         min_interval_s: Shortest time between polls (``--poll-interval``).
         max_interval_s: Longest time between polls, however slow a poll is.
-        budget: Share of wall time a poll may take (0.01: a 40 ms poll runs every 4 s).
+        budget: Share of a core polling may take (0.01: a poll costing 40 ms of CPU
+            time runs every 4 s).
         full_every: Every record's artifacts are fingerprinted once every this many
             polls (in-place rewrites change no folder).
     """
@@ -55,9 +56,20 @@ class PollSettings:
     full_every: int = 30
 
 
-def next_interval(cost_s: float, settings: PollSettings) -> float:
-    """Seconds until the next poll, for a poll costing ``cost_s`` (a smoothed figure)."""
-    wanted = cost_s / settings.budget
+WALL_SHARE = 0.25
+"""Largest share of wall time spent polling, however little CPU a poll takes (a share
+whose server answers slowly is not polled back to back)."""
+
+
+def next_interval(cpu_s: float, wall_s: float, settings: PollSettings) -> float:
+    """Seconds until the next poll, for a poll costing ``cpu_s`` of this thread's CPU
+    time and ``wall_s`` of wall time (smoothed figures).
+
+    CPU time is what the budget counts: wall time also counts the waits for the
+    interpreter lock while the daemon indexes, which would stretch the interval
+    exactly when changes arrive.
+    """
+    wanted = max(cpu_s / settings.budget, wall_s / WALL_SHARE)
     top = max(settings.max_interval_s, settings.min_interval_s)
     return min(top, max(settings.min_interval_s, wanted))
 
@@ -89,7 +101,7 @@ class PollingWatcher:
         self.scanner = scanner or PollScanner(root, full_every=self.settings.full_every)
         self.clock = clock
         self.interval_s = self.settings.min_interval_s
-        self._cost_s: float | None = None
+        self._cost: tuple[float, float] | None = None  # smoothed (cpu_s, wall_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kymwatch-poll", daemon=True)
         self._seen_requests: set[str] = set()
@@ -126,8 +138,11 @@ class PollingWatcher:
             self.sink(change)
         cost = time.perf_counter() - start
         cpu = time.thread_time() - cpu
-        self._cost_s = cost if self._cost_s is None else 0.7 * self._cost_s + 0.3 * cost
-        self.interval_s = next_interval(self._cost_s, self.settings)
+        if self._cost is None:
+            self._cost = (cpu, cost)
+        else:
+            self._cost = (0.7 * self._cost[0] + 0.3 * cpu, 0.7 * self._cost[1] + 0.3 * cost)
+        self.interval_s = next_interval(*self._cost, self.settings)
         log.debug(
             "poll_cycle",
             records=result.records,
