@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,12 @@ class FakeFS:
             for p, n in self.nodes.items()
             if p.startswith(prefix) and "/" not in p[len(prefix) :]
         ]
+
+    def unchanged(self, folders: Sequence[tuple[str, Stat | None]]) -> int:
+        for n, (path, sig) in enumerate(folders, 1):
+            if self.stat_dir(path) != sig:
+                return -n
+        return len(folders)
 
     def stamp(self) -> int:
         return self.now - RACY_MARGIN_NS
@@ -311,3 +318,26 @@ def test_interval_follows_the_cost_within_its_bounds() -> None:
     assert next_interval(0.01, 2.0, s) == pytest.approx(8.0)  # a slow share, little CPU
     assert next_interval(5.0, 5.0, s) == 30.0
     assert next_interval(0, 0, PollSettings(min_interval_s=60.0, max_interval_s=30.0)) == 60.0
+
+
+def test_os_unchanged_stops_at_the_first_changed_folder(tmp_path: Path) -> None:
+    """The real file system's hot loop: an untouched folder list counts every folder; a new
+    file, a deleted folder or a folder replaced by a file is a change."""
+    from kymwatch.daemon.pollscan import OsPollFS
+
+    fs = OsPollFS(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    sig = {p: fs.stat_dir(str(p)) for p in (a, b)}
+    folders = [(str(a), sig[a]), (str(b), sig[b]), (str(tmp_path / "none"), None)]
+    assert fs.unchanged(folders) == 3
+    os.rename(tmp_path / "a", tmp_path / "a2")
+    (tmp_path / "a").mkdir()  # same name, a new folder (new inode)
+    assert fs.unchanged(folders) == -1
+    (b / "x.parquet").write_bytes(b"1")
+    assert fs.unchanged(folders[1:]) == -1
+    os.rmdir(tmp_path / "a")
+    (tmp_path / "a").write_bytes(b"")
+    assert fs.unchanged([(str(a), fs.stat_file(str(a)))]) == -1
+    assert fs.unchanged([(str(tmp_path / "gone"), sig[b])]) == -1

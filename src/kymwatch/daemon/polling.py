@@ -140,8 +140,12 @@ class PollingWatcher:
         cpu = time.thread_time() - cpu
         if self._cost is None:
             self._cost = (cpu, cost)
-        else:
-            self._cost = (0.7 * self._cost[0] + 0.3 * cpu, 0.7 * self._cost[1] + 0.3 * cost)
+        else:  # one outlier (a garbage collection of the whole heap) moves it 4x at most
+            c0, w0 = self._cost
+            self._cost = (
+                0.7 * c0 + 0.3 * min(cpu, 4 * c0 + 1e-3),
+                0.7 * w0 + 0.3 * min(cost, 4 * w0 + 1e-3),
+            )
         self.interval_s = next_interval(*self._cost, self.settings)
         log.debug(
             "poll_cycle",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,10 @@ class PollFS(Protocol):
 
     def list_dir(self, path: str) -> list[tuple[str, bool]] | None:
         """``(name, is_folder)`` of the entries of ``path``; None if it cannot be listed."""
+
+    def unchanged(self, folders: Sequence[tuple[str, Stat | None]]) -> int:
+        """How many of ``folders`` (path, stat when last listed) were statted, as a
+        negative number if one of them changed (the stats stop there)."""
 
     def stamp(self) -> int:
         """Now, as a time of the store's file system, minus the racy margin."""
@@ -88,6 +93,27 @@ class OsPollFS:
             return None
         return out
 
+    def unchanged(self, folders: Sequence[tuple[str, Stat | None]]) -> int:
+        # The hot loop of an idle poll (one lstat per folder): kept lean.
+        n = 0
+        for path, sig in folders:
+            n += 1
+            try:
+                st = os.lstat(path)
+            except OSError:
+                if sig is not None:
+                    return -n
+                continue
+            if (
+                sig is None
+                or st.st_ctime_ns != sig[2]
+                or st.st_mtime_ns != sig[1]
+                or st.st_ino != sig[3]
+                or not stat.S_ISDIR(st.st_mode)
+            ):
+                return -n
+        return n
+
     def stamp(self) -> int:
         return scan_stamp(self.root)
 
@@ -96,7 +122,7 @@ class OsPollFS:
 class _Record:
     """What the last listing of one record saw."""
 
-    folders: tuple[tuple[str, Stat | None], ...]  # "" is analysis/ itself
+    folders: tuple[tuple[str, Stat | None], ...]  # absolute paths; analysis/ itself first
     files: int  # hash of the artifact fingerprints
     racy: bool
     slot: int  # verified at the polls whose number is this modulo full_every
@@ -175,11 +201,9 @@ class PollScanner:
         for image_id, rec in self._records.items():
             changed = rec.racy
             if not changed:
-                for rel, sig in rec.folders:
-                    folders += 1
-                    if self.fs.stat_dir(self._analysis(image_id, rel)) != sig:
-                        changed = True
-                        break
+                n = self.fs.unchanged(rec.folders)
+                folders += abs(n)
+                changed = n < 0
             if not changed and rec.slot != phase:
                 continue
             listed += changed
@@ -258,4 +282,5 @@ class PollScanner:
                         files.append((sub, fst))
                         racy = racy or self._racy(fst, stamp)
         folders.sort()
-        return _Record(tuple(folders), hash(tuple(sorted(files))), racy, slot)
+        located = tuple((self._analysis(image_id, rel), sig) for rel, sig in folders)
+        return _Record(located, hash(tuple(sorted(files))), racy, slot)
