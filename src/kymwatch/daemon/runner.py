@@ -272,8 +272,7 @@ class Daemon:
         if item is None:
             return
         if isinstance(item, Rescan):
-            if item.reason != "poll":
-                self.reporter.events_lost(item.reason)
+            self.reporter.events_lost(item.reason)
             self._request_rescan(item.reason)
             return
         self.status.counters["events"] += 1
@@ -302,9 +301,8 @@ class Daemon:
     def _rescan(self, now: float) -> None:
         reason, self._rescan_reason = self._rescan_reason or "rescan", None
         self.schedule.cancel(Task.RESCAN)
-        self._rescans.fired(now, counts=reason != "poll")
-        if reason != "poll":
-            self.source.rewatch()
+        self._rescans.fired(now)
+        self.source.rewatch()
         self._reconcile(reason)
 
     def _reconcile(self, reason: str, *, pending: Batch | None = None) -> bool:
@@ -339,7 +337,7 @@ class Daemon:
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
         self.reporter.folders_skipped(skipped)
-        level = log.info if changes or reason not in ("poll", "periodic") else log.debug
+        level = log.info if changes or reason != "periodic" else log.debug
         level(
             "reconcile_done",
             reason=reason,
