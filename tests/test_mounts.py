@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,8 @@ from kymwatch.daemon.mounts import (
     parse_mountinfo,
     parse_mounts,
 )
+from kymwatch.daemon.polling import PollingWatcher, PollSettings
+from kymwatch.daemon.sources import make_source
 
 # A mountinfo as Linux writes it: optional fields before " - ", octal escapes in paths.
 MOUNTINFO = """\
@@ -146,3 +150,25 @@ def test_config_refuses_both_polling_and_inotify(tmp_path: Path) -> None:
     """Asking for both watch modes is a configuration error, not a silent choice."""
     with pytest.raises(ValueError, match="polling and inotify"):
         DaemonConfig(store=tmp_path, polling=True, inotify=True)
+
+
+def test_make_source_polls_with_the_configured_settings_and_logs_the_decision(
+    tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
+) -> None:
+    """``--polling`` gives a polling source with the configured interval bounds and
+    verification period, and logs ``watch_mode_chosen`` with its reason."""
+    config = DaemonConfig(
+        store=tmp_path,
+        polling=True,
+        poll_interval_s=0.5,
+        poll_max_interval_s=7.0,
+        poll_full_every=3,
+    )
+    source, decision = make_source(tmp_path, lambda _: None, config)
+    assert isinstance(source, PollingWatcher)
+    assert source.settings == PollSettings(0.5, 7.0, full_every=3)
+    assert source.scanner.full_every == 3
+    assert (decision.mode, decision.reason) == ("polling", "polling_requested")
+    chosen = [e for e in captured_logs if e["event"] == "watch_mode_chosen"]
+    assert [(e["watch_mode"], e["reason"]) for e in chosen] == [("polling", "polling_requested")]
+    assert not [e for e in captured_logs if e["event"] == "polling_fallback"]

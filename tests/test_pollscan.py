@@ -6,15 +6,16 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kymwatch.daemon.changes import ChangeKind, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import classify
-from kymwatch.daemon.polling import PollSettings, next_interval
+from kymwatch.daemon.polling import SUMMARY_S, PollingWatcher, PollSettings, next_interval
 from kymwatch.daemon.pollscan import PollScanner, Stat
 from kymwatch.store.scan import RACY_MARGIN_NS
 
@@ -341,3 +342,30 @@ def test_os_unchanged_stops_at_the_first_changed_folder(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"")
     assert fs.unchanged([(str(a), fs.stat_file(str(a)))]) == -1
     assert fs.unchanged([(str(tmp_path / "gone"), sig[b])]) == -1
+
+
+def test_polling_watcher_reports_changes_and_logs_each_poll_and_a_summary(
+    fs: FakeFS, captured_logs: list[MutableMapping[str, Any]]
+) -> None:
+    """One poll hands the scanner's changes to the sink, logs ``poll_cycle`` with its cost
+    and next interval, and a ``poll_summary`` once five minutes have passed."""
+    now = [100.0]
+    got: list[FileChange | Rescan] = []
+    settings = PollSettings(min_interval_s=0.5, max_interval_s=9.0, full_every=1000)
+    w = PollingWatcher(
+        ROOT, got.append, settings, scanner=PollScanner(ROOT, fs, 1000), clock=lambda: now[0]
+    )
+    w.scanner.baseline()
+    fs.tick(10)
+    fs.create(f"{ana('rec2')}/radon_report.json", size=5)
+    fs.tick()
+    w.poll_once()
+    assert got == [FileChange(ana("rec2"), ChangeKind.MODIFIED, is_dir=True)]
+    cycles = [e for e in captured_logs if e["event"] == "poll_cycle"]
+    assert len(cycles) == 1 and cycles[0]["records"] == 3 and cycles[0]["changes"] == 1
+    assert 0.5 <= w.interval_s <= 9.0
+    assert not [e for e in captured_logs if e["event"] == "poll_summary"]
+    now[0] += SUMMARY_S
+    w.poll_once()
+    summary = [e for e in captured_logs if e["event"] == "poll_summary"]
+    assert len(summary) == 1 and summary[0]["polls"] == 2 and summary[0]["changes"] == 1
