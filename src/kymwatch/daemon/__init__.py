@@ -5,6 +5,7 @@ from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
+from kymwatch.daemon.mounts import Mount, WatchDecision, decide_watch_mode, find_mount
 from kymwatch.daemon.planner import (
     TableInfo,
     chunk_size,
@@ -12,7 +13,8 @@ from kymwatch.daemon.planner import (
     plan_reconcile,
     tables_to_rebuild,
 )
-from kymwatch.daemon.polling import PollingWatcher
+from kymwatch.daemon.polling import PollingWatcher, PollSettings
+from kymwatch.daemon.pollscan import PollScanner
 from kymwatch.daemon.reconcile import diff_fingerprints, route
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.runner import Daemon
@@ -41,7 +43,10 @@ __all__ = [
     "FileChange",
     "IndexState",
     "InotifyWatcher",
+    "Mount",
     "NoDaemonError",
+    "PollScanner",
+    "PollSettings",
     "PollingWatcher",
     "RecordChange",
     "Reporter",
@@ -55,12 +60,15 @@ __all__ = [
     "SystemdNotifier",
     "TableInfo",
     "Task",
+    "WatchDecision",
     "Worker",
     "chunk_size",
     "classify",
     "daemon_pid",
     "daemon_running",
+    "decide_watch_mode",
     "diff_fingerprints",
+    "find_mount",
     "forget_artifacts",
     "make_source",
     "plan_reconcile",
