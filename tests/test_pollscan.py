@@ -369,3 +369,18 @@ def test_polling_watcher_reports_changes_and_logs_each_poll_and_a_summary(
     w.poll_once()
     summary = [e for e in captured_logs if e["event"] == "poll_summary"]
     assert len(summary) == 1 and summary[0]["polls"] == 2 and summary[0]["changes"] == 1
+
+
+def test_record_metadata_change_is_reported_when_the_record_is_verified(fs: FakeFS) -> None:
+    """A record's ``.zattrs`` replaced (only kymflow's manifest reads it) changes no analysis
+    folder: it is reported as that file (so only the manifest is updated) by the record's
+    verification poll, once within ``full_every`` polls."""
+    fs.create(f"{rec('rec1')}/.zattrs")
+    fs.create(f"{rec('rec1')}/data/.zarray")
+    fs.tick(10)
+    s = scanner(fs, full_every=3)
+    fs.create(f"{rec('rec1')}/.zattrs", size=42)
+    fs.tick()
+    changes = [c for _ in range(3) for c in s.poll().changes]
+    assert changes == [FileChange(f"{rec('rec1')}/.zattrs", ChangeKind.MODIFIED)]
+    assert classify(ROOT, changes[0]) == RecordChange("rec1", frozenset())

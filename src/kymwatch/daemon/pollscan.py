@@ -37,6 +37,8 @@ MAX_DEPTH = 8
 
 STORE_GONE = "store_moved_or_deleted"
 
+_RECORD_META = (".zattrs", ".zgroup", "zarr.json", "data/.zarray", "data/zarr.json")
+
 
 class PollFS(Protocol):
     """The file-system calls a poll makes (never following symbolic links)."""
@@ -124,6 +126,7 @@ class _Record:
 
     folders: tuple[tuple[str, Stat | None], ...]  # absolute paths; analysis/ itself first
     files: int  # hash of the artifact fingerprints
+    meta: int  # hash of the stats of the record's group and array metadata files
     racy: bool
     slot: int  # verified at the polls whose number is this modulo full_every
 
@@ -213,6 +216,9 @@ class PollScanner:
             if now.files != rec.files:
                 kind = ChangeKind.MODIFIED if now.folders[0][1] else ChangeKind.DELETED
                 out.append(FileChange(self._analysis(image_id, ""), kind, is_dir=True))
+            if now.meta != rec.meta:
+                path = os.path.join(self._images_dir, image_id, ".zattrs")
+                out.append(FileChange(path, ChangeKind.MODIFIED))
         return PollResult(tuple(out), folders, listed, verified, len(self._records))
 
     # -- helpers --------------------------------------------------------------------------
@@ -283,4 +289,14 @@ class PollScanner:
                         racy = racy or self._racy(fst, stamp)
         folders.sort()
         located = tuple((self._analysis(image_id, rel), sig) for rel, sig in folders)
-        return _Record(located, hash(tuple(sorted(files))), racy, slot)
+        meta, meta_racy = self._meta(image_id, stamp)
+        return _Record(located, hash(tuple(sorted(files))), meta, racy or meta_racy, slot)
+
+    def _meta(self, image_id: str, stamp: int) -> tuple[int, bool]:
+        """A hash of the stats of the record's group and array metadata (``.zattrs``,
+        ``.zgroup``, ``zarr.json``, ``data/.zarray``, ``data/zarr.json``), and whether one
+        is racy. Only kymflow's manifest reads them, so they are checked when the
+        record is listed (at the latest every ``full_every`` polls), not at every poll."""
+        record = os.path.join(self._images_dir, image_id)
+        stats = [self.fs.stat_file(os.path.join(record, n)) for n in _RECORD_META]
+        return hash(tuple(stats)), any(self._racy(st, stamp) for st in stats)
