@@ -384,3 +384,18 @@ def test_record_metadata_change_is_reported_when_the_record_is_verified(fs: Fake
     changes = [c for _ in range(3) for c in s.poll().changes]
     assert changes == [FileChange(f"{rec('rec1')}/.zattrs", ChangeKind.MODIFIED)]
     assert classify(ROOT, changes[0]) == RecordChange("rec1", frozenset())
+
+
+def test_images_folder_that_cannot_be_listed_deletes_no_record(fs: FakeFS) -> None:
+    """images/ changed but its listing fails for a moment (a share's hiccup): no record is
+    reported deleted, and the next poll that can list it reports what really changed."""
+    s = scanner(fs)
+    fs.remove(rec("rec1"))
+    fs.tick()
+    real_list = fs.list_dir
+    fs.list_dir = lambda p: None if p.endswith("/images") else real_list(p)  # type: ignore[method-assign]
+    first = s.poll().changes  # rec1's own analysis folder is gone: that much is true
+    assert all(isinstance(c, FileChange) and "/rec1/" in c.path for c in first), first
+    assert s.record_count == 3
+    fs.list_dir = real_list  # type: ignore[method-assign]
+    assert s.poll().changes == (FileChange(rec("rec1"), ChangeKind.DELETED, is_dir=True),)

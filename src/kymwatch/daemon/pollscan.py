@@ -185,7 +185,7 @@ class PollScanner:
         self._images = self.fs.stat_dir(self._images_dir)
         self._images_racy = self._racy(self._images, stamp)
         if self._images is not None:
-            for image_id in self._list_records():
+            for image_id in self._list_records() or ():
                 self._records[image_id] = self._walk(image_id, stamp, self._next_slot())
 
     def poll(self) -> PollResult:
@@ -196,8 +196,7 @@ class PollScanner:
         if images is None or self._images is None or images[3] != self._images[3]:
             return self._images_changed(images is None)
         out: list[FileChange | Rescan] = []
-        if images != self._images or self._images_racy:
-            self._diff_records(stamp, out)
+        if (images != self._images or self._images_racy) and self._diff_records(stamp, out):
             self._images, self._images_racy = images, self._racy(images, stamp)
         folders, listed, verified = 1, 0, 0
         phase = self._polls % self.full_every
@@ -232,20 +231,28 @@ class PollScanner:
             changes = (Rescan(STORE_GONE),)
         return PollResult(changes, 1, 0, 0, len(self._records))
 
-    def _diff_records(self, stamp: int, out: list[FileChange | Rescan]) -> None:
+    def _diff_records(self, stamp: int, out: list[FileChange | Rescan]) -> bool:
+        """Report records added to or gone from ``images/``; False (nothing reported,
+        tried again at the next poll) if it cannot be listed: a share that fails for a
+        moment must not look like every record deleted."""
         listed = self._list_records()
+        if listed is None:
+            return False
         for image_id in sorted(self._records.keys() - listed):
             del self._records[image_id]
             out.append(self._record_change(image_id, ChangeKind.DELETED))
         for image_id in sorted(listed - self._records.keys()):
             self._records[image_id] = self._walk(image_id, stamp, self._next_slot())
             out.append(self._record_change(image_id, ChangeKind.ADDED))
+        return True
 
     def _record_change(self, image_id: str, kind: ChangeKind) -> FileChange:
         return FileChange(os.path.join(self._images_dir, image_id), kind, is_dir=True)
 
-    def _list_records(self) -> set[str]:
-        entries = self.fs.list_dir(self._images_dir) or []
+    def _list_records(self) -> set[str] | None:
+        entries = self.fs.list_dir(self._images_dir)
+        if entries is None:
+            return None
         return {name for name, is_dir in entries if is_dir and is_valid_image_id(name)}
 
     def _next_slot(self) -> int:
