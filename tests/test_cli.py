@@ -67,6 +67,7 @@ def one_line(text: str) -> str:
         ["run", "{store}", "--quiet-ms", "-5"],
         ["run", "{store}", "--quiet-ms=-5"],
         ["run", "{store}", "--quiet-ms", "soon"],
+        ["run", "{store}", "--polling", "--inotify"],
         ["run"],
         ["status"],
         ["no-such-command"],
@@ -76,6 +77,7 @@ def one_line(text: str) -> str:
         "negative_quiet_ms",
         "negative_quiet_ms_equals",
         "non_numeric_quiet_ms",
+        "polling_and_inotify",
         "missing_store",
         "status_missing_store",
         "unknown_command",
@@ -159,6 +161,8 @@ def test_status_shows_a_running_daemon(daemon: DaemonProcess, store: Path) -> No
     assert doc["status"]["pid"] == daemon.proc.pid
     assert doc["status"]["state"] == "watching"
     assert doc["status"]["watch_mode"] == "inotify"
+    assert doc["status"]["watch_reason"] == "local"  # tmp_path is on a local file system here
+    assert "inotify (local file system" in proc.stdout
     assert doc["status"]["counters"]["records_indexed"] == 2
 
 

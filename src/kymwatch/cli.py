@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from kymwatch import __version__
 from kymwatch.daemon import (
@@ -90,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settle_s=args.settle_ms / 1000,
         max_delay_s=args.max_delay_ms / 1000,
         polling=args.polling,
+        inotify=args.inotify,
         poll_interval_s=args.poll_interval,
         reconcile_interval_s=args.reconcile_interval,
         manifest=args.manifest,
@@ -100,6 +101,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
     daemon.run()
     return EXIT_OK
+
+
+_WATCH_REASONS = {
+    "local": "local file system",
+    "fuse": "FUSE mount: writes made elsewhere raise no inotify event",
+    "network": "network file system: writes made elsewhere raise no inotify event",
+    "polling_requested": "--polling",
+    "inotify_requested": "--inotify",
+    "inotify_unavailable": "inotify unavailable",
+}
+
+
+def _watch_why(d: dict[str, Any]) -> str:
+    """Why the daemon watches as it does, for ``kymwatch status``."""
+    reason = str(d.get("watch_reason") or "")
+    why = _WATCH_REASONS.get(reason, reason or "reason unknown")
+    fs = d.get("fs_type")
+    where = f"{fs} on {d.get('mount_point')}" if fs else ""
+    return f"{why}; {where}" if where else why
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -135,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counters = d.get("counters", {})
     print(f"kymwatch daemon on {root}")
     print(f"  pid {d.get('pid')}, state {d.get('state')}, {health}, heartbeat {age}")
-    print(f"  watching with {d.get('watch_mode')} ({d.get('watches')} watches)")
+    print(f"  watching with {d.get('watch_mode')} ({_watch_why(d)}, {d.get('watches')} watches)")
     if d.get("indexers"):
         why = f" ({d['indexers_reason']})" if d.get("indexers_reason") else ""
         print(f"  indexers {', '.join(d['indexers'])}{why}")
@@ -302,17 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=5000.0,
         help="... but at the latest this long after its first change (default 5000)",
     )
-    run.add_argument(
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument(
         "--polling",
         action="store_true",
-        help="poll instead of inotify (automatic on network file systems)",
+        help="poll instead of inotify (automatic on FUSE and network file systems)",
+    )
+    mode.add_argument(
+        "--inotify",
+        action="store_true",
+        help="use inotify even on a FUSE or network file system (only if every write "
+        "to the store goes through this machine's mount)",
     )
     run.add_argument(
         "--poll-interval",
         type=_number(float, maximum=_DAY_S),
         default=2.0,
         metavar="S",
-        help="seconds between scans when polling (default 2)",
+        help="shortest time between polls; it grows with the store's size (default 2)",
     )
     run.add_argument(
         "--reconcile-interval",

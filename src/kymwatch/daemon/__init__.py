@@ -5,6 +5,7 @@ from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import DUE_BY, Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
+from kymwatch.daemon.mounts import Mount, WatchDecision, decide_watch_mode, find_mount
 from kymwatch.daemon.planner import (
     TableInfo,
     chunk_size,
@@ -12,6 +13,8 @@ from kymwatch.daemon.planner import (
     plan_reconcile,
     tables_to_rebuild,
 )
+from kymwatch.daemon.polling import PollingWatcher, PollSettings
+from kymwatch.daemon.pollscan import PollScanner
 from kymwatch.daemon.reconcile import diff_fingerprints, route
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.runner import Daemon
@@ -21,7 +24,7 @@ from kymwatch.daemon.sources import SourceFactory, make_source
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus, StatusView, read_status
 from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
-from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, PollingWatcher
+from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher
 from kymwatch.daemon.worker import BatchResult, Retry, Worker
 
 __all__ = [
@@ -41,7 +44,10 @@ __all__ = [
     "FileChange",
     "IndexState",
     "InotifyWatcher",
+    "Mount",
     "NoDaemonError",
+    "PollScanner",
+    "PollSettings",
     "PollingWatcher",
     "RecordChange",
     "Reporter",
@@ -56,12 +62,15 @@ __all__ = [
     "SystemdNotifier",
     "TableInfo",
     "Task",
+    "WatchDecision",
     "Worker",
     "chunk_size",
     "classify",
     "daemon_pid",
     "daemon_running",
+    "decide_watch_mode",
     "diff_fingerprints",
+    "find_mount",
     "forget_artifacts",
     "make_source",
     "plan_reconcile",

@@ -26,9 +26,17 @@ class DaemonConfig:
             closed after writing: inotify only) is indexed after this long without
             a new change.
         max_delay_s: ... and at the latest this long after its first pending change.
-        polling: Poll instead of using inotify (network shares); also chosen
-            automatically when inotify cannot see the store's writes.
-        poll_interval_s: Seconds between scans when polling.
+        polling: Poll instead of using inotify; also chosen automatically on FUSE
+            and network file systems, where inotify cannot see writes made elsewhere.
+        inotify: Use inotify even on a FUSE or network file system (``--inotify``:
+            one known to see only local writes).
+        poll_interval_s: Shortest time between polls; the interval grows with the
+            measured cost of a poll (about 1 % of the wall time), up to
+            ``poll_max_interval_s``.
+        poll_max_interval_s: Longest time between polls.
+        poll_full_every: When polling, every record's artifacts are fingerprinted
+            once every this many polls (a file rewritten in place changes no
+            folder's mtime).
         reconcile_interval_s: Seconds between periodic full reconcile scans.
         rescan_backoff_s: (first, maximum) delay between rescans in a storm.
         state_save_interval_s: Minimum seconds between state saves while busy.
@@ -48,7 +56,7 @@ class DaemonConfig:
 
     Raises:
         ValueError: A number is nan, infinite, negative, or zero where that is
-            meaningless, or ``max_delay_s < quiet_s``.
+            meaningless, ``max_delay_s < quiet_s``, or both ``polling`` and ``inotify``.
     """
 
     store: Path
@@ -56,7 +64,10 @@ class DaemonConfig:
     settle_s: float = 0.02
     max_delay_s: float = 5.0
     polling: bool = False
+    inotify: bool = False
     poll_interval_s: float = 2.0
+    poll_max_interval_s: float = 30.0
+    poll_full_every: int = 30
     reconcile_interval_s: float = 600.0
     rescan_backoff_s: tuple[float, float] = (1.0, 60.0)
     state_save_interval_s: float = 2.0
@@ -72,6 +83,8 @@ class DaemonConfig:
         positive = {
             "max_delay_s": self.max_delay_s,
             "poll_interval_s": self.poll_interval_s,
+            "poll_max_interval_s": self.poll_max_interval_s,
+            "poll_full_every": self.poll_full_every,
             "reconcile_interval_s": self.reconcile_interval_s,
             "chunk_target_s": self.chunk_target_s,
             "table_lock_wait_s": self.table_lock_wait_s,
@@ -94,6 +107,8 @@ class DaemonConfig:
         for name, value in not_negative.items():
             if value < 0:
                 raise ValueError(f"{name} must not be negative, not {value!r}")
+        if self.polling and self.inotify:
+            raise ValueError("polling and inotify cannot both be asked for")
         if self.max_delay_s < self.quiet_s:
             raise ValueError("max_delay_s must be at least quiet_s")
         if len(self.rescan_backoff_s) != 2 or self.rescan_backoff_s[0] > self.rescan_backoff_s[1]:

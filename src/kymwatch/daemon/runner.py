@@ -190,13 +190,14 @@ class Daemon:
                     log.info("stale_temporary_removed", path=str(tmp))
         self._load_state()
         self.source.start()
-        self.status.watch_mode = self.source.mode
+        self.status.set_watch(self.source.decision)
         try:
             log.info(
                 "daemon_started",
                 store=str(self.root),
                 pid=os.getpid(),
                 watch_mode=self.source.mode,
+                watch_reason=self.source.decision.reason,
                 watches=self.source.watch_count,
                 indexers=self.status.indexers,
                 indexers_reason=self.status.indexers_reason,
@@ -272,8 +273,7 @@ class Daemon:
         if item is None:
             return
         if isinstance(item, Rescan):
-            if item.reason != "poll":
-                self.reporter.events_lost(item.reason)
+            self.reporter.events_lost(item.reason)
             self._request_rescan(item.reason)
             return
         self.status.counters["events"] += 1
@@ -306,9 +306,8 @@ class Daemon:
     def _rescan(self, now: float) -> None:
         reason, self._rescan_reason = self._rescan_reason or "rescan", None
         self.schedule.cancel(Task.RESCAN)
-        self._rescans.fired(now, counts=reason != "poll")
-        if reason != "poll":
-            self.source.rewatch()
+        self._rescans.fired(now)
+        self.source.rewatch()
         self._reconcile(reason)
 
     def _reconcile(self, reason: str, *, pending: Batch | None = None) -> bool:
@@ -343,7 +342,7 @@ class Daemon:
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
         self.reporter.folders_skipped(skipped)
-        level = log.info if changes or reason not in ("poll", "periodic") else log.debug
+        level = log.info if changes or reason != "periodic" else log.debug
         level(
             "reconcile_done",
             reason=reason,
@@ -621,7 +620,7 @@ class Daemon:
             if self.source.restarts > restarts:
                 self.reporter.error("watcher_died", watch_mode=self.source.mode)
                 self.status.counters["watcher_restarts"] += 1
-            self.status.watch_mode = self.source.mode
+            self.status.set_watch(self.source.decision)
             self._request_rescan("watcher_died")
 
 

@@ -9,14 +9,9 @@ from pathlib import Path
 import structlog
 
 from kymwatch.daemon.config import DaemonConfig
-from kymwatch.daemon.watcher import (
-    EventSink,
-    EventSource,
-    InotifyWatcher,
-    PollingWatcher,
-    inotify_available,
-    network_fs_type,
-)
+from kymwatch.daemon.mounts import WatchDecision, decide_watch_mode, find_mount
+from kymwatch.daemon.polling import PollingWatcher, PollSettings
+from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, inotify_available
 
 __all__ = ["SourceFactory", "SourceKeeper", "make_source"]
 
@@ -24,29 +19,57 @@ log = structlog.get_logger(__name__)
 
 SourceFactory = Callable[[Path, EventSink], EventSource]
 
+CUSTOM = WatchDecision("custom", "source_factory")
+"""The decision when the caller gave its own source factory (tests)."""
+
+
+def choose_watch_mode(root: Path, config: DaemonConfig) -> WatchDecision:
+    """Inotify or polling for the store at ``root``, and why (see
+    :func:`kymwatch.daemon.mounts.decide_watch_mode`)."""
+    return decide_watch_mode(
+        find_mount(root),
+        polling=config.polling,
+        inotify=config.inotify,
+        inotify_available=inotify_available(),
+    )
+
 
 def make_source(
     root: Path, sink: EventSink, config: DaemonConfig, factory: SourceFactory | None = None
-) -> tuple[EventSource, str]:
-    """A new (not started) event source for ``root`` and its watch mode.
+) -> tuple[EventSource, WatchDecision]:
+    """A new (not started) event source for ``root`` and the decision behind it.
 
-    ``factory`` (tests) wins; otherwise inotify, or polling when asked, on a network
-    file system (inotify sees no remote writes) or where inotify is unavailable.
+    ``factory`` (tests) wins; otherwise inotify, or polling when asked, on a FUSE or
+    network file system (inotify sees no writes made elsewhere) or where inotify is
+    unavailable. The decision is logged (``watch_mode_chosen``; ``polling_fallback``
+    when polling was not asked for).
     """
     if factory is not None:
-        return factory(root, sink), "custom"
-    fs_type = network_fs_type(root)
-    reason = (
-        "requested" if config.polling
-        else f"network file system ({fs_type})" if fs_type
-        else "inotify unavailable" if not inotify_available()
-        else None
-    )  # fmt: skip
-    if reason is None:
-        return InotifyWatcher(root, sink), "inotify"
-    if reason != "requested":
-        log.warning("polling_fallback", reason=reason, interval_s=config.poll_interval_s)
-    return PollingWatcher(root, sink, config.poll_interval_s), "polling"
+        return factory(root, sink), CUSTOM
+    decision = choose_watch_mode(root, config)
+    log.info(
+        "watch_mode_chosen",
+        watch_mode=decision.mode,
+        reason=decision.reason,
+        fs_type=decision.fs_type,
+        mount_point=decision.mount_point,
+    )
+    if decision.mode == "inotify":
+        return InotifyWatcher(root, sink), decision
+    settings = PollSettings(
+        min_interval_s=config.poll_interval_s,
+        max_interval_s=config.poll_max_interval_s,
+        full_every=config.poll_full_every,
+    )
+    if decision.reason != "polling_requested":
+        log.warning(
+            "polling_fallback",
+            reason=decision.reason,
+            fs_type=decision.fs_type,
+            mount_point=decision.mount_point,
+            interval_s=config.poll_interval_s,
+        )
+    return PollingWatcher(root, sink, settings), decision
 
 
 class SourceKeeper:
@@ -68,8 +91,13 @@ class SourceKeeper:
     ) -> None:
         self.root, self.sink, self.config, self.factory = root, sink, config, factory
         self.source: EventSource | None = None
-        self.mode = ""
+        self.decision = WatchDecision("", "")
         self.restarts = 0
+
+    @property
+    def mode(self) -> str:
+        """The current watch mode (``inotify``, ``polling``, ``custom``; "" before start)."""
+        return self.decision.mode
 
     @property
     def watch_count(self) -> int:
@@ -78,7 +106,7 @@ class SourceKeeper:
 
     def start(self) -> None:
         """Make and start a source (raises if it cannot start)."""
-        source, self.mode = make_source(self.root, self.sink, self.config, self.factory)
+        source, self.decision = make_source(self.root, self.sink, self.config, self.factory)
         source.start()
         self.source = source
 

@@ -14,11 +14,14 @@ import os
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
+
+if TYPE_CHECKING:
+    from kymwatch.daemon.mounts import WatchDecision
 
 __all__ = ["STATUS_FILE", "DaemonState", "DaemonStatus", "StatusView", "read_status"]
 
@@ -62,6 +65,9 @@ class DaemonStatus:
     pid: int = field(default_factory=os.getpid)
     state: DaemonState = DaemonState.STARTING
     watch_mode: str = ""
+    watch_reason: str = ""
+    fs_type: str = ""
+    mount_point: str = ""
     watches: int = 0
     started_utc: str = field(default_factory=utc_now_iso)
     last_update_utc: str | None = None
@@ -73,6 +79,11 @@ class DaemonStatus:
     indexers: list[str] = field(default_factory=list)
     indexers_reason: str = ""
     _write_failing: bool = field(default=False, repr=False)
+
+    def set_watch(self, decision: WatchDecision) -> None:
+        """Show how the store is watched and why (``watch_mode`` and ``watch_reason``)."""
+        self.watch_mode, self.watch_reason = decision.mode, decision.reason
+        self.fs_type, self.mount_point = decision.fs_type, decision.mount_point
 
     def error(self, event: str, **fields: Any) -> None:
         """Remember a recent problem (shown by ``kymwatch status``)."""
@@ -90,6 +101,9 @@ class DaemonStatus:
             "pid": self.pid,
             "state": self.state.value,
             "watch_mode": self.watch_mode,
+            "watch_reason": self.watch_reason,
+            "fs_type": self.fs_type,
+            "mount_point": self.mount_point,
             "watches": self.watches,
             "started_utc": self.started_utc,
             "heartbeat_utc": utc_now_iso(),

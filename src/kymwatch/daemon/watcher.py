@@ -3,8 +3,8 @@
 :class:`InotifyWatcher` watches narrowly with one inotify instance (watchdog's
 ``InotifyFD``): the store root, ``images/``, each record folder and each record's
 ``analysis/`` tree — about two watches per record, never pixel-chunk folders.
-:class:`PollingWatcher` is for file systems where inotify sees no remote writes
-(NFS, SMB/CIFS, ...): it asks for a reconcile scan every interval.
+:class:`kymwatch.daemon.polling.PollingWatcher` is for file systems where inotify
+sees no remote writes (FUSE, NFS, SMB/CIFS, ...).
 """
 
 from __future__ import annotations
@@ -32,19 +32,12 @@ __all__ = [
     "EventSink",
     "EventSource",
     "InotifyWatcher",
-    "PollingWatcher",
     "inotify_available",
-    "network_fs_type",
 ]
 
 log = structlog.get_logger(__name__)
 
 EventSink = Callable[[FileChange | Rescan], None]
-
-NETWORK_FS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "ceph", "glusterfs", "lustre",
-     "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.glusterfs"}
-)  # fmt: skip
 
 
 class EventSource(Protocol):
@@ -69,24 +62,6 @@ class EventSource(Protocol):
         ...
 
 
-def network_fs_type(path: Path, mounts_file: str = "/proc/mounts") -> str | None:
-    """The file-system type of ``path`` if it is a network/remote one, else None."""
-    try:
-        with open(mounts_file, encoding="utf-8", errors="replace") as f:
-            mounts = [line.split() for line in f]
-    except OSError:
-        return None
-    target = os.path.realpath(path)
-    best, best_type = "", ""
-    for fields in mounts:
-        if len(fields) < 3:
-            continue
-        mnt = fields[1].replace("\\040", " ")
-        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
-            best, best_type = mnt, fields[2]
-    return best_type if best_type in NETWORK_FS else None
-
-
 def inotify_available() -> bool:
     """True where watchdog's inotify backend can be used (Linux)."""
     if not sys.platform.startswith("linux"):
@@ -96,61 +71,6 @@ def inotify_available() -> bool:
     except (ImportError, OSError):
         return False
     return True
-
-
-class PollingWatcher:
-    """Asks for a reconcile scan every ``interval`` seconds; checks sync requests often.
-
-    Args:
-        root: The store folder.
-        sink: Receives :class:`Rescan` and sync-request :class:`FileChange` items.
-        interval: Seconds between reconcile scans.
-    """
-
-    def __init__(self, root: Path, sink: EventSink, interval: float = 2.0) -> None:
-        self.root, self.sink, self.interval = root, sink, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kymwatch-poll", daemon=True)
-        self._seen_requests: set[str] = set()
-
-    @property
-    def watch_count(self) -> int:
-        return 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def rewatch(self) -> None:
-        """Nothing to re-establish: every poll is a full scan."""
-
-    def is_alive(self) -> bool:
-        """True while the polling thread runs (False once it died or was stopped)."""
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        tick = min(self.interval, 0.25)
-        since_scan = 0.0
-        while not self._stop.wait(tick):
-            self._check_sync_requests()
-            since_scan += tick
-            if since_scan >= self.interval:
-                since_scan = 0.0
-                self.sink(Rescan("poll"))
-
-    def _check_sync_requests(self) -> None:
-        folder = self.root / SYNC_DIR
-        try:
-            names = {e.name for e in os.scandir(folder) if e.name.endswith(".request")}
-        except OSError:
-            return
-        for name in sorted(names - self._seen_requests):
-            self.sink(FileChange(str(folder / name), ChangeKind.ADDED))
-        self._seen_requests = names
 
 
 class InotifyWatcher:
