@@ -20,8 +20,9 @@ from kymwatch.errors import (
     StoreNotFoundError,
     TableNotFoundError,
 )
-from kymwatch.store.layout import IMAGES_DIR, INDEX_DIR, TABLES_DIR, is_valid_image_id
+from kymwatch.store.layout import IMAGES_DIR, INDEX_DIR, TABLES_DIR
 from kymwatch.store.record import ZarrImageRecord
+from kymwatch.store.scan import iter_record_folders
 from kymwatch.store.tables import read_table_file, table_lock, table_path, write_table_file
 
 __all__ = ["Mode", "ZarrDataset", "detect_zarr_format", "utc_now_iso"]
@@ -130,15 +131,7 @@ class ZarrDataset:
     def list_image_ids(self) -> list[str]:
         """Sorted ids of every record folder under ``images/`` (symbolic links are skipped,
         as the daemon's scan skips them: they may lead out of the store)."""
-        try:
-            entries = list(self.images_path.iterdir())
-        except FileNotFoundError:
-            return []
-        return sorted(
-            e.name
-            for e in entries
-            if is_valid_image_id(e.name) and e.is_dir() and not e.is_symlink()
-        )
+        return sorted(image_id for image_id, _ in iter_record_folders(self.path))
 
     def iter_records(self) -> Iterator[ZarrImageRecord]:
         """Every record, in image-id order."""

@@ -25,11 +25,11 @@ from kymwatch.store.layout import (
     ANALYSIS_DIR,
     ArtifactFormat,
     artifact_file_name,
-    is_temporary_name,
     split_artifact_file,
     validate_artifact_name,
     validate_image_id,
 )
+from kymwatch.store.scan import walk_artifacts
 
 if TYPE_CHECKING:
     from kymwatch.store.dataset import ZarrDataset
@@ -105,17 +105,11 @@ class ZarrImageRecord:
 
     def list_analysis_keys(self) -> list[str]:
         """Sorted artifact names present under ``analysis/`` (each once, any format)."""
-        names: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(self.analysis_path):
-            dirnames[:] = [d for d in dirnames if not is_temporary_name(d)]
-            rel_dir = os.path.relpath(dirpath, self.analysis_path)
-            for fname in filenames:
-                if is_temporary_name(fname):
-                    continue
-                rel = fname if rel_dir == "." else f"{rel_dir}/{fname}".replace(os.sep, "/")
-                split = split_artifact_file(rel)
-                if split is not None:
-                    names.add(split[0])
+        names = {
+            split[0]
+            for rel, _ in walk_artifacts(self.analysis_path)
+            if (split := split_artifact_file(rel))
+        }
         return sorted(names)
 
     def _require(self, name: str, formats: Sequence[ArtifactFormat]) -> tuple[Path, ArtifactFormat]:
@@ -229,7 +223,7 @@ class ZarrImageRecord:
         path, _ = self._require(name, (ArtifactFormat.PARQUET,))
         raw = self._read_bytes(name, path)
         try:
-            df: pd.DataFrame = pq.read_table(pa.BufferReader(raw)).to_pandas()
+            df: pd.DataFrame = pq.ParquetFile(pa.BufferReader(raw)).read().to_pandas()
         except (pa.ArrowException, OSError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
         return df
@@ -263,7 +257,8 @@ class ZarrImageRecord:
         raw = self._read_bytes(name, path)
         try:
             if fmt is ArtifactFormat.PARQUET:
-                return pq.read_table(pa.BufferReader(raw))
+                # ParquetFile(...).read(): read_table would build a dataset per small file.
+                return pq.ParquetFile(pa.BufferReader(raw)).read()
             return pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
         except (pa.ArrowException, OSError, EOFError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e

@@ -1,0 +1,139 @@
+"""The schema policy joined to the table engine: adopting a table read from disk, and
+merging a batch's rows into it (an update splices, a rebuild concatenates in id order).
+
+The results equal a fresh rebuild whatever the order of updates: the rows of a record
+are its artifact's rows, in the artifact's order; records are in ``image_id`` order;
+extra columns are typed from the merged rows alone (:func:`finish_table`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from kymwatch.index.arrow_schema import (
+    convert_column,
+    empty_arrow,
+    finish_table,
+    unify,
+)
+from kymwatch.index.base import DatasetIndexer, extras_position
+from kymwatch.index.batch import Extracted
+from kymwatch.index.schema import Coercions
+from kymwatch.store.engine import SortedTable, concat
+
+__all__ = ["adopt", "merge_rebuild", "merge_update"]
+
+
+def adopt(raw: pa.Table, ix: DatasetIndexer | None, coerced: Coercions) -> tuple[SortedTable, bool]:
+    """A table read from disk, typed by the schema policy and sorted by ``image_id``,
+    and whether that changed it (kymflow's object columns, an unsorted table: it is
+    then rewritten by the next update even when no row changes). A table no indexer
+    owns is kept as it is."""
+    if ix is None:
+        return SortedTable(raw, (), (0,)), False
+    extras_at = extras_position(ix)
+    for col, dtype in ix.columns.items():
+        if col in raw.column_names:
+            values = raw.column(col)
+            _, bad = convert_column(values, dtype)
+            if bad:
+                coerced.add(col, len(bad), values[bad[0]].as_py())
+    table = finish_table(raw, ix.columns, extras_at)
+    st, was_sorted_now = SortedTable.adopt(table)
+    foreign = was_sorted_now or not table.schema.remove_metadata().equals(
+        raw.schema.remove_metadata()
+    )
+    foreign = foreign or not table.equals(raw)
+    return st, foreign
+
+
+def _all_null_columns(table: pa.Table) -> set[str]:
+    return {c for c in table.column_names if table.column(c).null_count == table.num_rows}
+
+
+def _align(rows: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``rows`` in exactly ``schema`` (missing columns null), or None if a column is new
+    or holds values of another type."""
+    if rows.schema.equals(schema):
+        return rows
+    if not set(rows.column_names) <= set(schema.names):
+        return None
+    n = rows.num_rows
+    cols = []
+    for f in schema:
+        if f.name not in rows.column_names:
+            cols.append(pa.nulls(n, f.type))
+            continue
+        col = rows.column(f.name)
+        if col.type == f.type:
+            cols.append(col)
+        elif col.null_count == n:
+            cols.append(pa.nulls(n, f.type))
+        else:
+            return None
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def merge_update(
+    current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
+) -> tuple[SortedTable, bool]:
+    """``current`` with the rows of the re-indexed records replaced (records whose
+    artifact is unreadable or invalid keep theirs), and whether anything changed."""
+    extras_at = extras_position(ix)
+    replace: dict[str, pa.Table | None] = {}
+    keep_null = _all_null_columns(current.table) if extras_at is not None else set()
+    for o, rows in results:
+        if o.keeps_old_rows:
+            continue
+        replace[o.image_id] = rows if rows is not None and rows.num_rows else None
+        if rows is not None:
+            keep_null |= set(rows.column_names)
+    schema = current.table.schema
+    aligned = {i: None if r is None else _align(r, schema) for i, r in replace.items()}
+    if all(a is not None or replace[i] is None for i, a in aligned.items()):
+        st, changed = current.splice(aligned)
+        if extras_at is None:
+            return st, changed
+        table = finish_table(st.table, ix.columns, extras_at, keep_null)
+        changed = changed or not table.schema.equals(st.table.schema)
+        return SortedTable(table, st.ids, st.offsets), changed
+    # A new column, or a column whose type the new rows change: unify, then splice.
+    ids = [i for i, r in replace.items() if r is not None]
+    parts = unify([current.table, *(r for r in replace.values() if r is not None)])
+    schema = concat([p.slice(0, 0) for p in parts]).schema  # the one all of them share
+    merged: dict[str, pa.Table | None] = dict.fromkeys(replace)
+    merged.update((i, _align(r, schema) or r) for i, r in zip(ids, parts[1:], strict=True))
+    base = SortedTable(_align(parts[0], schema) or parts[0], current.ids, current.offsets)
+    st, _ = base.splice(merged)
+    table = finish_table(st.table, ix.columns, extras_at, keep_null)
+    return SortedTable(table, st.ids, st.offsets), True
+
+
+def merge_rebuild(
+    current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
+) -> SortedTable:
+    """The table of ``results`` alone (records whose artifact is unreadable or invalid
+    keep the rows ``current`` has for them), in ``image_id`` order."""
+    extras_at = extras_position(ix)
+    parts: list[tuple[str, pa.Table]] = []
+    keep_null = _all_null_columns(current.table) if extras_at is not None else set()
+    for o, rows in results:
+        if o.keeps_old_rows:
+            parts.append((o.image_id, current.rows_of(o.image_id)))
+        elif rows is not None and rows.num_rows:
+            parts.append((o.image_id, rows))
+            keep_null |= set(rows.column_names)
+    parts = [p for p in parts if p[1].num_rows]
+    if not parts:
+        return SortedTable(empty_arrow(ix.columns), (), (0,))
+    parts.sort(key=lambda p: p[0])
+    tables = unify([t for _, t in parts])
+    schema = concat([t.slice(0, 0) for t in tables]).schema
+    tables = [_align(t, schema) or t for t in tables]
+    st = SortedTable.from_sorted_parts(
+        list(zip([i for i, _ in parts], tables, strict=True)), schema
+    )
+    table = finish_table(st.table, ix.columns, extras_at, keep_null)
+    return SortedTable(table, st.ids, st.offsets)
