@@ -52,9 +52,8 @@ def id_ranges(ids: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]] | 
         if not ordered:
             return None
     # In a sorted column a new id starts wherever the value differs from the previous one.
-    starts = np.flatnonzero(
-        np.concatenate(([True], pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)))
-    )
+    differs = pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.concatenate(([True], differs)))
     distinct = col.take(pa.array(starts)).to_pylist()
     return [str(v) for v in distinct], [*starts.tolist(), n]
 
