@@ -35,6 +35,7 @@ from kymwatch.store.engine import IMAGE_ID
 __all__ = [
     "ARROW_TYPES",
     "RawRows",
+    "RowSpan",
     "conform_batch",
     "convert_column",
     "empty_arrow",
@@ -96,6 +97,24 @@ class RawRows:
             raise ArtifactInvalidError(
                 self.image_id, self.key, self.path, f"repeated column name(s) {dupes}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class RowSpan:
+    """One record's typed rows: ``count`` rows from ``start`` of a batch's table (the
+    records of a batch share one table; a rebuild concatenates adjacent spans whole)."""
+
+    batch: pa.Table
+    start: int
+    count: int
+
+    def table(self) -> pa.Table:
+        """The rows as a table of their own (zero-copy slice)."""
+        return self.batch.slice(self.start, self.count)
+
+    def follows(self, other: RowSpan) -> bool:
+        """True when these rows come right after ``other``'s in the same batch table."""
+        return self.batch is other.batch and self.start == other.start + other.count
 
 
 # -- one column -----------------------------------------------------------------------------
@@ -258,7 +277,7 @@ def conform_batch(
     extras_at: int | None,
     *,
     indexer: str | None = None,
-) -> list[pa.Table]:
+) -> list[RowSpan]:
     """Each record's rows in the table schema (extras typed per group of records with
     the same raw columns: :func:`finish_table` types them over the whole table).
 
@@ -268,19 +287,19 @@ def conform_batch(
     for i, raw in enumerate(raws):
         if raw.num_rows and raw.names:  # no columns: kymflow's pd.DataFrame(), no rows
             groups.setdefault(_group_key(raw), []).append(i)
-    out: list[pa.Table | None] = [None] * len(raws)
+    out: list[RowSpan | None] = [None] * len(raws)
     for members in groups.values():
         group = [raws[i] for i in members]
         coerced: dict[int, Coercions] = {}
         table = _conform_group(group, columns, extras_at, coerced)
         start = 0
         for j, i in enumerate(members):
-            out[i] = table.slice(start, raws[i].num_rows)
+            out[i] = RowSpan(table, start, raws[i].num_rows)
             start += raws[i].num_rows
             if j in coerced:
                 raw = raws[i]
                 coerced[j].log(image_id=raw.image_id, indexer=indexer, path=raw.path)
-    empty = empty_arrow(columns)
+    empty = RowSpan(empty_arrow(columns), 0, 0)
     return [empty if t is None else t for t in out]
 
 

@@ -13,14 +13,14 @@ import pandas as pd
 import pyarrow as pa
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactUnreadableError
-from kymwatch.index.arrow_schema import RawRows, conform_batch, from_frame
+from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch, from_frame
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
 
 __all__ = ["Extracted", "extract_batch"]
 
-Extracted = tuple[RecordOutcome, pa.Table | None]
+Extracted = tuple[RecordOutcome, RowSpan | None]
 """A record's outcome and, for INDEXED, its rows in the table schema."""
 
 
@@ -79,7 +79,7 @@ def _read(ix: DatasetIndexer, store: ZarrDataset, image_id: str) -> RecordOutcom
     return raw
 
 
-def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[pa.Table | str]:
+def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[RowSpan | str]:
     """Each record's typed rows, or why they cannot be typed."""
     try:
         return list(conform_batch(raws, ix.columns, extras_position(ix), indexer=_label(ix)))
@@ -88,7 +88,7 @@ def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[pa.Table | str
     except Exception:  # one record's rows break the batch: find it, record by record
         if len(raws) == 1:
             raise
-    out: list[pa.Table | str] = []
+    out: list[RowSpan | str] = []
     for raw in raws:
         try:
             out.extend(_conform(ix, [raw]))
@@ -114,6 +114,6 @@ def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) ->
             outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INVALID, error=rows)
             out.append((outcome, None))
         else:
-            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows=rows.num_rows)
+            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows=rows.count)
             out.append((outcome, rows))
     return out

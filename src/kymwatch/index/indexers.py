@@ -49,7 +49,7 @@ class _TableIndexer:
         raw.check()
         ix: Any = self
         [rows] = conform_batch([raw], self.columns, extras_position(ix), indexer=self.indexer_label)
-        return to_frame(rows)
+        return to_frame(rows.table())
 
     def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, str]:
         for name, formats in self.lookups:

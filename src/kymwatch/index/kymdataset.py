@@ -209,7 +209,7 @@ class KymDataset:
         Returns the outcome and, for INDEXED, the rows (MISSING/REMOVED: no rows).
         """
         [(outcome, rows)] = extract_batch(self.indexer(ref), self.store, [image_id])
-        return outcome, None if rows is None else to_frame(rows)
+        return outcome, None if rows is None else to_frame(rows.table())
 
     def update_images_report(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
@@ -329,7 +329,7 @@ class KymDataset:
                 self._write(ix.table_name, table)
             else:
                 table = current
-        rows_written = sum(rows.num_rows for _, rows in results if rows is not None)
+        rows_written = sum(rows.count for _, rows in results if rows is not None)
         outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in results)
         if log_outcomes:
             for o in outcomes:

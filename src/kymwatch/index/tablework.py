@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from kymwatch.index.arrow_schema import (
+    RowSpan,
     convert_column,
     empty_arrow,
     finish_table,
@@ -84,12 +86,12 @@ def merge_update(
     extras_at = extras_position(ix)
     replace: dict[str, pa.Table | None] = {}
     keep_null = _all_null_columns(current.table) if extras_at is not None else set()
-    for o, rows in results:
+    for o, span in results:
         if o.keeps_old_rows:
             continue
-        replace[o.image_id] = rows if rows is not None and rows.num_rows else None
-        if rows is not None:
-            keep_null |= set(rows.column_names)
+        replace[o.image_id] = span.table() if span is not None and span.count else None
+        if span is not None:
+            keep_null |= set(span.batch.column_names)
     schema = current.table.schema
     aligned = {i: None if r is None else _align(r, schema) for i, r in replace.items()}
     if all(a is not None or replace[i] is None for i, a in aligned.items()):
@@ -115,25 +117,43 @@ def merge_rebuild(
     current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
 ) -> SortedTable:
     """The table of ``results`` alone (records whose artifact is unreadable or invalid
-    keep the rows ``current`` has for them), in ``image_id`` order."""
+    keep the rows ``current`` has for them), in ``image_id`` order.
+
+    Rows that lie next to each other in one batch table (records read in id order, the
+    usual rebuild) are taken as one slice: no per-record tables are built.
+    """
     extras_at = extras_position(ix)
-    parts: list[tuple[str, pa.Table]] = []
-    keep_null = _all_null_columns(current.table) if extras_at is not None else set()
-    for o, rows in results:
+    parts: list[tuple[str, RowSpan]] = []
+    batches: dict[int, pa.Table] = {}
+    for o, span in results:
         if o.keeps_old_rows:
-            parts.append((o.image_id, current.rows_of(o.image_id)))
-        elif rows is not None and rows.num_rows:
-            parts.append((o.image_id, rows))
-            keep_null |= set(rows.column_names)
-    parts = [p for p in parts if p[1].num_rows]
+            start, count = current.range_of(o.image_id)
+            span = RowSpan(current.table, start, count)
+        elif span is None:
+            continue
+        else:
+            batches[id(span.batch)] = span.batch
+        if span.count:
+            parts.append((o.image_id, span))
     if not parts:
         return SortedTable(empty_arrow(ix.columns), (), (0,))
-    parts.sort(key=lambda p: p[0])
-    tables = unify([t for _, t in parts])
+    keep_null: set[str] = set()
+    if extras_at is not None:
+        keep_null = _all_null_columns(current.table)
+        keep_null |= {c for b in batches.values() for c in b.column_names}
+    if any(parts[k][0] >= parts[k + 1][0] for k in range(len(parts) - 1)):
+        parts.sort(key=lambda p: p[0])
+    slices: list[RowSpan] = []
+    for _, span in parts:
+        if slices and span.follows(slices[-1]):
+            last = slices[-1]
+            slices[-1] = RowSpan(last.batch, last.start, last.count + span.count)
+        else:
+            slices.append(span)
+    tables = unify([s.table() for s in slices])
     schema = concat([t.slice(0, 0) for t in tables]).schema
-    tables = [_align(t, schema) or t for t in tables]
-    st = SortedTable.from_sorted_parts(
-        list(zip([i for i, _ in parts], tables, strict=True)), schema
-    )
-    table = finish_table(st.table, ix.columns, extras_at, keep_null)
-    return SortedTable(table, st.ids, st.offsets)
+    table = concat([_align(t, schema) or t for t in tables])
+    ids = tuple(i for i, _ in parts)
+    offsets = tuple(np.cumsum([0] + [s.count for _, s in parts]).tolist())
+    table = finish_table(table, ix.columns, extras_at, keep_null)
+    return SortedTable(table, ids, offsets)

@@ -93,29 +93,20 @@ class SortedTable:
         assert ranges is not None
         return cls(table, tuple(ranges[0]), tuple(ranges[1])), True
 
-    @classmethod
-    def from_sorted_parts(
-        cls, parts: Sequence[tuple[str, pa.Table]], schema: pa.Schema
-    ) -> SortedTable:
-        """A table from each record's rows, given in image-id order (no sort)."""
-        ids: list[str] = []
-        offsets = [0]
-        for image_id, rows in parts:
-            if rows.num_rows:
-                ids.append(image_id)
-                offsets.append(offsets[-1] + rows.num_rows)
-        tables = [rows for _, rows in parts if rows.num_rows] or [schema.empty_table()]
-        return cls(concat(tables), tuple(ids), tuple(offsets))
-
     def __len__(self) -> int:
         return int(self.table.num_rows)
 
-    def rows_of(self, image_id: str) -> pa.Table:
-        """The rows of one record (none if it has no rows)."""
+    def range_of(self, image_id: str) -> tuple[int, int]:
+        """(first row, number of rows) of one record (0 rows if it has none)."""
         i = bisect_left(self.ids, image_id)
         if i < len(self.ids) and self.ids[i] == image_id:
-            return self.table.slice(self.offsets[i], self.offsets[i + 1] - self.offsets[i])
-        return self.table.slice(0, 0)
+            return self.offsets[i], self.offsets[i + 1] - self.offsets[i]
+        return 0, 0
+
+    def rows_of(self, image_id: str) -> pa.Table:
+        """The rows of one record (none if it has no rows)."""
+        start, count = self.range_of(image_id)
+        return self.table.slice(start, count)
 
     def counts(self) -> dict[str, int]:
         """image_id → number of rows, for the records that have rows."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -31,12 +32,42 @@ from kymwatch.store.layout import (
 )
 from kymwatch.store.scan import walk_artifacts
 
+try:
+    from pyarrow._parquet import ParquetReader as _ParquetReader
+except ImportError:  # pragma: no cover - a pyarrow without it
+    _ParquetReader = None
+
 if TYPE_CHECKING:
     from kymwatch.store.dataset import ZarrDataset
 
 __all__ = ["ZarrImageRecord"]
 
 _JSON_FORMATS = (ArtifactFormat.JSON, ArtifactFormat.JSON_GZ)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_name(name: str, fmt: ArtifactFormat) -> str:
+    return artifact_file_name(name, fmt)
+
+
+def _read_small_parquet(raw: bytes) -> pa.Table:
+    """Parse a small parquet file held in memory.
+
+    ``pq.read_table`` builds a dataset per file and ``pq.ParquetFile`` adds Python-side
+    set-up (nested paths) that costs more than reading ten rows: the reader underneath
+    ``ParquetFile`` is used when this pyarrow has it. No pre-buffering or threads: the
+    bytes are in memory and few.
+    """
+    if _ParquetReader is not None:
+        try:
+            reader = _ParquetReader()
+            reader.open(pa.BufferReader(raw), pre_buffer=False)
+        except TypeError:  # another pyarrow's signature: the public way below
+            pass
+        else:
+            table: pa.Table = reader.read_all(use_threads=False)
+            return table
+    return pq.ParquetFile(pa.BufferReader(raw), pre_buffer=False).read(use_threads=False)
 
 
 class ZarrImageRecord:
@@ -59,7 +90,10 @@ class ZarrImageRecord:
     # -- metadata -------------------------------------------------------------------------
     def exists(self) -> bool:
         """True while the record folder exists (a symbolic link to a folder is no record)."""
-        return self.path.is_dir() and not self.path.is_symlink()
+        try:
+            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+        except OSError:
+            return False
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -81,7 +115,7 @@ class ZarrImageRecord:
     # -- artifact paths -------------------------------------------------------------------
     def artifact_path(self, name: str, fmt: ArtifactFormat) -> Path:
         """Where artifact ``name`` in format ``fmt`` lives (whether or not it exists)."""
-        return self.analysis_path / artifact_file_name(name, fmt)
+        return self.analysis_path / _file_name(name, fmt)
 
     def find_artifact(
         self, name: str, formats: Sequence[ArtifactFormat]
@@ -122,13 +156,15 @@ class ZarrImageRecord:
     def _linked_folder(self, path: Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        folder = path.parent
+        root = os.fspath(self.path)
+        folder = os.path.dirname(os.fspath(path))
         while True:
-            if folder.is_symlink():
+            if os.path.islink(folder):
                 return True
-            if folder == self.path or folder == folder.parent:
+            parent = os.path.dirname(folder)
+            if folder in (root, parent):
                 return False
-            folder = folder.parent
+            folder = parent
 
     def _read_bytes(self, name: str, path: Path) -> bytes:
         """The whole file, refusing symbolic links and anything but a regular file.
@@ -257,8 +293,7 @@ class ZarrImageRecord:
         raw = self._read_bytes(name, path)
         try:
             if fmt is ArtifactFormat.PARQUET:
-                # ParquetFile(...).read(): read_table would build a dataset per small file.
-                return pq.ParquetFile(pa.BufferReader(raw)).read()
+                return _read_small_parquet(raw)
             return pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
         except (pa.ArrowException, OSError, EOFError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
