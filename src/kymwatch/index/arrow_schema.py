@@ -81,13 +81,13 @@ class RawRows:
     source: pa.Table | Mapping[str, list[Any]]
     num_rows: int
     constants: Mapping[str, str] = field(default_factory=dict)
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The raw column names (set from ``source``)."""
 
-    @property
-    def names(self) -> list[str]:
-        """The raw column names."""
-        if isinstance(self.source, pa.Table):
-            return list(self.source.column_names)
-        return list(self.source)
+    def __post_init__(self) -> None:
+        src = self.source
+        names = src.schema.names if isinstance(src, pa.Table) else list(src)
+        object.__setattr__(self, "names", tuple(names))
 
     def check(self) -> None:
         """Raise ArtifactInvalidError if the artifact repeats a column name."""
@@ -201,8 +201,14 @@ def infer_column(name: str, values: Values) -> str:
 # -- batches --------------------------------------------------------------------------------
 def _group_key(raw: RawRows) -> object:
     if isinstance(raw.source, pa.Table):
-        return ("arrow", raw.source.schema)
-    return ("json", tuple(raw.source))
+        return raw.source.schema
+    return tuple(raw.source)
+
+
+def _same_key(a: object, b: object) -> bool:
+    if isinstance(a, pa.Schema) and isinstance(b, pa.Schema):
+        return bool(a.equals(b))
+    return a == b
 
 
 def _group_columns(group: Sequence[RawRows]) -> dict[str, Values]:
@@ -283,12 +289,19 @@ def conform_batch(
 
     ``value_coerced`` is logged once per record and column that lost values.
     """
-    groups: dict[object, list[int]] = {}
+    groups: list[tuple[object, list[int]]] = []
     for i, raw in enumerate(raws):
-        if raw.num_rows and raw.names:  # no columns: kymflow's pd.DataFrame(), no rows
-            groups.setdefault(_group_key(raw), []).append(i)
+        if not (raw.num_rows and raw.names):  # no columns: kymflow's pd.DataFrame(), no rows
+            continue
+        key = _group_key(raw)
+        # Compared, not hashed: hashing an Arrow schema costs more than reading ten rows.
+        found = next((m for k, m in reversed(groups) if _same_key(k, key)), None)
+        if found is None:
+            groups.append((key, [i]))
+        else:
+            found.append(i)
     out: list[RowSpan | None] = [None] * len(raws)
-    for members in groups.values():
+    for _, members in groups:
         group = [raws[i] for i in members]
         coerced: dict[int, Coercions] = {}
         table = _conform_group(group, columns, extras_at, coerced)

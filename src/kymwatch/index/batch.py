@@ -71,9 +71,9 @@ def _read(ix: DatasetIndexer, store: ZarrDataset, image_id: str) -> RecordOutcom
     except Exception as e:  # any failure on one record is that record's outcome
         error = f"{type(e).__name__}: {str(e)[:500]}"
         failed = RecordOutcome(image_id, ix.name, OutcomeStatus.INVALID, error=error)
-    if not rec.exists():  # removed while we read it (often the cause of the failure)
-        return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
     if failed is not None:
+        if not rec.exists():  # removed while we read it (the likely cause of the failure)
+            return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
         return failed
     assert raw is not None
     return raw

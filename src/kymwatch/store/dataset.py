@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import uuid
 import warnings
@@ -76,6 +77,8 @@ class ZarrDataset:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', not {mode!r}")
         self.path = Path(path).absolute()
+        self.images_dir: str = os.path.join(self.path, IMAGES_DIR)
+        """``images/`` as a string (for the per-record hot paths)."""
         self.mode: Mode = mode
         found = detect_zarr_format(self.path) if self.path.is_dir() else None
         if mode == "w" and found is not None:

@@ -81,8 +81,19 @@ class ZarrImageRecord:
     def __init__(self, dataset: ZarrDataset, image_id: str) -> None:
         self.dataset = dataset
         self.image_id = validate_image_id(image_id)
-        self.path = dataset.images_path / image_id
-        self.analysis_path = self.path / ANALYSIS_DIR
+        # Plain strings on the hot path (one record read per artifact change).
+        self._dir = os.path.join(dataset.images_dir, image_id)
+        self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
+
+    @functools.cached_property
+    def path(self) -> Path:
+        """The record folder ``images/<image_id>/``."""
+        return Path(self._dir)
+
+    @functools.cached_property
+    def analysis_path(self) -> Path:
+        """The record's ``analysis/`` folder."""
+        return Path(self._analysis)
 
     def __repr__(self) -> str:
         return f"ZarrImageRecord({self.image_id!r})"
@@ -91,7 +102,7 @@ class ZarrImageRecord:
     def exists(self) -> bool:
         """True while the record folder exists (a symbolic link to a folder is no record)."""
         try:
-            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+            return stat.S_ISDIR(os.lstat(self._dir).st_mode)
         except OSError:
             return False
 
@@ -127,14 +138,14 @@ class ZarrImageRecord:
                 denied): the artifact may well be there, so it is not "missing".
         """
         for fmt in formats:
-            p = self.artifact_path(name, fmt)
+            p = os.path.join(self._analysis, _file_name(name, fmt))
             try:
                 os.lstat(p)
             except PermissionError as e:
-                raise ArtifactUnreadableError(self.image_id, name, str(p), str(e)) from e
+                raise ArtifactUnreadableError(self.image_id, name, p, str(e)) from e
             except OSError:  # absent (or a name the OS refuses): not there
                 continue
-            return p, fmt
+            return Path(p), fmt
         return None
 
     def list_analysis_keys(self) -> list[str]:
@@ -156,7 +167,7 @@ class ZarrImageRecord:
     def _linked_folder(self, path: Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        root = os.fspath(self.path)
+        root = self._dir
         folder = os.path.dirname(os.fspath(path))
         while True:
             if os.path.islink(folder):
