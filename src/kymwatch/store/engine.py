@@ -73,23 +73,23 @@ class SortedTable:
     offsets: tuple[int, ...]
 
     @classmethod
-    def adopt(cls, table: pa.Table) -> tuple[SortedTable, bool]:
+    def adopt(cls, table: pa.Table, key: str = IMAGE_ID) -> tuple[SortedTable, bool]:
         """``table`` as a sorted table, and whether it had to be sorted (stably, once).
 
-        Rows without an id (null) sort last, in their order. A table without an
-        ``image_id`` column is kept as it is, as one block of rows of no record.
+        Rows without an id (null) sort last, in their order. A table without the
+        ``key`` column is kept as it is, as one block of rows of no record.
         """
-        if IMAGE_ID not in table.column_names:
+        if key not in table.column_names:
             return cls(table, (), (0,)), False
-        ranges = id_ranges(table.column(IMAGE_ID))
+        ranges = id_ranges(table.column(key))
         if ranges is not None:
             return cls(table, tuple(ranges[0]), tuple(ranges[1])), False
         order = pc.sort_indices(
-            table.select([IMAGE_ID]), sort_keys=[(IMAGE_ID, "ascending")], null_placement="at_end"
+            table.select([key]), sort_keys=[(key, "ascending")], null_placement="at_end"
         )
         table = table.take(order)
-        with_id = table.slice(0, len(table) - table.column(IMAGE_ID).null_count)
-        ranges = id_ranges(with_id.column(IMAGE_ID))
+        with_id = table.slice(0, len(table) - table.column(key).null_count)
+        ranges = id_ranges(with_id.column(key))
         assert ranges is not None
         return cls(table, tuple(ranges[0]), tuple(ranges[1])), True
 
