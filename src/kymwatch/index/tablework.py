@@ -98,7 +98,7 @@ def merge_update(
         st, changed = current.splice(aligned)
         if extras_at is None:
             return st, changed
-        table = finish_table(st.table, ix.columns, extras_at, keep_null)
+        table = _finish(st.table, ix, keep_null)
         changed = changed or not table.schema.equals(st.table.schema)
         return SortedTable(table, st.ids, st.offsets), changed
     # A new column, or a column whose type the new rows change: unify, then splice.
@@ -109,8 +109,15 @@ def merge_update(
     merged.update((i, _align(r, schema) or r) for i, r in zip(ids, parts[1:], strict=True))
     base = SortedTable(_align(parts[0], schema) or parts[0], current.ids, current.offsets)
     st, _ = base.splice(merged)
-    table = finish_table(st.table, ix.columns, extras_at, keep_null)
-    return SortedTable(table, st.ids, st.offsets), True
+    return SortedTable(_finish(st.table, ix, keep_null), st.ids, st.offsets), True
+
+
+def _finish(table: pa.Table, ix: DatasetIndexer, keep_null: set[str]) -> pa.Table:
+    """The table typed by content; a table without rows has the declared columns only
+    (as a rebuild of no rows)."""
+    if not table.num_rows:
+        return empty_arrow(ix.columns)
+    return finish_table(table, ix.columns, extras_position(ix), keep_null)
 
 
 def merge_rebuild(

@@ -84,9 +84,8 @@ class SortedTable:
         ranges = id_ranges(table.column(key))
         if ranges is not None:
             return cls(table, tuple(ranges[0]), tuple(ranges[1])), False
-        order = pc.sort_indices(
-            table.select([key]), sort_keys=[(key, "ascending")], null_placement="at_end"
-        )
+        # A stable sort; nulls are placed last by default.
+        order = pc.sort_indices(table.select([key]), sort_keys=[(key, "ascending")])
         table = table.take(order)
         with_id = table.slice(0, len(table) - table.column(key).null_count)
         ranges = id_ranges(with_id.column(key))
