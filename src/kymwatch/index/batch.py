@@ -50,7 +50,9 @@ def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
 
 def _read(ix: DatasetIndexer, store: ZarrDataset, image_id: str) -> RecordOutcome | RawRows:
     rec = ZarrImageRecord(store, image_id)
-    if not rec.exists():
+    # A built-in indexer finds no artifact in a removed record (checked below); another
+    # indexer might not look: ask first.
+    if raw_reader(ix) is None and not rec.exists():
         return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
     failed: RecordOutcome | None = None
     raw: RawRows | None = None

@@ -47,8 +47,9 @@ class _Gen2Indexer(_TableIndexer):
         return self.analysis.indexer
 
     def read_raw(self, rec: ZarrImageRecord) -> RawRows:
-        name, fmt, path = self._find(rec)
-        table = rec.load_arrow(name, (fmt,))
+        name, fmt, found = self._find(rec)
+        path = str(found)
+        table = rec.load_arrow(name, (fmt,), found=(found, fmt))
         _, digest = current_params(self.analysis.indexer, rec)
         constants = {"analysis_version": self.analysis_version, "params_hash": digest}
         return RawRows(rec.image_id, name, path, table, table.num_rows, constants)

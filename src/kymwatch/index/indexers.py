@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -39,8 +40,9 @@ class _TableIndexer:
 
     def read_raw(self, rec: ZarrImageRecord) -> RawRows:
         """One record's rows as read, before conversion (see :mod:`arrow_schema`)."""
-        name, fmt, path = self._find(rec)
-        table = rec.load_arrow(name, (fmt,))
+        name, fmt, found = self._find(rec)
+        path = str(found)
+        table = rec.load_arrow(name, (fmt,), found=(found, fmt))
         return RawRows(rec.image_id, name, path, table, table.num_rows)
 
     def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
@@ -51,11 +53,11 @@ class _TableIndexer:
         [rows] = conform_batch([raw], self.columns, extras_position(ix), indexer=self.indexer_label)
         return to_frame(rows.table())
 
-    def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, str]:
+    def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, Path]:
         for name, formats in self.lookups:
             found = rec.find_artifact(name, formats)
             if found is not None:
-                return name, found[1], str(found[0])
+                return name, found[1], found[0]
         looked = tuple(artifact_file_name(n, f) for n, fs in self.lookups for f in fs)
         raise ArtifactNotFoundError(rec.image_id, self.lookups[0][0], looked)
 
@@ -115,10 +117,11 @@ class RadonReportIndexer(_TableIndexer):
     )
 
     def read_raw(self, rec: ZarrImageRecord) -> RawRows:
-        name, fmt, path = self._find(rec)
+        name, fmt, found = self._find(rec)
+        path = str(found)
         image_id = rec.image_id
         if fmt is ArtifactFormat.PARQUET:
-            table = rec.load_arrow(name, (fmt,))
+            table = rec.load_arrow(name, (fmt,), found=(found, fmt))
             present = set(table.column_names)
             # A legacy column is read only where its new name is absent.
             shadowed = [o for o, n in self.legacy_keys.items() if o in present and n in present]
@@ -126,7 +129,9 @@ class RadonReportIndexer(_TableIndexer):
             renames = self.legacy_keys
             table = table.rename_columns([renames.get(c, c) for c in table.column_names])
             return RawRows(image_id, name, path, table, table.num_rows)
-        records = self._records_from_json(rec.load_json(name), image_id, name, path)
+        records = self._records_from_json(
+            rec.load_json(name, found=(found, fmt)), image_id, name, path
+        )
         legacy = {new: old for old, new in self.legacy_keys.items()}
         # Per row: a key wins over its legacy name, which is read where the key is absent.
         source = {

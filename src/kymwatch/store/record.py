@@ -252,9 +252,10 @@ class ZarrImageRecord:
         return removed
 
     # -- reads ----------------------------------------------------------------------------
-    def load_json(self, name: str) -> Any:
-        """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``."""
-        path, fmt = self._require(name, _JSON_FORMATS)
+    def load_json(self, name: str, *, found: tuple[Path, ArtifactFormat] | None = None) -> Any:
+        """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
+        (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
+        path, fmt = found or self._require(name, _JSON_FORMATS)
         raw = self._read_bytes(name, path)
         try:
             text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
@@ -293,12 +294,19 @@ class ZarrImageRecord:
             return self.load_df_csv_gz(name)
         raise ValueError(f"{fmt} is not a tabular format")
 
-    def load_arrow(self, name: str, formats: Sequence[ArtifactFormat]) -> pa.Table:
+    def load_arrow(
+        self,
+        name: str,
+        formats: Sequence[ArtifactFormat],
+        *,
+        found: tuple[Path, ArtifactFormat] | None = None,
+    ) -> pa.Table:
         """Read the first present tabular file (parquet or csv.gz) of ``name`` as Arrow.
 
-        The fast path of the indexers: no pandas objects per record.
+        The fast path of the indexers: no pandas objects per record. ``found``: the
+        file :meth:`find_artifact` just found (not looked up again).
         """
-        path, fmt = self._require(name, formats)
+        path, fmt = found or self._require(name, formats)
         if fmt not in (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ):
             raise ValueError(f"{fmt} is not a tabular format")
         raw = self._read_bytes(name, path)
