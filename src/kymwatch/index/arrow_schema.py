@@ -37,6 +37,7 @@ __all__ = [
     "RawRows",
     "RowSpan",
     "conform_batch",
+    "conform_rows",
     "convert_column",
     "empty_arrow",
     "finish_table",
@@ -380,6 +381,49 @@ def finish_table(
 def empty_arrow(columns: Mapping[str, str]) -> pa.Table:
     """A table with no rows and the given typed columns."""
     return pa.schema([(c, ARROW_TYPES[t]) for c, t in columns.items()]).empty_table()
+
+
+def conform_rows(
+    rows: pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]],
+    columns: Mapping[str, str],
+    *,
+    image_id: str,
+    key: str,
+    path: str,
+    num_rows: int | None = None,
+    extras_at: int | None = None,
+    constants: Mapping[str, str] | None = None,
+    indexer: str | None = None,
+) -> pd.DataFrame:
+    """Cast one artifact's rows to a table schema (for plug-in indexers; a batch of
+    records is converted at once by :func:`conform_batch`).
+
+    Args:
+        rows: A DataFrame, an Arrow table, or column name → values (give ``num_rows``).
+        columns: Declared column → dtype (``string``, ``Int64``, ``float64``,
+            ``boolean``), in table order.
+        image_id, key, path: The record and artifact (``image_id`` is set on every row,
+            replacing an ``image_id`` column of the artifact).
+        num_rows: Row count for a mapping source.
+        extras_at: Where the artifact's other columns go among the declared ones;
+            None drops them.
+        constants: Declared columns given one value on every row.
+        indexer: For the ``value_coerced`` log line.
+
+    Raises:
+        ArtifactInvalidError: the artifact repeats a column name.
+    """
+    source: pa.Table | dict[str, list[Any]]
+    if isinstance(rows, pd.DataFrame):
+        source, n = from_frame(rows), len(rows)
+    elif isinstance(rows, pa.Table):
+        source, n = rows, rows.num_rows
+    else:
+        source, n = {str(c): list(v) for c, v in rows.items()}, int(num_rows or 0)
+    raw = RawRows(image_id, key, path, source, n, dict(constants or {}))
+    raw.check()
+    [span] = conform_batch([raw], columns, extras_at, indexer=indexer)
+    return to_frame(span.table())
 
 
 # -- the pandas boundary --------------------------------------------------------------------
