@@ -130,7 +130,7 @@ class KymDataset:
         if stamp is None:
             if ix is None:
                 raise TableNotFoundError(f"no table {name!r} in {self.path}")
-            st = SortedTable(empty_arrow(ix.columns), (), (0,))
+            st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
         else:
             coerced = Coercions()
             st, foreign = adopt(read_table_arrow(path), ix, coerced)
@@ -284,7 +284,7 @@ class KymDataset:
             if not replace_all:
                 raise TableUnreadableError(f"table file {path} cannot be read: {e}") from e
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
-            return SortedTable(empty_arrow(ix.columns), (), (0,))
+            return SortedTable.of(empty_arrow(ix.columns), (), (0,))
 
     def _extract(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
         """Each record's outcome and rows, converted in chunks of records (a rebuild of a

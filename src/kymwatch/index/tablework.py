@@ -34,7 +34,7 @@ def adopt(raw: pa.Table, ix: DatasetIndexer | None, coerced: Coercions) -> tuple
     then rewritten by the next update even when no row changes). A table no indexer
     owns is kept as it is."""
     if ix is None:
-        return SortedTable(raw, (), (0,)), False
+        return SortedTable.of(raw, (), (0,)), False
     extras_at = extras_position(ix)
     for col, dtype in ix.columns.items():
         if col in raw.column_names:
@@ -143,7 +143,7 @@ def merge_rebuild(
         if span.count:
             parts.append((o.image_id, span))
     if not parts:
-        return SortedTable(empty_arrow(ix.columns), (), (0,))
+        return SortedTable.of(empty_arrow(ix.columns), (), (0,))
     keep_null: set[str] = set()
     if extras_at is not None:
         keep_null = _all_null_columns(current.table)
@@ -161,6 +161,6 @@ def merge_rebuild(
     schema = concat([t.slice(0, 0) for t in tables]).schema
     table = concat([_align(t, schema) or t for t in tables])
     ids = tuple(i for i, _ in parts)
-    offsets = tuple(np.cumsum([0] + [s.count for _, s in parts]).tolist())
+    offsets = np.cumsum([0] + [s.count for _, s in parts])
     table = finish_table(table, ix.columns, extras_at, keep_null)
-    return SortedTable(table, ids, offsets)
+    return SortedTable.of(table, ids, offsets)

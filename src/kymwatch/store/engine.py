@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -65,12 +66,20 @@ class SortedTable:
     Attributes:
         table: The rows.
         ids: The distinct image ids, sorted.
-        offsets: ``offsets[i]:offsets[i + 1]`` are the rows of ``ids[i]``.
+        offsets: ``offsets[i]:offsets[i + 1]`` are the rows of ``ids[i]`` (int64, one
+            more than ``ids``).
     """
 
     table: pa.Table
     ids: tuple[str, ...]
-    offsets: tuple[int, ...]
+    offsets: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(
+        cls, table: pa.Table, ids: Sequence[str], offsets: Sequence[int] | npt.NDArray[np.int64]
+    ) -> SortedTable:
+        """A sorted table from its rows, ids and row offsets (taken as they are)."""
+        return cls(table, tuple(ids), np.asarray(offsets, dtype=np.int64))
 
     @classmethod
     def adopt(cls, table: pa.Table, key: str = IMAGE_ID) -> tuple[SortedTable, bool]:
@@ -80,17 +89,17 @@ class SortedTable:
         ``key`` column is kept as it is, as one block of rows of no record.
         """
         if key not in table.column_names:
-            return cls(table, (), (0,)), False
+            return cls.of(table, (), (0,)), False
         ranges = id_ranges(table.column(key))
         if ranges is not None:
-            return cls(table, tuple(ranges[0]), tuple(ranges[1])), False
+            return cls.of(table, *ranges), False
         # A stable sort; nulls are placed last by default.
         order = pc.sort_indices(table.select([key]), sort_keys=[(key, "ascending")])
         table = table.take(order)
         with_id = table.slice(0, len(table) - table.column(key).null_count)
         ranges = id_ranges(with_id.column(key))
         assert ranges is not None
-        return cls(table, tuple(ranges[0]), tuple(ranges[1])), True
+        return cls.of(table, *ranges), True
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -99,7 +108,8 @@ class SortedTable:
         """(first row, number of rows) of one record (0 rows if it has none)."""
         i = bisect_left(self.ids, image_id)
         if i < len(self.ids) and self.ids[i] == image_id:
-            return self.offsets[i], self.offsets[i + 1] - self.offsets[i]
+            start = int(self.offsets[i])
+            return start, int(self.offsets[i + 1]) - start
         return 0, 0
 
     def rows_of(self, image_id: str) -> pa.Table:
@@ -109,9 +119,7 @@ class SortedTable:
 
     def counts(self) -> dict[str, int]:
         """image_id → number of rows, for the records that have rows."""
-        return {
-            image_id: self.offsets[i + 1] - self.offsets[i] for i, image_id in enumerate(self.ids)
-        }
+        return dict(zip(self.ids, np.diff(self.offsets).tolist(), strict=True))
 
     def splice(self, replace: Mapping[str, pa.Table | None]) -> tuple[SortedTable, bool]:
         """Replace the rows of the records in ``replace`` (None or no rows: remove them).
@@ -121,36 +129,37 @@ class SortedTable:
         never compared).
         """
         n = len(self.ids)
-        tail = self.offsets[-1]  # rows without an id (adopted tables only) stay last
+        offsets = self.offsets
+        tail = int(offsets[-1])  # rows without an id (adopted tables only) stay last
         segments: list[pa.Table] = []
         new_ids: list[str] = []
-        new_offsets: list[int] = [0]
+        # Row counts per kept or new id, as arrays: offsets are their running sum.
+        counts: list[npt.NDArray[np.int64]] = []
         changed = False
         prev_i = 0
 
         def keep(stop_i: int) -> None:
             """Keep the ids ``prev_i:stop_i`` and their rows, as they are."""
-            start_row, stop_row = self.offsets[prev_i], self.offsets[stop_i]
+            start_row, stop_row = int(offsets[prev_i]), int(offsets[stop_i])
             if stop_row > start_row:
                 segments.append(self.table.slice(start_row, stop_row - start_row))
-            base = new_offsets[-1] - start_row
             new_ids.extend(self.ids[prev_i:stop_i])
-            new_offsets.extend(o + base for o in self.offsets[prev_i + 1 : stop_i + 1])
+            counts.append(np.diff(offsets[prev_i : stop_i + 1]))
 
         for image_id in sorted(replace):
             rows = replace[image_id]
             i = bisect_left(self.ids, image_id, prev_i)
             keep(i)
             present = i < n and self.ids[i] == image_id
-            old_len = self.offsets[i + 1] - self.offsets[i] if present else 0
+            old_len = int(offsets[i + 1] - offsets[i]) if present else 0
             new_len = 0 if rows is None else rows.num_rows
             if new_len:
                 assert rows is not None
                 segments.append(rows)
                 new_ids.append(image_id)
-                new_offsets.append(new_offsets[-1] + new_len)
+                counts.append(np.array([new_len], dtype=np.int64))
                 if not changed:
-                    old = self.table.slice(self.offsets[i], old_len)
+                    old = self.table.slice(int(offsets[i]), old_len)
                     changed = old_len != new_len or not old.equals(rows)
             elif old_len:
                 changed = True
@@ -161,4 +170,7 @@ class SortedTable:
         table = concat(segments) if segments else self.table.schema.empty_table()
         if table.num_columns and table.column(0).num_chunks > _MAX_CHUNKS:
             table = table.combine_chunks()
-        return SortedTable(table, tuple(new_ids), tuple(new_offsets)), changed
+        new_offsets = np.concatenate(
+            [np.zeros(1, dtype=np.int64), np.cumsum(np.concatenate(counts))]
+        )
+        return SortedTable(table, tuple(new_ids), new_offsets.astype(np.int64)), changed
