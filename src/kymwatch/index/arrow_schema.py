@@ -275,7 +275,9 @@ def _conform_group(
     declared = list(columns)
     at = len(declared) if extras_at is None else extras_at
     order = declared[:at] + extras + declared[at:]
-    return pa.table({c: data[c] for c in order})
+    # One contiguous table per group: the records' own small buffers (one per column
+    # per artifact read) are released instead of being kept as thousands of chunks.
+    return pa.table({c: data[c] for c in order}).combine_chunks()
 
 
 def conform_batch(
