@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from helpers_store import (
     delete_record,
@@ -230,3 +231,21 @@ def test_one_walker_sees_artifacts_nested_deeper_than_eight_folders(tmp_path: Pa
     assert rec.list_analysis_keys() == sorted([name, EVENTS])
     assert set(scan_record(rec.path)) == {f"{name}.parquet", f"{EVENTS}.parquet"}
     assert {rel for rel, _ in walk_artifacts(rec.analysis_path)} == set(scan_record(rec.path))
+
+
+# -- a batch is converted at once, problems are still told per record --------------------------
+def test_value_coerced_names_the_record_of_the_value_in_a_batch(store: Path) -> None:
+    """In a batch converted at once, a value that does not fit is logged against its own
+    record, once, and the other records' rows are untouched."""
+    bad = events_frame(2).assign(t0_s=["n/a", "1.5"])  # text: "1.5" reads as 1.5
+    write_parquet_artifact(store, IDS[1], EVENTS, bad)
+    kd = KymDataset(store)
+    with capture_logs() as logs:
+        table = kd.rebuild(EVENTS)
+    coerced = [e for e in logs if e["event"] == "value_coerced"]
+    assert [(e["image_id"], e["column"], e["count"], e["example"]) for e in coerced] == [
+        (IDS[1], "t0_s", 1, "'n/a'")
+    ]
+    rows = table[table["image_id"] == IDS[1]]
+    assert rows["t0_s"].isna().tolist() == [True, False]
+    assert table[table["image_id"] == IDS[2]]["t0_s"].notna().all()
