@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -53,9 +52,9 @@ class _TableIndexer:
         [rows] = conform_batch([raw], self.columns, extras_position(ix), indexer=self.indexer_label)
         return to_frame(rows.table())
 
-    def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, Path]:
+    def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, str]:
         for name, formats in self.lookups:
-            found = rec.find_artifact(name, formats)
+            found = rec.find_artifact_file(name, formats)
             if found is not None:
                 return name, found[1], found[0]
         looked = tuple(artifact_file_name(n, f) for n, fs in self.lookups for f in fs)

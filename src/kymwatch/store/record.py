@@ -137,6 +137,13 @@ class ZarrImageRecord:
             ArtifactUnreadableError: a folder on the way cannot be searched (permission
                 denied): the artifact may well be there, so it is not "missing".
         """
+        found = self.find_artifact_file(name, formats)
+        return None if found is None else (Path(found[0]), found[1])
+
+    def find_artifact_file(
+        self, name: str, formats: Sequence[ArtifactFormat]
+    ) -> tuple[str, ArtifactFormat] | None:
+        """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
             p = os.path.join(self._analysis, _file_name(name, fmt))
             try:
@@ -145,7 +152,7 @@ class ZarrImageRecord:
                 raise ArtifactUnreadableError(self.image_id, name, p, str(e)) from e
             except OSError:  # absent (or a name the OS refuses): not there
                 continue
-            return Path(p), fmt
+            return p, fmt
         return None
 
     def list_analysis_keys(self) -> list[str]:
@@ -164,7 +171,7 @@ class ZarrImageRecord:
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
 
-    def _linked_folder(self, path: Path) -> bool:
+    def _linked_folder(self, path: str | Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
         root = self._dir
@@ -177,7 +184,7 @@ class ZarrImageRecord:
                 return False
             folder = parent
 
-    def _read_bytes(self, name: str, path: Path) -> bytes:
+    def _read_bytes(self, name: str, path: str | Path) -> bytes:
         """The whole file, refusing symbolic links and anything but a regular file.
 
         Opened with O_NOFOLLOW | O_NONBLOCK and checked with fstat, so neither a
@@ -190,7 +197,7 @@ class ZarrImageRecord:
         try:
             fd = os.open(path, flags)
         except OSError as e:
-            reason = "symbolic links are not followed" if path.is_symlink() else str(e)
+            reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -252,7 +259,9 @@ class ZarrImageRecord:
         return removed
 
     # -- reads ----------------------------------------------------------------------------
-    def load_json(self, name: str, *, found: tuple[Path, ArtifactFormat] | None = None) -> Any:
+    def load_json(
+        self, name: str, *, found: tuple[str | Path, ArtifactFormat] | None = None
+    ) -> Any:
         """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
         (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
         path, fmt = found or self._require(name, _JSON_FORMATS)
@@ -299,7 +308,7 @@ class ZarrImageRecord:
         name: str,
         formats: Sequence[ArtifactFormat],
         *,
-        found: tuple[Path, ArtifactFormat] | None = None,
+        found: tuple[str | Path, ArtifactFormat] | None = None,
     ) -> pa.Table:
         """Read the first present tabular file (parquet or csv.gz) of ``name`` as Arrow.
 
