@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow as pa
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactUnreadableError
-from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch, from_frame
+from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
+from kymwatch.index.frames import from_frame
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
 

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError
-from kymwatch.index.arrow_schema import RawRows, conform_batch, to_frame
+from kymwatch.index.arrow_schema import RawRows, conform_batch
 from kymwatch.index.base import DatasetIndexer, extras_position
+from kymwatch.index.frames import to_frame
 from kymwatch.store import ArtifactFormat, ZarrImageRecord, artifact_file_name
 
 __all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers", "raw_reader"]

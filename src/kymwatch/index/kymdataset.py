@@ -11,7 +11,7 @@ import pyarrow as pa
 import structlog
 
 from kymwatch.errors import TableNotFoundError, TableUnreadableError
-from kymwatch.index.arrow_schema import empty_arrow, to_frame, with_pandas_metadata
+from kymwatch.index.arrow_schema import empty_arrow
 from kymwatch.index.base import (
     DatasetIndexer,
     OutcomeStatus,
@@ -19,6 +19,7 @@ from kymwatch.index.base import (
     UpdateReport,
 )
 from kymwatch.index.batch import Extracted, extract_batch
+from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.schema import Coercions
 from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
