@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import zarr
 
@@ -476,15 +477,15 @@ def test_tables_are_sorted_by_image_id(plain_v2_store: Path) -> None:
 # -- batching -----------------------------------------------------------------------------
 @pytest.fixture
 def table_writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every table file KymDataset writes, in order (wraps its write_table_file)."""
+    """Every table file KymDataset writes, in order (wraps its write_table_arrow)."""
     written: list[Path] = []
-    real = kymdataset_module.write_table_file  # type: ignore[attr-defined]
+    real = kymdataset_module.write_table_arrow  # type: ignore[attr-defined]
 
-    def counting(path: Path, df: pd.DataFrame) -> Any:
+    def counting(path: Path, table: pa.Table) -> Any:
         written.append(path)
-        return real(path, df)
+        return real(path, table)
 
-    monkeypatch.setattr(kymdataset_module, "write_table_file", counting)
+    monkeypatch.setattr(kymdataset_module, "write_table_arrow", counting)
     return written
 
 

@@ -375,7 +375,7 @@ class Daemon:
         ids: set[str] = set()
         for ix in self.kd.indexers if indexers is None else indexers:
             try:
-                ids.update(str(i) for i in self.kd.get_table(ix.table_name)["image_id"].dropna())
+                ids.update(self.kd.table_image_ids(ix.table_name))
             except MemoryError:
                 raise
             except Exception:  # noqa: S112 - unreadable: the worker rebuilds it, logging why

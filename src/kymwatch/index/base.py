@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from kymwatch.index.schema import conform_rows, empty_table
+from kymwatch.index.frames import conform_rows
+from kymwatch.index.schema import empty_table
 from kymwatch.store import ZarrImageRecord, validate_table_name
 
 __all__ = [

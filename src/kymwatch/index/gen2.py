@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-import pandas as pd
-
+from kymwatch.index.arrow_schema import RawRows
 from kymwatch.index.indexers import _TableIndexer
 from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params
-from kymwatch.index.schema import conform_rows
 from kymwatch.store import ArtifactFormat, ZarrImageRecord
 
 __all__ = ["KymRadonIndexer", "KymVelocityEventsIndexer"]
@@ -43,20 +41,18 @@ class _Gen2Indexer(_TableIndexer):
         """kymflow's version string stamped on every row."""
         return self.analysis.analysis_version
 
-    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
-        name, fmt, path = self._find(rec)
-        table = rec.load_arrow(name, (fmt,))
+    @property
+    def indexer_label(self) -> str:
+        """The name ``value_coerced`` lines carry (kymflow's analysis name)."""
+        return self.analysis.indexer
+
+    def read_raw(self, rec: ZarrImageRecord) -> RawRows:
+        name, fmt, found = self._find(rec)
+        path = str(found)
+        table = rec.load_arrow(name, (fmt,), found=(found, fmt))
         _, digest = current_params(self.analysis.indexer, rec)
-        return conform_rows(
-            table,
-            self.columns,
-            image_id=rec.image_id,
-            key=name,
-            path=path,
-            extras_at=self.extras_at,
-            constants={"analysis_version": self.analysis_version, "params_hash": digest},
-            indexer=self.analysis.indexer,
-        )
+        constants = {"analysis_version": self.analysis_version, "params_hash": digest}
+        return RawRows(rec.image_id, name, path, table, table.num_rows, constants)
 
 
 class KymVelocityEventsIndexer(_Gen2Indexer):

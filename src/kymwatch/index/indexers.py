@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import pandas as pd
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError
-from kymwatch.index.base import DatasetIndexer
-from kymwatch.index.schema import conform_rows
+from kymwatch.index.arrow_schema import RawRows, conform_batch
+from kymwatch.index.base import DatasetIndexer, extras_position
+from kymwatch.index.frames import to_frame
 from kymwatch.store import ArtifactFormat, ZarrImageRecord, artifact_file_name
 
-__all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers"]
+__all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers", "raw_reader"]
 
 _PARQUET = (ArtifactFormat.PARQUET,)
 
@@ -20,6 +21,7 @@ _PARQUET = (ArtifactFormat.PARQUET,)
 class _TableIndexer:
     """Shared parts: column list and the ordered artifact lookup."""
 
+    name: ClassVar[str]
     columns: ClassVar[Mapping[str, str]]
     #: (artifact name, formats) in the order they are tried; the first present wins.
     lookups: ClassVar[tuple[tuple[str, tuple[ArtifactFormat, ...]], ...]]
@@ -31,11 +33,31 @@ class _TableIndexer:
     def required_columns(self) -> list[str]:
         return list(self.columns)
 
+    @property
+    def indexer_label(self) -> str:
+        """The indexer name ``value_coerced`` lines carry."""
+        return self.name
+
+    def read_raw(self, rec: ZarrImageRecord) -> RawRows:
+        """One record's rows as read, before conversion (see :mod:`arrow_schema`)."""
+        name, fmt, found = self._find(rec)
+        path = str(found)
+        table = rec.load_arrow(name, (fmt,), found=(found, fmt))
+        return RawRows(rec.image_id, name, path, table, table.num_rows)
+
+    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
+        """The typed rows of one record (a batch converts many at once: ``KymDataset``)."""
+        raw = self.read_raw(rec)
+        raw.check()
+        ix: Any = self
+        [rows] = conform_batch([raw], self.columns, extras_position(ix), indexer=self.indexer_label)
+        return to_frame(rows.table())
+
     def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, str]:
         for name, formats in self.lookups:
-            found = rec.find_artifact(name, formats)
+            found = rec.find_artifact_file(name, formats)
             if found is not None:
-                return name, found[1], str(found[0])
+                return name, found[1], found[0]
         looked = tuple(artifact_file_name(n, f) for n, fs in self.lookups for f in fs)
         raise ArtifactNotFoundError(rec.image_id, self.lookups[0][0], looked)
 
@@ -60,13 +82,6 @@ class VelocityEventsIndexer(_TableIndexer):
         "score": "float64",
     }
     lookups = (("velocity_events", _PARQUET),)
-
-    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
-        name, fmt, path = self._find(rec)
-        table = rec.load_arrow(name, (fmt,))
-        return conform_rows(
-            table, self.columns, image_id=rec.image_id, key=name, path=path, indexer=self.name
-        )
 
 
 class RadonReportIndexer(_TableIndexer):
@@ -101,36 +116,30 @@ class RadonReportIndexer(_TableIndexer):
         ),
     )
 
-    def extract_rows(self, rec: ZarrImageRecord) -> pd.DataFrame:
-        name, fmt, path = self._find(rec)
+    def read_raw(self, rec: ZarrImageRecord) -> RawRows:
+        name, fmt, found = self._find(rec)
+        path = str(found)
         image_id = rec.image_id
         if fmt is ArtifactFormat.PARQUET:
-            table = rec.load_arrow(name, (fmt,))
+            table = rec.load_arrow(name, (fmt,), found=(found, fmt))
             present = set(table.column_names)
             # A legacy column is read only where its new name is absent.
             shadowed = [o for o, n in self.legacy_keys.items() if o in present and n in present]
             table = table.drop_columns(shadowed)
             renames = self.legacy_keys
             table = table.rename_columns([renames.get(c, c) for c in table.column_names])
-            return conform_rows(
-                table, self.columns, image_id=image_id, key=name, path=path, indexer=self.name
-            )
-        records = self._records_from_json(rec.load_json(name), image_id, name, path)
+            return RawRows(image_id, name, path, table, table.num_rows)
+        records = self._records_from_json(
+            rec.load_json(name, found=(found, fmt)), image_id, name, path
+        )
         legacy = {new: old for old, new in self.legacy_keys.items()}
         # Per row: a key wins over its legacy name, which is read where the key is absent.
         source = {
             col: [r[col] if col in r else r.get(legacy.get(col, col)) for r in records]
             for col in self.columns
+            if col != "image_id"
         }
-        return conform_rows(
-            source,
-            self.columns,
-            image_id=image_id,
-            key=name,
-            path=path,
-            num_rows=len(records),
-            indexer=self.name,
-        )
+        return RawRows(image_id, name, path, source, len(records))
 
     @staticmethod
     def _records_from_json(obj: Any, image_id: str, key: str, path: str) -> list[dict[str, Any]]:
@@ -148,3 +157,11 @@ def default_indexers() -> list[DatasetIndexer]:
     """The generation-1 indexers (the seed's): what a library ``KymDataset`` runs when
     none are named."""
     return [VelocityEventsIndexer(), RadonReportIndexer()]
+
+
+def raw_reader(ix: DatasetIndexer) -> Callable[[ZarrImageRecord], RawRows] | None:
+    """``ix.read_raw`` when ``ix`` is a built-in indexer whose ``extract_rows`` is not
+    overridden (a subclass that overrides it is called through it), else None."""
+    if isinstance(ix, _TableIndexer) and type(ix).extract_rows is _TableIndexer.extract_rows:
+        return ix.read_raw
+    return None

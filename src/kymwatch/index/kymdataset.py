@@ -3,40 +3,37 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import structlog
 
-from kymwatch.errors import (
-    ArtifactInvalidError,
-    ArtifactNotFoundError,
-    ArtifactUnreadableError,
-    TableNotFoundError,
-    TableUnreadableError,
-)
+from kymwatch.errors import TableNotFoundError, TableUnreadableError
+from kymwatch.index.arrow_schema import empty_arrow
 from kymwatch.index.base import (
-    IMAGE_ID,
     DatasetIndexer,
     OutcomeStatus,
     RecordOutcome,
     UpdateReport,
-    extras_position,
 )
+from kymwatch.index.batch import Extracted, extract_batch
+from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
-from kymwatch.index.schema import Coercions, empty_table, shape_table
+from kymwatch.index.schema import Coercions
+from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
 from kymwatch.store import (
     Fingerprint,
     Mode,
     RecordFiles,
+    SortedTable,
     ZarrDataset,
     ZarrImageRecord,
-    read_table_file,
+    read_table_arrow,
     scan_record,
     table_fingerprint,
-    write_table_file,
+    write_table_arrow,
 )
 
 __all__ = ["KymDataset", "log_outcome"]
@@ -44,6 +41,7 @@ __all__ = ["KymDataset", "log_outcome"]
 log = structlog.get_logger(__name__)
 
 IndexerRef = DatasetIndexer | str
+_CHUNK = 1000  # records converted at once
 
 
 def log_outcome(outcome: RecordOutcome) -> None:
@@ -96,7 +94,8 @@ class KymDataset:
         self.indexers: list[DatasetIndexer] = list(
             default_indexers() if indexers is None else indexers
         )
-        self._tables: dict[str, pd.DataFrame] = {}
+        self._tables: dict[str, SortedTable] = {}
+        self._frames: dict[str, tuple[Fingerprint | None, pd.DataFrame]] = {}
         self._stamps: dict[str, Fingerprint | None] = {}
         self._foreign: set[str] = set()  # tables read in another program's schema
         self.last_report: UpdateReport | None = None
@@ -120,64 +119,88 @@ class KymDataset:
         return next((ix for ix in self.indexers if ix.table_name == name), None)
 
     # -- tables ---------------------------------------------------------------------------
-    def _read_current(self, name: str) -> pd.DataFrame:
-        """The table as on disk now, from cache when the file did not change."""
+    def _read_current(self, name: str) -> SortedTable:
+        """The table as on disk now (typed and sorted), from cache when the file did not
+        change."""
         path = self.store.table_path(name)
         stamp = table_fingerprint(path)
         if name in self._tables and stamp == self._stamps.get(name):
             return self._tables[name]
         ix = self._indexer_for_table(name)
+        self._foreign.discard(name)
         if stamp is None:
             if ix is None:
                 raise TableNotFoundError(f"no table {name!r} in {self.path}")
-            df = empty_table(ix.columns)
+            st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
         else:
-            raw = read_table_file(path)
-            df = raw
-            self._foreign.discard(name)
-            if ix is not None:
-                coerced = Coercions()
-                df = shape_table(raw, ix.columns, extras_position(ix), coerced)
-                coerced.log(table=name, path=str(path))
-                if not _same_frame(raw, df):
-                    # e.g. kymflow's object columns: adopted, rewritten in our schema
-                    # by the next update even when no row changes.
-                    self._foreign.add(name)
-        self._tables[name], self._stamps[name] = df, stamp
-        return df
+            coerced = Coercions()
+            st, foreign = adopt(read_table_arrow(path), ix, coerced)
+            coerced.log(table=name, path=str(path))
+            if foreign:
+                # e.g. kymflow's object columns or appended rows: adopted (typed, sorted
+                # once), rewritten in our schema by the next update even if no row changes.
+                self._foreign.add(name)
+        self._tables[name], self._stamps[name] = st, stamp
+        return st
 
     def load_tables(self, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
         """Load (or refresh) tables; default: every indexer's table and every table on disk."""
         if names is None:
             names = {ix.table_name for ix in self.indexers} | set(self.store.list_table_names())
-        return {name: self._read_current(name) for name in sorted(names)}
+        return {name: self.get_table(name) for name in sorted(names)}
 
     def get_table(self, name: str) -> pd.DataFrame:
         """Table ``name`` (empty with its schema if an indexer owns it but it is not built)."""
-        return self._read_current(name)
+        st = self._read_current(name)
+        stamp = self._stamps.get(name)
+        cached = self._frames.get(name)
+        if cached is None or cached[0] != stamp or stamp is None:
+            cached = (stamp, to_frame(st.table))
+            self._frames[name] = cached
+        return cached[1].copy(deep=False)
+
+    def get_arrow(self, name: str) -> pa.Table:
+        """Table ``name`` as Arrow (sorted by ``image_id``; no pandas conversion)."""
+        return self._read_current(name).table
+
+    def table_image_ids(self, name: str) -> set[str]:
+        """The image ids that have rows in table ``name``."""
+        st = self._read_current(name)
+        if st.ids or "image_id" not in st.table.column_names:
+            return set(st.ids)
+        return {str(v) for v in st.table.column("image_id").drop_null().to_pylist()}
 
     def save_table(self, name: str, df: pd.DataFrame | None = None) -> None:
         """Write table ``name`` atomically under the store lock, and cache it.
 
         Without ``df`` the cached table is written (kymflow's ``save_table(name)``;
-        KeyError if it was never loaded).
+        KeyError if it was never loaded). A frame is written as given; it is adopted
+        (typed, sorted) when read back.
         """
         self.store.check_writable()
         if df is None:
             if name not in self._tables:
                 raise KeyError(f"table not loaded in cache: {name}")
-            df = self._tables[name]
+            table = self._tables[name].table
+            if self._indexer_for_table(name) is not None:
+                table = with_pandas_metadata(table)
+        else:
+            table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
         with self.store.table_lock():
-            self._write(name, df)
+            self._stamps[name] = write_table_arrow(self.store.table_path(name), table)
+            self._tables.pop(name, None)
+            self._frames.pop(name, None)
 
     def save_all_tables(self) -> None:
         """Write every cached table."""
-        for name, df in list(self._tables.items()):
-            self.save_table(name, df)
+        for name in list(self._tables):
+            self.save_table(name)
 
-    def _write(self, name: str, df: pd.DataFrame) -> None:
-        self._stamps[name] = write_table_file(self.store.table_path(name), df)
-        self._tables[name] = df
+    def _write(self, name: str, st: SortedTable) -> None:
+        table = with_pandas_metadata(st.table)
+        self._stamps[name] = write_table_arrow(self.store.table_path(name), table)
+        self._tables[name] = st
+        self._frames.pop(name, None)
         self._foreign.discard(name)
 
     # -- indexing -------------------------------------------------------------------------
@@ -186,38 +209,8 @@ class KymDataset:
 
         Returns the outcome and, for INDEXED, the rows (MISSING/REMOVED: no rows).
         """
-        ix = self.indexer(ref)
-        rec = ZarrImageRecord(self.store, image_id)
-        if not rec.exists():
-            return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
-        failed: RecordOutcome | None = None
-        try:
-            rows = ix.extract_rows(rec)
-        except ArtifactNotFoundError as e:
-            failed = RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for)
-        except ArtifactUnreadableError as e:
-            status = OutcomeStatus.UNREADABLE
-            failed = RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason)
-        except ArtifactInvalidError as e:
-            status = OutcomeStatus.INVALID
-            failed = RecordOutcome(image_id, ix.name, status, path=e.path, error=e.reason)
-        except MemoryError:
-            raise
-        except Exception as e:  # any failure on one record is that record's outcome
-            error = f"{type(e).__name__}: {str(e)[:500]}"
-            failed = RecordOutcome(image_id, ix.name, OutcomeStatus.INVALID, error=error)
-        if not rec.exists():  # removed while we read it (often the cause of the failure)
-            return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED), None
-        if failed is not None:
-            return failed, None
-        try:
-            rows = _typed(rows, ix)
-        except MemoryError:
-            raise
-        except Exception as e:  # an indexer that returned something unusable
-            error = f"rows cannot be typed: {type(e).__name__}: {str(e)[:500]}"
-            return RecordOutcome(image_id, ix.name, OutcomeStatus.INVALID, error=error), None
-        return RecordOutcome(image_id, ix.name, OutcomeStatus.INDEXED, rows=len(rows)), rows
+        [(outcome, rows)] = extract_batch(self.indexer(ref), self.store, [image_id])
+        return outcome, None if rows is None else to_frame(rows.table())
 
     def update_images_report(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
@@ -281,7 +274,7 @@ class KymDataset:
         self.rebuild_report(ref, image_ids, log_outcomes=log_outcomes)
         return self.get_table(self.indexer(ref).table_name)
 
-    def _read_for_update(self, ix: DatasetIndexer, *, replace_all: bool) -> pd.DataFrame:
+    def _read_for_update(self, ix: DatasetIndexer, *, replace_all: bool) -> SortedTable:
         """The current table; for a rebuild, an unparseable table file counts as empty."""
         try:
             return self._read_current(ix.table_name)
@@ -292,7 +285,15 @@ class KymDataset:
             if not replace_all:
                 raise TableUnreadableError(f"table file {path} cannot be read: {e}") from e
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
-            return empty_table(ix.columns)
+            return SortedTable.of(empty_arrow(ix.columns), (), (0,))
+
+    def _extract(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
+        """Each record's outcome and rows, converted in chunks of records (a rebuild of a
+        large store never holds more than one chunk's raw rows)."""
+        out: list[Extracted] = []
+        for start in range(0, len(ids), _CHUNK):
+            out.extend(extract_batch(ix, self.store, ids[start : start + _CHUNK]))
+        return out
 
     def _apply(
         self,
@@ -306,38 +307,31 @@ class KymDataset:
         self.store.check_writable()
         start = time.perf_counter()
         seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        results = [self.extract(ix, image_id) for image_id in ids]
+        results = self._extract(ix, ids)
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
                 done = dict(zip(seen, results, strict=True))
-                results = [
-                    done[i] if i in done and self._stamp(i) == seen[i] else self.extract(ix, i)
-                    for i in ids
-                ]
+                again = [i for i in ids if i not in done or self._stamp(i) != seen[i]]
+                fresh = dict(zip(again, self._extract(ix, again), strict=True))
+                results = [fresh[i] if i in fresh else done[i] for i in ids]
             current = self._read_for_update(ix, replace_all=replace_all)
-            kept_ids = {o.image_id for o, _ in results if o.keeps_old_rows}
             if replace_all:
-                kept = current[current[IMAGE_ID].isin(kept_ids)]
+                table, changed = merge_rebuild(current, results, ix), True
             else:
-                replaced = {o.image_id for o, _ in results if not o.keeps_old_rows}
-                kept = current[~current[IMAGE_ID].isin(replaced)]
-            new_parts = [rows for _, rows in results if rows is not None and len(rows)]
-            rows_written = sum(len(p) for p in new_parts)
-            table = _merge(current, kept, new_parts, ix)
-            # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
-            changed = (
-                replace_all
-                or self._stamps.get(ix.table_name) is None
-                or ix.table_name in self._foreign
-                or not _same_frame(table, current)
-            )
+                table, changed = merge_update(current, results, ix)
+                # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
+                changed = (
+                    changed
+                    or self._stamps.get(ix.table_name) is None
+                    or ix.table_name in self._foreign
+                )
             if changed:
                 self._write(ix.table_name, table)
             else:
                 table = current
-        counts = table[IMAGE_ID].value_counts() if kept_ids else None
-        outcomes = tuple(_with_kept_rows(o, counts) if o.keeps_old_rows else o for o, _ in results)
+        rows_written = sum(rows.count for _, rows in results if rows is not None)
+        outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in results)
         if log_outcomes:
             for o in outcomes:
                 log_outcome(o)
@@ -363,42 +357,6 @@ class KymDataset:
         return scan_record(rec.path) if rec.exists() else None
 
 
-def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    """Same columns, dtypes and values (``DataFrame.equals`` ignores column names)."""
-    return list(a.columns) == list(b.columns) and list(a.dtypes) == list(b.dtypes) and a.equals(b)
-
-
-def _typed(df: pd.DataFrame, ix: DatasetIndexer) -> pd.DataFrame:
-    """``df`` shaped to the indexer's columns (declared, typed, extras where kept)."""
-    return shape_table(df, ix.columns, extras_position(ix))
-
-
-def _merge(
-    current: pd.DataFrame, kept: pd.DataFrame, parts: list[pd.DataFrame], ix: DatasetIndexer
-) -> pd.DataFrame:
-    """Kept rows plus new rows, stably sorted by image_id: the canonical table order.
-
-    Extra columns are typed from the merged rows alone, so the result does not depend
-    on which records were re-indexed (equal to a rebuild). An extra column left with
-    only nulls stays if an artifact read now has it, or if it held only nulls before
-    (a kept record has it); it goes if the rows that held its values went.
-    """
-    frames = [f for f in (kept, *parts) if len(f)]
-    if not frames:
-        return empty_table(ix.columns)
-    keep_null = {c for p in parts for c in p.columns}
-    keep_null |= {c for c in kept.columns if c in current and not current[c].notna().any()}
-    if len(frames) == 1:
-        table = frames[0]
-    else:
-        with warnings.catch_warnings():
-            # Frames whose extra columns differ: the dtype is re-derived below anyway.
-            warnings.simplefilter("ignore", FutureWarning)
-            table = pd.concat(frames, ignore_index=True)
-    table = table.sort_values(IMAGE_ID, kind="stable", ignore_index=True)
-    return shape_table(table, ix.columns, extras_position(ix), keep_null=keep_null)
-
-
-def _with_kept_rows(o: RecordOutcome, counts: pd.Series | None) -> RecordOutcome:
-    n = int(counts.get(o.image_id, 0)) if counts is not None else 0
+def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:
+    n = table.rows_of(o.image_id).num_rows
     return RecordOutcome(o.image_id, o.indexer, o.status, n, o.keys, o.path, o.error)

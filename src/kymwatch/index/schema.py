@@ -16,34 +16,32 @@ It follows the data kymflow writes (see ``docs/layout.md``, "Schema policy"):
   numbers (or numeric strings that round-trip) → ``Int64`` when every value is
   integral, else ``float64``; anything else → ``string``. Text-named columns are
   always strings. Types depend only on the table's values, so an incrementally
-  updated table equals a fresh rebuild (all-null extras: see ``shape_table``).
+  updated table equals a fresh rebuild (all-null extras: see
+  ``kymwatch.index.arrow_schema.finish_table``). The conversions run on Arrow columns
+  in bulk (:mod:`kymwatch.index.arrow_schema`); the per-value converters here decide
+  every value that does not already fit its column.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import structlog
 
-from kymwatch.errors import ArtifactInvalidError
-
 __all__ = [
     "DTYPES",
     "TEXT_COLUMNS",
     "Coercions",
-    "conform_rows",
-    "convert_values",
     "empty_table",
     "infer_dtype",
-    "shape_table",
 ]
 
 log = structlog.get_logger(__name__)
@@ -57,7 +55,6 @@ TEXT_COLUMNS = frozenset(
 )
 """Columns that hold text in every table, whatever type an artifact gives them."""
 
-RowSource: TypeAlias = "pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]]"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _BOOL_TEXT = {"true": True, "false": False}
@@ -174,77 +171,12 @@ def _series(values: list[Any], dtype: str, index: pd.Index | None = None) -> pd.
     return pd.Series(values, index=index, dtype=dtype)
 
 
-def _fast(values: Any, dtype: str) -> pd.Series | None:
-    """Vectorised conversion when the source type already fits, else None."""
-    if isinstance(values, pd.Series):
-        kind = values.dtype
-        if dtype == "string" and isinstance(kind, pd.StringDtype):
-            return values.astype("string")
-        numeric = pd.api.types.is_numeric_dtype(kind)
-        if dtype == "float64" and numeric and not pd.api.types.is_bool_dtype(kind):
-            return values.astype("float64")
-        if dtype == "Int64" and pd.api.types.is_integer_dtype(kind):
-            return values.astype("Int64")
-        if dtype == "boolean" and pd.api.types.is_bool_dtype(kind):
-            return values.astype("boolean")
-        return None
-    if isinstance(values, pa.Array | pa.ChunkedArray):
-        t = values.type
-        if pa.types.is_null(t):
-            return _series([None] * len(values), dtype)
-        ok = (
-            (dtype == "string" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
-            or (dtype == "float64" and (pa.types.is_floating(t) or pa.types.is_integer(t)))
-            or (dtype == "Int64" and pa.types.is_integer(t) and t != pa.uint64())
-            or (dtype == "boolean" and pa.types.is_boolean(t))
-        )
-        if not ok:
-            return None
-        target = {"string": pa.string(), "float64": pa.float64(), "Int64": pa.int64()}
-        arr = values.cast(target.get(dtype, pa.bool_()))
-        out: pd.Series = arr.to_pandas()
-        return out if dtype == "float64" else out.astype(pd.api.types.pandas_dtype(dtype))
-    return None
-
-
 def _pylist(values: Any) -> list[Any]:
     if isinstance(values, pd.Series):
         return list(values.astype(object))
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return list(values.to_pylist())
     return list(values)
-
-
-def convert_values(
-    values: Any, dtype: str, coerced: Coercions | None = None, column: str = ""
-) -> pd.Series:
-    """Convert a column (pandas Series, Arrow array or sequence) to ``dtype``.
-
-    Never raises for a value: one that does not fit becomes null and is counted in
-    ``coerced``. The index of a Series is kept.
-    """
-    index = values.index if isinstance(values, pd.Series) else None
-    try:
-        fast = _fast(values, dtype)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        fast = None  # e.g. uint64 beyond int64: the per-value path decides
-    if fast is not None:
-        return fast if index is None else fast.set_axis(index)
-    conv = _CONVERTERS[dtype]
-    out: list[Any] = []
-    bad, example = 0, None
-    for v in _pylist(values):
-        if _is_null(v):
-            out.append(None)
-            continue
-        c = conv(v)
-        if c is _COERCED:
-            bad, example = bad + 1, example if bad else v
-            c = None
-        out.append(c)
-    if coerced is not None:
-        coerced.add(column, bad, example)
-    return _series(out, dtype, index)
 
 
 # -- inference for extra columns ------------------------------------------------------------
@@ -290,140 +222,3 @@ def infer_dtype(name: str, values: Any) -> str:
 def empty_table(columns: Mapping[str, str]) -> pd.DataFrame:
     """A table with no rows and the given typed columns."""
     return pd.DataFrame({c: _series([], t) for c, t in columns.items()})
-
-
-def shape_table(
-    df: pd.DataFrame,
-    columns: Mapping[str, str],
-    extras_at: int | None,
-    coerced: Coercions | None = None,
-    keep_null: Collection[str] | None = None,
-) -> pd.DataFrame:
-    """``df`` with the declared columns (typed, in order) and, where ``extras_at`` is
-    not None, its other columns inserted at that position, typed by content.
-
-    Extra columns are ordered by the first row holding a value in them (then by their
-    position in ``df``; all-null ones last). An all-null extra column is kept only if
-    it is in ``keep_null`` (None: keep every one). Never raises for a value.
-    """
-    declared = list(columns)
-    if (
-        extras_at is None
-        and list(df.columns) == declared
-        and [str(t) for t in df.dtypes] == list(columns.values())
-    ):
-        return df  # already in shape: the common case of a table kymwatch wrote
-    out: dict[str, pd.Series] = {}
-    for col, dtype in columns.items():
-        if col in df.columns:
-            out[col] = convert_values(df[col], dtype, coerced, col)
-        else:
-            out[col] = _series([None] * len(df), dtype, df.index)
-    extras: list[str] = []
-    if extras_at is not None:
-        firsts = []
-        for pos, col in enumerate(df.columns):
-            if col in columns:
-                continue
-            present = df[col].notna().to_numpy()
-            if present.any():
-                firsts.append((int(np.argmax(present)), pos, col))
-            elif keep_null is None or col in keep_null:
-                firsts.append((len(df), pos, col))
-        extras = [str(col) for _, _, col in sorted(firsts)]
-        for col in extras:
-            out[col] = convert_values(df[col], infer_dtype(col, df[col]), coerced, col)
-    at = len(declared) if extras_at is None else extras_at
-    order = declared[:at] + extras + declared[at:]
-    return pd.DataFrame({c: out[c] for c in order}, index=df.index)
-
-
-def _names(rows: RowSource) -> list[str]:
-    if isinstance(rows, pa.Table):
-        return list(rows.column_names)
-    if isinstance(rows, pd.DataFrame):
-        return [str(c) for c in rows.columns]
-    return [str(c) for c in rows]
-
-
-def _column(rows: RowSource, name: str) -> Any:
-    if isinstance(rows, pa.Table):
-        return rows.column(name)
-    if isinstance(rows, pd.DataFrame):
-        return rows[name]
-    return list(rows[name])
-
-
-def conform_rows(
-    rows: RowSource,
-    columns: Mapping[str, str],
-    *,
-    image_id: str,
-    key: str,
-    path: str,
-    num_rows: int | None = None,
-    extras_at: int | None = None,
-    constants: Mapping[str, str] | None = None,
-    indexer: str | None = None,
-) -> pd.DataFrame:
-    """Cast one artifact's rows to a table schema (see the module docstring).
-
-    Args:
-        rows: A DataFrame, an Arrow table, or column name → values (give ``num_rows``).
-        columns: Declared column → dtype (``string``, ``Int64``, ``float64``,
-            ``boolean``), in table order.
-        image_id, key, path: The record and artifact (``image_id`` is set on every row,
-            replacing an ``image_id`` column of the artifact).
-        num_rows: Row count for a mapping source.
-        extras_at: Where the artifact's other columns go among the declared ones;
-            None drops them.
-        constants: Declared columns given one value on every row.
-        indexer: For the ``value_coerced`` log line.
-
-    Raises:
-        ArtifactInvalidError: the artifact repeats a column name.
-    """
-    names = _names(rows)
-    if not names:  # kymflow's pd.DataFrame(): no events
-        return empty_table(columns)
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ArtifactInvalidError(image_id, key, path, f"repeated column name(s) {dupes}")
-    if isinstance(rows, pa.Table):
-        n = rows.num_rows
-    elif isinstance(rows, pd.DataFrame):
-        n = len(rows)
-    else:
-        n = int(num_rows or 0)
-    fixed = {IMAGE_ID: image_id, **(constants or {})}
-    data: dict[str, Any] = {}
-    coerced = Coercions()
-    for col, dtype in columns.items():
-        if col in fixed:
-            data[col] = _series([fixed[col]] * n, dtype)
-        elif col in names:
-            data[col] = convert_values(_column(rows, col), dtype, coerced, col).reset_index(
-                drop=True
-            )
-        else:
-            data[col] = _series([None] * n, dtype)
-    if extras_at is not None:
-        for col in names:
-            if col not in columns:
-                values = _column(rows, col)
-                dtype = infer_dtype(col, _as_series(values))
-                data[col] = convert_values(values, dtype, coerced, col).reset_index(drop=True)
-    declared = list(columns)
-    extras = [c for c in names if c not in columns] if extras_at is not None else []
-    at = len(declared) if extras_at is None else extras_at
-    order = declared[:at] + extras + declared[at:]
-    coerced.log(image_id=image_id, indexer=indexer, path=path)
-    return pd.DataFrame({c: data[c] for c in order})
-
-
-def _as_series(values: Any) -> Any:
-    if isinstance(values, pa.Array | pa.ChunkedArray):
-        t = values.type
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-            return values.to_pandas()
-    return values

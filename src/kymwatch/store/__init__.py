@@ -2,6 +2,7 @@
 
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from kymwatch.store.dataset import Mode, ZarrDataset, detect_zarr_format, utc_now_iso
+from kymwatch.store.engine import SortedTable
 from kymwatch.store.layout import (
     ANALYSIS_DIR,
     IMAGES_DIR,
@@ -27,12 +28,20 @@ from kymwatch.store.scan import (
     Fingerprint,
     RecordFiles,
     fs_stamp,
+    iter_record_folders,
     scan_dataset,
     scan_record,
     scan_records_settled,
     scan_stamp,
+    walk_artifacts,
 )
-from kymwatch.store.tables import read_table_file, table_fingerprint, write_table_file
+from kymwatch.store.tables import (
+    read_table_arrow,
+    read_table_file,
+    table_fingerprint,
+    write_table_arrow,
+    write_table_file,
+)
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -46,6 +55,7 @@ __all__ = [
     "Mode",
     "PathKind",
     "RecordFiles",
+    "SortedTable",
     "StorePath",
     "ZarrDataset",
     "ZarrImageRecord",
@@ -59,7 +69,9 @@ __all__ = [
     "fs_stamp",
     "is_temporary_name",
     "is_valid_image_id",
+    "iter_record_folders",
     "parse_store_path",
+    "read_table_arrow",
     "read_table_file",
     "remove_stale_temporaries",
     "scan_dataset",
@@ -71,5 +83,7 @@ __all__ = [
     "utc_now_iso",
     "validate_image_id",
     "validate_table_name",
+    "walk_artifacts",
+    "write_table_arrow",
     "write_table_file",
 ]

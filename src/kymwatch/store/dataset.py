@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import uuid
 import warnings
@@ -12,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from kymwatch.errors import (
     NotAStoreError,
@@ -20,9 +22,17 @@ from kymwatch.errors import (
     StoreNotFoundError,
     TableNotFoundError,
 )
-from kymwatch.store.layout import IMAGES_DIR, INDEX_DIR, TABLES_DIR, is_valid_image_id
+from kymwatch.store.engine import SortedTable
+from kymwatch.store.layout import IMAGES_DIR, INDEX_DIR, TABLES_DIR
 from kymwatch.store.record import ZarrImageRecord
-from kymwatch.store.tables import read_table_file, table_lock, table_path, write_table_file
+from kymwatch.store.scan import iter_record_folders
+from kymwatch.store.tables import (
+    read_table_arrow,
+    read_table_file,
+    table_lock,
+    table_path,
+    write_table_arrow,
+)
 
 __all__ = ["Mode", "ZarrDataset", "detect_zarr_format", "utc_now_iso"]
 
@@ -75,6 +85,8 @@ class ZarrDataset:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', not {mode!r}")
         self.path = Path(path).absolute()
+        self.images_dir: str = os.path.join(self.path, IMAGES_DIR)
+        """``images/`` as a string (for the per-record hot paths)."""
         self.mode: Mode = mode
         found = detect_zarr_format(self.path) if self.path.is_dir() else None
         if mode == "w" and found is not None:
@@ -130,15 +142,7 @@ class ZarrDataset:
     def list_image_ids(self) -> list[str]:
         """Sorted ids of every record folder under ``images/`` (symbolic links are skipped,
         as the daemon's scan skips them: they may lead out of the store)."""
-        try:
-            entries = list(self.images_path.iterdir())
-        except FileNotFoundError:
-            return []
-        return sorted(
-            e.name
-            for e in entries
-            if is_valid_image_id(e.name) and e.is_dir() and not e.is_symlink()
-        )
+        return sorted(image_id for image_id, _ in iter_record_folders(self.path))
 
     def iter_records(self) -> Iterator[ZarrImageRecord]:
         """Every record, in image-id order."""
@@ -204,28 +208,41 @@ class ZarrDataset:
             raise TableNotFoundError(f"no table {name!r} in {self.path}") from e
 
     def save_table(self, name: str, df: pd.DataFrame) -> None:
-        """Replace table ``name`` atomically, under the store lock."""
+        """Replace table ``name`` atomically, under the store lock (written as given)."""
         self.check_writable()
+        table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
         with self.table_lock():
-            write_table_file(self.table_path(name), df)
+            write_table_arrow(self.table_path(name), table)
 
     def replace_rows_for_image_id(
         self, name: str, image_id: str, rows: pd.DataFrame, image_id_col: str = "image_id"
     ) -> pd.DataFrame:
         """Replace the rows of one record in table ``name`` (read-modify-write under lock).
 
-        Returns the table as written. A missing table is created from ``rows``.
+        The table engine's splice (:mod:`kymwatch.store.engine`): the table is kept
+        sorted by ``image_id_col`` (a table that is not is sorted once, stably), the
+        record's rows are replaced in place. Columns the rows add are appended (null
+        elsewhere). Returns the table as written. A missing table is created from
+        ``rows``.
         """
         self.check_writable()
-        rows = rows.copy()
-        rows[image_id_col] = image_id
+        rows = rows.reset_index(drop=True).assign(**{image_id_col: image_id})
+        new = pa.Table.from_pandas(rows, preserve_index=False)
+        new = new.cast(
+            new.schema.set(
+                new.schema.get_field_index(image_id_col), pa.field(image_id_col, pa.string())
+            )
+        )
         with self.table_lock():
+            path = self.table_path(name)
             try:
-                current = self.load_table(name)
-                kept = current[current[image_id_col] != image_id]
-                parts = [df for df in (kept, rows) if len(df)] or [current.iloc[0:0]]
-                table = pd.concat(parts, ignore_index=True)
-            except TableNotFoundError:
-                table = rows.reset_index(drop=True)
-            write_table_file(self.table_path(name), table)
-        return table
+                current = read_table_arrow(path)
+            except FileNotFoundError:
+                table = new
+            else:
+                st, _ = SortedTable.adopt(current, image_id_col)
+                st, _ = st.splice({image_id: new if new.num_rows else None})
+                table = st.table
+            write_table_arrow(path, table)
+        df: pd.DataFrame = table.to_pandas()
+        return df

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -25,11 +26,16 @@ from kymwatch.store.layout import (
     ANALYSIS_DIR,
     ArtifactFormat,
     artifact_file_name,
-    is_temporary_name,
     split_artifact_file,
     validate_artifact_name,
     validate_image_id,
 )
+from kymwatch.store.scan import walk_artifacts
+
+try:
+    from pyarrow._parquet import ParquetReader as _ParquetReader
+except ImportError:  # pragma: no cover - a pyarrow without it
+    _ParquetReader = None
 
 if TYPE_CHECKING:
     from kymwatch.store.dataset import ZarrDataset
@@ -37,6 +43,31 @@ if TYPE_CHECKING:
 __all__ = ["ZarrImageRecord"]
 
 _JSON_FORMATS = (ArtifactFormat.JSON, ArtifactFormat.JSON_GZ)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_name(name: str, fmt: ArtifactFormat) -> str:
+    return artifact_file_name(name, fmt)
+
+
+def _read_small_parquet(raw: bytes) -> pa.Table:
+    """Parse a small parquet file held in memory.
+
+    ``pq.read_table`` builds a dataset per file and ``pq.ParquetFile`` adds Python-side
+    set-up (nested paths) that costs more than reading ten rows: the reader underneath
+    ``ParquetFile`` is used when this pyarrow has it. No pre-buffering or threads: the
+    bytes are in memory and few.
+    """
+    if _ParquetReader is not None:
+        try:
+            reader = _ParquetReader()
+            reader.open(pa.BufferReader(raw), pre_buffer=False)
+        except TypeError:  # another pyarrow's signature: the public way below
+            pass
+        else:
+            table: pa.Table = reader.read_all(use_threads=False)
+            return table
+    return pq.ParquetFile(pa.BufferReader(raw), pre_buffer=False).read(use_threads=False)
 
 
 class ZarrImageRecord:
@@ -50,8 +81,19 @@ class ZarrImageRecord:
     def __init__(self, dataset: ZarrDataset, image_id: str) -> None:
         self.dataset = dataset
         self.image_id = validate_image_id(image_id)
-        self.path = dataset.images_path / image_id
-        self.analysis_path = self.path / ANALYSIS_DIR
+        # Plain strings on the hot path (one record read per artifact change).
+        self._dir = os.path.join(dataset.images_dir, image_id)
+        self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
+
+    @functools.cached_property
+    def path(self) -> Path:
+        """The record folder ``images/<image_id>/``."""
+        return Path(self._dir)
+
+    @functools.cached_property
+    def analysis_path(self) -> Path:
+        """The record's ``analysis/`` folder."""
+        return Path(self._analysis)
 
     def __repr__(self) -> str:
         return f"ZarrImageRecord({self.image_id!r})"
@@ -59,7 +101,10 @@ class ZarrImageRecord:
     # -- metadata -------------------------------------------------------------------------
     def exists(self) -> bool:
         """True while the record folder exists (a symbolic link to a folder is no record)."""
-        return self.path.is_dir() and not self.path.is_symlink()
+        try:
+            return stat.S_ISDIR(os.lstat(self._dir).st_mode)
+        except OSError:
+            return False
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -81,7 +126,7 @@ class ZarrImageRecord:
     # -- artifact paths -------------------------------------------------------------------
     def artifact_path(self, name: str, fmt: ArtifactFormat) -> Path:
         """Where artifact ``name`` in format ``fmt`` lives (whether or not it exists)."""
-        return self.analysis_path / artifact_file_name(name, fmt)
+        return self.analysis_path / _file_name(name, fmt)
 
     def find_artifact(
         self, name: str, formats: Sequence[ArtifactFormat]
@@ -92,12 +137,19 @@ class ZarrImageRecord:
             ArtifactUnreadableError: a folder on the way cannot be searched (permission
                 denied): the artifact may well be there, so it is not "missing".
         """
+        found = self.find_artifact_file(name, formats)
+        return None if found is None else (Path(found[0]), found[1])
+
+    def find_artifact_file(
+        self, name: str, formats: Sequence[ArtifactFormat]
+    ) -> tuple[str, ArtifactFormat] | None:
+        """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
-            p = self.artifact_path(name, fmt)
+            p = os.path.join(self._analysis, _file_name(name, fmt))
             try:
                 os.lstat(p)
             except PermissionError as e:
-                raise ArtifactUnreadableError(self.image_id, name, str(p), str(e)) from e
+                raise ArtifactUnreadableError(self.image_id, name, p, str(e)) from e
             except OSError:  # absent (or a name the OS refuses): not there
                 continue
             return p, fmt
@@ -105,17 +157,11 @@ class ZarrImageRecord:
 
     def list_analysis_keys(self) -> list[str]:
         """Sorted artifact names present under ``analysis/`` (each once, any format)."""
-        names: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(self.analysis_path):
-            dirnames[:] = [d for d in dirnames if not is_temporary_name(d)]
-            rel_dir = os.path.relpath(dirpath, self.analysis_path)
-            for fname in filenames:
-                if is_temporary_name(fname):
-                    continue
-                rel = fname if rel_dir == "." else f"{rel_dir}/{fname}".replace(os.sep, "/")
-                split = split_artifact_file(rel)
-                if split is not None:
-                    names.add(split[0])
+        names = {
+            split[0]
+            for rel, _ in walk_artifacts(self.analysis_path)
+            if (split := split_artifact_file(rel))
+        }
         return sorted(names)
 
     def _require(self, name: str, formats: Sequence[ArtifactFormat]) -> tuple[Path, ArtifactFormat]:
@@ -125,18 +171,20 @@ class ZarrImageRecord:
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
 
-    def _linked_folder(self, path: Path) -> bool:
+    def _linked_folder(self, path: str | Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        folder = path.parent
+        root = self._dir
+        folder = os.path.dirname(os.fspath(path))
         while True:
-            if folder.is_symlink():
+            if os.path.islink(folder):
                 return True
-            if folder == self.path or folder == folder.parent:
+            parent = os.path.dirname(folder)
+            if folder in (root, parent):
                 return False
-            folder = folder.parent
+            folder = parent
 
-    def _read_bytes(self, name: str, path: Path) -> bytes:
+    def _read_bytes(self, name: str, path: str | Path) -> bytes:
         """The whole file, refusing symbolic links and anything but a regular file.
 
         Opened with O_NOFOLLOW | O_NONBLOCK and checked with fstat, so neither a
@@ -149,7 +197,7 @@ class ZarrImageRecord:
         try:
             fd = os.open(path, flags)
         except OSError as e:
-            reason = "symbolic links are not followed" if path.is_symlink() else str(e)
+            reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -211,9 +259,12 @@ class ZarrImageRecord:
         return removed
 
     # -- reads ----------------------------------------------------------------------------
-    def load_json(self, name: str) -> Any:
-        """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``."""
-        path, fmt = self._require(name, _JSON_FORMATS)
+    def load_json(
+        self, name: str, *, found: tuple[str | Path, ArtifactFormat] | None = None
+    ) -> Any:
+        """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
+        (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
+        path, fmt = found or self._require(name, _JSON_FORMATS)
         raw = self._read_bytes(name, path)
         try:
             text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
@@ -229,7 +280,7 @@ class ZarrImageRecord:
         path, _ = self._require(name, (ArtifactFormat.PARQUET,))
         raw = self._read_bytes(name, path)
         try:
-            df: pd.DataFrame = pq.read_table(pa.BufferReader(raw)).to_pandas()
+            df: pd.DataFrame = pq.ParquetFile(pa.BufferReader(raw)).read().to_pandas()
         except (pa.ArrowException, OSError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
         return df
@@ -252,18 +303,25 @@ class ZarrImageRecord:
             return self.load_df_csv_gz(name)
         raise ValueError(f"{fmt} is not a tabular format")
 
-    def load_arrow(self, name: str, formats: Sequence[ArtifactFormat]) -> pa.Table:
+    def load_arrow(
+        self,
+        name: str,
+        formats: Sequence[ArtifactFormat],
+        *,
+        found: tuple[str | Path, ArtifactFormat] | None = None,
+    ) -> pa.Table:
         """Read the first present tabular file (parquet or csv.gz) of ``name`` as Arrow.
 
-        The fast path of the indexers: no pandas objects per record.
+        The fast path of the indexers: no pandas objects per record. ``found``: the
+        file :meth:`find_artifact` just found (not looked up again).
         """
-        path, fmt = self._require(name, formats)
+        path, fmt = found or self._require(name, formats)
         if fmt not in (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ):
             raise ValueError(f"{fmt} is not a tabular format")
         raw = self._read_bytes(name, path)
         try:
             if fmt is ArtifactFormat.PARQUET:
-                return pq.read_table(pa.BufferReader(raw))
+                return _read_small_parquet(raw)
             return pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
         except (pa.ArrowException, OSError, EOFError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,15 +30,18 @@ from kymwatch.store.layout import (
 )
 
 __all__ = [
+    "MAX_ARTIFACT_DEPTH",
     "RACY_MARGIN_NS",
     "UNKNOWN_CTIME",
     "Fingerprint",
     "RecordFiles",
     "fs_stamp",
+    "iter_record_folders",
     "scan_dataset",
     "scan_record",
     "scan_records_settled",
     "scan_stamp",
+    "walk_artifacts",
 ]
 
 RecordFiles = dict[str, "Fingerprint"]
@@ -190,24 +193,59 @@ def scan_records_settled(
     return out
 
 
-def _scan_analysis(folder: str, prefix: str, out: RecordFiles, depth: int, stamp: int) -> None:
+MAX_ARTIFACT_DEPTH = 32
+"""Folders below ``analysis/`` that artifact names may nest (``a/b`` is depth 1): deeper
+files are no artifacts for any reader (a guard against runaway nesting)."""
+
+
+def walk_artifacts(analysis: str | Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every artifact file under an ``analysis/`` folder: (name relative to it, entry).
+
+    The one walker of artifact files (the scans' fingerprints and
+    ``ZarrImageRecord.list_analysis_keys`` both use it): temporary names are skipped,
+    symbolic links are not followed, folders that vanish or cannot be read are skipped.
+    """
+    stack: list[tuple[str, str, int]] = [(os.fspath(analysis), "", 0)]
+    while stack:
+        folder, prefix, depth = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # gone, not a folder, or unreadable: the indexers report what they find
+            continue
+        for entry in entries:
+            name = entry.name
+            if is_temporary_name(name):
+                continue
+            rel = f"{prefix}{name}"
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < MAX_ARTIFACT_DEPTH:
+                        stack.append((entry.path, f"{rel}/", depth + 1))
+                elif split_artifact_file(rel) is not None:
+                    yield rel, entry
+            except OSError:  # removed while scanning
+                continue
+
+
+def iter_record_folders(root: Path, skipped: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Every record folder under ``images/``: (image_id, path), in no particular order.
+
+    The one record lister: names that cannot be image ids, symbolic links and files are
+    no records (if ``skipped`` is given it receives their paths, hidden names aside).
+    """
     try:
-        entries = list(os.scandir(folder))
-    except OSError:  # gone, not a folder, or unreadable: the indexers report what they find
+        entries = list(os.scandir(os.path.join(root, IMAGES_DIR)))
+    except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
-        name = entry.name
-        if is_temporary_name(name):
-            continue
-        rel = f"{prefix}{name}"
         try:
-            if entry.is_dir(follow_symlinks=False):
-                if depth < 8:
-                    _scan_analysis(entry.path, f"{rel}/", out, depth + 1, stamp)
-            elif split_artifact_file(rel) is not None:
-                out[rel] = Fingerprint.of(entry.stat(follow_symlinks=False), stamp)
-        except OSError:  # removed while scanning, or not stat-able (a folder without x)
-            continue
+            is_record = is_valid_image_id(entry.name) and entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_record = False
+        if is_record:
+            yield entry.name, entry.path
+        elif skipped is not None and not entry.name.startswith("."):
+            skipped.append(entry.path)
 
 
 def scan_record(record_path: Path, stamp: int = 0) -> RecordFiles:
@@ -218,7 +256,11 @@ def scan_record(record_path: Path, stamp: int = 0) -> RecordFiles:
         stamp: The scan's :func:`scan_stamp` (0: unknown, never racy).
     """
     out: RecordFiles = {}
-    _scan_analysis(os.path.join(record_path, ANALYSIS_DIR), "", out, 0, stamp)
+    for rel, entry in walk_artifacts(os.path.join(record_path, ANALYSIS_DIR)):
+        try:
+            out[rel] = Fingerprint.of(entry.stat(follow_symlinks=False), stamp)
+        except OSError:  # removed while scanning, or not stat-able (a folder without x)
+            continue
     return out
 
 
@@ -233,14 +275,7 @@ def scan_dataset(
             not records (names that cannot be image ids, symbolic links, files).
         stamp: The scan's :func:`scan_stamp` (0: unknown).
     """
-    result: dict[str, RecordFiles] = {}
-    try:
-        entries = list(os.scandir(os.path.join(root, IMAGES_DIR)))
-    except FileNotFoundError:
-        return result
-    for entry in entries:
-        if is_valid_image_id(entry.name) and entry.is_dir(follow_symlinks=False):
-            result[entry.name] = scan_record(Path(entry.path), stamp)
-        elif skipped is not None and not entry.name.startswith("."):
-            skipped.append(entry.path)
-    return result
+    return {
+        image_id: scan_record(Path(path), stamp)
+        for image_id, path in iter_record_folders(root, skipped)
+    }

@@ -16,7 +16,15 @@ from kymwatch.store.atomic import atomic_write
 from kymwatch.store.layout import INDEX_DIR, TABLES_DIR, validate_table_name
 from kymwatch.store.scan import Fingerprint
 
-__all__ = ["read_table_file", "table_fingerprint", "table_lock", "table_path", "write_table_file"]
+__all__ = [
+    "read_table_arrow",
+    "read_table_file",
+    "table_fingerprint",
+    "table_lock",
+    "table_path",
+    "write_table_arrow",
+    "write_table_file",
+]
 
 _LOCK_NAME = "tables.lock"
 
@@ -55,22 +63,32 @@ def table_fingerprint(path: Path) -> Fingerprint | None:
         return None
 
 
-def read_table_file(path: Path) -> pd.DataFrame:
-    """Read one table file (raises FileNotFoundError if absent).
+def read_table_arrow(path: Path) -> pa.Table:
+    """Read one table file as Arrow (raises FileNotFoundError if absent).
 
     The file is opened once and parsed through that handle: given a path, pyarrow may
     open it again for the row groups, and an atomic replace in between would mix the
     footer of one version with the pages of another.
     """
     with pa.OSFile(str(path)) as f:
-        df: pd.DataFrame = pq.read_table(f).to_pandas()
+        return pq.ParquetFile(f).read()
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read one table file as a DataFrame (see :func:`read_table_arrow`)."""
+    df: pd.DataFrame = read_table_arrow(path).to_pandas()
     return df
 
 
-def write_table_file(path: Path, df: pd.DataFrame) -> Fingerprint:
-    """Replace one table file atomically; returns the new file's fingerprint."""
-    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+def write_table_arrow(path: Path, table: pa.Table) -> Fingerprint:
+    """Replace one table file atomically with an Arrow table; returns its fingerprint."""
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     fp = table_fingerprint(path)
     assert fp is not None
     return fp
+
+
+def write_table_file(path: Path, df: pd.DataFrame) -> Fingerprint:
+    """Replace one table file atomically with a DataFrame; returns its fingerprint."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    return write_table_arrow(path, table)

@@ -1,0 +1,374 @@
+"""The schema policy of :mod:`kymwatch.index.schema`, applied to Arrow columns in bulk.
+
+Indexers hand over each record's rows as read (:class:`RawRows`: an Arrow table, or
+column lists from JSON). A batch of records is converted at once: records whose raw
+columns have the same names and types are concatenated and each column is cast in one
+vectorised call where its type already fits; only a column that does not fit goes
+value by value through the policy's converters (and there a value that does not fit
+becomes null and is logged, ``value_coerced``, against the record it came from).
+Extra columns are typed by content over the whole table (:func:`finish_table`).
+pandas appears only at the API boundary (:mod:`kymwatch.index.frames`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kymwatch.errors import ArtifactInvalidError
+from kymwatch.index.schema import (
+    _COERCED,
+    _CONVERTERS,
+    TEXT_COLUMNS,
+    Coercions,
+    _is_null,
+    infer_dtype,
+)
+from kymwatch.store.engine import IMAGE_ID
+
+__all__ = [
+    "ARROW_TYPES",
+    "RawRows",
+    "RowSpan",
+    "conform_batch",
+    "convert_column",
+    "empty_arrow",
+    "finish_table",
+    "infer_column",
+]
+
+ARROW_TYPES: Mapping[str, pa.DataType] = {
+    "string": pa.string(),
+    "Int64": pa.int64(),
+    "float64": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+Values: TypeAlias = "pa.ChunkedArray | pa.Array | list[Any]"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRows:
+    """One record's rows as an indexer read them, before any conversion.
+
+    Attributes:
+        image_id: The record (stamped on every row).
+        key: The artifact name read.
+        path: The artifact file read.
+        source: An Arrow table, or column name → values (JSON).
+        num_rows: Rows in ``source``.
+        constants: Declared columns given one value on every row.
+    """
+
+    image_id: str
+    key: str
+    path: str
+    source: pa.Table | Mapping[str, list[Any]]
+    num_rows: int
+    constants: Mapping[str, str] = field(default_factory=dict)
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The raw column names (set from ``source``)."""
+
+    def __post_init__(self) -> None:
+        src = self.source
+        names = src.schema.names if isinstance(src, pa.Table) else list(src)
+        object.__setattr__(self, "names", tuple(names))
+
+    def check(self) -> None:
+        """Raise ArtifactInvalidError if the artifact repeats a column name."""
+        names = self.names
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ArtifactInvalidError(
+                self.image_id, self.key, self.path, f"repeated column name(s) {dupes}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RowSpan:
+    """One record's typed rows: ``count`` rows from ``start`` of a batch's table (the
+    records of a batch share one table; a rebuild concatenates adjacent spans whole)."""
+
+    batch: pa.Table
+    start: int
+    count: int
+
+    def table(self) -> pa.Table:
+        """The rows as a table of their own (zero-copy slice)."""
+        return self.batch.slice(self.start, self.count)
+
+    def follows(self, other: RowSpan) -> bool:
+        """True when these rows come right after ``other``'s in the same batch table."""
+        return self.batch is other.batch and self.start == other.start + other.count
+
+
+# -- one column -----------------------------------------------------------------------------
+def _fast(values: Values, dtype: str) -> pa.ChunkedArray | pa.Array | None:
+    """A vectorised conversion when the source type fits ``dtype`` losslessly, else None."""
+    target = ARROW_TYPES[dtype]
+    if isinstance(values, list):
+        if dtype == "boolean":
+            return None
+        try:
+            return pa.array(values, type=target, from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            return None
+    t = values.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(values), target)
+    ok = (
+        (dtype == "string" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
+        or (dtype == "float64" and (pa.types.is_floating(t) or pa.types.is_integer(t)))
+        or (dtype == "Int64" and pa.types.is_integer(t) and t != pa.uint64())
+        or (dtype == "boolean" and pa.types.is_boolean(t))
+    )
+    if not ok:
+        return None
+    out = values if t == target else values.cast(target)
+    if dtype == "float64" and pa.types.is_floating(t) and pc.any(pc.is_nan(out)).as_py():
+        out = pc.if_else(pc.is_nan(out), pa.scalar(None, target), out)
+    return out
+
+
+def convert_column(values: Values, dtype: str) -> tuple[pa.ChunkedArray | pa.Array, list[int]]:
+    """``values`` converted to ``dtype``, and the positions of values that did not fit
+    (now null). Never raises for a value."""
+    try:
+        fast = _fast(values, dtype)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        fast = None  # e.g. uint64 beyond int64: the per-value path decides
+    if fast is not None:
+        return fast, []
+    conv = _CONVERTERS[dtype]
+    py = values if isinstance(values, list) else values.to_pylist()
+    out: list[Any] = []
+    bad: list[int] = []
+    for pos, v in enumerate(py):
+        if _is_null(v):
+            out.append(None)
+            continue
+        c = conv(v)
+        if c is _COERCED:
+            bad.append(pos)
+            c = None
+        out.append(c)
+    return pa.array(out, type=ARROW_TYPES[dtype], from_pandas=True), bad
+
+
+def infer_column(name: str, values: Values) -> str:
+    """The dtype an extra column gets from its values (the policy's ``infer_dtype``)."""
+    if name in TEXT_COLUMNS:
+        return "string"
+    if isinstance(values, list):
+        return infer_dtype(name, values)
+    t = values.type
+    if pa.types.is_null(t):
+        return "float64"
+    if pa.types.is_boolean(t):
+        return "boolean" if values.null_count < len(values) else "float64"
+    if pa.types.is_integer(t) and t != pa.uint64():
+        return "Int64"
+    if pa.types.is_floating(t):
+        arr = np.asarray(values.to_numpy(zero_copy_only=False), dtype="float64")
+        finite = arr[~np.isnan(arr)]
+        if not len(finite):
+            return "float64"
+        whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
+        return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:  # fails fast on the first non-numeric text: the usual text column
+            values.cast(pa.float64())
+        except (pa.ArrowException, ValueError):
+            return "string" if values.null_count < len(values) else "float64"
+    return infer_dtype(name, values.to_pylist())
+
+
+# -- batches --------------------------------------------------------------------------------
+def _group_key(raw: RawRows) -> object:
+    if isinstance(raw.source, pa.Table):
+        return raw.source.schema
+    return tuple(raw.source)
+
+
+def _same_key(a: object, b: object) -> bool:
+    if isinstance(a, pa.Schema) and isinstance(b, pa.Schema):
+        return bool(a.equals(b))
+    return a == b
+
+
+def _group_columns(group: Sequence[RawRows]) -> dict[str, Values]:
+    first = group[0].source
+    if isinstance(first, pa.Table):
+        tables = [r.source for r in group if isinstance(r.source, pa.Table)]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return {name: table.column(name) for name in table.column_names}
+    out: dict[str, list[Any]] = {name: [] for name in first}
+    for r in group:
+        assert not isinstance(r.source, pa.Table)
+        for name, col in r.source.items():
+            out[name].extend(col)
+    return out
+
+
+def _owners(group: Sequence[RawRows], positions: list[int]) -> list[int]:
+    """The index in ``group`` of the record each row position belongs to."""
+    offsets = np.cumsum([0] + [r.num_rows for r in group])
+    return (np.searchsorted(offsets, positions, side="right") - 1).tolist()  # type: ignore[no-any-return]
+
+
+def _stamp(group: Sequence[RawRows], name: str) -> pa.Array:
+    """One value per record repeated over its rows (``image_id`` or a constant)."""
+    values = [r.image_id if name == IMAGE_ID else r.constants[name] for r in group]
+    counts = [r.num_rows for r in group]
+    if len(set(values)) == 1:
+        return pa.array(values[:1] * sum(counts), pa.string())
+    return pa.array(np.repeat(np.array(values, dtype=object), counts), pa.string())
+
+
+def _conform_group(
+    group: Sequence[RawRows],
+    columns: Mapping[str, str],
+    extras_at: int | None,
+    coerced: dict[int, Coercions],
+) -> pa.Table:
+    names = group[0].names
+    n = sum(r.num_rows for r in group)
+    source = _group_columns(group)
+    fixed = {IMAGE_ID, *group[0].constants}
+    data: dict[str, pa.ChunkedArray | pa.Array] = {}
+
+    def convert(col: str, dtype: str) -> None:
+        arr, bad = convert_column(source[col], dtype)
+        data[col] = arr
+        if bad:
+            values = source[col]
+            for pos, owner in zip(bad, _owners(group, bad), strict=True):
+                example = values[pos] if isinstance(values, list) else values[pos].as_py()
+                coerced.setdefault(owner, Coercions()).add(col, 1, example)
+
+    for col, dtype in columns.items():
+        if col in fixed:
+            data[col] = _stamp(group, col)
+        elif col in names:
+            convert(col, dtype)
+        else:
+            data[col] = pa.nulls(n, ARROW_TYPES[dtype])
+    extras = [c for c in names if c not in columns] if extras_at is not None else []
+    for col in extras:
+        convert(col, infer_column(col, source[col]))
+    declared = list(columns)
+    at = len(declared) if extras_at is None else extras_at
+    order = declared[:at] + extras + declared[at:]
+    # One contiguous table per group: the records' own small buffers (one per column
+    # per artifact read) are released instead of being kept as thousands of chunks.
+    return pa.table({c: data[c] for c in order}).combine_chunks()
+
+
+def conform_batch(
+    raws: Sequence[RawRows],
+    columns: Mapping[str, str],
+    extras_at: int | None,
+    *,
+    indexer: str | None = None,
+) -> list[RowSpan]:
+    """Each record's rows in the table schema (extras typed per group of records with
+    the same raw columns: :func:`finish_table` types them over the whole table).
+
+    ``value_coerced`` is logged once per record and column that lost values.
+    """
+    groups: list[tuple[object, list[int]]] = []
+    for i, raw in enumerate(raws):
+        if not (raw.num_rows and raw.names):  # no columns: kymflow's pd.DataFrame(), no rows
+            continue
+        key = _group_key(raw)
+        # Compared, not hashed: hashing an Arrow schema costs more than reading ten rows.
+        found = next((m for k, m in reversed(groups) if _same_key(k, key)), None)
+        if found is None:
+            groups.append((key, [i]))
+        else:
+            found.append(i)
+    out: list[RowSpan | None] = [None] * len(raws)
+    for _, members in groups:
+        group = [raws[i] for i in members]
+        coerced: dict[int, Coercions] = {}
+        table = _conform_group(group, columns, extras_at, coerced)
+        start = 0
+        for j, i in enumerate(members):
+            out[i] = RowSpan(table, start, raws[i].num_rows)
+            start += raws[i].num_rows
+            if j in coerced:
+                raw = raws[i]
+                coerced[j].log(image_id=raw.image_id, indexer=indexer, path=raw.path)
+    empty = RowSpan(empty_arrow(columns), 0, 0)
+    return [empty if t is None else t for t in out]
+
+
+# -- whole tables ---------------------------------------------------------------------------
+def unify(parts: Sequence[pa.Table]) -> list[pa.Table]:
+    """The parts with each column given one type across them (by content, as an extra
+    column: only extra columns can differ), so that they concatenate."""
+    types: dict[str, set[pa.DataType]] = {}
+    for p in parts:
+        for f in p.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, set()).add(f.type)
+    mixed = [name for name, ts in types.items() if len(ts) > 1]
+    if not mixed:
+        return list(parts)
+    out = list(parts)
+    for name in mixed:
+        values = [v for p in out if name in p.column_names for v in p.column(name).to_pylist()]
+        dtype = infer_column(name, values)
+        for k, p in enumerate(out):
+            if name in p.column_names:
+                arr, _ = convert_column(p.column(name), dtype)
+                out[k] = p.set_column(p.column_names.index(name), name, arr)
+    return out
+
+
+def finish_table(
+    table: pa.Table,
+    columns: Mapping[str, str],
+    extras_at: int | None,
+    keep_null: Collection[str] | None = None,
+) -> pa.Table:
+    """The table with its extra columns typed by content over all its rows, ordered by
+    the first row holding a value in them (then by position; all-null ones last, and
+    kept only if in ``keep_null``; None keeps every one), and declared columns typed."""
+    data: dict[str, pa.ChunkedArray | pa.Array] = {}
+    n = table.num_rows
+    for col, dtype in columns.items():
+        if col in table.column_names:
+            data[col], _ = convert_column(table.column(col), dtype)
+        else:
+            data[col] = pa.nulls(n, ARROW_TYPES[dtype])
+    extras: list[str] = []
+    if extras_at is not None:
+        firsts = []
+        for pos, col in enumerate(table.column_names):
+            if col in columns:
+                continue
+            values = table.column(col)
+            if values.null_count < n:
+                valid = values.is_valid().to_numpy(zero_copy_only=False)
+                firsts.append((int(np.argmax(valid)), pos, col))
+            elif keep_null is None or col in keep_null:
+                firsts.append((n, pos, col))
+        extras = [col for _, _, col in sorted(firsts)]
+        for col in extras:
+            values = table.column(col)
+            data[col], _ = convert_column(values, infer_column(col, values))
+    declared = list(columns)
+    at = len(declared) if extras_at is None else extras_at
+    order = declared[:at] + extras + declared[at:]
+    return pa.table({c: data[c] for c in order})
+
+
+def empty_arrow(columns: Mapping[str, str]) -> pa.Table:
+    """A table with no rows and the given typed columns."""
+    return pa.schema([(c, ARROW_TYPES[t]) for c, t in columns.items()]).empty_table()

@@ -1,0 +1,122 @@
+"""Reading a batch of records with one indexer: outcomes, and rows in Arrow.
+
+Each record's artifact is read on its own (one bad record never stops the others: any
+exception becomes its outcome); the rows of the whole batch are then converted to the
+table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactUnreadableError
+from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch
+from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
+from kymwatch.index.frames import from_frame
+from kymwatch.index.indexers import raw_reader
+from kymwatch.store import ZarrDataset, ZarrImageRecord
+
+__all__ = ["Extracted", "extract_batch"]
+
+Extracted = tuple[RecordOutcome, RowSpan | None]
+"""A record's outcome and, for INDEXED, its rows in the table schema."""
+
+
+def _label(ix: DatasetIndexer) -> str:
+    label = getattr(ix, "indexer_label", None)
+    return label if isinstance(label, str) else ix.name
+
+
+def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
+    """The record's rows as read (a plugin's frame or table is taken as raw rows)."""
+    reader = raw_reader(ix)
+    if reader is not None:
+        raw = reader(rec)
+    else:
+        rows = ix.extract_rows(rec)
+        if isinstance(rows, pa.Table):
+            source: pa.Table | dict[str, list[object]] = rows
+        elif isinstance(rows, pd.DataFrame):
+            source = from_frame(rows)
+        else:
+            raise TypeError(f"extract_rows returned {type(rows).__name__}, not a DataFrame")
+        n = source.num_rows if isinstance(source, pa.Table) else len(rows)
+        raw = RawRows(rec.image_id, ix.name, "", source, n)
+    raw.check()
+    return raw
+
+
+def _read(ix: DatasetIndexer, store: ZarrDataset, image_id: str) -> RecordOutcome | RawRows:
+    rec = ZarrImageRecord(store, image_id)
+    # A built-in indexer finds no artifact in a removed record (checked below); another
+    # indexer might not look: ask first.
+    if raw_reader(ix) is None and not rec.exists():
+        return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
+    failed: RecordOutcome | None = None
+    raw: RawRows | None = None
+    try:
+        raw = _read_one(ix, rec)
+    except ArtifactNotFoundError as e:
+        failed = RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for)
+    except ArtifactUnreadableError as e:
+        failed = RecordOutcome(
+            image_id, ix.name, OutcomeStatus.UNREADABLE, path=e.path, error=e.reason
+        )
+    except ArtifactInvalidError as e:
+        failed = RecordOutcome(
+            image_id, ix.name, OutcomeStatus.INVALID, path=e.path, error=e.reason
+        )
+    except MemoryError:
+        raise
+    except Exception as e:  # any failure on one record is that record's outcome
+        error = f"{type(e).__name__}: {str(e)[:500]}"
+        failed = RecordOutcome(image_id, ix.name, OutcomeStatus.INVALID, error=error)
+    if failed is not None:
+        if not rec.exists():  # removed while we read it (the likely cause of the failure)
+            return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
+        return failed
+    assert raw is not None
+    return raw
+
+
+def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[RowSpan | str]:
+    """Each record's typed rows, or why they cannot be typed."""
+    try:
+        return list(conform_batch(raws, ix.columns, extras_position(ix), indexer=_label(ix)))
+    except MemoryError:
+        raise
+    except Exception:  # one record's rows break the batch: find it, record by record
+        if len(raws) == 1:
+            raise
+    out: list[RowSpan | str] = []
+    for raw in raws:
+        try:
+            out.extend(_conform(ix, [raw]))
+        except MemoryError:
+            raise
+        except Exception as e:
+            out.append(f"rows cannot be typed: {type(e).__name__}: {str(e)[:500]}")
+    return out
+
+
+def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) -> list[Extracted]:
+    """Read ``ids`` with ``ix``: each record's outcome and, for INDEXED, its typed rows."""
+    read = [_read(ix, store, image_id) for image_id in ids]
+    raws = [r for r in read if isinstance(r, RawRows)]
+    typed = iter(_conform(ix, raws) if raws else [])
+    out: list[Extracted] = []
+    for r in read:
+        if isinstance(r, RecordOutcome):
+            out.append((r, None))
+            continue
+        rows = next(typed)
+        if isinstance(rows, str):
+            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INVALID, error=rows)
+            out.append((outcome, None))
+        else:
+            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows=rows.count)
+            out.append((outcome, rows))
+    return out

@@ -1,0 +1,166 @@
+"""The schema policy joined to the table engine: adopting a table read from disk, and
+merging a batch's rows into it (an update splices, a rebuild concatenates in id order).
+
+The results equal a fresh rebuild whatever the order of updates: the rows of a record
+are its artifact's rows, in the artifact's order; records are in ``image_id`` order;
+extra columns are typed from the merged rows alone (:func:`finish_table`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from kymwatch.index.arrow_schema import (
+    RowSpan,
+    convert_column,
+    empty_arrow,
+    finish_table,
+    unify,
+)
+from kymwatch.index.base import DatasetIndexer, extras_position
+from kymwatch.index.batch import Extracted
+from kymwatch.index.schema import Coercions
+from kymwatch.store.engine import SortedTable, concat
+
+__all__ = ["adopt", "merge_rebuild", "merge_update"]
+
+
+def adopt(raw: pa.Table, ix: DatasetIndexer | None, coerced: Coercions) -> tuple[SortedTable, bool]:
+    """A table read from disk, typed by the schema policy and sorted by ``image_id``,
+    and whether that changed it (kymflow's object columns, an unsorted table: it is
+    then rewritten by the next update even when no row changes). A table no indexer
+    owns is kept as it is."""
+    if ix is None:
+        return SortedTable.of(raw, (), (0,)), False
+    extras_at = extras_position(ix)
+    for col, dtype in ix.columns.items():
+        if col in raw.column_names:
+            values = raw.column(col)
+            _, bad = convert_column(values, dtype)
+            if bad:
+                coerced.add(col, len(bad), values[bad[0]].as_py())
+    table = finish_table(raw, ix.columns, extras_at)
+    st, was_sorted_now = SortedTable.adopt(table)
+    foreign = was_sorted_now or not table.schema.remove_metadata().equals(
+        raw.schema.remove_metadata()
+    )
+    foreign = foreign or not table.equals(raw)
+    return st, foreign
+
+
+def _all_null_columns(table: pa.Table) -> set[str]:
+    return {c for c in table.column_names if table.column(c).null_count == table.num_rows}
+
+
+def _align(rows: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``rows`` in exactly ``schema`` (missing columns null), or None if a column is new
+    or holds values of another type."""
+    if rows.schema.equals(schema):
+        return rows
+    if not set(rows.column_names) <= set(schema.names):
+        return None
+    n = rows.num_rows
+    cols = []
+    for f in schema:
+        if f.name not in rows.column_names:
+            cols.append(pa.nulls(n, f.type))
+            continue
+        col = rows.column(f.name)
+        if col.type == f.type:
+            cols.append(col)
+        elif col.null_count == n:
+            cols.append(pa.nulls(n, f.type))
+        else:
+            return None
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def merge_update(
+    current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
+) -> tuple[SortedTable, bool]:
+    """``current`` with the rows of the re-indexed records replaced (records whose
+    artifact is unreadable or invalid keep theirs), and whether anything changed."""
+    extras_at = extras_position(ix)
+    replace: dict[str, pa.Table | None] = {}
+    keep_null = _all_null_columns(current.table) if extras_at is not None else set()
+    for o, span in results:
+        if o.keeps_old_rows:
+            continue
+        replace[o.image_id] = span.table() if span is not None and span.count else None
+        if span is not None:
+            keep_null |= set(span.batch.column_names)
+    schema = current.table.schema
+    aligned = {i: None if r is None else _align(r, schema) for i, r in replace.items()}
+    if all(a is not None or replace[i] is None for i, a in aligned.items()):
+        st, changed = current.splice(aligned)
+        if extras_at is None:
+            return st, changed
+        table = _finish(st.table, ix, keep_null)
+        changed = changed or not table.schema.equals(st.table.schema)
+        return SortedTable(table, st.ids, st.offsets), changed
+    # A new column, or a column whose type the new rows change: unify, then splice.
+    ids = [i for i, r in replace.items() if r is not None]
+    parts = unify([current.table, *(r for r in replace.values() if r is not None)])
+    schema = concat([p.slice(0, 0) for p in parts]).schema  # the one all of them share
+    merged: dict[str, pa.Table | None] = dict.fromkeys(replace)
+    merged.update((i, _align(r, schema) or r) for i, r in zip(ids, parts[1:], strict=True))
+    base = SortedTable(_align(parts[0], schema) or parts[0], current.ids, current.offsets)
+    st, _ = base.splice(merged)
+    return SortedTable(_finish(st.table, ix, keep_null), st.ids, st.offsets), True
+
+
+def _finish(table: pa.Table, ix: DatasetIndexer, keep_null: set[str]) -> pa.Table:
+    """The table typed by content; a table without rows has the declared columns only
+    (as a rebuild of no rows)."""
+    if not table.num_rows:
+        return empty_arrow(ix.columns)
+    return finish_table(table, ix.columns, extras_position(ix), keep_null)
+
+
+def merge_rebuild(
+    current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
+) -> SortedTable:
+    """The table of ``results`` alone (records whose artifact is unreadable or invalid
+    keep the rows ``current`` has for them), in ``image_id`` order.
+
+    Rows that lie next to each other in one batch table (records read in id order, the
+    usual rebuild) are taken as one slice: no per-record tables are built.
+    """
+    extras_at = extras_position(ix)
+    parts: list[tuple[str, RowSpan]] = []
+    batches: dict[int, pa.Table] = {}
+    for o, span in results:
+        if o.keeps_old_rows:
+            start, count = current.range_of(o.image_id)
+            span = RowSpan(current.table, start, count)
+        elif span is None:
+            continue
+        else:
+            batches[id(span.batch)] = span.batch
+        if span.count:
+            parts.append((o.image_id, span))
+    if not parts:
+        return SortedTable.of(empty_arrow(ix.columns), (), (0,))
+    keep_null: set[str] = set()
+    if extras_at is not None:
+        keep_null = _all_null_columns(current.table)
+        keep_null |= {c for b in batches.values() for c in b.column_names}
+    if any(parts[k][0] >= parts[k + 1][0] for k in range(len(parts) - 1)):
+        parts.sort(key=lambda p: p[0])
+    slices: list[RowSpan] = []
+    for _, span in parts:
+        if slices and span.follows(slices[-1]):
+            last = slices[-1]
+            slices[-1] = RowSpan(last.batch, last.start, last.count + span.count)
+        else:
+            slices.append(span)
+    tables = unify([s.table() for s in slices])
+    schema = concat([t.slice(0, 0) for t in tables]).schema
+    table = concat([_align(t, schema) or t for t in tables])
+    ids = tuple(i for i, _ in parts)
+    offsets = np.cumsum([0] + [s.count for _, s in parts])
+    table = finish_table(table, ix.columns, extras_at, keep_null)
+    return SortedTable.of(table, ids, offsets)

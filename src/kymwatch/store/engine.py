@@ -1,0 +1,176 @@
+"""The table engine: a dataset table kept sorted by ``image_id``, edited by splicing.
+
+Every table kymwatch writes is an Arrow table whose rows are stably sorted by
+``image_id`` (each record's rows contiguous, in the order its artifact gives them).
+Replacing the rows of some records therefore never sorts: each record's row range is
+found by binary search in the sorted list of the table's ids, and the new table is
+the concatenation of the untouched slices and the new rows (an O(rows) copy at most,
+no string sort). Whether the edit changed anything is decided on the replaced rows
+alone. A table that is not sorted (written by kymflow, which appends) is sorted once,
+stably, when it is adopted.
+
+The engine knows nothing of column types: callers (the schema policy of
+:mod:`kymwatch.index`, or :meth:`ZarrDataset.replace_rows_for_image_id`) give it rows
+already in the table's schema, or let :func:`concat` promote them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["IMAGE_ID", "SortedTable", "concat", "id_ranges"]
+
+IMAGE_ID = "image_id"
+_MAX_CHUNKS = 32
+
+
+def concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate tables, missing columns filled with nulls and null columns promoted."""
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def id_ranges(ids: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]] | None:
+    """The distinct ids of a column sorted by id, and their row offsets (one more than
+    ids); None if the column is not sorted (or holds nulls)."""
+    n = len(ids)
+    if n == 0:
+        return [], [0]
+    if ids.null_count:
+        return None
+    col = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    col = col.cast(pa.string())
+    if n > 1:
+        ordered = pc.all(pc.less_equal(col.slice(0, n - 1), col.slice(1))).as_py()
+        if not ordered:
+            return None
+    # In a sorted column a new id starts wherever the value differs from the previous one.
+    differs = pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.concatenate(([True], differs)))
+    distinct = col.take(pa.array(starts)).to_pylist()
+    return [str(v) for v in distinct], [*starts.tolist(), n]
+
+
+@dataclass(frozen=True, slots=True)
+class SortedTable:
+    """A table whose rows are stably sorted by ``image_id``, with its id → row-range map.
+
+    Attributes:
+        table: The rows.
+        ids: The distinct image ids, sorted.
+        offsets: ``offsets[i]:offsets[i + 1]`` are the rows of ``ids[i]`` (int64, one
+            more than ``ids``).
+    """
+
+    table: pa.Table
+    ids: tuple[str, ...]
+    offsets: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(
+        cls, table: pa.Table, ids: Sequence[str], offsets: Sequence[int] | npt.NDArray[np.int64]
+    ) -> SortedTable:
+        """A sorted table from its rows, ids and row offsets (taken as they are)."""
+        return cls(table, tuple(ids), np.asarray(offsets, dtype=np.int64))
+
+    @classmethod
+    def adopt(cls, table: pa.Table, key: str = IMAGE_ID) -> tuple[SortedTable, bool]:
+        """``table`` as a sorted table, and whether it had to be sorted (stably, once).
+
+        Rows without an id (null) sort last, in their order. A table without the
+        ``key`` column is kept as it is, as one block of rows of no record.
+        """
+        if key not in table.column_names:
+            return cls.of(table, (), (0,)), False
+        ranges = id_ranges(table.column(key))
+        if ranges is not None:
+            return cls.of(table, *ranges), False
+        # A stable sort; nulls are placed last by default.
+        order = pc.sort_indices(table.select([key]), sort_keys=[(key, "ascending")])
+        table = table.take(order)
+        with_id = table.slice(0, len(table) - table.column(key).null_count)
+        ranges = id_ranges(with_id.column(key))
+        assert ranges is not None
+        return cls.of(table, *ranges), True
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def range_of(self, image_id: str) -> tuple[int, int]:
+        """(first row, number of rows) of one record (0 rows if it has none)."""
+        i = bisect_left(self.ids, image_id)
+        if i < len(self.ids) and self.ids[i] == image_id:
+            start = int(self.offsets[i])
+            return start, int(self.offsets[i + 1]) - start
+        return 0, 0
+
+    def rows_of(self, image_id: str) -> pa.Table:
+        """The rows of one record (none if it has no rows)."""
+        start, count = self.range_of(image_id)
+        return self.table.slice(start, count)
+
+    def counts(self) -> dict[str, int]:
+        """image_id → number of rows, for the records that have rows."""
+        return dict(zip(self.ids, np.diff(self.offsets).tolist(), strict=True))
+
+    def splice(self, replace: Mapping[str, pa.Table | None]) -> tuple[SortedTable, bool]:
+        """Replace the rows of the records in ``replace`` (None or no rows: remove them).
+
+        The new rows must have this table's schema (see :func:`concat`). Returns the new
+        table and whether any replaced row differs (rows of records not named are
+        never compared).
+        """
+        n = len(self.ids)
+        offsets = self.offsets
+        tail = int(offsets[-1])  # rows without an id (adopted tables only) stay last
+        segments: list[pa.Table] = []
+        new_ids: list[str] = []
+        # Row counts per kept or new id, as arrays: offsets are their running sum.
+        counts: list[npt.NDArray[np.int64]] = []
+        changed = False
+        prev_i = 0
+
+        def keep(stop_i: int) -> None:
+            """Keep the ids ``prev_i:stop_i`` and their rows, as they are."""
+            start_row, stop_row = int(offsets[prev_i]), int(offsets[stop_i])
+            if stop_row > start_row:
+                segments.append(self.table.slice(start_row, stop_row - start_row))
+            new_ids.extend(self.ids[prev_i:stop_i])
+            counts.append(np.diff(offsets[prev_i : stop_i + 1]))
+
+        for image_id in sorted(replace):
+            rows = replace[image_id]
+            i = bisect_left(self.ids, image_id, prev_i)
+            keep(i)
+            present = i < n and self.ids[i] == image_id
+            old_len = int(offsets[i + 1] - offsets[i]) if present else 0
+            new_len = 0 if rows is None else rows.num_rows
+            if new_len:
+                assert rows is not None
+                segments.append(rows)
+                new_ids.append(image_id)
+                counts.append(np.array([new_len], dtype=np.int64))
+                if not changed:
+                    old = self.table.slice(int(offsets[i]), old_len)
+                    changed = old_len != new_len or not old.equals(rows)
+            elif old_len:
+                changed = True
+            prev_i = i + 1 if present else i
+        keep(n)
+        if tail < self.table.num_rows:
+            segments.append(self.table.slice(tail))
+        table = concat(segments) if segments else self.table.schema.empty_table()
+        if table.num_columns and table.column(0).num_chunks > _MAX_CHUNKS:
+            table = table.combine_chunks()
+        new_offsets = np.concatenate(
+            [np.zeros(1, dtype=np.int64), np.cumsum(np.concatenate(counts))]
+        )
+        return SortedTable(table, tuple(new_ids), new_offsets.astype(np.int64)), changed
