@@ -208,6 +208,23 @@ def test_new_artifact_in_a_sub_folder_is_found(fs: FakeFS) -> None:
     assert s.poll().changes == (FileChange(ana("rec2"), ChangeKind.MODIFIED, is_dir=True),)
 
 
+def test_artifact_nested_deeper_than_eight_folders_is_found_as_by_the_reconcile_scan(
+    fs: FakeFS,
+) -> None:
+    """Polling follows the store's one artifact-depth rule: a file ten folders below
+    analysis/ (which the reconcile scan fingerprints) is found, then its rewrite too."""
+    s = scanner(fs)
+    deep = f"{ana('rec2')}/" + "/".join(f"d{i}" for i in range(10)) + "/radon_report.json"
+    fs.create(deep)
+    fs.tick()
+    assert s.poll().changes == (FileChange(ana("rec2"), ChangeKind.MODIFIED, is_dir=True),)
+    fs.tick(10)
+    assert s.poll().changes == ()
+    fs.create(deep, size=77)
+    fs.tick()
+    assert s.poll().changes == (FileChange(ana("rec2"), ChangeKind.MODIFIED, is_dir=True),)
+
+
 def test_new_sub_folder_and_its_files_are_found_and_then_watched(fs: FakeFS) -> None:
     """A new sub-folder is found through analysis/'s mtime; a later file in it through
     the sub-folder's own mtime."""

@@ -25,15 +25,12 @@ from typing import Protocol
 from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan
 from kymwatch.store import ANALYSIS_DIR, IMAGES_DIR, is_temporary_name, is_valid_image_id
 from kymwatch.store.layout import split_artifact_file
-from kymwatch.store.scan import Fingerprint, scan_stamp
+from kymwatch.store.scan import MAX_ARTIFACT_DEPTH, Fingerprint, scan_stamp
 
 __all__ = ["OsPollFS", "PollFS", "PollResult", "PollScanner", "Stat"]
 
 Stat = tuple[int, int, int, int]
 """(size, mtime_ns, ctime_ns, inode) of a file or folder."""
-
-MAX_DEPTH = 8
-"""Sub-folder depth below ``analysis/`` that is scanned (as the reconcile scan)."""
 
 STORE_GONE = "store_moved_or_deleted"
 
@@ -287,7 +284,7 @@ class PollScanner:
                     continue
                 sub = f"{rel}/{name}" if rel else name
                 if is_dir:
-                    if depth < MAX_DEPTH:
+                    if depth < MAX_ARTIFACT_DEPTH:
                         todo.append((sub, depth + 1))
                 elif split_artifact_file(sub) is not None:
                     fst = self.fs.stat_file(os.path.join(path, name))
