@@ -1,8 +1,10 @@
 """Daemon layer: watch a store, debounce changes, keep its tables right."""
 
+from typing import TYPE_CHECKING
+
+from kymwatch._lazy import lazy_exports
 from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
-from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
 from kymwatch.daemon.planner import (
@@ -13,16 +15,39 @@ from kymwatch.daemon.planner import (
     tables_to_rebuild,
 )
 from kymwatch.daemon.reconcile import diff_fingerprints, route
-from kymwatch.daemon.reporter import Reporter
-from kymwatch.daemon.runner import Daemon
 from kymwatch.daemon.schedule import Backoff, Schedule, Task
-from kymwatch.daemon.sdnotify import SystemdNotifier
-from kymwatch.daemon.sources import SourceFactory, make_source
-from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus, StatusView, read_status
 from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
-from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, PollingWatcher
-from kymwatch.daemon.worker import BatchResult, Retry, Worker
+
+if TYPE_CHECKING:  # imported on first use: they pull in the indexers (pandas, pyarrow)
+    from kymwatch.daemon.config import DaemonConfig
+    from kymwatch.daemon.reporter import Reporter
+    from kymwatch.daemon.runner import Daemon
+    from kymwatch.daemon.sdnotify import SystemdNotifier
+    from kymwatch.daemon.sources import SourceFactory, make_source
+    from kymwatch.daemon.state import IndexState
+    from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, PollingWatcher
+    from kymwatch.daemon.worker import BatchResult, Retry, Worker
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DaemonConfig": "config",
+        "Reporter": "reporter",
+        "Daemon": "runner",
+        "SystemdNotifier": "sdnotify",
+        "SourceFactory": "sources",
+        "make_source": "sources",
+        "IndexState": "state",
+        "EventSink": "watcher",
+        "EventSource": "watcher",
+        "InotifyWatcher": "watcher",
+        "PollingWatcher": "watcher",
+        "BatchResult": "worker",
+        "Retry": "worker",
+        "Worker": "worker",
+    },
+)
 
 __all__ = [
     "Backoff",

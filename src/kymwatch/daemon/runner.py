@@ -36,6 +36,7 @@ from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.signals import handle_signals
 from kymwatch.daemon.sources import SourceFactory, SourceKeeper
+from kymwatch.daemon.stalecount import StaleCounter
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.sync import answer_sync
@@ -148,6 +149,7 @@ class Daemon:
         self._syncs: list[str] = []
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
+        self.stale = StaleCounter(self.root, self._publish_stale)
 
     # -- public ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -208,6 +210,7 @@ class Daemon:
             if self.reporter.state is DaemonState.RECONCILING:
                 self.reporter.set_state(DaemonState.WATCHING)
             self.reporter.ready()
+            self.stale.start()
             self._loop()
         finally:
             self._shutdown()
@@ -215,6 +218,7 @@ class Daemon:
     def _shutdown(self) -> None:
         self.reporter.set_state(DaemonState.STOPPING)
         self.reporter.stopping()
+        self.stale.stop()
         self.source.stop()
         self._save_state(force=True)
         pending = self.debouncer.flush()
@@ -287,6 +291,10 @@ class Daemon:
             )
             self.debouncer.feed(what, now)
 
+    def _publish_stale(self, counts: dict[str, int]) -> None:
+        """The stale counter's result (from its thread): the next publish carries it."""
+        self.status.stale_records = counts
+
     def _reopen_logs(self) -> None:
         self._hangup.clear()
         if self._on_hangup is not None:
@@ -335,6 +343,8 @@ class Daemon:
         self.status.counters["reconciles"] += 1
         ok = self._index(changes, first_seen, source=reason, final=pending is not None)
         self.worker.reconcile_manifest()
+        if reason in ("startup", "periodic"):  # (the changes of others are marked per batch)
+            self.stale.mark_all()
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
         self.reporter.folders_skipped(skipped)
@@ -508,6 +518,7 @@ class Daemon:
         for retry in result.retry:
             self._push_back((retry.change,), now, delay_s=retry.delay_s)
         self.reporter.batch_done(batch, result, source, len(self.debouncer))
+        self.stale.mark(c.image_id for c in batch.changes)
         if self._auto and not self._undecided:
             self._widen_indexers(result.artifacts)
         return True
