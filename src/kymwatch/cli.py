@@ -71,6 +71,7 @@ def _number(
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from kymwatch.daemon import Daemon, DaemonConfig
+    from kymwatch.daemon.memory import tune_process_memory
     from kymwatch.logconfig import (
         ConsoleFormat,
         configure_logging,
@@ -92,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         indexers=_indexer_names(args.indexers),
     )
+    tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
     console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)

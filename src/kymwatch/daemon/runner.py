@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from kymwatch.daemon import planner
+from kymwatch.daemon import memory, planner
 from kymwatch.daemon.changes import RECORD_METADATA, Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
@@ -76,6 +76,7 @@ _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the
 _MAX_DRAIN = 100_000  # events taken from the queue per loop turn
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
+_TRIM_AFTER = 50  # records indexed in one go after which freed heap memory is returned
 
 
 class Daemon:
@@ -204,6 +205,7 @@ class Daemon:
                 indexers_reason=self.status.indexers_reason,
                 quiet_ms=round(self.config.quiet_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
+                memory=memory.settings(),
             )
             self.reporter.set_state(DaemonState.RECONCILING)
             self._reconcile("startup")
@@ -479,6 +481,8 @@ class Daemon:
             i += len(chunk)
             self._housekeeping()
             if i >= len(changes):
+                if len(changes) >= _TRIM_AFTER:  # hand back what the big work freed
+                    memory.trim()
                 return ok
 
     def _index_chunk(self, batch: Batch, *, source: str, final: bool) -> bool:
