@@ -76,7 +76,7 @@ _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the
 _MAX_DRAIN = 100_000  # events taken from the queue per loop turn
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
-_TRIM_AFTER = 50  # records indexed in one go after which freed heap memory is returned
+_TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
 
 
 class Daemon:
@@ -479,10 +479,10 @@ class Daemon:
                 return False
             ok &= self._index_chunk(Batch(chunk, first_seen), source=source, final=final)
             i += len(chunk)
+            if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
+                memory.trim()
             self._housekeeping()
             if i >= len(changes):
-                if len(changes) >= _TRIM_AFTER:  # hand back what the big work freed
-                    memory.trim()
                 return ok
 
     def _index_chunk(self, batch: Batch, *, source: str, final: bool) -> bool:
