@@ -162,3 +162,12 @@ def test_stale_counter_failure_keeps_counts_and_marks(
     assert len(failed) == 1 and "disk gone" in failed[0]["error"]
     monkeypatch.setattr(staleness, "dataset_staleness", real)
     assert counter.run_pass() == stale_summary(root) != first  # the failed one's record
+
+
+def test_cli_names_the_manifest_file_the_index_writes() -> None:
+    """The help text's manifest name (kept in the CLI to avoid importing the index) is
+    the file the manifest indexer writes."""
+    from kymwatch import cli
+    from kymwatch.index.manifest import MANIFEST_FILE
+
+    assert cli._MANIFEST_FILE == MANIFEST_FILE
