@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--keep", action="store_true", help="keep the demo store afterwards")
     dm.set_defaults(func=cmd_demo)
 
-    from kymwatch.service import add_service_parser, run_service_command
+    from kymwatch.service.command import add_service_parser, run_service_command
 
     add_service_parser(sub)
     sub.choices["service"].set_defaults(func=run_service_command)
