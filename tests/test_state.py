@@ -201,3 +201,31 @@ def test_a_save_never_recreates_a_deleted_store(tmp_path: Path) -> None:
     state.update_record(REC, {}, set(), lambda name: set())
     assert state.save(root) is False
     assert not root.exists()
+
+
+def test_a_save_at_50k_records_writes_only_the_changed_rows(tmp_path: Path) -> None:
+    """With 50,000 records saved, a save after five records changed runs statements for
+    those five only (traced by SQLite), whatever the number of records kept."""
+    files = {"velocity_events/events.parquet": FP, "velocity_events/params.json": FP}
+    state = IndexState({f"{i:08x}-3f5e-4b8e-9d0c-6f1f4c2f9a11": dict(files) for i in range(50_000)})
+    assert state.save(tmp_path)
+    changed = sorted(state.records)[100:105]
+    fresh = {name: Fingerprint(11, 2, 3, 43, 4) for name in files}
+    for image_id in changed:
+        state.update_record(image_id, fresh, {"ve"}, lambda name: {"ve"})
+    statements: list[str] = []
+    db = state._connect(tmp_path)
+    db.set_trace_callback(statements.append)
+    before = db.total_changes
+    assert state.save(tmp_path)
+    db.set_trace_callback(None)
+    on_files = [s for s in statements if " files" in s]
+    deletes = [s for s in on_files if s.startswith("DELETE")]
+    inserts = [s for s in on_files if s.startswith("INSERT")]
+    assert len(deletes) == 5 and all(any(i in s for i in changed) for s in deletes)
+    assert len(inserts) == 2 * 5  # the five records' two files each, not 100,000 rows
+    assert db.total_changes - before < 40
+    loaded = reloaded(state, tmp_path)
+    assert len(loaded.records) == 50_000
+    assert all(loaded.records[i] == fresh for i in changed)
+    assert loaded.records[sorted(loaded.records)[0]] == files

@@ -12,29 +12,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from kymwatch import __version__
-from kymwatch.daemon import (
-    Daemon,
-    DaemonConfig,
-    NoDaemonError,
-    SyncFailedError,
-    daemon_running,
-    read_status,
-    request_sync,
-)
+from kymwatch.daemon.instance import daemon_running
+from kymwatch.daemon.status import StatusView, read_status
 from kymwatch.errors import KymwatchError
-from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
-from kymwatch.index.manifest import MANIFEST_FILE
-from kymwatch.logconfig import (
-    ConsoleFormat,
-    configure_logging,
-    reopen_log_files,
-    service_console_format,
-)
-from kymwatch.store import INDEX_DIR, ZarrDataset, check_not_inside_dataset
+from kymwatch.store.layout import INDEX_DIR
+from kymwatch.store.root import existing_store
+
+# Only what ``status``, ``sync`` and ``logs`` need is imported here: those start in
+# well under 150 ms. Commands that index (run, rebuild, stale, demo) import pandas,
+# pyarrow, zarr and watchdog in their own function (see tests/test_cli_startup.py).
 
 __all__ = ["main"]
 
 LOG_FILE = "kymwatch.log"
+_MANIFEST_FILE = "manifest.json.gz"  # kymwatch.index.manifest.MANIFEST_FILE (test-pinned)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NOT_CURRENT = 0, 1, 2, 3, 4
 
@@ -48,8 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _store(path: str) -> Path:
     """The store path, checked to be a kymflow dataset root (raises a KymwatchError)."""
-    check_not_inside_dataset(path)
-    return ZarrDataset(path, "r").path
+    return existing_store(path)
 
 
 _DAY_S = 86_400.0
@@ -80,6 +70,15 @@ def _number(
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from kymwatch.daemon import Daemon, DaemonConfig
+    from kymwatch.daemon.memory import tune_process_memory
+    from kymwatch.logconfig import (
+        ConsoleFormat,
+        configure_logging,
+        reopen_log_files,
+        service_console_format,
+    )
+
     root = _store(args.store)
     if args.max_delay_ms < args.quiet_ms:
         raise _UsageError("--max-delay-ms must be at least --quiet-ms")
@@ -96,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         indexers=_indexer_names(args.indexers),
     )
+    tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
     console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
@@ -123,12 +123,10 @@ def _watch_why(d: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from kymwatch.staleview import stale_line, stale_summary
-
     root = _store(args.store)
     view = read_status(root, daemon_running(root))
     code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
-    stale_records = stale_summary(root)
+    stale_records = _stale_records(root, view)
     if args.json:
         doc: dict[str, object] = {
             "running": view.running,
@@ -141,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return code
     d = view.data
-    line = stale_line(stale_records)
+    line = _stale_line(stale_records)
     if not view.running:
         last = f" (last state {d.get('state')!r}, pid {d.get('pid')})" if d else ""
         print(f"kymwatch: no daemon is running on {root}{last}")
@@ -191,6 +189,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+def _stale_records(root: Path, view: StatusView) -> dict[str, int] | None:
+    """The stale counts: a running daemon's published ones (null until its first count);
+    without a daemon, computed here (slow on a big store: it reads every record)."""
+    if view.running:
+        counts = view.data.get("stale_records")
+        return dict(counts) if isinstance(counts, dict) else None
+    from kymwatch.staleview import stale_summary
+
+    return stale_summary(root)
+
+
+def _stale_line(counts: dict[str, int] | None) -> str | None:
+    """The line ``kymwatch status`` prints about stale analyses (None: nothing to say)."""
+    if not counts:
+        return None
+    total = sum(counts.values())
+    detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+    hint = ": kymwatch stale STORE lists them" if total else ""
+    return f"  analyses: {total} stale record(s) ({detail}){hint}"
+
+
 def _describe_problem(p: dict[str, object]) -> str:
     """One line about a record that is not right now."""
     what = f"{p.get('image_id')} {p.get('indexer') or ''}".rstrip()
@@ -226,6 +245,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
+
     root = _store(args.store)
     try:
         answer = request_sync(root, timeout=args.timeout)
@@ -262,6 +283,10 @@ def _indexer_names(value: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
+    from kymwatch.index.manifest import MANIFEST_FILE
+    from kymwatch.logconfig import configure_logging
+
     root = _store(args.store)
     configure_logging(level=args.log_level, console="auto")
     requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
@@ -351,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--manifest",
         action="store_true",
-        help=f"create kymflow's {INDEX_DIR}/{MANIFEST_FILE} if the store has none "
+        help=f"create kymflow's {INDEX_DIR}/{_MANIFEST_FILE} if the store has none "
         "(one the store has is always kept up to date)",
     )
     run.add_argument(
@@ -414,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument(
         "--manifest",
         action="store_true",
-        help=f"also write {INDEX_DIR}/{MANIFEST_FILE} if the store has none",
+        help=f"also write {INDEX_DIR}/{_MANIFEST_FILE} if the store has none",
     )
     rb.add_argument(
         "--indexer",
@@ -429,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--keep", action="store_true", help="keep the demo store afterwards")
     dm.set_defaults(func=cmd_demo)
 
-    from kymwatch.service import add_service_parser, run_service_command
+    from kymwatch.service.command import add_service_parser, run_service_command
 
     add_service_parser(sub)
     sub.choices["service"].set_defaults(func=run_service_command)

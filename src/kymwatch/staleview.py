@@ -1,13 +1,13 @@
-"""``kymwatch stale`` and the stale line of ``kymwatch status``: rendering only."""
+"""``kymwatch stale``, and the stale counts of ``kymwatch status`` when no daemon runs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from kymwatch.daemon.stalecount import tabled_gen2_indexers
 from kymwatch.index import GENERATION_2, select_indexers
 from kymwatch.index.staleness import Staleness, dataset_staleness, stale_counts
-from kymwatch.store import TABLES_DIR
 
 __all__ = ["show_stale", "stale_summary", "store_stale_indexers"]
 
@@ -20,21 +20,11 @@ def store_stale_indexers(root: Path) -> list[str]:
 def stale_summary(root: Path) -> dict[str, int] | None:
     """Stale (analysed) records per generation-2 indexer that has a table; None if it
     cannot be computed. (Only tabled indexers: ``status`` stays cheap on other stores.)"""
-    names = [n for n in GENERATION_2 if (Path(root) / TABLES_DIR / f"{n}.parquet").is_file()]
+    names = tabled_gen2_indexers(Path(root))
     try:
         return stale_counts(dataset_staleness(root, names))
     except Exception:  # status must answer whatever the store holds
         return None
-
-
-def stale_line(counts: dict[str, int] | None) -> str | None:
-    """The line ``kymwatch status`` prints about stale analyses (None: nothing to say)."""
-    if counts is None or not counts:
-        return None
-    total = sum(counts.values())
-    detail = ", ".join(f"{k} {v}" for k, v in counts.items())
-    hint = ": kymwatch stale STORE lists them" if total else ""
-    return f"  analyses: {total} stale record(s) ({detail}){hint}"
 
 
 def show_stale(root: Path, *, as_json: bool, show_all: bool) -> int:

@@ -1,8 +1,10 @@
 """Daemon layer: watch a store, debounce changes, keep its tables right."""
 
+from typing import TYPE_CHECKING
+
+from kymwatch._lazy import lazy_exports
 from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange, Rescan, Signal
 from kymwatch.daemon.classify import SyncRequest, classify
-from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import DUE_BY, Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
 from kymwatch.daemon.mounts import Mount, WatchDecision, decide_watch_mode, find_mount
@@ -13,19 +15,43 @@ from kymwatch.daemon.planner import (
     plan_reconcile,
     tables_to_rebuild,
 )
-from kymwatch.daemon.polling import PollingWatcher, PollSettings
 from kymwatch.daemon.pollscan import PollScanner
 from kymwatch.daemon.reconcile import diff_fingerprints, route
-from kymwatch.daemon.reporter import Reporter
-from kymwatch.daemon.runner import Daemon
 from kymwatch.daemon.schedule import Backoff, Schedule, Task
-from kymwatch.daemon.sdnotify import SystemdNotifier
-from kymwatch.daemon.sources import SourceFactory, make_source
-from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus, StatusView, read_status
 from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
-from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher
-from kymwatch.daemon.worker import BatchResult, Retry, Worker
+
+if TYPE_CHECKING:  # imported on first use: they pull in the indexers (pandas, pyarrow)
+    from kymwatch.daemon.config import DaemonConfig
+    from kymwatch.daemon.polling import PollingWatcher, PollSettings
+    from kymwatch.daemon.reporter import Reporter
+    from kymwatch.daemon.runner import Daemon
+    from kymwatch.daemon.sdnotify import SystemdNotifier
+    from kymwatch.daemon.sources import SourceFactory, make_source
+    from kymwatch.daemon.state import IndexState
+    from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher
+    from kymwatch.daemon.worker import BatchResult, Retry, Worker
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DaemonConfig": "config",
+        "Reporter": "reporter",
+        "Daemon": "runner",
+        "SystemdNotifier": "sdnotify",
+        "SourceFactory": "sources",
+        "make_source": "sources",
+        "IndexState": "state",
+        "EventSink": "watcher",
+        "EventSource": "watcher",
+        "InotifyWatcher": "watcher",
+        "PollingWatcher": "polling",
+        "PollSettings": "polling",
+        "BatchResult": "worker",
+        "Retry": "worker",
+        "Worker": "worker",
+    },
+)
 
 __all__ = [
     "DUE_BY",

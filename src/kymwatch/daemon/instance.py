@@ -28,14 +28,13 @@ import json
 import os
 from pathlib import Path
 
-import structlog
-
+from kymwatch._lazy import lazy_logger
 from kymwatch.errors import DaemonRunningError
 from kymwatch.store import INDEX_DIR
 
 __all__ = ["FALLBACK_LOCK_FILE", "DaemonLock", "daemon_pid", "daemon_running"]
 
-log = structlog.get_logger(__name__)
+log = lazy_logger(__name__)
 
 FALLBACK_LOCK_FILE = "daemon.lock"
 """Lock file under ``index/`` used only where the store folder cannot be locked."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from kymwatch.daemon import planner
+from kymwatch.daemon import memory, planner
 from kymwatch.daemon.changes import RECORD_METADATA, Batch, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.config import DaemonConfig
@@ -36,6 +36,7 @@ from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.signals import handle_signals
 from kymwatch.daemon.sources import SourceFactory, SourceKeeper
+from kymwatch.daemon.stalecount import StaleCounter
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.sync import answer_sync
@@ -75,6 +76,7 @@ _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the
 _MAX_DRAIN = 100_000  # events taken from the queue per loop turn
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
+_TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
 
 
 class Daemon:
@@ -148,6 +150,7 @@ class Daemon:
         self._syncs: list[str] = []
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
+        self.stale = StaleCounter(self.root, self._publish_stale)
 
     # -- public ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -204,12 +207,14 @@ class Daemon:
                 quiet_ms=round(self.config.quiet_s * 1000),
                 settle_ms=round(self.config.settle_s * 1000),
                 max_delay_ms=round(self.config.max_delay_s * 1000),
+                memory=memory.settings(),
             )
             self.reporter.set_state(DaemonState.RECONCILING)
             self._reconcile("startup")
             if self.reporter.state is DaemonState.RECONCILING:
                 self.reporter.set_state(DaemonState.WATCHING)
             self.reporter.ready()
+            self.stale.start()
             self._loop()
         finally:
             self._shutdown()
@@ -217,6 +222,7 @@ class Daemon:
     def _shutdown(self) -> None:
         self.reporter.set_state(DaemonState.STOPPING)
         self.reporter.stopping()
+        self.stale.stop()
         self.source.stop()
         self._save_state(force=True)
         pending = self.debouncer.flush()
@@ -292,6 +298,10 @@ class Daemon:
             )
             self.debouncer.feed(what, now, item)
 
+    def _publish_stale(self, counts: dict[str, int]) -> None:
+        """The stale counter's result (from its thread): the next publish carries it."""
+        self.status.stale_records = counts
+
     def _reopen_logs(self) -> None:
         self._hangup.clear()
         if self._on_hangup is not None:
@@ -339,6 +349,8 @@ class Daemon:
         self.status.counters["reconciles"] += 1
         ok = self._index(changes, first_seen, source=reason, final=pending is not None)
         self.worker.reconcile_manifest()
+        if reason in ("startup", "periodic"):  # (the changes of others are marked per batch)
+            self.stale.mark_all()
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
         self.reporter.folders_skipped(skipped)
@@ -476,6 +488,8 @@ class Daemon:
             why = tuple(due_by[i : i + len(chunk)])
             ok &= self._index_chunk(Batch(chunk, first_seen, why), source=source, final=final)
             i += len(chunk)
+            if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
+                memory.trim()
             self._housekeeping()
             if i >= len(changes):
                 return ok
@@ -517,6 +531,7 @@ class Daemon:
         for retry in result.retry:
             self._push_back((retry.change,), now, delay_s=retry.delay_s)
         self.reporter.batch_done(batch, result, source, len(self.debouncer))
+        self.stale.mark(c.image_id for c in batch.changes)
         if self._auto and not self._undecided:
             self._widen_indexers(result.artifacts)
         return True

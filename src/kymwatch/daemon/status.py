@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from kymwatch._lazy import lazy_logger
 from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
 
 if TYPE_CHECKING:
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STATUS_FILE", "DaemonState", "DaemonStatus", "StatusView", "read_status"]
 
-log = structlog.get_logger(__name__)
+log = lazy_logger(__name__)
 
 STATUS_FILE = "status.json"
 HEARTBEAT_S = 5.0
@@ -78,6 +77,7 @@ class DaemonStatus:
     heartbeat_s: float = HEARTBEAT_S
     indexers: list[str] = field(default_factory=list)
     indexers_reason: str = ""
+    stale_records: dict[str, int] | None = None
     _write_failing: bool = field(default=False, repr=False)
 
     def set_watch(self, decision: WatchDecision) -> None:
@@ -116,6 +116,7 @@ class DaemonStatus:
             "problem_counts": self.problem_counts(),
             "problems": listed,
             "last_errors": list(self.last_errors),
+            "stale_records": self.stale_records,
         }
 
     def write(self, root: Path) -> None:

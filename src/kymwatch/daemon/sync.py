@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from kymwatch._lazy import lazy_logger
 from kymwatch.daemon.classify import SYNC_DIR, SYNC_REQUEST_SUFFIX
 from kymwatch.daemon.instance import daemon_running
 from kymwatch.errors import KymwatchError, SyncTimeoutError
@@ -25,7 +24,7 @@ from kymwatch.store import atomic_write_bytes, utc_now_iso
 __all__ = ["NoDaemonError", "SyncFailedError", "answer_sync", "request_sync"]
 
 
-log = structlog.get_logger(__name__)
+log = lazy_logger(__name__)
 
 
 class NoDaemonError(KymwatchError, ConnectionError):

@@ -285,12 +285,16 @@ def _has_results(rec: ZarrImageRecord, indexer: str) -> bool:
     return any(rec.find_artifact(name, formats) is not None for name, formats in lookups)
 
 
-def dataset_staleness(root: Path, indexers: Iterable[str] | None = None) -> list[Staleness]:
+def dataset_staleness(
+    root: Path, indexers: Iterable[str] | None = None, image_ids: Iterable[str] | None = None
+) -> list[Staleness]:
     """Staleness of every record for each generation-2 indexer, by image id.
 
     Args:
         root: The store folder.
         indexers: Generation-2 indexer names (default: both).
+        image_ids: Only these records (default: every record); ids of records the
+            store does not hold are left out.
 
     Raises:
         KeyError: a name is not a generation-2 indexer.
@@ -298,10 +302,14 @@ def dataset_staleness(root: Path, indexers: Iterable[str] | None = None) -> list
     names = list(indexers) if indexers is not None else list(GEN2_ANALYSES)
     specs = [GEN2_ANALYSES[n] for n in names]
     ds = ZarrDataset(root, "r")
+    ids = ds.list_image_ids()
+    if image_ids is not None:
+        wanted = set(image_ids)
+        ids = [i for i in ids if i in wanted]
     out: list[Staleness] = []
     for spec in specs:
         stamps, has_stamps, table_error = _table_stamps(ds.path, spec.indexer)
-        for image_id in ds.list_image_ids():
+        for image_id in ids:
             s = _record(ds, image_id, spec, stamps.get(image_id, []), has_stamps)
             if table_error and s.error is None:
                 s = _with(s, error=f"table unreadable, judged without rows: {table_error}")

@@ -6,27 +6,57 @@ from the templates in ``templates/`` (:mod:`.render`) and written where the
 service manager looks (:mod:`.install`); :mod:`.command` is the CLI glue.
 """
 
+from typing import TYPE_CHECKING
+
+from kymwatch._lazy import lazy_exports
 from kymwatch.service.command import add_service_parser, run_service_command
-from kymwatch.service.errors import (
-    ExecutableNotFoundError,
-    ServiceNotInstalledError,
-    UnsupportedPathError,
-    UnsupportedPlatformError,
-)
-from kymwatch.service.install import InstallResult, install, uninstall
-from kymwatch.service.locate import (
-    Manager,
-    default_executable,
-    default_unit_dir,
-    detect_manager,
-    validate_store,
-)
-from kymwatch.service.naming import launchd_label, service_slug, systemd_unit_name
-from kymwatch.service.render import (
-    Executable,
-    launchd_log_path,
-    render_launchd_plist,
-    render_systemd_unit,
+
+if TYPE_CHECKING:  # imported on first use (the CLI's other commands need none of them)
+    from kymwatch.service.errors import (
+        ExecutableNotFoundError,
+        ServiceNotInstalledError,
+        UnsupportedPathError,
+        UnsupportedPlatformError,
+    )
+    from kymwatch.service.install import InstallResult, install, uninstall
+    from kymwatch.service.locate import (
+        Manager,
+        default_executable,
+        default_unit_dir,
+        detect_manager,
+        validate_store,
+    )
+    from kymwatch.service.naming import launchd_label, service_slug, systemd_unit_name
+    from kymwatch.service.render import (
+        Executable,
+        launchd_log_path,
+        render_launchd_plist,
+        render_systemd_unit,
+    )
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ExecutableNotFoundError": "errors",
+        "ServiceNotInstalledError": "errors",
+        "UnsupportedPathError": "errors",
+        "UnsupportedPlatformError": "errors",
+        "InstallResult": "install",
+        "install": "install",
+        "uninstall": "install",
+        "Manager": "locate",
+        "default_executable": "locate",
+        "default_unit_dir": "locate",
+        "detect_manager": "locate",
+        "validate_store": "locate",
+        "launchd_label": "naming",
+        "service_slug": "naming",
+        "systemd_unit_name": "naming",
+        "Executable": "render",
+        "launchd_log_path": "render",
+        "render_launchd_plist": "render",
+        "render_systemd_unit": "render",
+    },
 )
 
 __all__ = [

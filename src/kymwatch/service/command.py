@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from kymwatch.errors import KymwatchError
-from kymwatch.service.install import InstallResult, install, uninstall
-from kymwatch.service.locate import Manager
+
+if TYPE_CHECKING:  # imported when a service command runs: kymwatch's other commands
+    from kymwatch.service.install import InstallResult  # only build the parser
+    from kymwatch.service.locate import Manager
 
 __all__ = ["add_service_parser", "run_service_command"]
 
@@ -153,6 +155,8 @@ def run_service_command(
     Returns:
         0 on success, 2 for bad input, 1 when the file system refuses.
     """
+    from kymwatch.service.install import install, uninstall
+
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
     manager: Manager | None = args.service_manager

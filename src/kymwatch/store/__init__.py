@@ -1,8 +1,9 @@
 """Store layer: the kymflow Zarr dataset layout, records, artifacts and tables."""
 
+from typing import TYPE_CHECKING
+
+from kymwatch._lazy import lazy_exports
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
-from kymwatch.store.dataset import Mode, ZarrDataset, detect_zarr_format, utc_now_iso
-from kymwatch.store.engine import SortedTable
 from kymwatch.store.layout import (
     ANALYSIS_DIR,
     IMAGES_DIR,
@@ -21,8 +22,13 @@ from kymwatch.store.layout import (
     validate_image_id,
     validate_table_name,
 )
-from kymwatch.store.record import ZarrImageRecord
-from kymwatch.store.root import check_not_inside_dataset, enclosing_dataset
+from kymwatch.store.root import (
+    check_not_inside_dataset,
+    detect_zarr_format,
+    enclosing_dataset,
+    existing_store,
+    utc_now_iso,
+)
 from kymwatch.store.scan import (
     UNKNOWN_CTIME,
     Fingerprint,
@@ -35,12 +41,32 @@ from kymwatch.store.scan import (
     scan_stamp,
     walk_artifacts,
 )
-from kymwatch.store.tables import (
-    read_table_arrow,
-    read_table_file,
-    table_fingerprint,
-    write_table_arrow,
-    write_table_file,
+
+if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
+    from kymwatch.store.dataset import Mode, ZarrDataset
+    from kymwatch.store.engine import SortedTable
+    from kymwatch.store.record import ZarrImageRecord
+    from kymwatch.store.tables import (
+        read_table_arrow,
+        read_table_file,
+        table_fingerprint,
+        write_table_arrow,
+        write_table_file,
+    )
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Mode": "dataset",
+        "ZarrDataset": "dataset",
+        "SortedTable": "engine",
+        "ZarrImageRecord": "record",
+        "read_table_arrow": "tables",
+        "read_table_file": "tables",
+        "table_fingerprint": "tables",
+        "write_table_arrow": "tables",
+        "write_table_file": "tables",
+    },
 )
 
 __all__ = [
@@ -66,6 +92,7 @@ __all__ = [
     "check_not_inside_dataset",
     "detect_zarr_format",
     "enclosing_dataset",
+    "existing_store",
     "fs_stamp",
     "is_temporary_name",
     "is_valid_image_id",

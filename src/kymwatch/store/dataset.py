@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import uuid
@@ -19,12 +18,12 @@ from kymwatch.errors import (
     NotAStoreError,
     ReadOnlyStoreError,
     RecordNotFoundError,
-    StoreNotFoundError,
     TableNotFoundError,
 )
 from kymwatch.store.engine import SortedTable
 from kymwatch.store.layout import IMAGES_DIR, INDEX_DIR, TABLES_DIR
 from kymwatch.store.record import ZarrImageRecord
+from kymwatch.store.root import detect_zarr_format, not_a_store_error, utc_now_iso
 from kymwatch.store.scan import iter_record_folders
 from kymwatch.store.tables import (
     read_table_arrow,
@@ -37,23 +36,6 @@ from kymwatch.store.tables import (
 __all__ = ["Mode", "ZarrDataset", "detect_zarr_format", "utc_now_iso"]
 
 Mode = Literal["r", "a", "w"]
-
-_V2_MARKER = ".zgroup"
-_V3_MARKER = "zarr.json"
-
-
-def utc_now_iso() -> str:
-    """The current UTC time as ISO 8601 with a ``Z``-free ``+00:00`` offset."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def detect_zarr_format(path: Path) -> int | None:
-    """2 or 3 if ``path`` holds a Zarr group root, else None."""
-    if (path / _V2_MARKER).is_file():
-        return 2
-    if (path / _V3_MARKER).is_file():
-        return 3
-    return None
 
 
 def _open_group(path: Path, mode: str, zarr_format: int | None = None) -> Any:
@@ -104,11 +86,7 @@ class ZarrDataset:
         self.zarr_format: int = found
 
     def _not_a_store(self) -> Exception:
-        if not self.path.exists():
-            return StoreNotFoundError(f"{self.path} does not exist")
-        return NotAStoreError(
-            f"{self.path} is not a kymflow Zarr dataset (no {_V2_MARKER} or {_V3_MARKER})"
-        )
+        return not_a_store_error(self.path)
 
     def __repr__(self) -> str:
         return f"ZarrDataset({str(self.path)!r}, mode={self.mode!r})"

@@ -1,0 +1,151 @@
+"""The stale-analysis counts the daemon publishes in its status file.
+
+``kymwatch status`` shows how many analysed records are stale per generation-2
+indexer (see :mod:`kymwatch.index.staleness`). Computing that reads every
+record's markers and params, far too slow for each ``status`` call, so the daemon
+keeps the counts: all records after a reconcile, the records of each batch after
+it, on a thread of its own (read-only work; the loop never waits for it), at most
+once per ``min_interval_s``. The status file carries the last counts
+(``stale_records``, null until the first pass is done).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from kymwatch._lazy import lazy_logger
+from kymwatch.store import TABLES_DIR
+
+__all__ = ["StaleCounter", "tabled_gen2_indexers"]
+
+log = lazy_logger(__name__)
+
+_MIN_INTERVAL_S = 2.0
+
+
+def tabled_gen2_indexers(root: Path) -> list[str]:
+    """The generation-2 indexers whose table exists (the ones ``status`` counts)."""
+    from kymwatch.index import GENERATION_2
+
+    return [n for n in GENERATION_2 if (root / TABLES_DIR / f"{n}.parquet").is_file()]
+
+
+class StaleCounter:
+    """Per generation-2 indexer, the analysed records that are stale, kept current.
+
+    Args:
+        root: The store folder.
+        publish: Called (on the counter's thread) with the new counts,
+            ``{indexer: stale records}``, after each pass that changed them.
+        min_interval_s: Least time between two passes (a burst costs one pass per
+            interval, not one per batch).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        publish: Callable[[dict[str, int]], None],
+        *,
+        min_interval_s: float = _MIN_INTERVAL_S,
+    ) -> None:
+        self.root = root
+        self._publish = publish
+        self._min_interval_s = min_interval_s
+        self._stale: dict[str, set[str]] = {}
+        self._counts: dict[str, int] | None = None
+        self._dirty: set[str] = set()
+        self._all = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop's side ------------------------------------------------------------------
+    def mark_all(self) -> None:
+        """Count every record again (after a reconcile)."""
+        with self._lock:
+            self._all = True
+            self._dirty = set()
+        self._wake.set()
+
+    def mark(self, image_ids: Iterable[str]) -> None:
+        """Judge these records again (after a batch indexed them)."""
+        with self._lock:
+            if not self._all:
+                self._dirty.update(image_ids)
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the counting thread."""
+        self._thread = threading.Thread(target=self._run, name="kymwatch-stale", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (a pass in hand is abandoned at the daemon's exit)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the work -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            self.run_pass()
+            self._stop.wait(self._min_interval_s)
+
+    def run_pass(self) -> dict[str, int] | None:
+        """Judge what was marked, publish the counts if they changed, return them.
+
+        A failure (a store gone, a bug) is logged as ``stale_count_failed``; the
+        records stay marked for the next pass and the old counts stay published.
+        """
+        with self._lock:
+            everything, ids = self._all, self._dirty
+            self._all, self._dirty = False, set()
+        if not everything and not ids:
+            return self._counts
+        start = time.perf_counter()
+        try:
+            counts = self._judge(None if everything else ids)
+        except Exception as e:  # the daemon must outlive it; keep what was published
+            log.warning("stale_count_failed", error=f"{type(e).__name__}: {e}")
+            if everything:
+                self.mark_all()
+            else:
+                self.mark(ids)
+            self._wake.clear()  # retried with the next mark, not in a hot loop
+            return self._counts
+        if counts != self._counts:
+            self._counts = counts
+            self._publish(dict(counts))
+            log.debug(
+                "stale_counted",
+                records=None if everything else len(ids),
+                stale_records=counts,
+                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+            )
+        return counts
+
+    def _judge(self, ids: set[str] | None) -> dict[str, int]:
+        from kymwatch.index.staleness import dataset_staleness
+
+        names = tabled_gen2_indexers(self.root)
+        if set(names) != set(self._stale):  # a table came or went: judge every record
+            ids = None
+        results = dataset_staleness(self.root, names, ids) if names else []
+        stale: dict[str, set[str]] = {n: set() for n in names}
+        if ids is not None:  # keep the others' verdicts; the judged ones are replaced
+            for n in names:
+                stale[n] = self._stale.get(n, set()) - ids
+        for s in results:
+            if s.is_stale and s.analysed:
+                stale[s.indexer].add(s.image_id)
+        self._stale = stale
+        return {n: len(stale[n]) for n in names}
