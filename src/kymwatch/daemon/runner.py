@@ -5,6 +5,9 @@
 - :mod:`~kymwatch.daemon.schedule` says when each timed duty is due,
 - :mod:`~kymwatch.daemon.planner` says what to index (and which tables to rebuild),
 - :mod:`~kymwatch.daemon.worker` indexes it,
+- :mod:`~kymwatch.daemon.intake` routes the event source's items,
+- :mod:`~kymwatch.daemon.tables` checks the tables (missing, replaced, other schema),
+- :mod:`~kymwatch.daemon.choice` picks the indexers as the store reveals its data,
 - :mod:`~kymwatch.daemon.reporter` logs it, publishes the status and notifies systemd.
 
 One thread owns the loop. It never blocks without a deadline: it waits on "next
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +28,12 @@ from pathlib import Path
 import structlog
 
 from kymwatch.daemon import memory, planner
-from kymwatch.daemon.changes import RECORD_METADATA, Batch, FileChange, RecordChange, Rescan
-from kymwatch.daemon.classify import SyncRequest, classify
+from kymwatch.daemon.changes import Batch, RecordChange
+from kymwatch.daemon.choice import IndexerChoice, initial_indexers
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock
+from kymwatch.daemon.intake import Intake
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
@@ -41,39 +44,20 @@ from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.sync import answer_sync
 from kymwatch.daemon.tablelock import hold_table_lock
+from kymwatch.daemon.tables import TableKeeper
 from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
-from kymwatch.index import (
-    UNDECIDED,
-    DatasetIndexer,
-    KymDataset,
-    ManifestIndexer,
-    Selection,
-    decide_from_artifacts,
-    make_indexers,
-    record_artifact_names,
-    select_indexers,
-    widen_selection,
-)
-from kymwatch.store import (
-    IMAGES_DIR,
-    INDEX_DIR,
-    TABLES_DIR,
-    remove_stale_temporaries,
-    scan_dataset,
-    table_fingerprint,
-)
+from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer
+from kymwatch.store import IMAGES_DIR, INDEX_DIR, TABLES_DIR, remove_stale_temporaries, scan_dataset
 
 __all__ = ["Daemon", "SourceFactory"]
 
 log = structlog.get_logger(__name__)
 
-_Item = FileChange | Rescan | None
 _HOUSEKEEPING = frozenset(
     {Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.TABLE_CHECK, Task.SAVE_STATE}
 )
 _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
-_MAX_DRAIN = 100_000  # events taken from the queue per loop turn
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
 _TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
@@ -116,20 +100,13 @@ class Daemon:
                     "the store and will not follow it"
                 )
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
-        self._auto = indexers is None and config.indexers is None  # widened by new data
-        if indexers is None:
-            selection = select_indexers(self.root, config.indexers)
-            indexers, reason = make_indexers(selection), selection.reason
-        else:
-            reason = "given"
-        self._undecided = reason == UNDECIDED  # narrowed by the first artifacts
+        auto = indexers is None and config.indexers is None  # widened by new data
+        indexers, reason = initial_indexers(self.root, config.indexers, indexers)
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
         self.reporter = Reporter(self.root, self.status, self.notifier, clock)
         self.reporter.queue_depth = lambda: len(self.debouncer)
         self.reporter.watch_count = lambda: self.source.watch_count
-        self.status.indexers = [ix.name for ix in self.kd.indexers]
-        self.status.indexers_reason = reason
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s, config.settle_s)
         self.state = IndexState()
         self.worker = Worker(
@@ -142,12 +119,30 @@ class Daemon:
         self.schedule = Schedule()
         self._rescans = Backoff(*config.rescan_backoff_s)
         self._rescan_reason: str | None = None
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self.choice = IndexerChoice(
+            self.root,
+            self.kd,
+            self.state,
+            self.worker,
+            self.status,
+            self.reporter,
+            auto=auto,
+            reason=reason,
+        )
+        self.tables = TableKeeper(
+            self.root, self.kd, self.state, self.worker, self.reporter, self._table_lock
+        )
+        self.intake = Intake(
+            self.root,
+            self.debouncer,
+            self.reporter,
+            self.worker.wants_record_metadata,
+            self._request_rescan,
+        )
         self._stop = threading.Event()
         self._hangup = threading.Event()
         self._on_hangup = on_hangup
-        self.source = SourceKeeper(self.root, self._queue.put, config, source_factory)
-        self._syncs: list[str] = []
+        self.source = SourceKeeper(self.root, self.intake.put, config, source_factory)
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
         self.stale = StaleCounter(self.root, self._publish_stale)
@@ -156,7 +151,7 @@ class Daemon:
     def stop(self) -> None:
         """Ask the loop to exit after the chunk in hand (thread- and signal-safe)."""
         self._stop.set()
-        self._queue.put(None)
+        self.intake.wake()
 
     def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when on the main thread).
@@ -175,7 +170,7 @@ class Daemon:
     def _signals(self) -> contextlib.AbstractContextManager[None]:
         def hangup() -> None:
             self._hangup.set()
-            self._queue.put(None)
+            self.intake.wake()
 
         return handle_signals(self._stop, self.stop, hangup)
 
@@ -242,8 +237,8 @@ class Daemon:
         while not self._stop.is_set():
             now = self.clock()
             wait = self.schedule.wait_s(now, self.debouncer.next_deadline())
-            for n, item in enumerate(self._wait(wait), 1):
-                self._accept(item, self.clock())
+            for n, item in enumerate(self.intake.wait(wait), 1):
+                self.intake.accept(item, self.clock())
                 if n % _ACCEPT_SLICE == 0:  # a flood of events: keep the heartbeat going
                     self._housekeeping()
             if self._stop.is_set():
@@ -251,7 +246,7 @@ class Daemon:
             if self._hangup.is_set():
                 self._reopen_logs()
             now = self.clock()
-            if self._syncs:
+            if self.intake.syncs:
                 self._answer_syncs()
             elif Task.RESCAN in self.schedule.due(now):
                 self._rescan(now)
@@ -261,42 +256,6 @@ class Daemon:
             if batch:
                 self._index(batch.changes, batch.first_seen, source="events", due_by=batch.due_by)
             self._housekeeping()
-
-    def _wait(self, timeout: float) -> list[_Item]:
-        items: list[_Item] = []
-        try:
-            items.append(
-                self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-            )
-        except queue.Empty:
-            return items
-        with contextlib.suppress(queue.Empty):
-            while len(items) < _MAX_DRAIN:
-                items.append(self._queue.get_nowait())
-        return items
-
-    def _accept(self, item: _Item, now: float) -> None:
-        if item is None:
-            return
-        if isinstance(item, Rescan):
-            self.reporter.events_lost(item.reason)
-            self._request_rescan(item.reason)
-            return
-        self.status.counters["events"] += 1
-        what = classify(self.root, item)
-        if isinstance(what, SyncRequest):
-            self._syncs.append(what.token)
-        elif isinstance(what, RecordChange) and (
-            what.artifacts != RECORD_METADATA or self.worker.wants_record_metadata()
-        ):
-            log.debug(
-                "artifact_changed",
-                image_id=what.image_id,
-                path=item.path,
-                kind=item.kind.value,
-                signal=item.signal.value,
-            )
-            self.debouncer.feed(what, now, item)
 
     def _publish_stale(self, counts: dict[str, int]) -> None:
         """The stale counter's result (from its thread): the next publish carries it."""
@@ -335,13 +294,13 @@ class Daemon:
             self._store_unavailable(pending.changes if pending else (), first_seen)
             return False
         self._relock()
-        self._regrow_tables()
+        self.tables.regrow()
         skipped: list[str] = []
         disk = scan_dataset(self.root, skipped)
         changes = planner.plan_reconcile(
             disk,
             self.state.records,
-            table_ids=self._table_image_ids(),
+            table_ids=self.tables.image_ids(),
             suspects=self.state.suspects,
             pending=pending.changes if pending else (),
         )
@@ -380,77 +339,6 @@ class Daemon:
             log.error("daemon_lock_lost", store=str(self.root))
             self.reporter.error("daemon_lock_lost")
             self.stop()
-
-    def _table_image_ids(self, indexers: Sequence[DatasetIndexer] | None = None) -> set[str]:
-        """Every image_id present in the tables of ``indexers`` (default: all; tables are
-        cached between changes)."""
-        ids: set[str] = set()
-        for ix in self.kd.indexers if indexers is None else indexers:
-            try:
-                ids.update(self.kd.table_image_ids(ix.table_name))
-            except MemoryError:
-                raise
-            except Exception:  # noqa: S112 - unreadable: the worker rebuilds it, logging why
-                continue
-        return ids
-
-    def _regrow_tables(self) -> bool:
-        """Rebuild the tables the planner names (deleted or replaced behind our back,
-        or written with another schema) as ordinary chunked work: the state forgets what
-        it indexed for their artifacts, so the reconcile re-indexes them in every record.
-        True if a table needs that (the caller makes sure a reconcile follows)."""
-        if not (self.root / IMAGES_DIR).is_dir():
-            return False  # the store is gone or moved: write nothing until it is back
-        tables: list[planner.TableInfo] = []
-        for ix in self.kd.indexers:
-            published = self.state.tables.get(ix.table_name)
-            current = table_fingerprint(self.kd.store.table_path(ix.table_name))
-            if published is None and current is not None and not self.state.migrated:
-                self.state.note_table(self.root, ix.table_name, current)  # a new state adopts it
-                published = current
-            tables.append(planner.TableInfo(ix.name, ix.schema_version, published, current))
-        work = planner.tables_to_rebuild(
-            tables,
-            self.state.schema_versions,
-            has_state=bool(self.state.records),
-            migrated=self.state.migrated,
-        )
-        on_disk = {t.indexer: t.current for t in tables}
-        names: set[str] = set()
-        for name, reason in work:
-            ix = self.kd.indexer(name)
-            path = self.kd.store.table_path(ix.table_name)
-            if reason == "table_missing":  # an empty table now, filled chunk by chunk
-                try:
-                    with self._table_lock() as locked:
-                        if not locked:
-                            return False
-                        self.kd.rebuild_report(ix, [], log_outcomes=False)
-                except Exception as e:  # e.g. disk full: the next table check tries again
-                    log.exception("table_rebuild_failed", table=ix.table_name, error=str(e))
-                    self.reporter.error("table_rebuild_failed", table=ix.table_name, error=str(e))
-                    return False
-                self.worker.note_published(ix.table_name)
-            elif reason in ("table_changed_externally", "state_migrated"):
-                # Kept as it is (never fewer rows meanwhile) and re-derived record by
-                # record: the records it names are re-read whole, the others through
-                # their forgotten fingerprints.
-                if reason == "table_changed_externally":
-                    log.warning(reason, table=ix.table_name, path=str(path))
-                self.state.suspects |= self._table_image_ids([ix])
-                self.state.note_table(self.root, ix.table_name, on_disk[name])
-            names |= ix.artifact_names
-            self.state.schema_versions[ix.name] = ix.schema_version
-            log.warning(
-                "table_rebuilt",
-                table=ix.table_name,
-                indexer=ix.name,
-                reason=reason,
-                records=len(self.state.records),
-            )
-        if names:
-            self.state.replace_records(planner.forget_artifacts(self.state.records, names))
-        return bool(work)
 
     # -- indexing -------------------------------------------------------------------------
     def _index(
@@ -498,9 +386,8 @@ class Daemon:
         if not (self.root / IMAGES_DIR).is_dir():
             self._store_unavailable(batch.changes, batch.first_seen)
             return False
-        if self._undecided:
-            self._decide_indexers(batch)
-        if self._regrow_tables():  # a table vanished between two reconciles
+        self.choice.decide(batch.changes)
+        if self.tables.regrow():  # a table vanished between two reconciles
             self.schedule.at(Task.RECONCILE, self.clock())
         prev = self.reporter.state
         if prev is DaemonState.WATCHING:
@@ -532,8 +419,8 @@ class Daemon:
             self._push_back((retry.change,), now, delay_s=retry.delay_s)
         self.reporter.batch_done(batch, result, source, len(self.debouncer))
         self.stale.mark(c.image_id for c in batch.changes)
-        if self._auto and not self._undecided:
-            self._widen_indexers(result.artifacts)
+        if self.choice.widen(result.artifacts) and self.tables.regrow():
+            self.schedule.at(Task.RECONCILE, self.clock())  # grow the new tables
         return True
 
     def _push_back(
@@ -553,42 +440,8 @@ class Daemon:
             between=self._housekeeping,
         )
 
-    def _decide_indexers(self, batch: Batch) -> None:
-        """On a store that had no data at start, switch to the generation(s) its first
-        artifacts belong to (see ``kymwatch.index.registry``)."""
-        names: set[str] = set()
-        for change in batch.changes:
-            if change.artifacts is None:
-                names |= record_artifact_names(self.root / IMAGES_DIR / change.image_id)
-            else:
-                names |= change.artifacts
-        selection = decide_from_artifacts(names)
-        if selection is not None:
-            self._undecided = False
-            self._select(selection)
-
-    def _widen_indexers(self, artifacts: set[str]) -> None:
-        """Add the indexers of a generation whose artifacts appear in a store that did
-        not have it; their tables are then grown from every record (table_missing)."""
-        selection = widen_selection((ix.name for ix in self.kd.indexers), artifacts)
-        if selection is not None:
-            self._select(selection)
-            if self._regrow_tables():
-                self.schedule.at(Task.RECONCILE, self.clock())
-
-    def _select(self, selection: Selection) -> None:
-        current = {ix.name: ix for ix in self.kd.indexers}
-        self.kd.indexers = [current.get(n) or make_indexers([n])[0] for n in selection]
-        for ix in self.kd.indexers:
-            self.state.schema_versions[ix.name] = ix.schema_version
-        self.worker.refresh_indexers()
-        self.status.indexers = [ix.name for ix in self.kd.indexers]
-        self.status.indexers_reason = selection.reason
-        log.info("indexers_selected", indexers=self.status.indexers, reason=selection.reason)
-        self.reporter.publish()
-
     def _answer_syncs(self) -> None:
-        tokens, self._syncs = list(dict.fromkeys(self._syncs)), []
+        tokens = self.intake.take_syncs()
         ok = self._reconcile("sync", pending=self.debouncer.flush())
         self._save_state(force=True)
         errors = self.status.last_errors
@@ -616,7 +469,7 @@ class Daemon:
                 self.schedule.at(task, now + self.config.watcher_check_s)
             elif task is Task.TABLE_CHECK:
                 self.schedule.at(task, now + _TABLE_CHECK_S)
-                if self._regrow_tables():  # replaced or deleted behind our back
+                if self.tables.regrow():  # replaced or deleted behind our back
                     self.schedule.at(Task.RECONCILE, now)
             elif task is Task.SAVE_STATE:
                 self._save_state()
