@@ -15,6 +15,7 @@ import pytest
 
 from kymwatch.daemon.changes import ChangeKind, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import classify
+from kymwatch.daemon.pollhot import HotSet
 from kymwatch.daemon.polling import SUMMARY_S, PollingWatcher, PollSettings, next_interval
 from kymwatch.daemon.pollscan import PollScanner, Stat
 from kymwatch.store.scan import RACY_MARGIN_NS
@@ -380,6 +381,7 @@ def test_polling_watcher_reports_changes_and_logs_each_poll_and_a_summary(
     assert got == [FileChange(ana("rec2"), ChangeKind.MODIFIED, is_dir=True)]
     cycles = [e for e in captured_logs if e["event"] == "poll_cycle"]
     assert len(cycles) == 1 and cycles[0]["records"] == 3 and cycles[0]["changes"] == 1
+    assert cycles[0]["hot"] == 1 and cycles[0]["hot_files"] == 0  # rec2 is hot from now on
     assert 0.5 <= w.interval_s <= 9.0
     assert not [e for e in captured_logs if e["event"] == "poll_summary"]
     now[0] += SUMMARY_S
@@ -416,3 +418,159 @@ def test_images_folder_that_cannot_be_listed_deletes_no_record(fs: FakeFS) -> No
     assert s.record_count == 3
     fs.list_dir = real_list  # type: ignore[method-assign]
     assert s.poll().changes == (FileChange(rec("rec1"), ChangeKind.DELETED, is_dir=True),)
+
+
+# -- the hot set: records changed recently are statted at every poll -------------------
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hot_scanner(
+    fs: FakeFS, clock: FakeClock, *, hot_s: float = 300.0, hot_max: int = 100
+) -> PollScanner:
+    """A scanner whose rotation verifies no record in the test's polls (period 1000),
+    so only folder changes and the hot set find anything."""
+    s = PollScanner(ROOT, fs, 1000, hot_s=hot_s, hot_max=hot_max, clock=clock)
+    s.baseline()
+    fs.tick(10)
+    for _ in range(3):  # the fixture's records had their verification polls
+        s.poll()
+    fs.listed.clear()
+    return s
+
+
+def analysis_change(image_id: str) -> FileChange:
+    return FileChange(ana(image_id), ChangeKind.MODIFIED, is_dir=True)
+
+
+def test_in_place_rewrites_of_an_active_record_are_seen_at_every_poll(fs: FakeFS) -> None:
+    """Once a poll saw a record change, each in-place rewrite of its artifacts (no folder
+    change) is reported by the next poll, where the rotation alone would take up to
+    ``full_every`` polls."""
+    clock = FakeClock()
+    s = hot_scanner(fs, clock)
+    events = f"{ana(UUID_ID)}/velocity_events/events.parquet"
+    fs.create(f"{ana(UUID_ID)}/radon_report.json", size=20)  # atomic replace: folder mtime
+    fs.tick(10)
+    assert s.poll().changes == (analysis_change(UUID_ID),)
+    for size in (30, 40, 50):
+        clock.now += 2.0
+        fs.write_in_place(events, size=size)
+        fs.tick(10)
+        result = s.poll()
+        assert result.changes == (analysis_change(UUID_ID),)
+        assert result.hot == 1 and result.hot_files == 2  # the record's two artifact files
+        assert result.verified == 0
+
+
+def test_in_place_rewrite_of_a_quiet_record_is_left_to_the_rotation(fs: FakeFS) -> None:
+    """A record with no recent change is not hot: an in-place rewrite of it is not seen by
+    the next poll (the rotation finds it at its turn), and an idle poll stats no file."""
+    clock = FakeClock()
+    s = hot_scanner(fs, clock)
+    fs.calls.clear()
+    fs.write_in_place(f"{ana('rec1')}/radon_report.json", size=33)
+    fs.tick(10)
+    result = s.poll()
+    assert result.changes == () and result.hot == 0 and result.hot_files == 0
+    assert fs.calls["stat_file"] == 0
+
+
+def test_a_hot_record_expires_after_hot_s_without_a_change(fs: FakeFS) -> None:
+    """A record stays hot ``hot_s`` seconds after its last seen change (each change
+    restarts the hold); then its in-place rewrites are left to the rotation again."""
+    clock = FakeClock()
+    s = hot_scanner(fs, clock, hot_s=60.0)
+    report = f"{ana('rec2')}/radon_report.json"
+    fs.create(report, size=21)
+    fs.tick(10)
+    assert s.poll().changes == (analysis_change("rec2"),)
+    clock.now += 50.0
+    fs.write_in_place(report, size=22)
+    fs.tick(10)
+    assert s.poll().changes == (analysis_change("rec2"),)  # seen: the hold restarts
+    clock.now += 59.0
+    assert s.poll().hot == 1
+    clock.now += 2.0  # 61 s after the last change
+    fs.write_in_place(report, size=23)
+    fs.tick(10)
+    result = s.poll()
+    assert result.changes == () and result.hot == 0 and "rec2" not in s.hot
+
+
+def test_the_hot_set_keeps_only_the_most_recently_changed_records(fs: FakeFS) -> None:
+    """With ``hot_max`` records hot, a further changed record pushes out the one changed
+    longest ago, whose in-place rewrites are then left to the rotation."""
+    clock = FakeClock()
+    s = hot_scanner(fs, clock, hot_max=2)
+    for image_id in ("rec1", "rec2", UUID_ID):
+        clock.now += 1.0
+        fs.create(f"{ana(image_id)}/radon_report.json", size=44)
+        fs.tick(10)
+        assert s.poll().changes == (analysis_change(image_id),)
+    assert len(s.hot) == 2 and "rec1" not in s.hot
+    for image_id in ("rec1", "rec2", UUID_ID):
+        fs.write_in_place(f"{ana(image_id)}/velocity_events/events.parquet", size=55)
+    fs.tick(10)
+    assert set(s.poll().changes) == {analysis_change("rec2"), analysis_change(UUID_ID)}
+
+
+def test_a_new_record_is_hot_and_a_deleted_one_leaves_the_hot_set(fs: FakeFS) -> None:
+    """A record that appears is usually being written: its in-place rewrites are seen at
+    the next poll; a deleted record leaves the hot set."""
+    clock = FakeClock()
+    s = hot_scanner(fs, clock)
+    new_id = "5f0c2a9e-1b7d-4c3e-8a6f-0d9e8c7b6a55"
+    fs.mkdir(ana(new_id))
+    fs.create(f"{ana(new_id)}/velocity_events.parquet", size=10)
+    fs.tick(10)
+    assert s.poll().changes == (FileChange(rec(new_id), ChangeKind.ADDED, is_dir=True),)
+    fs.write_in_place(f"{ana(new_id)}/velocity_events.parquet", size=11)
+    fs.tick(10)
+    assert s.poll().changes == (analysis_change(new_id),)
+    fs.remove(rec(new_id))
+    fs.tick(10)
+    assert s.poll().changes == (FileChange(rec(new_id), ChangeKind.DELETED, is_dir=True),)
+    assert new_id not in s.hot and len(s.hot) == 0
+
+
+def test_a_hot_file_deleted_in_place_is_reported_once_listed(fs: FakeFS) -> None:
+    """A hot record's artifact file that vanishes makes the record listed again and
+    reported, and the hot set then holds the files listed (no repeated listing)."""
+    clock = FakeClock()
+    s = hot_scanner(fs, clock)
+    fs.create(f"{ana('rec1')}/radon_report.json", size=12)
+    fs.tick(10)
+    s.poll()
+    del fs.nodes[f"{ana('rec1')}/radon_report.json"]  # gone without a folder change
+    fs.tick(10)
+    assert s.poll().changes == (analysis_change("rec1"),)
+    fs.listed.clear()
+    assert s.poll().changes == () and listed_records(fs) == set()
+
+
+def test_hot_set_marks_refreshes_and_validates() -> None:
+    """``mark`` restarts a record's hold and moves it last, ``refresh`` keeps its hold,
+    zero disables the set, and negative settings are refused."""
+    hot = HotSet(hold_s=10.0, limit=5)
+    hot.mark("e1", [("/a", (1, 1, 1, 1))], now=0.0)
+    hot.mark("e2", [("/b", (1, 1, 1, 1))], now=5.0)
+    hot.refresh("e1", [("/a", (2, 2, 2, 2))])
+    assert hot.changed(lambda p: (2, 2, 2, 2), now=10.0) == ({"e2"}, 2)
+    assert hot.changed(lambda p: (2, 2, 2, 2), now=10.5) == ({"e2"}, 1)  # e1 expired
+    hot.mark("e2", [], now=20.0)
+    hot.expire(29.0)
+    assert "e2" in hot
+    off = HotSet(hold_s=0.0, limit=5)
+    off.mark("e1", [("/a", (1, 1, 1, 1))], now=0.0)
+    assert len(off) == 0
+    with pytest.raises(ValueError, match="negative"):
+        HotSet(hold_s=-1.0)

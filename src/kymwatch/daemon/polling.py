@@ -2,7 +2,8 @@
 
 A thread polls the store with :class:`~kymwatch.daemon.pollscan.PollScanner`
 (folder stats; listings only where a folder changed; a share of the records
-verified at each poll for in-place rewrites) and reports what changed as
+verified at each poll for in-place rewrites; the artifact files of records changed
+in the last minutes statted at each poll) and reports what changed as
 :class:`FileChange` items, as the inotify source does. The interval adapts to the
 measured cost of a poll (:func:`next_interval`): a poll may take about
 ``budget`` (1 %) of a core, and at most a quarter of the wall time; never more
@@ -48,12 +49,17 @@ class PollSettings:
             time runs every 4 s).
         full_every: Every record's artifacts are fingerprinted once every this many
             polls (in-place rewrites change no folder).
+        hot_s: Seconds a record stays in the hot set after a poll saw it change
+            (its artifact files are statted at every poll meanwhile).
+        hot_max: Most records in the hot set.
     """
 
     min_interval_s: float = 2.0
     max_interval_s: float = 30.0
     budget: float = 0.01
     full_every: int = 30
+    hot_s: float = 300.0
+    hot_max: int = 100
 
 
 WALL_SHARE = 0.25
@@ -98,8 +104,14 @@ class PollingWatcher:
     ) -> None:
         self.root, self.sink = root, sink
         self.settings = settings or PollSettings()
-        self.scanner = scanner or PollScanner(root, full_every=self.settings.full_every)
         self.clock = clock
+        self.scanner = scanner or PollScanner(
+            root,
+            full_every=self.settings.full_every,
+            hot_s=self.settings.hot_s,
+            hot_max=self.settings.hot_max,
+            clock=clock,
+        )
         self.interval_s = self.settings.min_interval_s
         self._cost: tuple[float, float] | None = None  # smoothed (cpu_s, wall_s)
         self._stop = threading.Event()
@@ -153,6 +165,8 @@ class PollingWatcher:
             folders=result.folders,
             listed=result.listed,
             verified=result.verified,
+            hot=result.hot,
+            hot_files=result.hot_files,
             changes=len(result.changes),
             duration_ms=round(cost * 1000, 2),
             cpu_ms=round(cpu * 1000, 2),

@@ -5,7 +5,10 @@ poll stats ``images/`` and every record's ``analysis/`` folder and its sub-folde
 and lists (and fingerprints the artifacts of) only the records whose folders
 changed. A file rewritten in place changes no folder, so each poll also verifies a
 slice of the records (their artifact fingerprints): every record once every
-``full_every`` polls. A folder or file changed in the same timestamp tick as the
+``full_every`` polls. Records changed recently are "hot" (see
+:mod:`~kymwatch.daemon.pollhot`): their artifact files are statted at every poll, so
+a writer that keeps rewriting a record in place is followed within one interval. A
+folder or file changed in the same timestamp tick as the
 poll that saw it is "racily clean" (see :class:`kymwatch.store.scan.Fingerprint`):
 its record is listed again at the next poll, until it is not.
 
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan
+from kymwatch.daemon.pollhot import Files, HotSet
 from kymwatch.store import ANALYSIS_DIR, IMAGES_DIR, is_temporary_name, is_valid_image_id
 from kymwatch.store.layout import split_artifact_file
 from kymwatch.store.scan import MAX_ARTIFACT_DEPTH, Fingerprint, scan_stamp
@@ -140,6 +145,8 @@ class PollResult:
         listed: Records listed because a folder changed (or was racy).
         verified: Records listed to catch in-place rewrites.
         records: Records known after the poll.
+        hot: Records in the hot set (changed recently) whose files were statted.
+        hot_files: Files of hot records statted.
     """
 
     changes: tuple[FileChange | Rescan, ...]
@@ -147,6 +154,8 @@ class PollResult:
     listed: int
     verified: int
     records: int
+    hot: int = 0
+    hot_files: int = 0
 
 
 class PollScanner:
@@ -157,12 +166,27 @@ class PollScanner:
         fs: The file-system calls (default: the real ones).
         full_every: Every record's artifacts are fingerprinted once every this many
             polls (a share of them at each poll), for writers that rewrite in place.
+        hot_s: Seconds a record whose change a poll saw stays hot (its artifact
+            files statted at every poll).
+        hot_max: Most records kept hot (the least recently changed leave first).
+        clock: Monotonic seconds (for the hot set's expiry; tests inject one).
     """
 
-    def __init__(self, root: Path, fs: PollFS | None = None, full_every: int = 30) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fs: PollFS | None = None,
+        full_every: int = 30,
+        *,
+        hot_s: float = 300.0,
+        hot_max: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if full_every < 1:
             raise ValueError(f"full_every must be at least 1, not {full_every!r}")
         self.root, self.fs, self.full_every = root, fs or OsPollFS(root), full_every
+        self.hot = HotSet(hot_s, hot_max)
+        self.clock = clock
         self._images_dir = os.path.join(root, IMAGES_DIR)
         self._images: Stat | None = None
         self._images_racy = False
@@ -179,26 +203,28 @@ class PollScanner:
         """Take the first picture of the store, reporting nothing."""
         stamp = self.fs.stamp()
         self._records.clear()
+        self.hot.clear()
         self._images = self.fs.stat_dir(self._images_dir)
         self._images_racy = self._racy(self._images, stamp)
         if self._images is not None:
             for image_id in self._list_records() or ():
-                self._records[image_id] = self._walk(image_id, stamp, self._next_slot())
+                self._records[image_id] = self._walk(image_id, stamp, self._next_slot())[0]
 
     def poll(self) -> PollResult:
         """Compare the store with the last picture; report and remember the difference."""
-        stamp = self.fs.stamp()
+        stamp, clock = self.fs.stamp(), self.clock()
         self._polls += 1
         images = self.fs.stat_dir(self._images_dir)
         if images is None or self._images is None or images[3] != self._images[3]:
             return self._images_changed(images is None)
         out: list[FileChange | Rescan] = []
-        if (images != self._images or self._images_racy) and self._diff_records(stamp, out):
+        if (images != self._images or self._images_racy) and self._diff_records(stamp, clock, out):
             self._images, self._images_racy = images, self._racy(images, stamp)
+        hot, hot_files = self.hot.changed(self.fs.stat_file, clock)
         folders, listed, verified = 1, 0, 0
         phase = self._polls % self.full_every
         for image_id, rec in self._records.items():
-            changed = rec.racy
+            changed = rec.racy or image_id in hot
             if not changed:
                 n = self.fs.unchanged(rec.folders)
                 folders += abs(n)
@@ -207,7 +233,7 @@ class PollScanner:
                 continue
             listed += changed
             verified += not changed
-            now = self._walk(image_id, stamp, rec.slot)
+            now, files = self._walk(image_id, stamp, rec.slot)
             self._records[image_id] = now
             if now.files != rec.files:
                 kind = ChangeKind.MODIFIED if now.folders[0][1] else ChangeKind.DELETED
@@ -215,7 +241,19 @@ class PollScanner:
             if now.meta != rec.meta:
                 path = os.path.join(self._images_dir, image_id, ".zattrs")
                 out.append(FileChange(path, ChangeKind.MODIFIED))
-        return PollResult(tuple(out), folders, listed, verified, len(self._records))
+            if now.files != rec.files or now.meta != rec.meta:
+                self.hot.mark(image_id, files, clock)
+            else:
+                self.hot.refresh(image_id, files)
+        return PollResult(
+            tuple(out),
+            folders,
+            listed,
+            verified,
+            len(self._records),
+            hot=len(self.hot),
+            hot_files=hot_files,
+        )
 
     # -- helpers --------------------------------------------------------------------------
     def _images_changed(self, gone: bool) -> PollResult:
@@ -228,7 +266,7 @@ class PollScanner:
             changes = (Rescan(STORE_GONE),)
         return PollResult(changes, 1, 0, 0, len(self._records))
 
-    def _diff_records(self, stamp: int, out: list[FileChange | Rescan]) -> bool:
+    def _diff_records(self, stamp: int, clock: float, out: list[FileChange | Rescan]) -> bool:
         """Report records added to or gone from ``images/``; False (nothing reported,
         tried again at the next poll) if it cannot be listed: a share that fails for a
         moment must not look like every record deleted."""
@@ -237,9 +275,11 @@ class PollScanner:
             return False
         for image_id in sorted(self._records.keys() - listed):
             del self._records[image_id]
+            self.hot.discard(image_id)
             out.append(self._record_change(image_id, ChangeKind.DELETED))
         for image_id in sorted(listed - self._records.keys()):
-            self._records[image_id] = self._walk(image_id, stamp, self._next_slot())
+            self._records[image_id], files = self._walk(image_id, stamp, self._next_slot())
+            self.hot.mark(image_id, files, clock)  # a new record is usually being written
             out.append(self._record_change(image_id, ChangeKind.ADDED))
         return True
 
@@ -264,10 +304,11 @@ class PollScanner:
     def _racy(sig: Stat | None, stamp: int) -> bool:
         return sig is not None and Fingerprint(*sig, scanned_ns=stamp).racy
 
-    def _walk(self, image_id: str, stamp: int, slot: int) -> _Record:
+    def _walk(self, image_id: str, stamp: int, slot: int) -> tuple[_Record, Files]:
         """List one record's ``analysis/`` tree: its folders' stats (each taken before
         the folder is listed, so a change during the listing shows at the next poll)
-        and a hash of its artifact fingerprints."""
+        and a hash of its artifact fingerprints; and its artifact files (absolute path,
+        stat), for the hot set."""
         folders: list[tuple[str, Stat | None]] = []
         files: list[tuple[str, Stat]] = []
         racy = False
@@ -294,7 +335,9 @@ class PollScanner:
         folders.sort()
         located = tuple((self._analysis(image_id, rel), sig) for rel, sig in folders)
         meta, meta_racy = self._meta(image_id, stamp)
-        return _Record(located, hash(tuple(sorted(files))), meta, racy or meta_racy, slot)
+        record = _Record(located, hash(tuple(sorted(files))), meta, racy or meta_racy, slot)
+        base = self._analysis(image_id, "")
+        return record, tuple((os.path.join(base, sub), st) for sub, st in files)
 
     def _meta(self, image_id: str, stamp: int) -> tuple[int, bool]:
         """A hash of the stats of the record's group and array metadata (``.zattrs``,
