@@ -7,6 +7,7 @@ Arrow (:mod:`kymwatch.index.arrow_schema`).
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,14 @@ from kymwatch.index.arrow_schema import RawRows, conform_batch
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["conform_rows", "from_frame", "is_frame", "to_frame", "with_pandas_metadata"]
+__all__ = [
+    "conform_rows",
+    "from_frame",
+    "is_frame",
+    "skip_pyarrow_pandas_probe",
+    "to_frame",
+    "with_pandas_metadata",
+]
 
 # Arrow type → (pandas_type, numpy_type) of the pandas metadata of a column of the
 # policy's dtypes: pyarrow's logical type, and the pandas dtype ``read_parquet`` restores.
@@ -156,3 +164,39 @@ def with_pandas_metadata(table: pa.Table) -> pa.Table:
         }
         _METADATA[schema] = {b"pandas": json.dumps(doc).encode()}
     return table.replace_schema_metadata(_METADATA[schema])
+
+
+def skip_pyarrow_pandas_probe() -> bool:
+    """Spare a process that has not imported pandas pyarrow's import of it.
+
+    ``pyarrow.array`` asks, on its first call, whether its argument is a pandas object,
+    and its type inference looks up pandas' ``NA``/``NaT``; both import pandas
+    (~40 MiB) to find out, once per process. A process that has not imported pandas
+    holds no pandas object: this lets both probes find pandas absent. pyarrow's explicit
+    pandas calls (``Table.from_pandas``, ``to_pandas``) still import it when a DataFrame
+    does appear (the DataFrame API, a plug-in that imports pandas only when it runs);
+    values pyarrow then no longer recognises as null in such a plug-in's object column
+    (``pd.NA``) fall back to the value-by-value policy (:func:`from_frame`).
+
+    Call it once the plug-ins are imported (one that imports pandas keeps pyarrow's
+    probes) and before other threads run (during the probes ``import pandas`` fails).
+    Returns whether the probes were skipped (False: pandas is imported).
+    """
+    if "pandas" in sys.modules:
+        return False
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pa.array([], type=pa.null())  # the Python probe of pyarrow.array
+        pa.array([None], from_pandas=True)  # type inference's probe (pandas' NA, NaT)
+    finally:
+        sys.meta_path.remove(blocker)
+    return True
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """An import hook under which ``import pandas`` fails (for one pyarrow probe)."""
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
