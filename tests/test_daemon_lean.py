@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from conformance import KIT, copy_store
@@ -20,8 +25,9 @@ from helpers_store import (
     write_json_artifact,
     write_parquet_artifact,
 )
-
-pytestmark = pytest.mark.integration
+from kymwatch.index import KymDataset
+from kymwatch.index.frames import to_frame
+from kymwatch.store import read_table_arrow
 
 SITE = Path(__file__).parent / "data" / "plugin" / "site"
 GEN1_CASE = KIT / "gen1" / "demo_v01"
@@ -67,6 +73,7 @@ def _pandas_loaded(d: DaemonProcess) -> bool:
     return any(f"{os.sep}pandas{os.sep}_libs{os.sep}" in path for path in _mapped(d.proc.pid))
 
 
+@pytest.mark.integration
 def test_daemon_never_imports_pandas(tmp_path: Path) -> None:
     """With the built-in indexers of both generations the daemon indexes, takes edits
     and syncs without pandas ever being mapped, and its tables equal a fresh rebuild."""
@@ -82,6 +89,7 @@ def test_daemon_never_imports_pandas(tmp_path: Path) -> None:
     assert_tables_match_rebuild(store, tmp_path / "scratch")
 
 
+@pytest.mark.integration
 def test_pandas_probe_sees_a_dataframe_plugin(tmp_path: Path) -> None:
     """The probe can fail: with a plug-in indexer whose ``extract_rows`` returns a
     DataFrame, the daemon has pandas' compiled extensions mapped."""
@@ -92,3 +100,64 @@ def test_pandas_probe_sees_a_dataframe_plugin(tmp_path: Path) -> None:
         d.sync()
         assert (store / "tables" / "event_counts.parquet").exists()
         assert _pandas_loaded(d)
+
+
+def test_table_files_carry_the_pandas_metadata_pandas_writes(tmp_path: Path) -> None:
+    """Tables written without pandas carry, per column, the dtype pandas' own metadata
+    names, so ``pandas.read_parquet`` gives the policy's dtypes back (as ``get_table``)."""
+    store = _mixed_store(tmp_path)
+    _edit(store)
+    kd = KymDataset(store, "a")
+    for ix in kd.indexers:
+        kd.rebuild_report(ix.name)
+    for ix in kd.indexers:
+        path = store / "tables" / f"{ix.table_name}.parquet"
+        written = read_table_arrow(path)
+        ours = written.schema.pandas_metadata
+        theirs = pa.Table.from_pandas(to_frame(written), preserve_index=False)
+        want = {c["name"]: c["numpy_type"] for c in theirs.schema.pandas_metadata["columns"]}
+        assert {c["name"]: c["numpy_type"] for c in ours["columns"]} == want
+        assert ours["index_columns"] == []
+        back = pd.read_parquet(path)
+        assert back.equals(kd.get_table(ix.table_name)), ix.table_name
+        assert str(back["image_id"].dtype) == "string"
+
+
+_PROBE = """
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from kymwatch.index import KymDataset
+from kymwatch.index.frames import conform_rows, skip_pyarrow_pandas_probe
+
+assert skip_pyarrow_pandas_probe()
+kd = KymDataset(Path(sys.argv[1]), "a")
+for ix in kd.indexers:
+    kd.rebuild_report(ix.name)
+    kd.get_arrow(ix.table_name)
+assert "pandas" not in sys.modules, "indexing imported pandas"
+import pandas as pd
+
+frame = pd.DataFrame({"image_id": ["r1", "r2"], "note": pd.Series(["a", pd.NA], dtype=object)})
+rows = conform_rows(frame, {"image_id": "string", "note": "string"}, image_id="r1",
+                    key="k", path="p")
+assert rows["note"].isna().tolist() == [False, True], rows
+print(len(kd.get_table(kd.indexers[0].table_name)))
+"""
+
+
+def test_skipped_pyarrow_probe_keeps_pandas_out_and_dataframes_working(tmp_path: Path) -> None:
+    """After the probe skip, indexing both generations imports no pandas, and pandas
+    imported later still converts (a ``pd.NA`` in an object column becomes null)."""
+    store = _mixed_store(tmp_path)
+    _edit(store)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_PROBE), str(store)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip().splitlines()[-1]) > 0
