@@ -19,8 +19,9 @@ from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
 
 # Only what ``status``, ``sync`` and ``logs`` need is imported here: those start in
-# well under 150 ms. Commands that index (run, rebuild, stale, demo) import pandas,
-# pyarrow, zarr and watchdog in their own function (see tests/test_cli_startup.py).
+# well under 150 ms. Commands that index (run, rebuild, stale, demo) import pyarrow,
+# watchdog, and where they need them pandas and zarr, in their own function (see
+# tests/test_cli_startup.py; `run` never imports pandas: tests/test_daemon_lean.py).
 
 __all__ = ["main"]
 
