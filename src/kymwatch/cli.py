@@ -19,8 +19,9 @@ from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
 
 # Only what ``status``, ``sync`` and ``logs`` need is imported here: those start in
-# well under 150 ms. Commands that index (run, rebuild, stale, demo) import pandas,
-# pyarrow, zarr and watchdog in their own function (see tests/test_cli_startup.py).
+# well under 150 ms. Commands that index (run, rebuild, stale, demo) import pyarrow,
+# watchdog, and where they need them pandas and zarr, in their own function (see
+# tests/test_cli_startup.py; `run` never imports pandas: tests/test_daemon_lean.py).
 
 __all__ = ["main"]
 
@@ -72,6 +73,7 @@ def _number(
 def cmd_run(args: argparse.Namespace) -> int:
     from kymwatch.daemon import Daemon, DaemonConfig
     from kymwatch.daemon.memory import tune_process_memory
+    from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.logconfig import (
         ConsoleFormat,
         configure_logging,
@@ -97,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
+    skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
     console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
     daemon.run()

@@ -6,13 +6,14 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kymwatch.index.frames import conform_rows
 from kymwatch.index.schema import empty_table
 from kymwatch.store import ZarrImageRecord, validate_table_name
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DatasetIndexer",
@@ -141,6 +142,8 @@ def normalize_table_name(name: str) -> str:
 
 def ensure_image_id_column(df: pd.DataFrame, image_id: str) -> pd.DataFrame:
     """A copy of ``df`` whose first column ``image_id`` holds ``image_id`` on every row."""
+    import pandas as pd
+
     out = df.drop(columns=[IMAGE_ID], errors="ignore")
     out.insert(0, IMAGE_ID, pd.Series([image_id] * len(out), index=out.index, dtype="string"))
     return out

@@ -8,16 +8,19 @@ table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
-from kymwatch.index.frames import from_frame
+from kymwatch.index.frames import from_frame, is_frame
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["Extracted", "extract_batch"]
 
@@ -39,7 +42,7 @@ def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
         rows = ix.extract_rows(rec)
         if isinstance(rows, pa.Table):
             source: pa.Table | dict[str, list[object]] = rows
-        elif isinstance(rows, pd.DataFrame):
+        elif is_frame(rows):
             source = from_frame(rows)
         else:
             raise TypeError(f"extract_rows returned {type(rows).__name__}, not a DataFrame")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError
 from kymwatch.index.arrow_schema import RawRows, conform_batch
 from kymwatch.index.base import DatasetIndexer, extras_position
 from kymwatch.index.frames import to_frame
 from kymwatch.store import ArtifactFormat, ZarrImageRecord, artifact_file_name
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers", "raw_reader"]
 

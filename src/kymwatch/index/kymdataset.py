@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import structlog
 
@@ -35,6 +35,9 @@ from kymwatch.store import (
     table_fingerprint,
     write_table_arrow,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["KymDataset", "log_outcome"]
 

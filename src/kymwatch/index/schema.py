@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import structlog
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DTYPES",
@@ -82,8 +85,22 @@ class Coercions:
 
 
 # -- null and per-value conversion ----------------------------------------------------------
+def _loaded_pandas() -> Any:
+    """pandas if some code imported it, else None: without it no value is a pandas one,
+    so the daemon's Arrow path never imports pandas for a check."""
+    return sys.modules.get("pandas")
+
+
+def _is_series(values: Any) -> bool:
+    pd = _loaded_pandas()
+    return pd is not None and isinstance(values, pd.Series)
+
+
 def _is_null(v: Any) -> bool:
-    if v is None or v is pd.NA or v is pd.NaT:
+    if v is None:
+        return True
+    pd = _loaded_pandas()
+    if pd is not None and (v is pd.NA or v is pd.NaT):
         return True
     if isinstance(v, float | np.floating):
         return bool(np.isnan(v))
@@ -165,6 +182,8 @@ _CONVERTERS = {"string": _text, "Int64": _as_int, "float64": _as_float, "boolean
 
 
 def _series(values: list[Any], dtype: str, index: pd.Index | None = None) -> pd.Series:
+    import pandas as pd
+
     if dtype == "float64":
         arr = np.array([np.nan if v is None else v for v in values], dtype="float64")
         return pd.Series(arr, index=index, dtype="float64")
@@ -172,7 +191,7 @@ def _series(values: list[Any], dtype: str, index: pd.Index | None = None) -> pd.
 
 
 def _pylist(values: Any) -> list[Any]:
-    if isinstance(values, pd.Series):
+    if _is_series(values):
         return list(values.astype(object))
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return list(values.to_pylist())
@@ -184,7 +203,9 @@ def infer_dtype(name: str, values: Any) -> str:
     """The dtype an extra column gets from its values (see the module docstring)."""
     if name in TEXT_COLUMNS:
         return "string"
-    if isinstance(values, pd.Series):
+    if _is_series(values):
+        import pandas as pd
+
         kind = values.dtype
         if pd.api.types.is_bool_dtype(kind):
             return "boolean"
@@ -195,10 +216,12 @@ def infer_dtype(name: str, values: Any) -> str:
             finite = arr[~np.isnan(arr)]
             whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
             return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
-    textual = isinstance(values, pd.Series) and (
-        values.dtype == object or isinstance(values.dtype, pd.StringDtype)
+    textual = _is_series(values) and (
+        values.dtype == object or isinstance(values.dtype, _loaded_pandas().StringDtype)
     )
     if textual:
+        import pandas as pd
+
         try:  # fails fast (in C) on the first non-numeric text: the usual text column
             pd.to_numeric(values.dropna().astype(object))
         except (ValueError, TypeError):
@@ -221,4 +244,6 @@ def infer_dtype(name: str, values: Any) -> str:
 # -- frames ---------------------------------------------------------------------------------
 def empty_table(columns: Mapping[str, str]) -> pd.DataFrame:
     """A table with no rows and the given typed columns."""
+    import pandas as pd
+
     return pd.DataFrame({c: _series([], t) for c, t in columns.items()})

@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params
-from kymwatch.store import ZarrDataset, ZarrImageRecord, read_table_file
+from kymwatch.store import ZarrDataset, ZarrImageRecord, read_table_arrow
 
 __all__ = [
     "GEN2_ANALYSES",
@@ -262,20 +260,21 @@ def _table_stamps(
     """Row stamps per image_id of ``tables/<table>.parquet`` (empty if absent)."""
     path = Path(root) / "tables" / f"{table}.parquet"
     try:
-        df = read_table_file(path)
+        stored = read_table_arrow(path)
     except FileNotFoundError:
         return {}, True, None
     except Exception as e:  # any damaged table: judge as if it had no rows, and say so
         return {}, True, f"{path}: {e}"
-    if "image_id" not in df.columns:
+    if "image_id" not in stored.column_names:
         return {}, True, None
-    has = {"params_hash", "analysis_version"} <= set(df.columns)
+    has = {"params_hash", "analysis_version"} <= set(stored.column_names)
     out: dict[str, list[tuple[object, object]]] = {}
-    ids = df["image_id"].astype(str)
-    params = df["params_hash"] if has else pd.Series([None] * len(df))
-    versions = df["analysis_version"] if has else pd.Series([None] * len(df))
+    ids = stored.column("image_id").to_pylist()
+    nulls: list[object] = [None] * stored.num_rows
+    params = stored.column("params_hash").to_pylist() if has else nulls
+    versions = stored.column("analysis_version").to_pylist() if has else nulls
     for image_id, p, v in zip(ids, params, versions, strict=True):
-        out.setdefault(image_id, []).append((p, v))
+        out.setdefault(str(image_id), []).append((p, v))
     return out, has, None
 
 

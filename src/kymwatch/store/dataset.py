@@ -8,10 +8,9 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from kymwatch.errors import (
@@ -32,6 +31,9 @@ from kymwatch.store.tables import (
     table_path,
     write_table_arrow,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Mode", "ZarrDataset", "detect_zarr_format", "utc_now_iso"]
 

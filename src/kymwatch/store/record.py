@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -38,6 +37,8 @@ except ImportError:  # pragma: no cover - a pyarrow without it
     _ParquetReader = None
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kymwatch.store.dataset import ZarrDataset
 
 __all__ = ["ZarrImageRecord"]
@@ -289,6 +290,8 @@ class ZarrImageRecord:
         """Read artifact ``analysis/<name>.csv.gz``."""
         path, _ = self._require(name, (ArtifactFormat.CSV_GZ,))
         raw = self._read_bytes(name, path)
+        import pandas as pd
+
         try:
             return pd.read_csv(io.BytesIO(gzip.decompress(raw)))
         except (OSError, EOFError, ValueError, pd.errors.ParserError) as e:

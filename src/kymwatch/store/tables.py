@@ -6,8 +6,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
@@ -15,6 +15,9 @@ from filelock import FileLock
 from kymwatch.store.atomic import atomic_write
 from kymwatch.store.layout import INDEX_DIR, TABLES_DIR, validate_table_name
 from kymwatch.store.scan import Fingerprint
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "read_table_arrow",
