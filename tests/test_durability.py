@@ -8,6 +8,7 @@ anything that relies on it, and the journal before the table it protects.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ import pytest
 
 from helpers_store import events_frame, make_v2_store, write_parquet_artifact, write_v2_record
 from kymwatch.daemon import Batch, IndexState, RecordChange, Worker
+from kymwatch.daemon.status import DaemonStatus
+from kymwatch.daemon.sync import answer_sync
 from kymwatch.index import KymDataset
-from kymwatch.store import atomic, atomic_write_bytes, write_table_file
+from kymwatch.store import ZarrDataset, atomic, atomic_write_bytes, write_table_file
+from kymwatch.store.tables import table_lock
 
 
 class FsyncLog:
@@ -116,3 +120,35 @@ def test_the_journal_is_durable_before_the_table_is_published(
     assert order[0] == "journal:['0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11']", order
     assert tables and all(i > 0 for i in tables)
     assert all(o.endswith("fsync=True") for o in order if o.startswith("write:"))
+
+
+# -- a store that vanished is never created again -----------------------------------------
+def test_write_within_a_vanished_store_fails_instead_of_recreating_it(tmp_path: Path) -> None:
+    """A daemon's write into a store deleted meanwhile raises; nothing appears at its path."""
+    root = tmp_path / "store.zarr"
+    with pytest.raises(FileNotFoundError):
+        atomic_write_bytes(root / "index" / "status.json", b"{}", within=root)
+    assert not root.exists()
+
+
+def test_write_within_a_store_creates_the_missing_folders_below_it(tmp_path: Path) -> None:
+    """Below an existing store, missing folders (index/sync) are created as before."""
+    root = tmp_path / "store.zarr"
+    root.mkdir()
+    atomic_write_bytes(root / "index" / "sync" / "t.done", b"{}", fsync=False, within=root)
+    assert (root / "index" / "sync" / "t.done").read_bytes() == b"{}"
+
+
+def test_daemon_writes_never_recreate_a_deleted_store(tmp_path: Path) -> None:
+    """Status, sync answers, table writes and the table lock never recreate a deleted
+    store folder: a removed store stays removed, so restoring it from a backup works."""
+    root = make_v2_store(tmp_path / "store.zarr")
+    store = ZarrDataset(root)
+    shutil.rmtree(root)
+    DaemonStatus(store=str(root)).write(root)
+    assert answer_sync(root, "t", ok=True) is False
+    with pytest.raises(FileNotFoundError):
+        store.save_table("velocity_events", pd.DataFrame({"image_id": ["a"]}))
+    with pytest.raises(FileNotFoundError), table_lock(root):
+        pass
+    assert not root.exists()

@@ -130,7 +130,7 @@ class DaemonStatus:
         data = json.dumps(self.to_json(), indent=1).encode()
         path = root / INDEX_DIR / STATUS_FILE
         try:
-            atomic_write_bytes(path, data, fsync=False)
+            atomic_write_bytes(path, data, fsync=False, within=root)
         except OSError as e:
             # Best effort (disk full, read-only remount): the daemon must not die of it.
             if not self._write_failing:

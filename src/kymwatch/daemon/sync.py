@@ -112,7 +112,7 @@ def answer_sync(
     }
     done = folder / f"{token}.done"
     try:
-        atomic_write_bytes(done, json.dumps(answer).encode(), fsync=False)
+        atomic_write_bytes(done, json.dumps(answer).encode(), fsync=False, within=root)
     except OSError as e:
         log.warning("sync_answer_failed", path=str(done), error=str(e))
         return False

@@ -27,6 +27,7 @@ from kymwatch.store import (
     is_temporary_name,
     is_valid_image_id,
 )
+from kymwatch.store.atomic import make_folder
 
 __all__ = [
     "EventSink",
@@ -180,7 +181,10 @@ class InotifyWatcher:
         if not os.path.isdir(root):
             return  # store gone: nothing to watch (and nothing to create) until it is back
         self._add(root, self._mask_dirs)
-        os.makedirs(os.path.join(root, SYNC_DIR), exist_ok=True)
+        try:
+            make_folder(Path(root, SYNC_DIR), within=Path(root))
+        except OSError:
+            return  # the store vanished since the check above: a rescan follows
         self._watch_sync_folder()
         images = os.path.join(root, IMAGES_DIR)
         if not self._add(images, self._mask_dirs) and images not in self._wd_of:

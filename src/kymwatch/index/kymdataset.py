@@ -190,7 +190,8 @@ class KymDataset:
         else:
             table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
         with self.store.table_lock():
-            self._stamps[name] = write_table_arrow(self.store.table_path(name), table)
+            path = self.store.table_path(name)
+            self._stamps[name] = write_table_arrow(path, table, within=self.store.path)
             self._tables.pop(name, None)
             self._frames.pop(name, None)
 
@@ -201,7 +202,8 @@ class KymDataset:
 
     def _write(self, name: str, st: SortedTable) -> None:
         table = with_pandas_metadata(st.table)
-        self._stamps[name] = write_table_arrow(self.store.table_path(name), table)
+        path = self.store.table_path(name)
+        self._stamps[name] = write_table_arrow(path, table, within=self.store.path)
         self._tables[name] = st
         self._frames.pop(name, None)
         self._foreign.discard(name)

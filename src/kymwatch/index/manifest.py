@@ -537,7 +537,7 @@ class ManifestIndexer:
         return ManifestUpdate(written, tuple(changed), tuple(kept), len(entries), _ms(start))
 
     def _write(self, doc: Document) -> None:
-        atomic_write_bytes(self.path, dump_manifest(doc, self._texts))
+        atomic_write_bytes(self.path, dump_manifest(doc, self._texts), within=self.root)
         self._doc = doc
         self._entries = {str(e["image_id"]): e for e in doc["images"]}
         for gone in self._texts.keys() - self._entries.keys():

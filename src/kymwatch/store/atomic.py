@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "fsync_dir",
+    "make_folder",
     "remove_stale_temporaries",
     "temporary_sibling",
 ]
@@ -36,9 +37,23 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
 
 
+def make_folder(folder: Path, within: Path | None = None) -> None:
+    """Create ``folder`` and its missing parents, but never ``within`` or above it.
+
+    With ``within`` (a store folder), a folder that vanished (moved or deleted while a
+    daemon runs) is not created again under its old path: FileNotFoundError instead.
+    """
+    if within is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    current = within
+    for part in folder.relative_to(within).parts:
+        current = current / part
+        current.mkdir(exist_ok=True)
+
+
 @contextlib.contextmanager
 def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
         yield tmp
@@ -82,25 +97,36 @@ def _deny_others_write(path: Path) -> None:
         os.chmod(path, mode & ~stat.S_IWOTH)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], *, fsync: bool = True) -> None:
+def atomic_write(
+    path: Path,
+    write: Callable[[Path], None],
+    *,
+    fsync: bool = True,
+    within: Path | None = None,
+) -> None:
     """Write ``path`` atomically: ``write`` gets a temporary path to fill.
 
     Args:
         path: The final file.
         write: Writes the complete content to the path it is given.
         fsync: Flush the data to disk before the rename (crash safety).
+        within: A folder that must exist already (the store): missing folders are
+            created below it only (see :func:`make_folder`).
     """
+    make_folder(path.parent, within)
     with _replacing(path, fsync=fsync) as tmp:
         write(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically."""
+def atomic_write_bytes(
+    path: Path, data: bytes, *, fsync: bool = True, within: Path | None = None
+) -> None:
+    """Write ``data`` to ``path`` atomically (``within`` as in :func:`atomic_write`)."""
 
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)
 
-    atomic_write(path, write, fsync=fsync)
+    atomic_write(path, write, fsync=fsync, within=within)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -192,7 +192,7 @@ class ZarrDataset:
         self.check_writable()
         table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
         with self.table_lock():
-            write_table_arrow(self.table_path(name), table)
+            write_table_arrow(self.table_path(name), table, within=self.path)
 
     def replace_rows_for_image_id(
         self, name: str, image_id: str, rows: pd.DataFrame, image_id_col: str = "image_id"
@@ -223,6 +223,6 @@ class ZarrDataset:
                 st, _ = SortedTable.adopt(current, image_id_col)
                 st, _ = st.splice({image_id: new if new.num_rows else None})
                 table = st.table
-            write_table_arrow(path, table)
+            write_table_arrow(path, table, within=self.path)
         df: pd.DataFrame = table.to_pandas()
         return df

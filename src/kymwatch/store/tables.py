@@ -51,7 +51,7 @@ def table_lock(root: Path, timeout: float = -1) -> Iterator[FileLock]:
             ``filelock.Timeout`` is raised.
     """
     lock_dir = root / INDEX_DIR
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir.mkdir(exist_ok=True)  # never the store itself: it may be gone
     lock = FileLock(lock_dir / _LOCK_NAME, is_singleton=True)
     with lock.acquire(timeout=timeout):
         yield lock
@@ -83,9 +83,13 @@ def read_table_file(path: Path) -> pd.DataFrame:
     return df
 
 
-def write_table_arrow(path: Path, table: pa.Table) -> Fingerprint:
-    """Replace one table file atomically with an Arrow table; returns its fingerprint."""
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+def write_table_arrow(path: Path, table: pa.Table, *, within: Path | None = None) -> Fingerprint:
+    """Replace one table file atomically with an Arrow table; returns its fingerprint.
+
+    ``within``: the store folder, which must exist (``tables/`` is created below it when
+    missing, the store never: see :func:`kymwatch.store.atomic.make_folder`).
+    """
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp), within=within)
     fp = table_fingerprint(path)
     assert fp is not None
     return fp
