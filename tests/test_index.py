@@ -481,9 +481,9 @@ def table_writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     written: list[Path] = []
     real = kymdataset_module.write_table_arrow  # type: ignore[attr-defined]
 
-    def counting(path: Path, table: pa.Table) -> Any:
+    def counting(path: Path, table: pa.Table, **kwargs: Any) -> Any:
         written.append(path)
-        return real(path, table)
+        return real(path, table, **kwargs)
 
     monkeypatch.setattr(kymdataset_module, "write_table_arrow", counting)
     return written
