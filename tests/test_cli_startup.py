@@ -173,3 +173,30 @@ def test_cli_names_the_manifest_file_the_index_writes() -> None:
     from kymwatch.index.manifest import MANIFEST_FILE
 
     assert cli._MANIFEST_FILE == MANIFEST_FILE
+
+
+def test_stale_counter_steps_aside_while_the_loop_has_work(tmp_path: Path) -> None:
+    """Before each slice of records the counter asks whether the loop is busy and waits
+    while it is; the counts it then publishes are those of a fresh computation."""
+    root = _copy_case("ve_mixed", tmp_path)
+    answers = [True, True, True]  # busy for three looks, then idle
+    looks: list[int] = []
+
+    def busy() -> bool:
+        looks.append(1)
+        return bool(answers) and answers.pop()
+
+    records = sum(p.is_dir() for p in (root / "images").iterdir())
+    counter = StaleCounter(root, lambda counts: None, busy=busy, slice_records=1)
+    counter.mark_all()
+    assert counter.run_pass() == stale_summary(root)
+    assert len(looks) == 3 + records  # three waits, then one look per one-record slice
+
+
+def test_stale_counter_busy_loop_does_not_starve_the_counts(tmp_path: Path) -> None:
+    """A loop that is never idle (continuous acquisition) delays a slice by at most
+    ``max_defer_s``: the pass still completes."""
+    root = _copy_case("ve_mixed", tmp_path)
+    counter = StaleCounter(root, lambda counts: None, busy=lambda: True, max_defer_s=0.0)
+    counter.mark_all()
+    assert counter.run_pass() == stale_summary(root)

@@ -145,7 +145,8 @@ class Daemon:
         self.source = SourceKeeper(self.root, self.intake.put, config, source_factory)
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
-        self.stale = StaleCounter(self.root, self._publish_stale)
+        self._working = False  # the loop is indexing, reconciling or answering a sync
+        self.stale = StaleCounter(self.root, self._publish_stale, busy=self._busy)
 
     # -- public ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -243,6 +244,7 @@ class Daemon:
                     self._housekeeping()
             if self._stop.is_set():
                 break
+            self._working = True
             if self._hangup.is_set():
                 self._reopen_logs()
             now = self.clock()
@@ -256,6 +258,12 @@ class Daemon:
             if batch:
                 self._index(batch.changes, batch.first_seen, source="events", due_by=batch.due_by)
             self._housekeeping()
+            self._working = False
+
+    def _busy(self) -> bool:
+        """Whether the loop has work in hand or waiting (read by the stale counter's
+        thread, which steps aside meanwhile)."""
+        return self._working or len(self.debouncer) > 0 or bool(self.intake.syncs)
 
     def _publish_stale(self, counts: dict[str, int]) -> None:
         """The stale counter's result (from its thread): the next publish carries it."""

@@ -7,6 +7,11 @@ keeps the counts: all records after a reconcile, the records of each batch after
 it, on a thread of its own (read-only work; the loop never waits for it), at most
 once per ``min_interval_s``. The status file carries the last counts
 (``stale_records``, null until the first pass is done).
+
+The counting is pure Python and shares the interpreter with the loop: it works in
+slices of ``slice_records`` records and, before each, steps aside while the loop
+has work (``busy``), for at most ``max_defer_s`` at a time, so a full pass (seconds
+at 10k records) never slows a sync, a burst or a single edit for longer than a slice.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kymwatch._lazy import lazy_logger
-from kymwatch.store import TABLES_DIR
+from kymwatch.store import TABLES_DIR, iter_record_folders
 
 __all__ = ["StaleCounter", "tabled_gen2_indexers"]
 
 log = lazy_logger(__name__)
 
 _MIN_INTERVAL_S = 2.0
+_SLICE_RECORDS = 1000
+_MAX_DEFER_S = 30.0
+_BUSY_POLL_S = 0.05
 
 
 def tabled_gen2_indexers(root: Path) -> list[str]:
@@ -42,6 +50,11 @@ class StaleCounter:
             ``{indexer: stale records}``, after each pass that changed them.
         min_interval_s: Least time between two passes (a burst costs one pass per
             interval, not one per batch).
+        busy: True while the daemon's loop has work (changes pending, indexing, a
+            sync): the counter waits before each slice while it is.
+        slice_records: Records judged between two looks at ``busy``.
+        max_defer_s: Longest wait for the loop to be idle (continuous acquisition
+            must not starve the counts).
     """
 
     def __init__(
@@ -50,10 +63,16 @@ class StaleCounter:
         publish: Callable[[dict[str, int]], None],
         *,
         min_interval_s: float = _MIN_INTERVAL_S,
+        busy: Callable[[], bool] = lambda: False,
+        slice_records: int = _SLICE_RECORDS,
+        max_defer_s: float = _MAX_DEFER_S,
     ) -> None:
         self.root = root
         self._publish = publish
         self._min_interval_s = min_interval_s
+        self._busy = busy
+        self._slice_records = slice_records
+        self._max_defer_s = max_defer_s
         self._stale: dict[str, set[str]] = {}
         self._counts: dict[str, int] | None = None
         self._dirty: set[str] = set()
@@ -139,7 +158,16 @@ class StaleCounter:
         names = tabled_gen2_indexers(self.root)
         if set(names) != set(self._stale):  # a table came or went: judge every record
             ids = None
-        results = dataset_staleness(self.root, names, ids) if names else []
+        results = []
+        if names:
+            todo = sorted(
+                ids if ids is not None else (i for i, _ in iter_record_folders(self.root))
+            )
+            for at in range(0, len(todo), self._slice_records):
+                self._step_aside()
+                results.extend(
+                    dataset_staleness(self.root, names, todo[at : at + self._slice_records])
+                )
         stale: dict[str, set[str]] = {n: set() for n in names}
         if ids is not None:  # keep the others' verdicts; the judged ones are replaced
             for n in names:
@@ -149,3 +177,9 @@ class StaleCounter:
                 stale[s.indexer].add(s.image_id)
         self._stale = stale
         return {n: len(stale[n]) for n in names}
+
+    def _step_aside(self) -> None:
+        """Wait while the loop has work (at most ``max_defer_s``, or until stopped)."""
+        deadline = time.monotonic() + self._max_defer_s
+        while self._busy() and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(_BUSY_POLL_S)
