@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,23 @@ def test_reopens_after_external_removal(tmp_path: Path, handlers: list[LogFileHa
     path.unlink()
     _emit(handler, "after")
     assert _lines(path) == ["after"]
+
+
+def test_store_deleted_while_the_log_is_reopened_is_not_recreated(
+    tmp_path: Path, handlers: list[LogFileHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store deleted between the handler's check of the log folder and its reopening
+    (the check still saw the folder) is not recreated: the open file keeps the lines."""
+    store = tmp_path / "store.zarr"
+    path = store / "index" / "kymwatch.log"
+    handler = LogFileHandler(path)
+    handlers.append(handler)
+    _emit(handler, "before")
+    shutil.rmtree(store)
+    monkeypatch.setattr(Path, "is_dir", lambda self: True)  # the check ran before the rmtree
+    _emit(handler, "after")
+    monkeypatch.undo()
+    assert not store.exists()
 
 
 def test_reopens_when_path_is_replaced(tmp_path: Path, handlers: list[LogFileHandler]) -> None:

@@ -88,7 +88,7 @@ class LogFileHandler(logging.Handler):
         self._fd: int | None = None
         self._dev_ino: tuple[int, int] | None = None
         if not delay:
-            self._open()
+            self._open(parents=True)
 
     @property
     def path(self) -> Path:
@@ -138,8 +138,10 @@ class LogFileHandler(logging.Handler):
         level = logging.getLevelName(self.level)
         return f"<{type(self).__name__} {self._path} ({level})>"
 
-    def _open(self) -> int:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+    def _open(self, *, parents: bool = False) -> int:
+        """Open the path (creating its folder; its parents only at the first open: a log
+        inside a store must not recreate a store deleted meanwhile)."""
+        self._path.parent.mkdir(parents=parents, exist_ok=True)
         fd = os.open(self._path, _OPEN_FLAGS, self._mode)
         try:
             st = os.fstat(fd)
@@ -174,8 +176,12 @@ class LogFileHandler(logging.Handler):
                 return
             current = None
         if current != self._dev_ino:
-            self._close_fd()
-            self._open()
+            old = self._fd
+            try:
+                self._open()
+            except FileNotFoundError:
+                return  # the folder's parent vanished meanwhile: keep the open file
+            os.close(old)
 
     def _should_rotate(self, incoming: int) -> bool:
         if not self.rotates or self._fd is None:
