@@ -73,12 +73,7 @@ class Debouncer:
             event: The file event behind it; its :class:`Signal` and path decide
                 between settle and quiet. None counts as a plain modification.
         """
-        p = self._pending.get(change.image_id)
-        if p is None:
-            p = self._pending[change.image_id] = _Pending(change, now, now)
-        else:
-            p.change = p.change.merge(change)
-            p.last = max(p.last, now)
+        p = self._pend(change, now)
         if event is None:
             p.writing.add(_UNKNOWN_PATH)
         elif event.signal is not Signal.NONE:
@@ -89,17 +84,22 @@ class Debouncer:
         elif not event.is_dir:  # created or modified in place: a writer may be at it
             p.writing.add(event.path)
 
-    def defer(self, change: RecordChange, now: float, until: float) -> None:
-        """Queue ``change`` to be due no earlier than ``until`` (a retry with backoff).
-
-        A later ordinary change of the record does not make it due sooner.
-        """
+    def _pend(self, change: RecordChange, now: float) -> _Pending:
+        """The record's pending entry, created or with ``change`` merged in."""
         p = self._pending.get(change.image_id)
         if p is None:
             p = self._pending[change.image_id] = _Pending(change, now, now)
         else:
             p.change = p.change.merge(change)
             p.last = max(p.last, now)
+        return p
+
+    def defer(self, change: RecordChange, now: float, until: float) -> None:
+        """Queue ``change`` to be due no earlier than ``until`` (a retry with backoff).
+
+        A later ordinary change of the record does not make it due sooner.
+        """
+        p = self._pend(change, now)
         p.not_before = max(p.not_before, until)
 
     def _window(self, p: _Pending) -> float:
