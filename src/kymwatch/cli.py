@@ -15,6 +15,7 @@ from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
 from kymwatch.daemon.status import StatusView, read_status
 from kymwatch.errors import KymwatchError
+from kymwatch.settings import add_options, resolve
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
 
@@ -82,27 +83,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     root = _store(args.store)
-    if args.max_delay_ms < args.quiet_ms:
-        raise _UsageError("--max-delay-ms must be at least --quiet-ms")
-    log_file = None if args.no_log_file else Path(args.log_file or root / INDEX_DIR / LOG_FILE)
+    opts = resolve(args, root)
+    log_file = _log_file(opts["log_file"], root)
     config = DaemonConfig(
         store=root,
-        quiet_s=args.quiet_ms / 1000,
-        settle_s=args.settle_ms / 1000,
-        max_delay_s=args.max_delay_ms / 1000,
-        polling=args.polling,
-        inotify=args.inotify,
-        poll_interval_s=args.poll_interval,
-        reconcile_interval_s=args.reconcile_interval,
-        manifest=args.manifest,
-        indexers=_indexer_names(args.indexers),
+        quiet_s=opts["quiet_ms"] / 1000,
+        settle_s=opts["settle_ms"] / 1000,
+        max_delay_s=opts["max_delay_ms"] / 1000,
+        polling=opts["watch"] == "polling",
+        inotify=opts["watch"] == "inotify",
+        poll_interval_s=opts["poll_interval"],
+        reconcile_interval_s=opts["reconcile_interval"],
+        manifest=opts["manifest"],
+        indexers=opts["indexers"],
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
     skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
     console: ConsoleFormat = service_console_format() or "auto"
-    configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
+    configure_logging(
+        level=opts["log_level"], log_file=log_file, console=console, stream=sys.stdout
+    )
     daemon.run()
+    return EXIT_OK
+
+
+def _log_file(value: str | bool | None, root: Path) -> Path | None:
+    """The daemon's log file: the option's path, the store's default, or None (off)."""
+    if value is False:
+        return None
+    return Path(value) if isinstance(value, str) else root / INDEX_DIR / LOG_FILE
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    root = _store(args.store) if args.store else None
+    opts = resolve(args, root)
+    if args.json:
+        print(json.dumps({"store": str(root) if root else None, **opts.to_json()}, indent=2))
+        return EXIT_OK
+    where = f" for {root}" if root else ""
+    files = ", ".join(map(str, opts.files)) or "none"
+    print(f"kymwatch run settings{where} (files read: {files})")
+    print("\n".join(opts.lines()))
     return EXIT_OK
 
 
@@ -331,66 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="watch a store in the foreground and keep its tables right")
     run.add_argument("store")
-    run.add_argument(
-        "--quiet-ms",
-        type=_number(float, maximum=_DAY_S * 1000),
-        default=300.0,
-        help="index a record after this long without changes (default 300)",
-    )
-    run.add_argument(
-        "--settle-ms",
-        type=_number(float, maximum=_DAY_S * 1000, zero=True),
-        default=20.0,
-        help="... or this long, when its writer said it is done: renamed into place or "
-        "closed after writing (inotify only; default 20)",
-    )
-    run.add_argument(
-        "--max-delay-ms",
-        type=_number(float, maximum=_DAY_S * 1000),
-        default=5000.0,
-        help="... but at the latest this long after its first change (default 5000)",
-    )
-    mode = run.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--polling",
-        action="store_true",
-        help="poll instead of inotify (automatic on FUSE and network file systems)",
-    )
-    mode.add_argument(
-        "--inotify",
-        action="store_true",
-        help="use inotify even on a FUSE or network file system (only if every write "
-        "to the store goes through this machine's mount)",
-    )
-    run.add_argument(
-        "--poll-interval",
-        type=_number(float, maximum=_DAY_S),
-        default=2.0,
-        metavar="S",
-        help="shortest time between polls; it grows with the store's size (default 2)",
-    )
-    run.add_argument(
-        "--reconcile-interval",
-        type=_number(float, maximum=30 * _DAY_S),
-        default=600.0,
-        metavar="S",
-        help="seconds between full reconcile scans (default 600)",
-    )
-    run.add_argument(
-        "--manifest",
-        action="store_true",
-        help=f"create kymflow's {INDEX_DIR}/{_MANIFEST_FILE} if the store has none "
-        "(one the store has is always kept up to date)",
-    )
-    run.add_argument(
-        "--indexers",
-        metavar="A,B",
-        help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
-    )
-    run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
-    run.add_argument("--no-log-file", action="store_true", help="log to the console only")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_options(run)
     run.set_defaults(func=cmd_run)
+
+    cf = sub.add_parser("config", help="show the settings kymwatch run would use")
+    cf_sub = cf.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    show = cf_sub.add_parser(
+        "show",
+        help="print the effective run settings and where each came from",
+        description="Print the settings `kymwatch run STORE` would use with these flags, and "
+        "where each came from: default, a kymwatch.toml file, or a flag.",
+    )
+    show.add_argument("store", nargs="?", help="the kymflow dataset folder (optional)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    add_options(show)
+    show.set_defaults(func=cmd_config)
 
     st = sub.add_parser(
         "status", help="show the daemon's status (exit 0 healthy, 1 unhealthy, 3 not running)"

@@ -105,6 +105,12 @@ def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
         metavar="USER",
         help="account of a system service (default: the owner of STORE)",
     )
+    install_parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the service runs kymwatch with --config FILE (checked now)",
+    )
     uninstall_parser = actions.add_parser(
         "uninstall",
         help="remove the service file of a dataset",
@@ -170,6 +176,7 @@ def run_service_command(
                 executable=args.executable.absolute() if args.executable else None,
                 unit_dir=args.unit_dir,
                 run_as=args.run_as,
+                config=args.config,
             )
         else:
             result = uninstall(

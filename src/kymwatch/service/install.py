@@ -38,6 +38,7 @@ from kymwatch.service.render import (
     render_launchd_plist,
     render_systemd_unit,
 )
+from kymwatch.settings import load_file
 from kymwatch.store import atomic_write
 
 __all__ = [
@@ -111,7 +112,13 @@ class _Plan:
 
 
 def _plan_systemd(
-    store: Path, executable: Executable, folder: Path, *, user: bool, run_as: str | None
+    store: Path,
+    executable: Executable,
+    folder: Path,
+    *,
+    user: bool,
+    run_as: str | None,
+    config: Path | None,
 ) -> _Plan:
     name = systemd_unit_name(store)
     ctl = _systemctl(user)
@@ -125,7 +132,9 @@ def _plan_systemd(
     return _Plan(
         name=name,
         target=folder / name,
-        data=render_systemd_unit(store, executable, user=user, run_as=run_as).encode("utf-8"),
+        data=render_systemd_unit(store, executable, user=user, run_as=run_as, config=config).encode(
+            "utf-8"
+        ),
         next_command=f"{ctl} daemon-reload && {ctl} enable --now {name}",
         notes=tuple(notes),
         replaced_note=f"It replaced an older unit; if the service runs, restart it: "
@@ -141,12 +150,13 @@ def _plan_launchd(
     user: bool,
     run_as: str | None,
     log_file: Path,
+    config: Path | None,
 ) -> _Plan:
     name = launchd_label(store)
     target = folder / f"{name}.plist"
     domain = _launchd_domain(user)
     data = render_launchd_plist(
-        store, executable, label=name, user=user, log_path=log_file, run_as=run_as
+        store, executable, label=name, user=user, log_path=log_file, run_as=run_as, config=config
     )
     return _Plan(
         name=name,
@@ -172,6 +182,7 @@ def install(
     unit_dir: Path | None = None,
     log_dir: Path | None = None,
     run_as: str | None = None,
+    config: Path | None = None,
 ) -> InstallResult:
     """Write the service file of a dataset (or only render it, with ``dry_run``).
 
@@ -186,6 +197,8 @@ def install(
             :func:`~kymwatch.service.render.launchd_log_path`).
         run_as: The account of a system service (default: the dataset's owner,
             root if it is owned by root). Ignored for user services.
+        config: A configuration file the service passes to ``kymwatch run`` with
+            ``--config`` (checked here; made absolute).
 
     Returns:
         What was (or would be) written where, and the command to run next.
@@ -202,15 +215,20 @@ def install(
     manager = detect_manager() if manager is None else manager
     executable = default_executable() if executable is None else executable
     check_executable(executable)
+    if config is not None:
+        config = config.absolute()
+        load_file(config)  # a bad file fails here, not at every service start
     folder = default_unit_dir(manager, user=user) if unit_dir is None else unit_dir
     account = None if user else (run_as if run_as is not None else store_owner(path))
     if account == "root":
         account = None
     if manager == "systemd":
-        plan = _plan_systemd(path, executable, folder, user=user, run_as=account)
+        plan = _plan_systemd(path, executable, folder, user=user, run_as=account, config=config)
     else:
         log_file = launchd_log_path(path, user=user, log_dir=log_dir)
-        plan = _plan_launchd(path, executable, folder, user=user, run_as=account, log_file=log_file)
+        plan = _plan_launchd(
+            path, executable, folder, user=user, run_as=account, log_file=log_file, config=config
+        )
     notes = list(plan.notes)
     previous = plan.target.read_bytes() if plan.target.is_file() else None
     changed = previous != plan.data

@@ -95,14 +95,22 @@ def _word(text: str, *, expand_env: bool) -> str:
     return escaped if _PLAIN_WORD.match(text) else f'"{escaped}"'
 
 
+def _config_args(config: Path | None) -> list[str]:
+    """``--config FILE`` (absolute) for the service's command line, if a file is given."""
+    if config is None:
+        return []
+    return ["--config", _check(str(config.absolute()), "configuration file path")]
+
+
 def render_systemd_unit(
     store: Path,
     executable: Executable,
     *,
     user: bool,
     run_as: str | None = None,
+    config: Path | None = None,
 ) -> str:
-    """The systemd service unit that runs ``kymwatch run STORE``.
+    """The systemd service unit that runs ``kymwatch run STORE [--config FILE]``.
 
     Args:
         store: The dataset folder (made absolute; it need not exist here).
@@ -110,6 +118,7 @@ def render_systemd_unit(
         user: Render the user-manager variant (``systemctl --user``): no
             ``User=``, no file-system sandboxing, ``WantedBy=default.target``.
         run_as: ``User=`` of a system unit (None: root). Ignored when ``user``.
+        config: A configuration file the service passes with ``--config``.
 
     Returns:
         The unit file text.
@@ -120,7 +129,8 @@ def render_systemd_unit(
     store_path = canonical_store(store)
     store_text = _check(str(store_path), "dataset path")
     argv = [_check(arg, "program argument") for arg in command_argv(executable)]
-    exec_start = " ".join(_word(arg, expand_env=True) for arg in [*argv, "run", store_text])
+    run = [*argv, "run", store_text, *_config_args(config)]
+    exec_start = " ".join(_word(arg, expand_env=True) for arg in run)
     run_as_lines = ""
     if not user and run_as is not None:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?", run_as):
@@ -163,6 +173,7 @@ def render_launchd_plist(
     user: bool = True,
     log_path: Path | None = None,
     run_as: str | None = None,
+    config: Path | None = None,
 ) -> bytes:
     """The launchd property list that keeps ``kymwatch run STORE`` running.
 
@@ -178,6 +189,7 @@ def render_launchd_plist(
             the default log folder.
         log_path: The stdout/stderr file (default: :func:`launchd_log_path`).
         run_as: ``UserName`` of a system daemon (None: root). Ignored when ``user``.
+        config: A configuration file the job passes with ``--config``.
 
     Returns:
         The XML property list.
@@ -192,7 +204,7 @@ def render_launchd_plist(
     log_text = _check(str(log_file), "log path")
     job: dict[str, Any] = plistlib.loads(_template_bytes(_PLIST_TEMPLATE))
     job["Label"] = label if label is not None else launchd_label(store_path)
-    job["ProgramArguments"] = [*argv, "run", store_text]
+    job["ProgramArguments"] = [*argv, "run", store_text, *_config_args(config)]
     job["WorkingDirectory"] = store_text
     job["StandardOutPath"] = log_text
     job["StandardErrorPath"] = log_text
