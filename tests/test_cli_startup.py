@@ -19,7 +19,7 @@ from kymwatch.index.staleness import dataset_staleness
 from kymwatch.staleview import stale_summary
 
 DATA = Path(__file__).parent / "data" / "staleness"
-HEAVY = ("pandas", "pyarrow", "zarr", "numpy", "watchdog")
+HEAVY = ("pandas", "pyarrow", "zarr", "numpy", "watchdog", "prometheus_client", "tqdm")
 
 # Runs one CLI command in a fresh interpreter, then prints which heavy modules it loaded.
 _PROBE = """

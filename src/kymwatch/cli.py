@@ -9,13 +9,18 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
+from kymwatch.daemon.progress import describe as describe_progress
 from kymwatch.daemon.status import StatusView, read_status
 from kymwatch.errors import KymwatchError
-from kymwatch.settings import add_options, resolve
+from kymwatch.progressbar import bars_wanted
+from kymwatch.settings import Settings, add_options, resolve
+
+if TYPE_CHECKING:
+    from kymwatch.daemon.metrics import Metrics
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
 
@@ -98,14 +103,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         indexers=opts["indexers"],
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
-    daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
+    metrics = _metrics(opts)
+    progress = None
+    if bars_wanted(opts["progress"]):
+        from kymwatch.progressbar import TerminalBar
+
+        progress = TerminalBar()
+    daemon = Daemon(  # checks the store first
+        config,
+        on_hangup=reopen_log_files,
+        metrics=metrics.for_store(root) if metrics else None,
+        progress=progress,
+    )
     skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
     console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(
         level=opts["log_level"], log_file=log_file, console=console, stream=sys.stdout
     )
-    daemon.run()
+    try:
+        # (with a daemon on the store, run() refuses with its pid: no port is bound)
+        if metrics is not None and opts["metrics_port"] is not None and not daemon_running(root):
+            metrics.serve(opts["metrics_port"], opts["metrics_address"])
+        daemon.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return EXIT_OK
+
+
+def _metrics(opts: Settings) -> Metrics | None:
+    """The process's Prometheus metrics, if an endpoint or a textfile is asked for
+    (``prometheus_client`` is imported only then)."""
+    if opts["metrics_port"] is None and opts["metrics_textfile"] is None:
+        return None
+    from kymwatch.daemon.metrics import Metrics
+
+    metrics = Metrics()
+    if opts["metrics_textfile"] is not None:
+        metrics.textfile(Path(opts["metrics_textfile"]))
+    return metrics
 
 
 def _log_file(value: str | bool | None, root: Path) -> Path | None:
@@ -183,6 +219,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         why = f" ({d['indexers_reason']})" if d.get("indexers_reason") else ""
         print(f"  indexers {', '.join(d['indexers'])}{why}")
     print(f"  queue depth {d.get('queue_depth')}, last table update {d.get('last_update_utc')}")
+    if isinstance(d.get("progress"), dict):
+        print(f"  {describe_progress(d['progress'])}")
     print(
         "  records indexed {records_indexed}, rows written {rows_written}, batches {batches}, "
         "reconciles {reconciles}".format(
@@ -318,8 +356,16 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
     # The table lock is taken only to publish each table (a daemon keeps indexing while
     # the records are read); records that change meanwhile are read again under it.
+    bars = bars_wanted(not args.no_progress)
     for ix in kd.indexers:
-        report = kd.rebuild_report(ix, recheck=True)
+        if bars:
+            from kymwatch.progressbar import rebuild_bar
+
+            step, bar = rebuild_bar(ix.table_name)
+            with bar:
+                report = kd.rebuild_report(ix, recheck=True, progress=step)
+        else:
+            report = kd.rebuild_report(ix, recheck=True)
         print(
             f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
             f" ({report.duration_ms:.0f} ms)"
@@ -427,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
     )
     rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    rb.add_argument(
+        "--no-progress", action="store_true", help="no progress bar, even on a terminal"
+    )
     rb.set_defaults(func=cmd_rebuild)
 
     dm = sub.add_parser("demo", help="live demo on a store made in a temporary folder")

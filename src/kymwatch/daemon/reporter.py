@@ -12,17 +12,21 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from kymwatch.daemon.changes import Batch
 from kymwatch.daemon.debouncer import DUE_BY
+from kymwatch.daemon.progress import Progress, ProgressSink
 from kymwatch.daemon.sdnotify import Notifier
 from kymwatch.daemon.status import DaemonState, DaemonStatus
 from kymwatch.daemon.worker import BatchResult
 from kymwatch.index import OutcomeStatus, RecordOutcome
 from kymwatch.store import utc_now_iso
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
+    from kymwatch.daemon.metrics import StoreMetrics
 
 __all__ = ["RECENT_WRITE_S", "Reporter"]
 
@@ -32,6 +36,7 @@ RECENT_WRITE_S = 5.0
 """An unreadable file modified less than this long ago is probably still being written."""
 
 _NOT_CURRENT = {OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID}
+_PROGRESS_PUBLISH_S = 1.0  # the status file shows progress at least this often
 
 
 class Reporter:
@@ -41,7 +46,9 @@ class Reporter:
         root: The store folder (the status file goes to ``index/status.json``).
         status: The live status it maintains.
         notifier: systemd notifications (a no-op outside systemd).
-        clock: Monotonic clock, for batch lag.
+        clock: Monotonic clock, for batch lag and progress.
+        metrics: Prometheus metrics of this store (None: not exported).
+        bar: Where progress is drawn (a terminal bar; None: only the status file).
     """
 
     def __init__(
@@ -50,11 +57,17 @@ class Reporter:
         status: DaemonStatus,
         notifier: Notifier,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        metrics: StoreMetrics | None = None,
+        bar: ProgressSink | None = None,
     ) -> None:
         self.root, self.status, self.notifier, self.clock = root, status, notifier, clock
+        self.metrics, self.bar = metrics, bar
         self.watch_count: Callable[[], int] = lambda: status.watches
         self.queue_depth: Callable[[], int] = lambda: status.queue_depth
         self._reported_skips: set[str] = set()
+        self._progress: Progress | None = None
+        self._progress_published = 0.0
 
     # -- state and liveness ---------------------------------------------------------------
     @property
@@ -72,8 +85,53 @@ class Reporter:
         """Write the status file and send a systemd ``STATUS=`` line (the heartbeat)."""
         self.status.queue_depth = self.queue_depth()
         self.status.watches = self.watch_count()
+        p = self._progress
+        self.status.progress = None if p is None else p.to_json()
         self.status.write(self.root)
         self.notifier.status(self.status_line())
+        self._feed_gauges()
+
+    def _feed_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        p = self._progress
+        self.metrics.publish(
+            state=self.status.state.value,
+            queue_depth=self.status.queue_depth,
+            pending=self.status.queue_depth + (p.total - p.done if p else 0),
+            watches=self.status.watches,
+            problems=self.status.problem_counts(),
+        )
+
+    # -- progress of long work ------------------------------------------------------------
+    def progress_start(self, what: str, total: int) -> None:
+        """Long work begins: ``total`` records to do (shown in status and on the bar)."""
+        now = self.clock()
+        self._progress = Progress(what, 0, total, now, now)
+        self._progress_published = now
+        self.publish()
+
+    def progress_step(self, done: int) -> None:
+        """``done`` records of the work in hand are done (called after each chunk)."""
+        p = self._progress
+        if p is None:
+            return
+        now = self.clock()
+        self._progress = Progress(p.what, done, p.total, p.started, now)
+        if self.bar is not None:
+            self.bar.update(self._progress)
+        if now - self._progress_published >= _PROGRESS_PUBLISH_S:
+            self._progress_published = now
+            self.publish()
+
+    def progress_end(self) -> None:
+        """The long work ended (done, or interrupted by a stop)."""
+        if self._progress is None:
+            return
+        self._progress = None
+        if self.bar is not None:
+            self.bar.close()
+        self.publish()
 
     def watchdog(self) -> None:
         """Tell systemd the loop is alive (``WATCHDOG=1``)."""
@@ -91,7 +149,9 @@ class Reporter:
         """Publish the final status and log ``daemon_stopped``."""
         self.status.state = DaemonState.STOPPED
         self.status.queue_depth = pending
+        self.status.progress = None
         self.status.write(self.root)
+        self._feed_gauges()
         log.info("daemon_stopped", pending=pending, **self.status.counters)
 
     def status_line(self) -> str:
@@ -109,6 +169,22 @@ class Reporter:
         """An event source reported lost events (a rescan follows)."""
         self.status.counters["lost_event_signals"] += 1
         self.status.error("events_lost", reason=reason)
+        if self.metrics is not None:
+            self.metrics.events_lost(reason)
+
+    def reconciled(self, reason: str, *, records: int, changed: int, duration_s: float) -> None:
+        """A reconcile scan (and the indexing it caused) finished: log ``reconcile_done``
+        (at debug for a periodic one that found nothing) and observe its duration."""
+        level = log.info if changed or reason != "periodic" else log.debug
+        level(
+            "reconcile_done",
+            reason=reason,
+            records=records,
+            changed=changed,
+            duration_ms=round(duration_s * 1000, 2),
+        )
+        if self.metrics is not None:
+            self.metrics.reconciled(reason, duration_s)
 
     def error(self, event: str, **fields: Any) -> None:
         """Remember a recent problem of the daemon itself (shown by ``kymwatch status``)."""
@@ -119,6 +195,8 @@ class Reporter:
         log.error("batch_failed", records=records, error=str(error), exc_info=error)
         self.status.counters["batch_failures"] += 1
         self.status.error("batch_failed", error=str(error), records=records)
+        if self.metrics is not None:
+            self.metrics.batch_failed()
 
     def batch_done(self, batch: Batch, result: BatchResult, source: str, queue_depth: int) -> None:
         """Count a batch, update the current problems and log ``batch_indexed``."""
@@ -135,6 +213,16 @@ class Reporter:
         if result.tables:
             self.status.last_update_utc = utc_now_iso()
         self.status.queue_depth = queue_depth
+        lag_s = self.clock() - batch.first_seen
+        if self.metrics is not None:
+            self.metrics.batch(
+                source,
+                records=result.records,
+                rows=result.rows_written,
+                outcomes=result.outcomes,
+                lag_s=lag_s,
+                published=bool(result.tables),
+            )
         why: dict[str, Any] = {}
         if batch.due_by:  # a batch of the debouncer: which signal made its records due
             why["due_by"] = {k: batch.due_by.count(k) for k in DUE_BY}
@@ -145,7 +233,7 @@ class Reporter:
             rows=result.rows_written,
             tables=result.tables,
             duration_ms=result.duration_ms,
-            lag_ms=round((self.clock() - batch.first_seen) * 1000, 1),
+            lag_ms=round(lag_s * 1000, 1),
             queue_depth=queue_depth,
             retries=result.retries,
             **why,

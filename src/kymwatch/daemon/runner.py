@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -34,6 +35,7 @@ from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.instance import DaemonLock
 from kymwatch.daemon.intake import Intake
+from kymwatch.daemon.progress import ProgressSink
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
@@ -50,6 +52,9 @@ from kymwatch.errors import UnsafeStoreError
 from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer
 from kymwatch.store import IMAGES_DIR, INDEX_DIR, TABLES_DIR, remove_stale_temporaries, scan_dataset
 
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
+    from kymwatch.daemon.metrics import StoreMetrics
+
 __all__ = ["Daemon", "SourceFactory"]
 
 log = structlog.get_logger(__name__)
@@ -61,6 +66,7 @@ _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
 _TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
+_PROGRESS_AFTER = 100  # reconcile work of at least this many records shows progress
 
 
 class Daemon:
@@ -78,6 +84,9 @@ class Daemon:
             the store holds).
         on_hangup: Called on the loop thread after SIGHUP (the CLI reopens its log
             files there); the daemon stays up.
+        metrics: Prometheus metrics of this store, fed by the reporter (None: none).
+        progress: Where the progress of long work is drawn (a terminal bar); the
+            status file shows it in any case.
     """
 
     def __init__(
@@ -89,6 +98,8 @@ class Daemon:
         notifier: Notifier | None = None,
         indexers: list[DatasetIndexer] | None = None,
         on_hangup: Callable[[], None] | None = None,
+        metrics: StoreMetrics | None = None,
+        progress: ProgressSink | None = None,
     ) -> None:
         self.config = config
         self.root = Path(config.store).resolve()
@@ -104,7 +115,9 @@ class Daemon:
         indexers, reason = initial_indexers(self.root, config.indexers, indexers)
         self.kd = KymDataset(self.root, "a", indexers=indexers)
         self.status = DaemonStatus(store=str(self.root))
-        self.reporter = Reporter(self.root, self.status, self.notifier, clock)
+        self.reporter = Reporter(
+            self.root, self.status, self.notifier, clock, metrics=metrics, bar=progress
+        )
         self.reporter.queue_depth = lambda: len(self.debouncer)
         self.reporter.watch_count = lambda: self.source.watch_count
         self.debouncer = Debouncer(config.quiet_s, config.max_delay_s, config.settle_s)
@@ -314,20 +327,21 @@ class Daemon:
         )
         self.state.suspects = set()
         self.status.counters["reconciles"] += 1
-        ok = self._index(changes, first_seen, source=reason, final=pending is not None)
+        what = "first index" if not self.state.records else f"reconcile ({reason})"
+        ok = self._index(
+            changes, first_seen, source=reason, final=pending is not None, progress=what
+        )
         self.worker.reconcile_manifest()
         if reason in ("startup", "periodic"):  # (the changes of others are marked per batch)
             self.stale.mark_all()
         if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
             self.reporter.set_state(DaemonState.WATCHING)
         self.reporter.folders_skipped(skipped)
-        level = log.info if changes or reason != "periodic" else log.debug
-        level(
-            "reconcile_done",
-            reason=reason,
+        self.reporter.reconciled(
+            reason,
             records=len(disk),
             changed=len(changes),
-            duration_ms=round((time.perf_counter() - start) * 1000, 2),
+            duration_s=time.perf_counter() - start,
         )
         return ok
 
@@ -357,11 +371,14 @@ class Daemon:
         source: str,
         final: bool = False,
         due_by: Sequence[str] = (),
+        progress: str | None = None,
     ) -> bool:
         """Index ``changes`` in chunks, with the loop's duties between chunks.
 
         ``due_by`` (from the debouncer: why each change became due, in their order) is
-        reported on each chunk's ``batch_indexed`` line.
+        reported on each chunk's ``batch_indexed`` line. Work of at least
+        ``_PROGRESS_AFTER`` records named by ``progress`` (a first index, a reconcile)
+        reports its progress after each chunk (status file, metrics, terminal bar).
 
         A stop request ends the work after the chunk in hand; the rest goes back to
         the debouncer, whose content is journaled at shutdown and re-indexed at the
@@ -369,6 +386,24 @@ class Daemon:
         """
         if not changes:
             return True
+        track = progress is not None and len(changes) >= _PROGRESS_AFTER
+        if track:
+            self.reporter.progress_start(str(progress), len(changes))
+        try:
+            return self._index_chunks(changes, first_seen, source, final, due_by, track)
+        finally:
+            if track:
+                self.reporter.progress_end()
+
+    def _index_chunks(
+        self,
+        changes: Sequence[RecordChange],
+        first_seen: float,
+        source: str,
+        final: bool,
+        due_by: Sequence[str],
+        track: bool,
+    ) -> bool:
         ok, i = True, 0
         while True:
             size = planner.chunk_size(
@@ -384,6 +419,8 @@ class Daemon:
             why = tuple(due_by[i : i + len(chunk)])
             ok &= self._index_chunk(Batch(chunk, first_seen, why), source=source, final=final)
             i += len(chunk)
+            if track:
+                self.reporter.progress_step(i)
             if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
                 memory.trim()
             self._housekeeping()

@@ -78,6 +78,7 @@ class DaemonStatus:
     indexers: list[str] = field(default_factory=list)
     indexers_reason: str = ""
     stale_records: dict[str, int] | None = None
+    progress: dict[str, Any] | None = None
     _write_failing: bool = field(default=False, repr=False)
 
     def set_watch(self, decision: WatchDecision) -> None:
@@ -117,6 +118,7 @@ class DaemonStatus:
             "problems": listed,
             "last_errors": list(self.last_errors),
             "stale_records": self.stale_records,
+            "progress": self.progress,
         }
 
     def write(self, root: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -241,6 +241,7 @@ class KymDataset:
         *,
         log_outcomes: bool = True,
         recheck: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> UpdateReport:
         """Build the table from scratch from ``image_ids`` (default: every record).
 
@@ -249,11 +250,14 @@ class KymDataset:
         reason) and then replaced. With ``recheck`` (a rebuild of every record while a
         daemon may publish), the table lock is held only to publish: records that
         changed or appeared while they were read outside the lock are read again under it.
+        ``progress(done, total)`` is called after each chunk of records read.
         """
         ix = self.indexer(ref)
         ids = self.store.list_image_ids() if image_ids is None else list(dict.fromkeys(image_ids))
         recheck = recheck and image_ids is None
-        return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes, recheck=recheck)
+        return self._apply(
+            ix, ids, replace_all=True, log_outcomes=log_outcomes, recheck=recheck, progress=progress
+        )
 
     def update_images(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
@@ -292,12 +296,19 @@ class KymDataset:
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
             return SortedTable.of(empty_arrow(ix.columns), (), (0,))
 
-    def _extract(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
+    def _extract(
+        self,
+        ix: DatasetIndexer,
+        ids: Sequence[str],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Extracted]:
         """Each record's outcome and rows, converted in chunks of records (a rebuild of a
         large store never holds more than one chunk's raw rows)."""
         out: list[Extracted] = []
         for start in range(0, len(ids), _CHUNK):
             out.extend(extract_batch(ix, self.store, ids[start : start + _CHUNK]))
+            if progress is not None:
+                progress(len(out), len(ids))
         return out
 
     def _apply(
@@ -308,11 +319,12 @@ class KymDataset:
         replace_all: bool,
         log_outcomes: bool,
         recheck: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> UpdateReport:
         self.store.check_writable()
         start = time.perf_counter()
         seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        results = self._extract(ix, ids)
+        results = self._extract(ix, ids, progress)
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
