@@ -79,6 +79,7 @@ class Option:
         help: One line for ``--help`` and the docs.
         flags: Its command-line flags (several flags of one option exclude each other).
         path: The value is a path: relative paths in a file are taken from its folder.
+        unset: What a None value means, for ``config show``.
     """
 
     key: str
@@ -88,6 +89,7 @@ class Option:
     help: str
     flags: tuple[Flag, ...]
     path: bool = False
+    unset: str = "(not set)"
 
 
 def _number(*, maximum: float, zero: bool = False, integer: bool = False) -> Parse:
@@ -107,10 +109,15 @@ def _number(*, maximum: float, zero: bool = False, integer: bool = False) -> Par
         if number < 0 or (number == 0 and not zero):
             raise ValueError(f"must be {'zero or positive' if zero else 'positive'}: {value!r}")
         if number > maximum:
-            raise ValueError(f"must be at most {maximum:g}: {value!r}")
+            raise ValueError(f"must be at most {_plain(maximum)}: {value!r}")
         return number
 
     return parse
+
+
+def _plain(number: float) -> str:
+    """``86400000`` rather than ``8.64e+07``."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def _boolean(value: Any) -> bool:
@@ -149,7 +156,7 @@ def _names(value: Any) -> tuple[str, ...]:
 
 
 _LEVELS = ("debug", "info", "warning", "error")
-_MS_DAY = f"at most {_DAY * 1000:g}"
+_MS_DAY = f"at most {_plain(_DAY * 1000)}"
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -158,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
         _number(maximum=_DAY * 1000),
         f"milliseconds > 0, {_MS_DAY}",
         "index a record after this long without changes",
-        (Flag("--quiet-ms"),),
+        (Flag("--quiet-ms", metavar="MS"),),
     ),
     Option(
         "settle_ms",
@@ -167,7 +174,7 @@ OPTIONS: tuple[Option, ...] = (
         f"milliseconds >= 0, {_MS_DAY}",
         "... or this long, when its writer said it is done: renamed into place or "
         "closed after writing (inotify only)",
-        (Flag("--settle-ms"),),
+        (Flag("--settle-ms", metavar="MS"),),
     ),
     Option(
         "max_delay_ms",
@@ -175,7 +182,7 @@ OPTIONS: tuple[Option, ...] = (
         _number(maximum=_DAY * 1000),
         f"milliseconds >= quiet_ms, {_MS_DAY}",
         "... but at the latest this long after its first change",
-        (Flag("--max-delay-ms"),),
+        (Flag("--max-delay-ms", metavar="MS"),),
     ),
     Option(
         "watch",
@@ -229,6 +236,7 @@ OPTIONS: tuple[Option, ...] = (
         'a list of indexer names, e.g. ["kym_radon"], or "a,b"',
         "run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
         (Flag("--indexers", metavar="A,B"),),
+        unset="(chosen from what the store holds)",
     ),
     Option(
         "log_file",
@@ -241,13 +249,14 @@ OPTIONS: tuple[Option, ...] = (
             Flag("--no-log-file", False, help="log to the console only"),
         ),
         path=True,
+        unset="(STORE/index/kymwatch.log)",
     ),
     Option(
         "log_level",
         "info",
         _choice(*_LEVELS),
         ", ".join(f'"{v}"' for v in _LEVELS),
-        "the lowest level logged (debug shows every file event)",
+        "the lowest level logged: debug (every file event), info, warning or error",
         (Flag("--log-level", metavar="LEVEL"),),
     ),
     Option(
@@ -265,6 +274,7 @@ OPTIONS: tuple[Option, ...] = (
         "a port number 0-65535 (0: any free port, logged as metrics_serving)",
         "serve Prometheus metrics over HTTP on this port (default: off)",
         (Flag("--metrics-port", metavar="N"),),
+        unset="(off)",
     ),
     Option(
         "metrics_address",
@@ -282,6 +292,7 @@ OPTIONS: tuple[Option, ...] = (
         "write the metrics to this file for node-exporter's textfile collector",
         (Flag("--metrics-textfile", metavar="PATH"),),
         path=True,
+        unset="(off)",
     ),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -330,12 +341,12 @@ class Settings:
 
     def lines(self) -> list[str]:
         """The settings as ``kymwatch config show`` prints them, one per line."""
-        width = max(len(k) for k in self.items)
-        out = []
-        for k, s in self.items.items():
-            shown = "(not set)" if s.value is None else _toml_value(s.value)
-            out.append(f"  {k:<{width}}  {shown:<24}  {s.source}")
-        return out
+        shown = {
+            k: _BY_KEY[k].unset if s.value is None else _toml_value(s.value)
+            for k, s in self.items.items()
+        }
+        width, wide = max(map(len, shown)), max(map(len, shown.values()))
+        return [f"  {k:<{width}}  {v:<{wide}}  {self.items[k].source}" for k, v in shown.items()]
 
 
 def _toml_value(value: Any) -> str:
@@ -359,6 +370,12 @@ def _arg_type(option: Option) -> Callable[[str], Any]:
     return convert
 
 
+def _help_default(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return ""
+    return f" (default {_plain(value) if isinstance(value, float) else value})"
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Register ``--config`` and every option's flags on ``parser``.
 
@@ -373,7 +390,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:
         where: Any = parser.add_mutually_exclusive_group() if len(option.flags) > 1 else parser
         for flag in option.flags:
-            default = "" if option.default is None else f" (default {_toml_value(option.default)})"
+            default = _help_default(option.default)
             text = (flag.help or option.help) + (default if flag.const is None else "")
             kw: dict[str, Any] = {"dest": option.key, "default": argparse.SUPPRESS, "help": text}
             if flag.const is None:
