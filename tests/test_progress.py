@@ -3,15 +3,23 @@ chunk by chunk, and ``rebuild_report`` calls its callback per chunk of records."
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import termios
 from pathlib import Path
 
 import pytest
 
-from harness import kymwatch
+from harness import KYMWATCH, WAIT_S, kymwatch
 from helpers_loop import kym_events, running
 from helpers_store import make_v2_store, write_parquet_artifact
 from kymwatch.daemon import Daemon, DaemonConfig
+from kymwatch.daemon.instance import DaemonLock
 from kymwatch.daemon.progress import Progress
 from kymwatch.index import KymDataset, make_indexers, select_indexers
 
@@ -85,3 +93,60 @@ def test_rebuild_off_a_terminal_prints_no_bar(tmp_path: Path) -> None:
     proc = kymwatch("rebuild", store, check=True)
     assert "velocity_events: 18 rows from 6 records" in proc.stdout
     assert "rec/s" not in proc.stderr and "%|" not in proc.stderr
+
+
+def test_status_shows_the_progress_of_a_working_daemon(tmp_path: Path) -> None:
+    """``kymwatch status`` prints done / total and the ETA from the status file's progress."""
+    store = make_v2_store(tmp_path / "s.zarr")
+    doc = {
+        "pid": 4242,
+        "state": "reconciling",
+        "heartbeat_utc": dt.datetime.now(dt.UTC).isoformat(),
+        "heartbeat_s": 5.0,
+        "progress": {"what": "first index", "done": 4200, "total": 10000, "eta_s": 6.2},
+    }
+    (store / "index").mkdir(exist_ok=True)
+    (store / "index" / "status.json").write_text(json.dumps(doc))
+    lock = DaemonLock(store)
+    lock.acquire()
+    try:
+        proc = kymwatch("status", store, check=True)
+    finally:
+        lock.release()
+    assert "  first index 4,200 / 10,000, ETA 6 s" in proc.stdout.splitlines()
+
+
+def _rebuild_on_a_terminal(store: Path, *args: str) -> str:
+    """``kymwatch rebuild`` with stderr on a pseudo-terminal; what it drew there."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID")}
+    try:
+        proc = subprocess.Popen(
+            [*KYMWATCH, "rebuild", str(store), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            env=env,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=WAIT_S) == 0
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_rebuild_on_a_terminal_draws_a_bar_per_table(tmp_path: Path) -> None:
+    """On a terminal, rebuild draws a bar that ends at every record; --no-progress none."""
+    store = _bulk(tmp_path / "s.zarr", 5)
+    drawn = _rebuild_on_a_terminal(store)
+    assert "velocity_events" in drawn and "6/6" in drawn, drawn
+    assert "6/6" not in _rebuild_on_a_terminal(store, "--no-progress")
