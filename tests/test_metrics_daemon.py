@@ -96,6 +96,11 @@ def test_scrape_shows_the_counters_move_after_a_write(store: Path, tmp_path: Pat
         assert ("kymwatch_watches", frozenset()) in after
         assert ("kymwatch_records_pending", frozenset()) in after
         wait_until(prom.is_file, what="the textfile")
+        assert d.proc is not None
+        other = prom.with_name("second.prom")
+        second = kymwatch("run", store, "--metrics-port", str(port), "--metrics-textfile", other)
+        assert second.returncode != 0 and f"pid {d.proc.pid}" in second.stderr, second
+        assert not other.exists()  # a refused daemon writes no textfile (nor overwrites one)
     textfile = _samples(prom.read_text())  # the final write at stop
     assert _one(textfile, "kymwatch_state", state="stopped") == 1
     assert _one(textfile, "kymwatch_records_indexed_total") == _one(

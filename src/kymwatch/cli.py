@@ -103,7 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         indexers=opts["indexers"],
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
-    metrics = _metrics(opts)
+    # With a daemon on the store, run() refuses with its pid: no port is bound and its
+    # textfile is not overwritten.
+    metrics = None if daemon_running(root) else _metrics(opts)
     progress = None
     if bars_wanted(opts["progress"]):
         from kymwatch.progressbar import TerminalBar
@@ -121,8 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=opts["log_level"], log_file=log_file, console=console, stream=sys.stdout
     )
     try:
-        # (with a daemon on the store, run() refuses with its pid: no port is bound)
-        if metrics is not None and opts["metrics_port"] is not None and not daemon_running(root):
+        if metrics is not None and opts["metrics_port"] is not None:
             metrics.serve(opts["metrics_port"], opts["metrics_address"])
         daemon.run()
     finally:
