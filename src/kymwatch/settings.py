@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,6 +421,8 @@ def load_file(path: Path) -> dict[str, Any]:
         ConfigError: It cannot be read, is not TOML, has an unknown key or a bad value;
             the message names the file, the key and what is allowed.
     """
+    import tomllib  # here: the quick commands, which build the same parser, never read TOML
+
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
