@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -229,3 +231,20 @@ def test_terminal_bar_draws_on_its_stream_and_bars_need_a_terminal() -> None:
     assert "first index" in out.getvalue() and "3/3" in out.getvalue()
     assert not bars_wanted(True, io.StringIO())
     assert not bars_wanted(False, io.StringIO())
+
+
+def test_terminal_bar_routes_console_logs_above_itself_while_shown() -> None:
+    """While a bar is shown the console log handler writes through tqdm; after, as before."""
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    saved = list(root.handlers)
+    root.handlers = [console]
+    try:
+        bar = TerminalBar(io.StringIO())
+        bar.update(Progress("first index", 1, 3, 0.0, 1.0))
+        assert console not in root.handlers
+        assert [type(h).__name__ for h in root.handlers] == ["_TqdmLoggingHandler"]
+        bar.close()
+        assert root.handlers == [console]
+    finally:
+        root.handlers = saved

@@ -8,6 +8,7 @@ callback of :meth:`KymDataset.rebuild_report`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -44,17 +45,25 @@ def _tqdm(desc: str, total: int, stream: TextIO | None) -> Any:
 
 class TerminalBar:
     """A :class:`~kymwatch.daemon.progress.ProgressSink` drawing a tqdm bar per piece of
-    work (a new bar when ``what`` changes)."""
+    work (a new bar when ``what`` changes).
+
+    While a bar is shown, console log lines go through ``tqdm.write`` (tqdm's
+    ``logging_redirect_tqdm``), so they print above the bar instead of through it.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
         self._bar: Any = None
         self._what: str | None = None
+        self._redirect = contextlib.ExitStack()
 
     def update(self, progress: Progress) -> None:
         """Move the bar to ``progress.done`` of ``progress.total``."""
         if self._bar is None or self._what != progress.what:
             self.close()
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._redirect.enter_context(logging_redirect_tqdm())
             self._bar = _tqdm(progress.what, progress.total, self._stream)
             self._what = progress.what
         self._bar.total = progress.total
@@ -65,6 +74,7 @@ class TerminalBar:
         if self._bar is not None:
             self._bar.close()
         self._bar, self._what = None, None
+        self._redirect.close()
 
 
 def rebuild_bar(desc: str, stream: TextIO | None = None) -> tuple[Callable[[int, int], None], Any]:
