@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kymwatch.service import add_service_parser, run_service_command
-from kymwatch.service.install import install
+from kymwatch.service import add_service_parser, install, run_service_command
 
 
 @pytest.fixture
