@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
-from kymwatch.daemon.status import StatusView, read_status
+from kymwatch.daemon.status import STATUS_SCHEMA_VERSION, StatusView, read_status
 from kymwatch.errors import KymwatchError
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
@@ -132,6 +132,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     stale_records = _stale_records(root, view)
     if args.json:
         doc: dict[str, object] = {
+            "schema_version": STATUS_SCHEMA_VERSION,
+            "store": str(root),
             "running": view.running,
             "healthy": view.healthy,
             "stale": view.stale,
@@ -219,6 +221,8 @@ def _describe_problem(p: dict[str, object]) -> str:
     problem = str(p.get("problem"))
     if problem == "pending":
         return f"{what}: not indexed yet (changed again, or its indexing was interrupted)"
+    if problem == "stale":
+        return f"{what}: stale analysis ({p.get('reason')}): kymwatch stale STORE explains"
     if problem == "artifact_missing":
         looked = p.get("looked_for")
         files = ", ".join(map(str, looked)) if isinstance(looked, list) else "?"
@@ -306,6 +310,16 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     if (requested is None or args.manifest) and manifest.active():
         done = manifest.rebuild()
         print(f"{INDEX_DIR}/{MANIFEST_FILE}: {done.records} records ({done.duration_ms:.0f} ms)")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from kymwatch.store.create import init_store
+
+    root = init_store(args.store)
+    if not args.quiet:
+        print(f"kymwatch: created an empty kymflow dataset (zarr format 2) at {root}")
+        print(f"  next: kymwatch run {args.store}  (artifacts go in images/<id>/analysis/)")
     return EXIT_OK
 
 
@@ -451,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     rb.set_defaults(func=cmd_rebuild)
+
+    it = sub.add_parser(
+        "init", help="create an empty kymflow dataset (zarr format 2), as kymflow makes one"
+    )
+    it.add_argument("store", help="the new store's folder (must not exist, or be empty)")
+    it.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    it.set_defaults(func=cmd_init)
 
     dm = sub.add_parser("demo", help="live demo on a store made in a temporary folder")
     dm.add_argument("--store", help="make the demo store here instead (must not exist)")
