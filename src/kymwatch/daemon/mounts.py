@@ -1,11 +1,14 @@
-"""Which mount a store is on, and whether inotify can see its writes.
+"""Which mount a store is on, and whether the OS's notifications can see its writes.
 
 inotify reports only the changes made through this kernel's VFS: a write by another
 machine to a share, or through the backing folder of a FUSE mount, produces no event
 on the mount. So the watch mode is decided from the store's mount
-(:func:`find_mount`, from ``/proc/self/mountinfo``) by :func:`decide_watch_mode`, a
-pure function: FUSE (``fuse``, ``fuse.*``, ``fuseblk``) and network or host-shared
-file systems are polled unless the user insists on inotify (``--inotify``).
+(:func:`find_mount`, from ``/proc/self/mountinfo``; on macOS from the ``mount``
+command) by :func:`decide_watch_mode`, a pure function: FUSE (``fuse``, ``fuse.*``,
+``fuseblk``, macFUSE) and network or host-shared file systems are polled unless the
+user insists (``--inotify``); other stores get the platform's own notifications
+(:func:`native_watch_mode`: inotify on Linux, FSEvents on macOS — the same applies to
+FSEvents, which sees only this machine's writes too).
 """
 
 from __future__ import annotations
