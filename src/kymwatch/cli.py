@@ -44,6 +44,7 @@ def _store(path: str) -> Path:
 
 
 _DAY_S = 86_400.0
+_STORE_HELP = "the kymflow dataset folder (the one holding images/)"
 
 
 def _number(
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="watch a store in the foreground and keep its tables right")
-    run.add_argument("store")
+    run.add_argument("store", help=_STORE_HELP)
     run.add_argument(
         "--quiet-ms",
         type=_number(float, maximum=_DAY_S * 1000),
@@ -368,13 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--polling",
         action="store_true",
-        help="poll instead of inotify (automatic on FUSE and network file systems)",
+        help="poll instead of inotify/FSEvents (automatic on FUSE and network file systems)",
     )
     mode.add_argument(
         "--inotify",
         action="store_true",
-        help="use inotify even on a FUSE or network file system (only if every write "
-        "to the store goes through this machine's mount)",
+        help="use inotify (FSEvents on macOS) even on a FUSE or network file system (only "
+        "if every write to the store goes through this machine's mount)",
     )
     run.add_argument(
         "--poll-interval",
@@ -401,24 +402,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
     )
-    run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
+    run.add_argument(
+        "--log-file", metavar="PATH", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})"
+    )
     run.add_argument("--no-log-file", action="store_true", help="log to the console only")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least important events logged; debug shows every file event (default info)",
+    )
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser(
         "status", help="show the daemon's status (exit 0 healthy, 1 unhealthy, 3 not running)"
     )
-    st.add_argument("store")
+    st.add_argument("store", help=_STORE_HELP)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
     lg = sub.add_parser("logs", help="pretty-print the daemon's JSON log")
-    lg.add_argument("store")
+    lg.add_argument("store", help=_STORE_HELP)
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("--level", choices=["debug", "info", "warning", "error"], default="debug")
-    lg.add_argument("--image-id", help="only events about this record")
-    lg.add_argument("--event", help="only this event name")
+    lg.add_argument(
+        "--level",
+        choices=["debug", "info", "warning", "error"],
+        default="debug",
+        help="only events at least this important (default debug: all)",
+    )
+    lg.add_argument("--image-id", metavar="ID", help="only events about this record")
+    lg.add_argument("--event", metavar="NAME", help="only this event name")
     lg.add_argument(
         "-n",
         "--lines",
@@ -427,13 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="last N lines (0 = all)",
     )
     lg.add_argument("--json", action="store_true", help="print the raw JSON lines")
-    lg.add_argument("--log-file", help="read this log file instead of the store's")
+    lg.add_argument("--log-file", metavar="PATH", help="read this log file instead of the store's")
     lg.set_defaults(func=cmd_logs)
 
     sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
-    sy.add_argument("store")
-    sy.add_argument("--timeout", type=_number(float, maximum=7 * _DAY_S), default=60.0, metavar="S")
-    sy.add_argument("-q", "--quiet", action="store_true", help="print nothing when up to date")
+    sy.add_argument("store", help=_STORE_HELP)
+    sy.add_argument(
+        "--timeout",
+        type=_number(float, maximum=7 * _DAY_S),
+        default=60.0,
+        metavar="S",
+        help="give up (exit 1) when the daemon has not answered after S seconds (default 60)",
+    )
+    sy.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing when the tables are up to date"
+    )
     sy.add_argument(
         "--strict",
         action="store_true",
@@ -444,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl = sub.add_parser(
         "stale", help="list records analysed with other params/versions than they have now"
     )
-    sl.add_argument("store")
+    sl.add_argument("store", help=_STORE_HELP)
     sl.add_argument("--json", action="store_true", help="machine-readable output")
     sl.add_argument(
         "--all", action="store_true", help="every record, fresh and never analysed ones too"
@@ -452,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl.set_defaults(func=cmd_stale)
 
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
-    rb.add_argument("store")
+    rb.add_argument("store", help=_STORE_HELP)
     rb.add_argument(
         "--manifest",
         action="store_true",
@@ -463,7 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
     )
-    rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    rb.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="least important events shown while rebuilding (default warning)",
+    )
     rb.set_defaults(func=cmd_rebuild)
 
     it = sub.add_parser(
@@ -474,7 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     it.set_defaults(func=cmd_init)
 
     dm = sub.add_parser("demo", help="live demo on a store made in a temporary folder")
-    dm.add_argument("--store", help="make the demo store here instead (must not exist)")
+    dm.add_argument(
+        "--store", metavar="PATH", help="make the demo store here and keep it (must not exist)"
+    )
     dm.add_argument("--keep", action="store_true", help="keep the demo store afterwards")
     dm.set_defaults(func=cmd_demo)
 

@@ -25,6 +25,7 @@ from kymwatch.service.errors import ServiceNotInstalledError
 from kymwatch.service.locate import (
     Manager,
     check_executable,
+    check_user,
     default_executable,
     default_unit_dir,
     detect_manager,
@@ -196,9 +197,12 @@ def install(
         ExecutableNotFoundError: The program does not exist.
         UnsupportedPlatformError: No manager given and none detected.
         UnsupportedPathError: A path cannot be written into a service file.
+        UnknownUserError: ``run_as`` is no account of this machine.
         OSError: The file cannot be written (e.g. no permission on a system folder).
     """
     path = validate_store(store)
+    if run_as is not None:
+        check_user(run_as)
     manager = detect_manager() if manager is None else manager
     executable = default_executable() if executable is None else executable
     check_executable(executable)
