@@ -128,9 +128,11 @@ def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
 
 
 def _report(result: InstallResult, out: TextIO, err: TextIO) -> None:
+    files = result.files or (result.path,)
     if result.action == "install" and result.dry_run:
         out.write(result.content)
-        err.write(f"Dry run: would write {result.path}\n")
+        for path in files:
+            err.write(f"Dry run: would write {path}\n")
         err.write(f"Then run: {result.next_command}\n")
         for note in result.notes:
             err.write(f"Note: {note}\n")
@@ -139,7 +141,8 @@ def _report(result: InstallResult, out: TextIO, err: TextIO) -> None:
         verb = "Wrote" if result.changed else "Unchanged"
     else:
         verb = "Would remove" if result.dry_run else "Removed"
-    out.write(f"{verb} {result.path}\n")
+    for path in files:
+        out.write(f"{verb} {path}\n")
     out.write(f"Next: {result.next_command}\n")
     for note in result.notes:
         out.write(f"Note: {note}\n")
