@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, maximum=_DAY_S * 1000, zero=True),
         default=20.0,
         help="... or this long, when its writer said it is done: renamed into place or "
-        "closed after writing (inotify only; default 20)",
+        "closed after writing (not when polling; default 20)",
     )
     run.add_argument(
         "--max-delay-ms",
