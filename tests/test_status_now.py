@@ -203,6 +203,10 @@ def test_problems_now_survive_a_restart_and_a_fix_made_while_down_clears_them(
         first = json.loads(kymwatch("status", store, "--json").stdout)
     kinds = first["status"]["problem_counts"]
     assert kinds.get("artifact_invalid") == 1 and kinds.get("artifact_unreadable") == 1, kinds
+    stopped = kymwatch("status", store, "--json")
+    assert stopped.returncode == 3
+    validate(json.loads(stopped.stdout))  # no daemon: the same schema, state "stopped"
+    validate(first)
     with DaemonProcess(store) as daemon:
         daemon.sync()
         again = json.loads(kymwatch("status", store, "--json").stdout)
