@@ -201,6 +201,27 @@ def test_watcher_reports_renames_writes_deletes_and_a_vanished_store(
         watcher.stop()
 
 
+@pytest.mark.integration
+def test_observer_source_reports_paths_under_the_stores_own_name(tmp_path: Path) -> None:
+    """A store reached through a symbolic link (macOS's /tmp is /private/tmp, and FSEvents
+    reports real paths): changes are reported under the path the daemon was given."""
+    real = make_v2_store(tmp_path / "real" / "s.zarr")
+    write_v2_record(real, "e1")
+    (real / "images" / "e1" / "analysis").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    store = tmp_path / "link" / "s.zarr"
+    sink = Collect()
+    watcher = ObserverWatcher(store, sink, InotifyObserver)
+    watcher.start()
+    try:
+        _save_like_kymflow(store / "images" / "e1" / "analysis", "radon_report.json", b"{}")
+        got = sink.until(_named("radon_report.json", ChangeKind.ADDED, Signal.MOVED))
+    finally:
+        watcher.stop()
+    paths = [item.path for item in got if isinstance(item, FileChange)]
+    assert paths and all(p.startswith(str(store) + os.sep) for p in paths), paths
+
+
 # -- the real daemon on the observer source -------------------------------------------------
 @pytest.mark.integration
 def test_daemon_on_the_observer_source_keeps_tables_right_and_answers_sync(

@@ -88,6 +88,10 @@ class ObserverWatcher:
 
     def __init__(self, root: Path, sink: EventSink, observer: Any) -> None:
         self.root, self.sink = root, sink
+        self._root = os.fspath(root)
+        # FSEvents reports real paths (/private/tmp/... for /tmp/...): watch the real
+        # folder and report every path under the store's name the daemon knows.
+        self._real = os.path.realpath(root)
         self._observer_class = observer
         self._observer: Any = None
         self._lock = threading.Lock()
@@ -128,7 +132,7 @@ class ObserverWatcher:
         with self._lock:
             observer.unschedule_all()
             try:
-                observer.schedule(self, root, recursive=True, event_filter=_event_filter())
+                observer.schedule(self, self._real, recursive=True, event_filter=_event_filter())
             except OSError as e:
                 log.error("watch_failed", path=root, error=str(e))
                 self._watching = False
@@ -157,11 +161,19 @@ class ObserverWatcher:
             log.exception("watcher_error", error=str(e))
             self.sink(Rescan("watcher_error"))
 
+    def _local(self, path: str | bytes) -> str:
+        """``path`` under the store's own name (not the real path watched)."""
+        text = os.fsdecode(path)
+        real = self._real
+        if real != self._root and (text == real or text.startswith(real + os.sep)):
+            return self._root + text[len(real) :]
+        return text
+
     def _handle(self, event: Any) -> None:
-        src = os.fsdecode(event.src_path)
+        src = self._local(event.src_path)
         is_dir = bool(event.is_directory)
         if event.event_type == "moved":
-            dest = os.fsdecode(event.dest_path)
+            dest = self._local(event.dest_path)
             self._gone(src, is_dir)
             self.sink(FileChange(dest, ChangeKind.ADDED, is_dir, Signal.MOVED))
             return
