@@ -252,10 +252,14 @@ def test_logs_without_log_file_say_so(store: Path) -> None:
 
 # -- demo --------------------------------------------------------------------------------------
 def test_demo_runs_and_checks_itself() -> None:
-    """``kymwatch demo`` exits 0 and finds both tables equal to a fresh rebuild."""
+    """``kymwatch demo`` exits 0, finds both tables equal to a fresh rebuild, shows
+    ``kymwatch status`` on its live store and says how to keep it and what to try next."""
     proc = kymwatch("demo")
     assert proc.returncode == 0, proc
     assert proc.stdout.count("equal to a fresh rebuild: yes") == 2, proc.stdout
+    assert "$ kymwatch status" in proc.stdout and "problems now:" in proc.stdout
+    assert "To keep it: kymwatch demo --keep" in proc.stdout
+    assert "kymwatch status STORE" in proc.stdout and "kymwatch init NEW.zarr" in proc.stdout
 
 
 # -- inputs at the door (issue 10, parts 11 and 12) ---------------------------------------------

@@ -7,6 +7,7 @@ import io
 import os
 import plistlib
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -28,14 +29,19 @@ from kymwatch.service import (
     install,
     launchd_label,
     render_launchd_plist,
-    render_systemd_unit,
+    render_systemd_dropin,
+    render_systemd_template,
     run_service_command,
     service_slug,
+    systemd_escape_path,
     systemd_unit_name,
     uninstall,
 )
+from kymwatch.service.install import DROPIN
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+SYSTEMD_ESCAPE = shutil.which("systemd-escape")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _make_store(path: Path, marker: str = ".zgroup") -> Path:
@@ -94,7 +100,7 @@ def test_slug_is_stable_readable_and_safe(store: Path) -> None:
     slug = service_slug(store)
     assert re.fullmatch(r"exp1-zarr-[0-9a-f]{8}", slug)
     assert service_slug(store) == slug
-    assert systemd_unit_name(store) == f"kymwatch-{slug}.service"
+    assert systemd_unit_name(store) == f"kymwatch@{systemd_escape_path(store)}.service"
     assert launchd_label(store) == f"org.kymflow.kymwatch.{slug}"
 
 
@@ -121,50 +127,74 @@ def test_slug_of_unusual_names(tmp_path: Path) -> None:
     assert len(long_slug) <= 32 + 1 + 8
 
 
+ODD_PATHS = ["/data/lab/Exp 1-a.zarr", "/tmp/.x/ü", "/a//b/", "/.hidden/x", "/100% $HOME.zarr"]
+
+
+@pytest.mark.parametrize("path", ODD_PATHS)
+def test_instance_is_the_path_escaped_as_systemd_escape_does(path: str) -> None:
+    """The instance of ``kymwatch@.service`` is ``systemd-escape --path STORE`` (checked
+    against the real tool where it is installed) and unescapes to the path."""
+    escaped = systemd_escape_path(path)
+    assert "/" not in escaped and " " not in escaped
+    if SYSTEMD_ESCAPE is None:
+        pytest.skip("systemd-escape is not installed")
+    tool = subprocess.run([SYSTEMD_ESCAPE, "--path", path], capture_output=True, text=True)
+    assert escaped == tool.stdout.strip()
+    back = subprocess.run(
+        [SYSTEMD_ESCAPE, "--unescape", "--path", escaped], capture_output=True, text=True
+    )
+    assert back.stdout.strip() == os.path.normpath(path)
+
+
+def test_a_path_too_long_for_a_unit_name_is_refused(tmp_path: Path) -> None:
+    """A path whose escaped form exceeds systemd's 255-byte unit names raises."""
+    with pytest.raises(UnsupportedPathError, match="too long"):
+        systemd_unit_name(tmp_path / ("ü" * 100))
+
+
 # --- systemd rendering --------------------------------------------------------------
 
 
 def test_system_unit_has_the_required_directives(store: Path, exe: Path) -> None:
     """The system unit is Type=notify with watchdog, restart policy and hardening."""
-    unit = _directives(render_systemd_unit(store, exe, user=False))
+    unit = _directives(render_systemd_template(exe, user=False))
     service = unit["Service"]
     assert service["Type"] == ["notify"]
     assert service["NotifyAccess"] == ["main"]
-    assert service["ExecStart"] == [f"{exe} run {store}"]
+    assert service["ExecStart"] == [f"{exe} run %f $KYMWATCH_OPTIONS"]
     assert service["Restart"] == ["on-failure"]
     assert service["RestartSec"] == ["10s"]
     assert service["WatchdogSec"] == ["30s"]
     assert service["TimeoutStopSec"] == ["30s"]
     assert service["ProtectSystem"] == ["strict"]
-    assert service["ReadWritePaths"] == [str(store)]
+    assert service["ReadWritePaths"] == ["%f"]
     assert service["NoNewPrivileges"] == ["yes"]
     assert service["PrivateTmp"] == ["yes"]
     assert service["StandardOutput"] == ["journal"]
     assert "User" not in service
-    assert unit["Unit"]["RequiresMountsFor"] == [str(store)]
+    assert unit["Unit"]["RequiresMountsFor"] == ["%f"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
-def test_system_unit_runs_as_the_given_account(store: Path, exe: Path) -> None:
-    """run_as becomes User= in a system unit and is ignored in a user unit."""
-    assert _directives(render_systemd_unit(store, exe, user=False, run_as="lab"))["Service"][
-        "User"
-    ] == ["lab"]
+def test_system_unit_runs_as_the_given_account(store: Path) -> None:
+    """run_as becomes User= in the dataset's drop-in of a system unit, not of a user unit."""
+    dropin = _directives(render_systemd_dropin(store, user=False, run_as="lab"))
+    assert dropin["Service"]["User"] == ["lab"]
     assert (
-        "User"
-        not in _directives(render_systemd_unit(store, exe, user=True, run_as="lab"))["Service"]
+        "User" not in _directives(render_systemd_dropin(store, user=True, run_as="lab"))["Service"]
     )
+    assert str(store) in render_systemd_dropin(store, user=False)
     with pytest.raises(UnsupportedPathError):
-        render_systemd_unit(store, exe, user=False, run_as="bad user")
+        render_systemd_dropin(store, user=False, run_as="bad user")
 
 
 def test_user_unit_is_notify_without_namespace_sandboxing(store: Path, exe: Path) -> None:
     """The user unit keeps notify/watchdog/restart but no sandboxing needing user namespaces."""
-    unit = _directives(render_systemd_unit(store, exe, user=True))
+    unit = _directives(render_systemd_template(exe, user=True))
     service = unit["Service"]
     assert service["Type"] == ["notify"]
     assert service["WatchdogSec"] == ["30s"]
-    assert service["ExecStart"] == [f"{exe} run {store}"]
+    assert service["ExecStart"] == [f"{exe} run %f $KYMWATCH_OPTIONS"]
     assert service["NoNewPrivileges"] == ["yes"]
     assert "ProtectSystem" not in service
     assert "PrivateTmp" not in service
@@ -173,33 +203,35 @@ def test_user_unit_is_notify_without_namespace_sandboxing(store: Path, exe: Path
 
 def test_module_form_of_the_program(store: Path) -> None:
     """An argument tuple such as (python, -m, kymwatch) is placed before ``run STORE``."""
-    unit = render_systemd_unit(store, ("/usr/bin/python3", "-m", "kymwatch"), user=False)
+    unit = render_systemd_template(("/usr/bin/python3", "-m", "kymwatch"), user=False)
     assert _directives(unit)["Service"]["ExecStart"] == [
-        f"/usr/bin/python3 -m kymwatch run {store}"
+        "/usr/bin/python3 -m kymwatch run %f $KYMWATCH_OPTIONS"
     ]
 
 
 def test_paths_with_spaces_and_specials_are_quoted_and_escaped(tmp_path: Path) -> None:
-    """Spaces are quoted, ``%`` is doubled everywhere and ``$`` doubled in ExecStart."""
+    """A program path with spaces is quoted, ``%`` and ``$`` doubled; the dataset's path,
+    whatever it holds, reaches the unit only as its escaped instance."""
     store = _make_store(tmp_path / "my data" / "100% $HOME.zarr")
-    exe = _make_executable(tmp_path / "bin dir" / "kymwatch")
-    service = _directives(render_systemd_unit(store, exe, user=False))["Service"]
-    quoted_store = f'"{store}"'.replace("%", "%%")
-    assert service["ExecStart"] == [f'"{exe}" run ' + quoted_store.replace("$", "$$")]
-    assert service["ReadWritePaths"] == [quoted_store]
+    exe = _make_executable(tmp_path / "bin dir %i $X" / "kymwatch")
+    service = _directives(render_systemd_template(exe, user=False))["Service"]
+    quoted = f'"{exe}"'.replace("%", "%%").replace("$", "$$")
+    assert service["ExecStart"] == [f"{quoted} run %f $KYMWATCH_OPTIONS"]
+    name = systemd_unit_name(store)
+    assert "\\x20" in name and "\\x25" in name and "\\x24" in name
 
 
 def test_relative_program_is_rejected(store: Path) -> None:
     """A relative program path raises: systemd refuses a relative ExecStart."""
     with pytest.raises(UnsupportedPathError, match="absolute"):
-        render_systemd_unit(store, ("kymwatch",), user=False)
+        render_systemd_template(("kymwatch",), user=False)
 
 
 def test_paths_with_quotes_or_control_characters_are_rejected(tmp_path: Path, exe: Path) -> None:
     """Quotes, backslashes and control characters cannot be written safely, so they raise."""
-    for name in ['say "hi".zarr', "back\\slash.zarr", "new\nline.zarr"]:
+    for name in ['say "hi"', "back\\slash", "new\nline"]:
         with pytest.raises(UnsupportedPathError):
-            render_systemd_unit(tmp_path / name, exe, user=False)
+            render_systemd_template(tmp_path / name / "kymwatch", user=False)
     with pytest.raises(UnsupportedPathError):
         render_launchd_plist(tmp_path / "new\nline.zarr", exe)
 
@@ -225,7 +257,8 @@ def _verify(unit_file: Path, *, user: bool, tmp_path: Path) -> subprocess.Comple
 def test_rendered_unit_passes_systemd_analyze_verify(
     tmp_path: Path, user: bool, odd_paths: bool
 ) -> None:
-    """``systemd-analyze [--user] verify`` accepts the unit, finding its executable."""
+    """``systemd-analyze [--user] verify`` accepts the store's instance of the template
+    unit with its drop-in, finding its executable."""
     if odd_paths:
         store = _make_store(tmp_path / "lab data" / "run 100%.zarr")
         exe = _make_executable(tmp_path / "my venv %i" / "bin" / "kymwatch")
@@ -234,7 +267,8 @@ def test_rendered_unit_passes_systemd_analyze_verify(
         exe = _make_executable(tmp_path / "venv" / "bin" / "kymwatch")
     unit_dir = tmp_path / "units"
     result = install(store, manager="systemd", user=user, executable=exe, unit_dir=unit_dir)
-    proc = _verify(result.path, user=user, tmp_path=tmp_path)
+    assert result.path == unit_dir / "kymwatch@.service"
+    proc = _verify(unit_dir / result.name, user=user, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     about_ours = [line for line in proc.stderr.splitlines() if result.name in line]
     assert about_ours == []
@@ -244,11 +278,10 @@ def test_rendered_unit_passes_systemd_analyze_verify(
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 def test_verify_catches_a_missing_executable(store: Path, tmp_path: Path) -> None:
     """The verify check is meaningful: a unit whose program is missing fails it."""
-    unit_file = tmp_path / systemd_unit_name(store)
-    unit_file.write_text(
-        render_systemd_unit(store, tmp_path / "missing" / "kymwatch", user=False), encoding="utf-8"
+    (tmp_path / "kymwatch@.service").write_text(
+        render_systemd_template(tmp_path / "missing" / "kymwatch", user=False), encoding="utf-8"
     )
-    proc = _verify(unit_file, user=False, tmp_path=tmp_path)
+    proc = _verify(tmp_path / systemd_unit_name(store), user=False, tmp_path=tmp_path)
     assert proc.returncode != 0
     assert "missing/kymwatch" in proc.stderr
 
@@ -294,17 +327,21 @@ def test_plist_default_log_is_in_the_users_library(store: Path, exe: Path) -> No
 def test_install_user_systemd_writes_unit_and_next_command(
     store: Path, exe: Path, tmp_path: Path
 ) -> None:
-    """install writes the unit (mode 0644) and returns the systemctl --user command."""
+    """install writes the template unit and the dataset's drop-in (mode 0644) and returns
+    the systemctl --user command for the store's instance."""
     unit_dir = tmp_path / "units"
     result = install(store, manager="systemd", user=True, executable=exe, unit_dir=unit_dir)
     name = systemd_unit_name(store)
-    assert result.path == unit_dir / name
+    assert result.path == unit_dir / "kymwatch@.service"
+    assert result.files == (result.path, unit_dir / f"{name}.d" / DROPIN)
     assert result.path.read_text(encoding="utf-8") == result.content
-    assert result.content == render_systemd_unit(store, exe, user=True)
-    assert stat.S_IMODE(result.path.stat().st_mode) & 0o022 == 0
+    assert result.content == render_systemd_template(exe, user=True)
+    assert result.files[1].read_text() == render_systemd_dropin(store, user=True)
+    for f in result.files:
+        assert stat.S_IMODE(f.stat().st_mode) & 0o022 == 0
     assert result.changed and not result.dry_run
     assert result.next_command == (
-        f"systemctl --user daemon-reload && systemctl --user enable --now {name}"
+        f"systemctl --user daemon-reload && systemctl --user enable --now {shlex.quote(name)}"
     )
     assert any("enable-linger" in note for note in result.notes)
 
@@ -313,8 +350,10 @@ def test_install_system_systemd_next_command(store: Path, exe: Path, tmp_path: P
     """A system install's next command is plain systemctl daemon-reload + enable --now."""
     result = install(store, manager="systemd", executable=exe, unit_dir=tmp_path / "u")
     name = systemd_unit_name(store)
-    assert result.next_command == f"systemctl daemon-reload && systemctl enable --now {name}"
-    assert (tmp_path / "u" / name).is_file()
+    assert result.next_command == (
+        f"systemctl daemon-reload && systemctl enable --now {shlex.quote(name)}"
+    )
+    assert (tmp_path / "u" / f"{name}.d" / DROPIN).is_file()
 
 
 def test_install_launchd_writes_plist_and_log_folder(
@@ -367,14 +406,17 @@ def test_reinstall_reports_unchanged_or_replaced(store: Path, exe: Path, tmp_pat
 
 
 def test_uninstall_removes_the_unit(store: Path, exe: Path, tmp_path: Path) -> None:
-    """uninstall deletes the unit file and returns disable --now + daemon-reload."""
+    """uninstall deletes the dataset's drop-in and the template no other dataset uses, and
+    returns disable --now + daemon-reload."""
     unit_dir = tmp_path / "units"
     installed = install(store, manager="systemd", user=True, executable=exe, unit_dir=unit_dir)
     result = uninstall(store, manager="systemd", user=True, unit_dir=unit_dir)
-    assert result.path == installed.path
-    assert not installed.path.exists()
+    assert result.path == installed.files[1]
+    assert result.files == (installed.files[1], installed.path)
+    assert list(unit_dir.iterdir()) == []
     assert result.next_command == (
-        f"systemctl --user disable --now {installed.name} && systemctl --user daemon-reload"
+        f"systemctl --user disable --now {shlex.quote(installed.name)} && "
+        "systemctl --user daemon-reload"
     )
     with pytest.raises(ServiceNotInstalledError):
         uninstall(store, manager="systemd", user=True, unit_dir=unit_dir)
@@ -392,13 +434,30 @@ def test_uninstall_dry_run_keeps_the_file(store: Path, exe: Path, tmp_path: Path
     assert result.next_command == f"launchctl bootout system/{installed.name}"
 
 
+def test_uninstall_keeps_the_template_while_another_dataset_uses_it(
+    store: Path, exe: Path, tmp_path: Path
+) -> None:
+    """Two datasets share kymwatch@.service: removing one keeps it (with a note), removing
+    the other removes it."""
+    unit_dir = tmp_path / "units"
+    other = _make_store(tmp_path / "data" / "exp2.zarr")
+    first = install(store, manager="systemd", executable=exe, unit_dir=unit_dir)
+    second = install(other, manager="systemd", executable=exe, unit_dir=unit_dir)
+    assert not second.changed or second.files[1] != first.files[1]
+    gone = uninstall(store, manager="systemd", unit_dir=unit_dir)
+    assert first.path.is_file() and not first.files[1].exists()
+    assert any("1 other dataset" in note for note in gone.notes)
+    uninstall(other, manager="systemd", unit_dir=unit_dir)
+    assert list(unit_dir.iterdir()) == []
+
+
 def test_uninstall_after_the_store_is_gone(store: Path, exe: Path, tmp_path: Path) -> None:
     """A service can be removed after its dataset was deleted."""
     unit_dir = tmp_path / "units"
     installed = install(store, manager="systemd", executable=exe, unit_dir=unit_dir)
     shutil.rmtree(store)
     uninstall(store, manager="systemd", unit_dir=unit_dir)
-    assert not installed.path.exists()
+    assert not installed.path.exists() and not installed.files[1].exists()
 
 
 def test_install_rejects_bad_stores_and_programs(tmp_path: Path, exe: Path) -> None:
@@ -417,10 +476,10 @@ def test_install_rejects_bad_stores_and_programs(tmp_path: Path, exe: Path) -> N
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the store another owner")
 def test_system_service_runs_as_the_store_owner(store: Path, exe: Path, tmp_path: Path) -> None:
-    """By default a system unit gets User= of the store's owner."""
+    """By default a system service gets User= of the store's owner (in its drop-in)."""
     os.chown(store, 65534, 65534)
     result = install(store, manager="systemd", executable=exe, unit_dir=tmp_path / "u")
-    users = _directives(result.content)["Service"]["User"]
+    users = _directives(result.files[1].read_text())["Service"]["User"]
     assert len(users) == 1 and users[0] != "root"
 
 
@@ -462,8 +521,10 @@ def test_cli_install_prints_path_and_next_command(store: Path, exe: Path, tmp_pa
     code, out, err = _run_cli([*argv, "--unit-dir", str(unit_dir), "--executable", str(exe)])
     name = systemd_unit_name(store)
     assert code == 0, err
-    assert f"Wrote {unit_dir / name}" in out
-    assert f"Next: systemctl --user daemon-reload && systemctl --user enable --now {name}" in out
+    assert f"Wrote {unit_dir / 'kymwatch@.service'}" in out
+    assert f"Wrote {unit_dir / (name + '.d') / DROPIN}" in out
+    enable = f"systemctl --user enable --now {shlex.quote(name)}"
+    assert f"Next: systemctl --user daemon-reload && {enable}" in out
     assert err == ""
 
 
@@ -473,7 +534,7 @@ def test_cli_dry_run_prints_only_the_file_on_stdout(store: Path, exe: Path, tmp_
     argv = ["service", "install", str(store), "--systemd", "--dry-run"]
     code, out, err = _run_cli([*argv, "--unit-dir", str(unit_dir), "--executable", str(exe)])
     assert code == 0
-    assert out == render_systemd_unit(store, exe, user=False)
+    assert out == render_systemd_template(exe, user=False)
     assert "would write" in err and "systemctl enable --now" in err
     assert not unit_dir.exists()
 

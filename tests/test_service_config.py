@@ -39,10 +39,15 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def _dropin(result_files: tuple[Path, ...]) -> str:
+    [dropin] = [f for f in result_files if f.parent.name.endswith(".service.d")]
+    return dropin.read_text(encoding="utf-8")
+
+
 def test_systemd_unit_runs_with_the_config_file(
     store: Path, exe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A relative --config is made absolute and follows STORE on ExecStart."""
+    """A relative --config is made absolute and reaches ``kymwatch run`` through the drop-in."""
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "kymwatch.toml").write_text('watch = "polling"\nmetrics_port = 9184\n')
     monkeypatch.chdir(tmp_path)
@@ -52,11 +57,25 @@ def test_systemd_unit_runs_with_the_config_file(
         user=True,
         executable=exe,
         unit_dir=tmp_path / "units",
-        dry_run=True,
         config=Path("etc/kymwatch.toml"),
     )
     [exec_start] = [x for x in result.content.splitlines() if x.startswith("ExecStart=")]
-    assert exec_start == f"ExecStart={exe} run {store} --config {tmp_path}/etc/kymwatch.toml"
+    assert exec_start == f"ExecStart={exe} run %f $KYMWATCH_OPTIONS"
+    options = f'Environment="KYMWATCH_OPTIONS=--config {tmp_path}/etc/kymwatch.toml"'
+    assert options in _dropin(result.files).splitlines()
+
+
+def test_a_config_path_with_white_space_is_refused_for_systemd(
+    store: Path, exe: Path, tmp_path: Path
+) -> None:
+    """systemd splits $KYMWATCH_OPTIONS on white space, so such a path is refused up front."""
+    conf = tmp_path / "my configs" / "kymwatch.toml"
+    conf.parent.mkdir()
+    conf.write_text("quiet_ms = 500\n")
+    where = ["--executable", str(exe), "--unit-dir", str(tmp_path / "u"), "--config", str(conf)]
+    code, out, err = _run_cli(["service", "install", str(store), "--user", "--systemd", *where])
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "white space" in err
 
 
 def test_launchd_job_runs_with_the_config_file(store: Path, exe: Path, tmp_path: Path) -> None:
@@ -77,14 +96,12 @@ def test_launchd_job_runs_with_the_config_file(store: Path, exe: Path, tmp_path:
     assert job["ProgramArguments"] == [str(exe), "run", str(store), "--config", str(conf)]
 
 
-def test_without_config_the_command_line_is_unchanged(
+def test_without_config_the_drop_in_passes_no_options(
     store: Path, exe: Path, tmp_path: Path
 ) -> None:
-    """No --config: ExecStart is ``kymwatch run STORE`` as before."""
-    result = install(
-        store, manager="systemd", user=True, executable=exe, unit_dir=tmp_path / "u", dry_run=True
-    )
-    assert f"ExecStart={exe} run {store}\n" in result.content
+    """No --config: the drop-in sets no KYMWATCH_OPTIONS, so the unit runs ``run STORE``."""
+    result = install(store, manager="systemd", user=True, executable=exe, unit_dir=tmp_path / "u")
+    assert "KYMWATCH_OPTIONS" not in _dropin(result.files)
 
 
 @pytest.mark.parametrize(

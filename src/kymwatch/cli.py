@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
 from kymwatch.daemon.progress import describe as describe_progress
-from kymwatch.daemon.status import StatusView, read_status
+from kymwatch.daemon.status import STATUS_SCHEMA_VERSION, StatusView, read_status
 from kymwatch.errors import KymwatchError
 from kymwatch.progressbar import bars_wanted
 from kymwatch.settings import Settings, add_options, resolve
@@ -50,6 +50,7 @@ def _store(path: str) -> Path:
 
 
 _DAY_S = 86_400.0
+_STORE_HELP = "the kymflow dataset folder (the one holding images/)"
 
 
 def _number(
@@ -191,6 +192,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     stale_records = _stale_records(root, view)
     if args.json:
         doc: dict[str, object] = {
+            "schema_version": STATUS_SCHEMA_VERSION,
+            "store": str(root),
             "running": view.running,
             "healthy": view.healthy,
             "stale": view.stale,
@@ -280,6 +283,8 @@ def _describe_problem(p: dict[str, object]) -> str:
     problem = str(p.get("problem"))
     if problem == "pending":
         return f"{what}: not indexed yet (changed again, or its indexing was interrupted)"
+    if problem == "stale":
+        return f"{what}: stale analysis ({p.get('reason')}): kymwatch stale STORE explains"
     if problem == "artifact_missing":
         looked = p.get("looked_for")
         files = ", ".join(map(str, looked)) if isinstance(looked, list) else "?"
@@ -378,6 +383,16 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from kymwatch.store.create import init_store
+
+    root = init_store(args.store)
+    if not args.quiet:
+        print(f"kymwatch: created an empty kymflow dataset (zarr format 2) at {root}")
+        print(f"  next: kymwatch run {args.store}  (artifacts go in images/<id>/analysis/)")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kymwatch.demo import run_demo
 
@@ -399,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="watch a store in the foreground and keep its tables right")
-    run.add_argument("store")
+    run.add_argument("store", help=_STORE_HELP)
     add_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -419,16 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "status", help="show the daemon's status (exit 0 healthy, 1 unhealthy, 3 not running)"
     )
-    st.add_argument("store")
+    st.add_argument("store", help=_STORE_HELP)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
     lg = sub.add_parser("logs", help="pretty-print the daemon's JSON log")
-    lg.add_argument("store")
+    lg.add_argument("store", help=_STORE_HELP)
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("--level", choices=["debug", "info", "warning", "error"], default="debug")
-    lg.add_argument("--image-id", help="only events about this record")
-    lg.add_argument("--event", help="only this event name")
+    lg.add_argument(
+        "--level",
+        choices=["debug", "info", "warning", "error"],
+        default="debug",
+        help="only events at least this important (default debug: all)",
+    )
+    lg.add_argument("--image-id", metavar="ID", help="only events about this record")
+    lg.add_argument("--event", metavar="NAME", help="only this event name")
     lg.add_argument(
         "-n",
         "--lines",
@@ -437,13 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="last N lines (0 = all)",
     )
     lg.add_argument("--json", action="store_true", help="print the raw JSON lines")
-    lg.add_argument("--log-file", help="read this log file instead of the store's")
+    lg.add_argument("--log-file", metavar="PATH", help="read this log file instead of the store's")
     lg.set_defaults(func=cmd_logs)
 
     sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
-    sy.add_argument("store")
-    sy.add_argument("--timeout", type=_number(float, maximum=7 * _DAY_S), default=60.0, metavar="S")
-    sy.add_argument("-q", "--quiet", action="store_true", help="print nothing when up to date")
+    sy.add_argument("store", help=_STORE_HELP)
+    sy.add_argument(
+        "--timeout",
+        type=_number(float, maximum=7 * _DAY_S),
+        default=60.0,
+        metavar="S",
+        help="give up (exit 1) when the daemon has not answered after S seconds (default 60)",
+    )
+    sy.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing when the tables are up to date"
+    )
     sy.add_argument(
         "--strict",
         action="store_true",
@@ -454,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl = sub.add_parser(
         "stale", help="list records analysed with other params/versions than they have now"
     )
-    sl.add_argument("store")
+    sl.add_argument("store", help=_STORE_HELP)
     sl.add_argument("--json", action="store_true", help="machine-readable output")
     sl.add_argument(
         "--all", action="store_true", help="every record, fresh and never analysed ones too"
@@ -462,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl.set_defaults(func=cmd_stale)
 
     rb = sub.add_parser("rebuild", help="rebuild tables from scratch (safe while a daemon runs)")
-    rb.add_argument("store")
+    rb.add_argument("store", help=_STORE_HELP)
     rb.add_argument(
         "--manifest",
         action="store_true",
@@ -473,14 +501,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
     )
-    rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    rb.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="least important events shown while rebuilding (default warning)",
+    )
     rb.add_argument(
         "--no-progress", action="store_true", help="no progress bar, even on a terminal"
     )
     rb.set_defaults(func=cmd_rebuild)
 
+    it = sub.add_parser(
+        "init", help="create an empty kymflow dataset (zarr format 2), as kymflow makes one"
+    )
+    it.add_argument("store", help="the new store's folder (must not exist, or be empty)")
+    it.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    it.set_defaults(func=cmd_init)
+
     dm = sub.add_parser("demo", help="live demo on a store made in a temporary folder")
-    dm.add_argument("--store", help="make the demo store here instead (must not exist)")
+    dm.add_argument(
+        "--store", metavar="PATH", help="make the demo store here and keep it (must not exist)"
+    )
     dm.add_argument("--keep", action="store_true", help="keep the demo store afterwards")
     dm.set_defaults(func=cmd_demo)
 

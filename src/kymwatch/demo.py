@@ -216,6 +216,7 @@ def run_demo(store: Path | None = None, keep: bool = False) -> int:
                 time.sleep(0.02)
             _say(f"daemon watching ({daemon.status.watch_mode}, {daemon.status.watches} watches)")
             live_acquisition(root)
+            _show_status(root)
         finally:
             daemon.stop()
             thread.join()
@@ -224,9 +225,36 @@ def run_demo(store: Path | None = None, keep: bool = False) -> int:
         print("\n== 4. what the daemon logged about the problems it met")
         for event in ("record_removed", "artifact_unreadable"):
             show_log(log_file, LogFilter(event=event), lines=2)
+        _next_steps(root, kept=keep or store is not None)
         return 0 if ok else 1
     finally:
-        if keep:
-            print(f"demo store kept at {root}")
-        else:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _show_status(root: Path) -> None:
+    """Show ``kymwatch status`` on the live store, as a user would run it."""
+    from kymwatch.cli import main
+
+    print(f"\n$ kymwatch status {root}", flush=True)
+    main(["status", str(root)])
+
+
+def _next_steps(root: Path, *, kept: bool) -> None:
+    """Say where the store is (or how to keep it) and what to try next."""
+    print("\n== 5. try it yourself")
+    if kept:
+        print(f"The demo store is kept at {root}. Try:")
+        where = str(root)
+    else:
+        print("The demo store is deleted now. To keep it: kymwatch demo --keep")
+        print("(or kymwatch demo --store PATH, a new folder that stays). Then try:")
+        where = "STORE"
+    for command, why in (
+        (f"kymwatch run {where}", "watch it (Ctrl-C stops)"),
+        (f"kymwatch status {where}", "is anything wrong right now? (--json for scripts)"),
+        (f"kymwatch sync {where}", "wait until the tables reflect every write"),
+        (f"kymwatch logs {where} --level warning", "what the daemon met"),
+        ("kymwatch init NEW.zarr", "an empty store of your own (see the README)"),
+    ):
+        print(f"  {command:<44} # {why}")

@@ -159,17 +159,19 @@ OPTIONS: tuple[Option, ...] = (
         "auto",
         _choice("auto", "polling", "inotify"),
         '"auto", "polling" or "inotify"',
-        "how changes are seen: auto (inotify; polling on FUSE and network file systems)",
+        "how changes are seen: auto (inotify, FSEvents on macOS; polling on FUSE "
+        "and network file systems)",
         (
             Flag(
                 "--polling",
                 "polling",
-                help="poll instead of inotify (automatic on FUSE and network file systems)",
+                help="poll instead of inotify/FSEvents "
+                "(automatic on FUSE and network file systems)",
             ),
             Flag(
                 "--inotify",
                 "inotify",
-                help="use inotify even on a FUSE or network file "
+                help="use inotify (FSEvents on macOS) even on a FUSE or network file "
                 "system (only if every write to the store goes through this machine's mount)",
             ),
         ),

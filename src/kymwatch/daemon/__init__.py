@@ -7,7 +7,13 @@ from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange,
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.debouncer import DUE_BY, Debouncer
 from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
-from kymwatch.daemon.mounts import Mount, WatchDecision, decide_watch_mode, find_mount
+from kymwatch.daemon.mounts import (
+    Mount,
+    WatchDecision,
+    decide_watch_mode,
+    find_mount,
+    native_watch_mode,
+)
 from kymwatch.daemon.planner import (
     TableInfo,
     chunk_size,
@@ -23,6 +29,7 @@ from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
 
 if TYPE_CHECKING:  # imported on first use: they pull in the indexers (pandas, pyarrow)
     from kymwatch.daemon.config import DaemonConfig
+    from kymwatch.daemon.observer import ObserverWatcher, observer_class
     from kymwatch.daemon.polling import PollingWatcher, PollSettings
     from kymwatch.daemon.reporter import Reporter
     from kymwatch.daemon.runner import Daemon
@@ -45,6 +52,8 @@ __getattr__, __dir__ = lazy_exports(
         "EventSink": "watcher",
         "EventSource": "watcher",
         "InotifyWatcher": "watcher",
+        "ObserverWatcher": "observer",
+        "observer_class": "observer",
         "PollingWatcher": "polling",
         "PollSettings": "polling",
         "BatchResult": "worker",
@@ -72,6 +81,7 @@ __all__ = [
     "InotifyWatcher",
     "Mount",
     "NoDaemonError",
+    "ObserverWatcher",
     "PollScanner",
     "PollSettings",
     "PollingWatcher",
@@ -99,6 +109,8 @@ __all__ = [
     "find_mount",
     "forget_artifacts",
     "make_source",
+    "native_watch_mode",
+    "observer_class",
     "plan_reconcile",
     "read_status",
     "request_sync",

@@ -1,17 +1,21 @@
-"""Which mount a store is on, and whether inotify can see its writes.
+"""Which mount a store is on, and whether the OS's notifications can see its writes.
 
 inotify reports only the changes made through this kernel's VFS: a write by another
 machine to a share, or through the backing folder of a FUSE mount, produces no event
 on the mount. So the watch mode is decided from the store's mount
-(:func:`find_mount`, from ``/proc/self/mountinfo``) by :func:`decide_watch_mode`, a
-pure function: FUSE (``fuse``, ``fuse.*``, ``fuseblk``) and network or host-shared
-file systems are polled unless the user insists on inotify (``--inotify``).
+(:func:`find_mount`, from ``/proc/self/mountinfo``; on macOS from the ``mount``
+command) by :func:`decide_watch_mode`, a pure function: FUSE (``fuse``, ``fuse.*``,
+``fuseblk``, macFUSE) and network or host-shared file systems are polled unless the
+user insists (``--inotify``); other stores get the platform's own notifications
+(:func:`native_watch_mode`: inotify on Linux, FSEvents on macOS — the same applies to
+FSEvents, which sees only this machine's writes too).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,8 @@ __all__ = [
     "find_mount",
     "is_fuse",
     "mount_of",
+    "native_watch_mode",
+    "parse_bsd_mount",
     "parse_mountinfo",
     "parse_mounts",
 ]
@@ -36,6 +42,8 @@ NETWORK_FS = frozenset(
         "pvfs2", "panfs", "cvfs",
         # folders shared by a hypervisor host or Windows (WSL)
         "virtiofs", "vboxsf", "vmhgfs", "prl_fs", "drvfs",
+        # macOS: AFP and WebDAV shares (smbfs and nfs are listed above)
+        "afpfs", "webdav",
     }
 )  # fmt: skip
 """File-system types on which writes made elsewhere are not seen by inotify."""
@@ -44,6 +52,9 @@ MOUNTINFO = "/proc/self/mountinfo"
 MOUNTS = "/proc/mounts"
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
+_BSD_LINE = re.compile(r"^(.*) on (/.*?) \(([^,)]+)[,)]")
+MOUNT_COMMAND = ("/sbin/mount",)
+"""How the mounts are listed on macOS (no ``/proc``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +131,27 @@ def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
     return best
 
 
-def find_mount(path: Path, mountinfo: str = MOUNTINFO, mounts: str = MOUNTS) -> Mount | None:
+def parse_bsd_mount(text: str) -> list[Mount]:
+    """The mounts of macOS's ``mount`` output (``//me@nas/lab on /Volumes/lab (smbfs,
+    nodev, nosuid, mounted by me)``), in its order."""
+    mounts = []
+    for line in text.splitlines():
+        m = _BSD_LINE.match(line)
+        if m:
+            mounts.append(Mount(m.group(2), m.group(3).strip(), m.group(1)))
+    return mounts
+
+
+def find_mount(
+    path: Path,
+    mountinfo: str = MOUNTINFO,
+    mounts: str = MOUNTS,
+    *,
+    platform: str = sys.platform,
+    mount_command: tuple[str, ...] = MOUNT_COMMAND,
+) -> Mount | None:
     """The mount of ``path`` (symbolic links resolved), from ``mountinfo``, else
-    ``mounts``; None where neither can be read (macOS, a restricted ``/proc``)."""
+    ``mounts``; on macOS from the ``mount`` command; None where none can be read."""
     target = os.path.realpath(path)
     for file, parse in ((mountinfo, parse_mountinfo), (mounts, parse_mounts)):
         try:
@@ -132,12 +161,33 @@ def find_mount(path: Path, mountinfo: str = MOUNTINFO, mounts: str = MOUNTS) -> 
             continue
         if listed:
             return mount_of(target, listed)
+    if platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                mount_command, capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return mount_of(target, parse_bsd_mount(out))
     return None
 
 
 def is_fuse(fs_type: str) -> bool:
-    """True for FUSE file systems: ``fuse``, ``fuse.<program>``, ``fuseblk``."""
-    return fs_type in ("fuse", "fuseblk") or fs_type.startswith("fuse.")
+    """True for FUSE file systems: ``fuse``, ``fuse.<program>``, ``fuseblk``; on macOS
+    ``macfuse`` / ``osxfuse`` (and their ``fuse-t`` NFS bridge shows as ``nfs``)."""
+    return fs_type in ("fuse", "fuseblk", "macfuse", "osxfuse") or fs_type.startswith("fuse.")
+
+
+def native_watch_mode(platform: str = sys.platform) -> str | None:
+    """The OS's own change notification for ``platform``: ``inotify`` on Linux,
+    ``fsevents`` on macOS, None elsewhere (the daemon polls)."""
+    if platform.startswith("linux"):
+        return "inotify"
+    if platform == "darwin":
+        return "fsevents"
+    return None
 
 
 def decide_watch_mode(
@@ -146,15 +196,19 @@ def decide_watch_mode(
     polling: bool = False,
     inotify: bool = False,
     inotify_available: bool = True,
+    native: str = "inotify",
 ) -> WatchDecision:
-    """Choose inotify or polling for a store on ``mount``.
+    """Choose the OS's notifications (inotify, FSEvents) or polling for a store on ``mount``.
 
     Args:
         mount: The store's mount (None: unknown, treated as local).
         polling: The user asked for polling (``--polling``).
-        inotify: The user asked for inotify (``--inotify``): a FUSE or network file
-            system known to see only local writes.
-        inotify_available: Whether inotify can be used on this system at all.
+        inotify: The user asked for the OS's notifications (``--inotify``): a FUSE or
+            network file system known to see only local writes.
+        inotify_available: Whether the OS's notifications can be used at all.
+        native: Their mode's name (:func:`native_watch_mode`): ``inotify`` on Linux,
+            ``fsevents`` on macOS. Neither sees writes made by other machines, so
+            network and FUSE file systems are polled on both.
     """
     fs_type = mount.fs_type if mount else ""
     point = mount.mount_point if mount else ""
@@ -164,7 +218,7 @@ def decide_watch_mode(
     if not inotify_available:
         return WatchDecision("polling", "inotify_unavailable", fs_type, point)
     if remote is None:
-        return WatchDecision("inotify", "local", fs_type, point)
+        return WatchDecision(native, "local", fs_type, point)
     if inotify:
-        return WatchDecision("inotify", "inotify_requested", fs_type, point)
+        return WatchDecision(native, "inotify_requested", fs_type, point)
     return WatchDecision("polling", remote, fs_type, point)

@@ -18,6 +18,7 @@ import structlog
 
 from kymwatch.daemon.changes import Batch
 from kymwatch.daemon.debouncer import DUE_BY
+from kymwatch.daemon.problems import SAVE_EVERY_S, load_problems, save_problems
 from kymwatch.daemon.progress import Progress, ProgressSink
 from kymwatch.daemon.sdnotify import Notifier
 from kymwatch.daemon.status import DaemonState, DaemonStatus
@@ -68,6 +69,8 @@ class Reporter:
         self._reported_skips: set[str] = set()
         self._progress: Progress | None = None
         self._progress_published = 0.0
+        self._problems_dirty = False
+        self._problems_saved_at: float | None = None
 
     # -- state and liveness ---------------------------------------------------------------
     @property
@@ -90,6 +93,10 @@ class Reporter:
         self.status.write(self.root)
         self.notifier.status(self.status_line())
         self._feed_gauges()
+        now = self.clock()
+        due = self._problems_saved_at is None or now - self._problems_saved_at >= SAVE_EVERY_S
+        if self._problems_dirty and due:
+            self.save_problems()
 
     def _feed_gauges(self) -> None:
         if self.metrics is None:
@@ -133,6 +140,38 @@ class Reporter:
             self.bar.close()
         self.publish()
 
+    def restore_problems(self, indexers: Iterable[str]) -> None:
+        """Take over the problems the last daemon saved (before the startup reconcile,
+        whose outcomes replace those of the records it re-indexes)."""
+        restored = load_problems(self.root, indexers)
+        if restored:
+            self.status.problems.update(restored)
+            log.info("problems_restored", problems=len(restored))
+
+    def save_problems(self) -> None:
+        """Save the current problems now (``index/kymwatch-problems.json``)."""
+        self._problems_saved_at = self.clock()
+        if save_problems(self.root, self.status.problems):
+            self._problems_dirty = False
+
+    def stale_changed(self, stale: dict[str, dict[str, str]]) -> None:
+        """The stale counter's records (indexer → image_id → reason), from its thread:
+        they replace the listed stale analyses at once (one assignment)."""
+        before = self.status.stale
+        now: dict[tuple[str, str], dict[str, Any]] = {}
+        for indexer, records in stale.items():
+            for image_id, reason in records.items():
+                old = before.get((image_id, indexer))
+                same = old is not None and old["reason"] == reason
+                now[(image_id, indexer)] = {
+                    "image_id": image_id,
+                    "indexer": indexer,
+                    "problem": "stale",
+                    "reason": reason,
+                    "since_utc": old["since_utc"] if same and old else utc_now_iso(),
+                }
+        self.status.stale = now
+
     def watchdog(self) -> None:
         """Tell systemd the loop is alive (``WATCHDOG=1``)."""
         self.notifier.watchdog()
@@ -152,6 +191,8 @@ class Reporter:
         self.status.progress = None
         self.status.write(self.root)
         self._feed_gauges()
+        if self._problems_dirty:
+            self.save_problems()
         log.info("daemon_stopped", pending=pending, **self.status.counters)
 
     def status_line(self) -> str:
@@ -159,7 +200,7 @@ class Reporter:
         s = self.status
         last = s.last_update_utc or "never"
         indexed = s.counters["records_indexed"]
-        problems = len(s.problems)
+        problems = len(s.problems) + len(s.stale)
         return f"{s.state.value}; queue {s.queue_depth}; last update {last}; indexed {indexed}" + (
             f"; {problems} problems" if problems else ""
         )
@@ -244,8 +285,10 @@ class Reporter:
         for o in outcomes:
             key = (o.image_id, o.indexer)
             if o.status in (OutcomeStatus.INDEXED, OutcomeStatus.REMOVED):
-                self.status.problems.pop(key, None)
+                if self.status.problems.pop(key, None) is not None:
+                    self._problems_dirty = True
                 continue
+            self._problems_dirty = True
             before = self.status.problems.get(key)
             entry: dict[str, Any] = {
                 "image_id": o.image_id,

@@ -242,6 +242,8 @@ class Daemon:
 
     def _load_state(self) -> None:
         self.state.adopt(IndexState.load(self.root))
+        if self.state.records:  # a reset state re-reads (and re-judges) every record
+            self.reporter.restore_problems(ix.name for ix in self.kd.indexers)
         if not self.state.records:  # nothing indexed yet: no table to rebuild for a schema
             for ix in self.kd.indexers:
                 self.state.schema_versions[ix.name] = ix.schema_version
@@ -280,6 +282,7 @@ class Daemon:
 
     def _publish_stale(self, counts: dict[str, int]) -> None:
         """The stale counter's result (from its thread): the next publish carries it."""
+        self.reporter.stale_changed(self.stale.stale_records())
         self.status.stale_records = counts
 
     def _reopen_logs(self) -> None:

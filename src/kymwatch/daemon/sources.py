@@ -1,15 +1,23 @@
-"""Choosing the event source: a factory given by the caller, inotify, or polling."""
+"""Choosing the event source: a factory given by the caller, inotify (Linux), FSEvents
+(macOS, through watchdog's observer), or polling (network and FUSE file systems)."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from kymwatch.daemon.config import DaemonConfig
-from kymwatch.daemon.mounts import WatchDecision, decide_watch_mode, find_mount
+from kymwatch.daemon.mounts import (
+    WatchDecision,
+    decide_watch_mode,
+    find_mount,
+    native_watch_mode,
+)
+from kymwatch.daemon.observer import ObserverWatcher, fsevents_available, observer_class
 from kymwatch.daemon.polling import PollingWatcher, PollSettings
 from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher, inotify_available
 
@@ -23,15 +31,36 @@ CUSTOM = WatchDecision("custom", "source_factory")
 """The decision when the caller gave its own source factory (tests)."""
 
 
-def choose_watch_mode(root: Path, config: DaemonConfig) -> WatchDecision:
-    """Inotify or polling for the store at ``root``, and why (see
-    :func:`kymwatch.daemon.mounts.decide_watch_mode`)."""
+def choose_watch_mode(
+    root: Path,
+    config: DaemonConfig,
+    *,
+    platform: str = sys.platform,
+    available: Callable[[str], bool] | None = None,
+) -> WatchDecision:
+    """inotify (Linux), FSEvents (macOS) or polling for the store at ``root``, and why
+    (see :func:`kymwatch.daemon.mounts.decide_watch_mode`).
+
+    Args:
+        root: The store folder.
+        config: The daemon's configuration (``--polling``, ``--inotify``).
+        platform: ``sys.platform`` (tests inject ``darwin``).
+        available: Whether a native mode can be used here (default: inotify or
+            watchdog's FSEvents observer can be loaded).
+    """
+    native = native_watch_mode(platform)
+    usable = available or _native_available
     return decide_watch_mode(
-        find_mount(root),
+        find_mount(root, platform=platform),
         polling=config.polling,
         inotify=config.inotify,
-        inotify_available=inotify_available(),
+        inotify_available=native is not None and usable(native),
+        native=native or "inotify",
     )
+
+
+def _native_available(mode: str) -> bool:
+    return inotify_available() if mode == "inotify" else fsevents_available()
 
 
 def make_source(
@@ -39,10 +68,10 @@ def make_source(
 ) -> tuple[EventSource, WatchDecision]:
     """A new (not started) event source for ``root`` and the decision behind it.
 
-    ``factory`` (tests) wins; otherwise inotify, or polling when asked, on a FUSE or
-    network file system (inotify sees no writes made elsewhere) or where inotify is
-    unavailable. The decision is logged (``watch_mode_chosen``; ``polling_fallback``
-    when polling was not asked for).
+    ``factory`` (tests) wins; otherwise inotify on Linux, FSEvents on macOS, or
+    polling when asked, on a FUSE or network file system (neither sees writes made
+    elsewhere) or where neither is available. The decision is logged
+    (``watch_mode_chosen``; ``polling_fallback`` when polling was not asked for).
     """
     if factory is not None:
         return factory(root, sink), CUSTOM
@@ -56,6 +85,8 @@ def make_source(
     )
     if decision.mode == "inotify":
         return InotifyWatcher(root, sink), decision
+    if decision.mode == "fsevents":
+        return ObserverWatcher(root, sink, observer_class("darwin")), decision
     settings = PollSettings(
         min_interval_s=config.poll_interval_s,
         max_interval_s=config.poll_max_interval_s,

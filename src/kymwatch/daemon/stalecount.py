@@ -47,7 +47,8 @@ class StaleCounter:
     Args:
         root: The store folder.
         publish: Called (on the counter's thread) with the new counts,
-            ``{indexer: stale records}``, after each pass that changed them.
+            ``{indexer: stale records}``, after each pass that changed them or
+            the stale records themselves (:meth:`stale_records`).
         min_interval_s: Least time between two passes (a burst costs one pass per
             interval, not one per batch).
         busy: True while the daemon's loop has work (changes pending, indexing, a
@@ -73,7 +74,7 @@ class StaleCounter:
         self._busy = busy
         self._slice_records = slice_records
         self._max_defer_s = max_defer_s
-        self._stale: dict[str, set[str]] = {}
+        self._stale: dict[str, dict[str, str]] = {}
         self._counts: dict[str, int] | None = None
         self._dirty: set[str] = set()
         self._all = False
@@ -120,7 +121,8 @@ class StaleCounter:
             self._stop.wait(self._min_interval_s)
 
     def run_pass(self) -> dict[str, int] | None:
-        """Judge what was marked, publish the counts if they changed, return them.
+        """Judge what was marked, publish the counts if they (or the stale records)
+        changed, return them.
 
         A failure (a store gone, a bug) is logged as ``stale_count_failed``; the
         records stay marked for the next pass and the old counts stay published.
@@ -131,6 +133,7 @@ class StaleCounter:
         if not everything and not ids:
             return self._counts
         start = time.perf_counter()
+        before = self._stale
         try:
             counts = self._judge(None if everything else ids)
         except Exception as e:  # the daemon must outlive it; keep what was published
@@ -141,7 +144,7 @@ class StaleCounter:
                 self.mark(ids)
             self._wake.clear()  # retried with the next mark, not in a hot loop
             return self._counts
-        if counts != self._counts:
+        if counts != self._counts or self._stale != before:
             self._counts = counts
             self._publish(dict(counts))
             log.debug(
@@ -168,15 +171,21 @@ class StaleCounter:
                 results.extend(
                     dataset_staleness(self.root, names, todo[at : at + self._slice_records])
                 )
-        stale: dict[str, set[str]] = {n: set() for n in names}
+        stale: dict[str, dict[str, str]] = {n: {} for n in names}
         if ids is not None:  # keep the others' verdicts; the judged ones are replaced
             for n in names:
-                stale[n] = self._stale.get(n, set()) - ids
+                old = self._stale.get(n, {})
+                stale[n] = {i: r for i, r in old.items() if i not in ids}
         for s in results:
             if s.is_stale and s.analysed:
-                stale[s.indexer].add(s.image_id)
+                stale[s.indexer][s.image_id] = str(s.reason)
         self._stale = stale
         return {n: len(stale[n]) for n in names}
+
+    def stale_records(self) -> dict[str, dict[str, str]]:
+        """The stale records of the last pass: indexer → image_id → kymflow's reason
+        (``STALE_PARAMS_CHANGED``, ...); a new dict, never changed afterwards."""
+        return {n: dict(ids) for n, ids in self._stale.items()}
 
     def _step_aside(self) -> None:
         """Wait while the loop has work (at most ``max_defer_s``, or until stopped)."""

@@ -22,7 +22,14 @@ from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
 if TYPE_CHECKING:
     from kymwatch.daemon.mounts import WatchDecision
 
-__all__ = ["STATUS_FILE", "DaemonState", "DaemonStatus", "StatusView", "read_status"]
+__all__ = [
+    "STATUS_FILE",
+    "STATUS_SCHEMA_VERSION",
+    "DaemonState",
+    "DaemonStatus",
+    "StatusView",
+    "read_status",
+]
 
 log = lazy_logger(__name__)
 
@@ -30,6 +37,10 @@ STATUS_FILE = "status.json"
 HEARTBEAT_S = 5.0
 STALE_AFTER_HEARTBEATS = 3
 
+
+STATUS_SCHEMA_VERSION = 1
+"""Version of the status file's and ``kymwatch status --json``'s schema
+(docs/status-schema.md): raised when a field is removed or changes meaning."""
 
 MAX_LISTED_PROBLEMS = 50
 """At most this many current problems are listed in the status file (all are counted)."""
@@ -57,7 +68,9 @@ class DaemonStatus:
 
     ``counters`` are lifetime totals since the daemon started (every batch, every
     final outcome); ``problems`` are the records that are not right *now*, one
-    entry per record and indexer, whatever the number of attempts.
+    entry per record and indexer, whatever the number of attempts; ``stale`` the
+    generation-2 records whose analysis is stale now (replaced whole by the stale
+    counter's thread). Both are listed together in the status file.
     """
 
     store: str
@@ -79,6 +92,7 @@ class DaemonStatus:
     indexers_reason: str = ""
     stale_records: dict[str, int] | None = None
     progress: dict[str, Any] | None = None
+    stale: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _write_failing: bool = field(default=False, repr=False)
 
     def set_watch(self, decision: WatchDecision) -> None:
@@ -90,14 +104,21 @@ class DaemonStatus:
         """Remember a recent problem (shown by ``kymwatch status``)."""
         self.last_errors.append({"time_utc": utc_now_iso(), "event": event, **fields})
 
+    def current_problems(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every current problem: the indexing ones and the stale analyses."""
+        return self.problems | self.stale
+
     def problem_counts(self) -> dict[str, int]:
         """Current problems per kind (``artifact_unreadable``: 1 for one bad file)."""
-        return dict(sorted(Counter(p["problem"] for p in self.problems.values()).items()))
+        now = self.current_problems()
+        return dict(sorted(Counter(p["problem"] for p in now.values()).items()))
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document written to the status file."""
-        listed = [self.problems[k] for k in sorted(self.problems)[:MAX_LISTED_PROBLEMS]]
+        """The JSON document written to the status file (``docs/status-schema.md``)."""
+        now = self.current_problems()
+        listed = [now[k] for k in sorted(now)[:MAX_LISTED_PROBLEMS]]
         return {
+            "schema_version": STATUS_SCHEMA_VERSION,
             "store": self.store,
             "pid": self.pid,
             "state": self.state.value,

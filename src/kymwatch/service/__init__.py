@@ -1,9 +1,10 @@
-"""Run kymwatch as a service: systemd units and launchd jobs, one per dataset.
+"""Run kymwatch as a service: a systemd template unit instance or a launchd job per dataset.
 
-Used by ``kymwatch service install|uninstall``. Each dataset gets its own
-service file with absolute paths and a stable name (:mod:`.naming`), rendered
-from the templates in ``templates/`` (:mod:`.render`) and written where the
-service manager looks (:mod:`.install`); :mod:`.command` is the CLI glue.
+Used by ``kymwatch service install|uninstall``. Each dataset gets a stable name
+(:mod:`.naming`: ``kymwatch@<systemd-escape --path STORE>.service``, or a launchd
+label), its files are rendered from the definitions in the repository's top-level
+``service/`` folder, shipped as package data (:mod:`.render`), and written where
+the service manager looks (:mod:`.install`); :mod:`.command` is the CLI glue.
 """
 
 from typing import TYPE_CHECKING
@@ -26,12 +27,18 @@ if TYPE_CHECKING:  # imported on first use (the CLI's other commands need none o
         detect_manager,
         validate_store,
     )
-    from kymwatch.service.naming import launchd_label, service_slug, systemd_unit_name
+    from kymwatch.service.naming import (
+        launchd_label,
+        service_slug,
+        systemd_escape_path,
+        systemd_unit_name,
+    )
     from kymwatch.service.render import (
         Executable,
         launchd_log_path,
         render_launchd_plist,
-        render_systemd_unit,
+        render_systemd_dropin,
+        render_systemd_template,
     )
 
 __getattr__, __dir__ = lazy_exports(
@@ -55,7 +62,9 @@ __getattr__, __dir__ = lazy_exports(
         "Executable": "render",
         "launchd_log_path": "render",
         "render_launchd_plist": "render",
-        "render_systemd_unit": "render",
+        "render_systemd_dropin": "render",
+        "render_systemd_template": "render",
+        "systemd_escape_path": "naming",
     },
 )
 
@@ -75,9 +84,11 @@ __all__ = [
     "launchd_label",
     "launchd_log_path",
     "render_launchd_plist",
-    "render_systemd_unit",
+    "render_systemd_dropin",
+    "render_systemd_template",
     "run_service_command",
     "service_slug",
+    "systemd_escape_path",
     "systemd_unit_name",
     "uninstall",
     "validate_store",

@@ -34,12 +34,22 @@ EXIT_OS_ERROR = 1
 EXIT_BAD_INPUT = 2
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("store", type=Path, metavar="STORE", help="the kymflow dataset folder")
+def _add_common(parser: argparse.ArgumentParser, *, install: bool) -> None:
+    """The options both actions share, in the words of the one they belong to."""
+    write = "write" if install else "remove"
+    parser.add_argument(
+        "store",
+        type=Path,
+        metavar="STORE",
+        help="the kymflow dataset folder"
+        if install
+        else "the dataset folder the service was installed for (it may be gone already)",
+    )
     parser.add_argument(
         "--user",
         action="store_true",
-        help="a per-user service (systemctl --user / a LaunchAgent) instead of a system one",
+        help=f"{write} a per-user service (systemctl --user / a LaunchAgent) instead of a "
+        "system one",
     )
     managers = parser.add_mutually_exclusive_group()
     managers.add_argument(
@@ -47,20 +57,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         dest="service_manager",
         action="store_const",
         const="systemd",
-        help="write a systemd unit (default on Linux)",
+        help=f"{write} the systemd unit (default on Linux)",
     )
     managers.add_argument(
         "--launchd",
         dest="service_manager",
         action="store_const",
         const="launchd",
-        help="write a launchd property list (default on macOS)",
+        help=f"{write} the launchd property list (default on macOS)",
     )
     parser.add_argument(
         "--unit-dir",
         type=Path,
         metavar="DIR",
-        help="use this folder for the service file instead of the manager's default",
+        help=f"{write} the service file in this folder instead of the manager's default",
     )
 
 
@@ -90,7 +100,7 @@ def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
         help="write the service file of a dataset",
         description="Write the service file of STORE and print the command that enables it.",
     )
-    _add_common(install_parser)
+    _add_common(install_parser, install=True)
     install_parser.add_argument(
         "--dry-run", action="store_true", help="print the service file, write nothing"
     )
@@ -116,7 +126,7 @@ def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
         help="remove the service file of a dataset",
         description="Remove the service file of STORE and print the command that stops it.",
     )
-    _add_common(uninstall_parser)
+    _add_common(uninstall_parser, install=False)
     uninstall_parser.add_argument(
         "--dry-run", action="store_true", help="say what would be removed, remove nothing"
     )
@@ -124,9 +134,11 @@ def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
 
 
 def _report(result: InstallResult, out: TextIO, err: TextIO) -> None:
+    files = result.files or (result.path,)
     if result.action == "install" and result.dry_run:
         out.write(result.content)
-        err.write(f"Dry run: would write {result.path}\n")
+        for path in files:
+            err.write(f"Dry run: would write {path}\n")
         err.write(f"Then run: {result.next_command}\n")
         for note in result.notes:
             err.write(f"Note: {note}\n")
@@ -135,7 +147,8 @@ def _report(result: InstallResult, out: TextIO, err: TextIO) -> None:
         verb = "Wrote" if result.changed else "Unchanged"
     else:
         verb = "Would remove" if result.dry_run else "Removed"
-    out.write(f"{verb} {result.path}\n")
+    for path in files:
+        out.write(f"{verb} {path}\n")
     out.write(f"Next: {result.next_command}\n")
     for note in result.notes:
         out.write(f"Note: {note}\n")

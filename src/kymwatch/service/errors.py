@@ -12,6 +12,7 @@ from kymwatch.errors import KymwatchError
 __all__ = [
     "ExecutableNotFoundError",
     "ServiceNotInstalledError",
+    "UnknownUserError",
     "UnsupportedPathError",
     "UnsupportedPlatformError",
 ]
@@ -31,3 +32,7 @@ class ExecutableNotFoundError(KymwatchError, FileNotFoundError):
 
 class UnsupportedPathError(KymwatchError, ValueError):
     """A path or name cannot be written into a service file (control characters, quotes)."""
+
+
+class UnknownUserError(KymwatchError, LookupError):
+    """``--run-as`` names an account this machine does not have."""

@@ -1,10 +1,14 @@
-"""Install and uninstall the per-dataset service file.
+"""Install and uninstall the service of a dataset.
 
-``install`` renders the unit (systemd) or property list (launchd) of one
-dataset and writes it atomically (mode 0644) where the service manager looks
-for it. It never talks to the service manager itself: it returns the exact
-command to run next (``systemctl ... enable --now`` / ``launchctl bootstrap``),
-so an administrator sees and controls each step, and tests need no init system.
+systemd: ``install`` writes the template unit ``kymwatch@.service`` (shared by every
+dataset) and the dataset's drop-in ``kymwatch@<instance>.service.d/kymwatch.conf``,
+the instance being the store's path escaped as ``systemd-escape --path`` does;
+``uninstall`` removes the drop-in, and the template once no dataset uses it.
+launchd (no templates): one property list per dataset. Files are written
+atomically (mode 0644) where the service manager looks for them. It never talks
+to the service manager itself: it returns the exact command to run next
+(``systemctl ... enable --now`` / ``launchctl bootstrap``), so an administrator
+sees and controls each step, and tests need no init system.
 
 The default folders are listed in :mod:`kymwatch.service.locate`; launchd jobs
 log to ``~/Library/Logs/kymwatch`` (agents) or ``/Library/Logs/kymwatch`` (daemons).
@@ -15,6 +19,7 @@ A system service runs as the owner of the dataset folder (``User=`` /
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from dataclasses import dataclass
@@ -25,18 +30,26 @@ from kymwatch.service.errors import ServiceNotInstalledError
 from kymwatch.service.locate import (
     Manager,
     check_executable,
+    check_user,
     default_executable,
     default_unit_dir,
     detect_manager,
     store_owner,
     validate_store,
 )
-from kymwatch.service.naming import canonical_store, launchd_label, systemd_unit_name
+from kymwatch.service.naming import (
+    SYSTEMD_TEMPLATE,
+    canonical_store,
+    launchd_label,
+    service_slug,
+    systemd_unit_name,
+)
 from kymwatch.service.render import (
     Executable,
     launchd_log_path,
     render_launchd_plist,
-    render_systemd_unit,
+    render_systemd_dropin,
+    render_systemd_template,
 )
 from kymwatch.settings import load_file
 from kymwatch.store import atomic_write
@@ -66,6 +79,8 @@ class InstallResult:
         changed: The file on disk was created, replaced or removed.
         next_command: The shell command to run next.
         notes: Further hints, one sentence each.
+        files: Every file written, to be written, or removed (``path`` first; for
+            systemd also the dataset's drop-in).
     """
 
     action: Literal["install", "uninstall"]
@@ -79,6 +94,11 @@ class InstallResult:
     changed: bool
     next_command: str
     notes: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+
+
+DROPIN = "kymwatch.conf"
+"""The dataset's drop-in in ``kymwatch@<instance>.service.d/``."""
 
 
 def _systemctl(user: bool) -> str:
@@ -100,11 +120,10 @@ def _write_file(path: Path, data: bytes) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """The rendered file of one manager and the commands around it."""
+    """The rendered files of one manager and the commands around it."""
 
     name: str
-    target: Path
-    data: bytes
+    files: tuple[tuple[Path, bytes], ...]
     next_command: str
     notes: tuple[str, ...]
     replaced_note: str
@@ -123,22 +142,32 @@ def _plan_systemd(
     name = systemd_unit_name(store)
     ctl = _systemctl(user)
     journal = "journalctl --user" if user else "journalctl"
-    notes = [f"Check it with: {ctl} status {name}; logs: {journal} -u {name}"]
+    quoted = shlex.quote(name)
+    notes = [
+        f"Check it with: {ctl} status {quoted}; logs: {journal} -u {quoted}",
+        "The instance is the dataset's path, escaped: "
+        f"systemd-escape --path {shlex.quote(str(store))}",
+    ]
     if user:
         notes.append(
             "A user service stops when you log out and starts only at login unless "
             "lingering is enabled: loginctl enable-linger $USER"
         )
+    legacy = folder / f"kymwatch-{service_slug(store)}.service"
+    if legacy.is_file():
+        notes.append(
+            f"An older kymwatch unit of this dataset exists; stop and remove it: "
+            f"{ctl} disable --now {legacy.name} && rm {shlex.quote(str(legacy))}"
+        )
+    template = render_systemd_template(executable, user=user).encode("utf-8")
+    dropin = render_systemd_dropin(store, user=user, run_as=run_as, config=config).encode("utf-8")
     return _Plan(
         name=name,
-        target=folder / name,
-        data=render_systemd_unit(store, executable, user=user, run_as=run_as, config=config).encode(
-            "utf-8"
-        ),
-        next_command=f"{ctl} daemon-reload && {ctl} enable --now {name}",
+        files=((folder / SYSTEMD_TEMPLATE, template), (folder / f"{name}.d" / DROPIN, dropin)),
+        next_command=f"{ctl} daemon-reload && {ctl} enable --now {quoted}",
         notes=tuple(notes),
-        replaced_note=f"It replaced an older unit; if the service runs, restart it: "
-        f"{ctl} daemon-reload && {ctl} restart {name}",
+        replaced_note="It replaced an older unit or drop-in; if the service runs, restart it: "
+        f"{ctl} daemon-reload && {ctl} restart {quoted}",
     )
 
 
@@ -160,8 +189,7 @@ def _plan_launchd(
     )
     return _Plan(
         name=name,
-        target=target,
-        data=data,
+        files=((target, data),),
         next_command=f"launchctl bootstrap {domain} {shlex.quote(str(target))}",
         notes=(
             f"Check it with: launchctl print {domain}/{name}; stdout and stderr go to {log_file}",
@@ -209,9 +237,12 @@ def install(
         ExecutableNotFoundError: The program does not exist.
         UnsupportedPlatformError: No manager given and none detected.
         UnsupportedPathError: A path cannot be written into a service file.
+        UnknownUserError: ``run_as`` is no account of this machine.
         OSError: The file cannot be written (e.g. no permission on a system folder).
     """
     path = validate_store(store)
+    if run_as is not None:
+        check_user(run_as)
     manager = detect_manager() if manager is None else manager
     executable = default_executable() if executable is None else executable
     check_executable(executable)
@@ -230,27 +261,32 @@ def install(
             path, executable, folder, user=user, run_as=account, log_file=log_file, config=config
         )
     notes = list(plan.notes)
-    previous = plan.target.read_bytes() if plan.target.is_file() else None
-    changed = previous != plan.data
-    if previous is not None and changed:
-        notes.append(plan.replaced_note)
+    changed_files = []
+    for target, data in plan.files:
+        previous = target.read_bytes() if target.is_file() else None
+        if previous != data:
+            changed_files.append((target, data))
+            if previous is not None and plan.replaced_note not in notes:
+                notes.append(plan.replaced_note)
     if not dry_run:
-        if changed:
-            _write_file(plan.target, plan.data)
+        for target, data in changed_files:
+            _write_file(target, data)
         if plan.log_file is not None:
             plan.log_file.parent.mkdir(parents=True, exist_ok=True)
+    main_file, main_data = plan.files[0]
     return InstallResult(
         action="install",
         manager=manager,
         user=user,
         store=path,
         name=plan.name,
-        path=plan.target,
-        content=plan.data.decode("utf-8"),
+        path=main_file,
+        content=main_data.decode("utf-8"),
         dry_run=dry_run,
-        changed=changed and not dry_run,
+        changed=bool(changed_files) and not dry_run,
         next_command=plan.next_command,
         notes=tuple(notes),
+        files=tuple(f for f, _ in plan.files),
     )
 
 
@@ -283,11 +319,12 @@ def uninstall(
     path = canonical_store(store)
     manager = detect_manager() if manager is None else manager
     folder = default_unit_dir(manager, user=user) if unit_dir is None else unit_dir
+    notes: list[str] = []
     if manager == "systemd":
         name = systemd_unit_name(path)
-        target = folder / name
+        target = folder / f"{name}.d" / DROPIN
         ctl = _systemctl(user)
-        next_command = f"{ctl} disable --now {name} && {ctl} daemon-reload"
+        next_command = f"{ctl} disable --now {shlex.quote(name)} && {ctl} daemon-reload"
     else:
         name = launchd_label(path)
         target = folder / f"{name}.plist"
@@ -297,8 +334,23 @@ def uninstall(
         raise ServiceNotInstalledError(
             f"no {scope} {manager} service installed for {store} (looked for {target})"
         )
+    files = [target]
+    if manager == "systemd":
+        others = [d for d in folder.glob(f"kymwatch@*.service.d/{DROPIN}") if d != target]
+        template = folder / SYSTEMD_TEMPLATE
+        if others:
+            n = len(others)
+            notes.append(
+                f"{SYSTEMD_TEMPLATE} stays: {n} other dataset{'s' if n != 1 else ''} use it"
+            )
+        elif template.is_file():
+            files.append(template)
     if not dry_run:
-        target.unlink()
+        for f in files:
+            f.unlink()
+        if manager == "systemd":
+            with contextlib.suppress(OSError):  # kept if someone put a drop-in of theirs there
+                target.parent.rmdir()
     return InstallResult(
         action="uninstall",
         manager=manager,
@@ -310,5 +362,6 @@ def uninstall(
         dry_run=dry_run,
         changed=not dry_run,
         next_command=next_command,
-        notes=(),
+        notes=tuple(notes),
+        files=tuple(files),
     )

@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Literal
 
 from kymwatch.errors import NotAStoreError, StoreNotFoundError
-from kymwatch.service.errors import ExecutableNotFoundError, UnsupportedPlatformError
+from kymwatch.service.errors import (
+    ExecutableNotFoundError,
+    UnknownUserError,
+    UnsupportedPlatformError,
+)
 from kymwatch.service.naming import canonical_store
 from kymwatch.service.render import Executable, command_argv
 from kymwatch.store import check_not_inside_dataset, detect_zarr_format
@@ -30,6 +34,7 @@ from kymwatch.store import check_not_inside_dataset, detect_zarr_format
 __all__ = [
     "Manager",
     "check_executable",
+    "check_user",
     "default_executable",
     "default_unit_dir",
     "detect_manager",
@@ -136,3 +141,16 @@ def store_owner(path: Path) -> str | None:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def check_user(name: str) -> None:
+    """Raise UnknownUserError unless ``name`` is an account of this machine."""
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise UnknownUserError(
+            f"--run-as {name}: no such user on this machine (create it first, or leave "
+            "--run-as out to run as the owner of the dataset)"
+        ) from None

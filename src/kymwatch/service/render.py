@@ -1,10 +1,13 @@
-"""Render the service files: a systemd unit or a launchd property list.
+"""Render the service files: a systemd template unit or a launchd property list.
 
-The templates are package data under ``kymwatch/service/templates/``:
-``kymwatch-system.service`` and ``kymwatch-user.service`` (``string.Template``
-with ``${...}`` fields) and ``org.kymflow.kymwatch.plist`` (a base property
-list that is loaded with :mod:`plistlib`, completed and dumped again, never
-edited as text).
+The definitions themselves live in the repository's top-level ``service/`` folder,
+shipped in the wheel as ``kymwatch/service/definitions/`` (package data):
+``systemd/system/kymwatch@.service`` and ``systemd/user/kymwatch@.service``
+(only ``${kymwatch}``, the program, is filled in; the dataset is the unit's
+instance, ``%f``) and ``launchd/org.kymflow.kymwatch.plist`` (a base
+property list that is loaded with :mod:`plistlib`, completed and dumped again,
+never edited as text). A dataset's own settings go into a drop-in
+(:func:`render_systemd_dropin`).
 
 The program to run is either a :class:`~pathlib.Path` to the ``kymwatch``
 script or a tuple of arguments that starts it (e.g. ``(python, "-m",
@@ -19,40 +22,46 @@ import plistlib
 import re
 from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from kymwatch.service.errors import UnsupportedPathError
 from kymwatch.service.naming import canonical_store, launchd_label, service_slug
-from kymwatch.service.naming import systemd_unit_name as _unit_name
 
 __all__ = [
     "Executable",
     "command_argv",
+    "definition",
     "launchd_log_path",
     "render_launchd_plist",
-    "render_systemd_unit",
+    "render_systemd_dropin",
+    "render_systemd_template",
 ]
 
 Executable = Path | tuple[str, ...]
 """The ``kymwatch`` script, or an argument prefix that runs kymwatch."""
 
-_TEMPLATES = "templates"
-_SYSTEM_TEMPLATE = "kymwatch-system.service"
-_USER_TEMPLATE = "kymwatch-user.service"
-_PLIST_TEMPLATE = "org.kymflow.kymwatch.plist"
+_SYSTEM_TEMPLATE = "systemd/system/kymwatch@.service"
+_USER_TEMPLATE = "systemd/user/kymwatch@.service"
+_PLIST_TEMPLATE = "launchd/org.kymflow.kymwatch.plist"
+_PROGRAM = "${kymwatch}"
+"""The one placeholder of the units: the absolute program (and its arguments)."""
 
 # Words systemd takes literally without quotes (no whitespace, quotes, backslashes, ;).
 _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_@%$+=:,./~-]+$")
 _FORBIDDEN = re.compile(r'[\x00-\x1f\x7f"\\]')
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?")
 
 
-def _template_text(name: str) -> str:
-    return resources.files("kymwatch.service").joinpath(_TEMPLATES, name).read_text("utf-8")
+def definition(name: str) -> bytes:
+    """A service definition file, by its path under ``service/`` (``launchd/...``).
 
-
-def _template_bytes(name: str) -> bytes:
-    return resources.files("kymwatch.service").joinpath(_TEMPLATES, name).read_bytes()
+    Read from the package data of an installed kymwatch, else (a source checkout or
+    an editable install) from the repository's top-level ``service/`` folder.
+    """
+    packaged = resources.files("kymwatch.service").joinpath("definitions", *name.split("/"))
+    if packaged.is_file():
+        return packaged.read_bytes()
+    return (Path(__file__).resolve().parents[3] / "service" / name).read_bytes()
 
 
 def command_argv(executable: Executable) -> tuple[str, ...]:
@@ -102,49 +111,61 @@ def _config_args(config: Path | None) -> list[str]:
     return ["--config", _check(str(config.absolute()), "configuration file path")]
 
 
-def render_systemd_unit(
-    store: Path,
-    executable: Executable,
-    *,
-    user: bool,
-    run_as: str | None = None,
-    config: Path | None = None,
-) -> str:
-    """The systemd service unit that runs ``kymwatch run STORE [--config FILE]``.
+def render_systemd_template(executable: Executable, *, user: bool) -> str:
+    """The template unit ``kymwatch@.service`` that runs ``kymwatch run %f``.
 
     Args:
-        store: The dataset folder (made absolute; it need not exist here).
         executable: The absolute ``kymwatch`` script or argument prefix.
-        user: Render the user-manager variant (``systemctl --user``): no
-            ``User=``, no file-system sandboxing, ``WantedBy=default.target``.
-        run_as: ``User=`` of a system unit (None: root). Ignored when ``user``.
-        config: A configuration file the service passes with ``--config``.
+        user: The user-manager variant (``systemctl --user``): no file-system
+            sandboxing, ``WantedBy=default.target``.
 
     Returns:
         The unit file text.
 
     Raises:
-        UnsupportedPathError: A path or the user name cannot be expressed in a unit.
+        UnsupportedPathError: The program cannot be expressed in a unit.
     """
-    store_path = canonical_store(store)
-    store_text = _check(str(store_path), "dataset path")
     argv = [_check(arg, "program argument") for arg in command_argv(executable)]
-    run = [*argv, "run", store_text, *_config_args(config)]
-    exec_start = " ".join(_word(arg, expand_env=True) for arg in run)
-    run_as_lines = ""
+    program = " ".join(_word(arg, expand_env=True) for arg in argv)
+    text = definition(_USER_TEMPLATE if user else _SYSTEM_TEMPLATE).decode("utf-8")
+    if text.count(_PROGRAM) != 1:  # a broken definition file: never write half a unit
+        raise RuntimeError(f"the systemd template has no single {_PROGRAM} to fill in")
+    return text.replace(_PROGRAM, program)
+
+
+def render_systemd_dropin(
+    store: Path, *, user: bool, run_as: str | None = None, config: Path | None = None
+) -> str:
+    """The drop-in ``kymwatch@<instance>.service.d/kymwatch.conf`` of one dataset.
+
+    It names the dataset (for whoever reads it), for a system service the account
+    the daemon runs as (``User=``; None: root), and the configuration file given
+    to ``kymwatch run`` (``KYMWATCH_OPTIONS``, which the template's command line
+    expands into words).
+
+    Raises:
+        UnsupportedPathError: The user name is not a valid account name.
+    """
+    lines = [
+        '# Written by "kymwatch service install" for the kymflow dataset',
+        f"#   {' '.join(str(canonical_store(store)).split())}",
+        "# Re-run it to regenerate this file; put your own changes in another drop-in.",
+        "",
+        "[Service]",
+    ]
     if not user and run_as is not None:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?", run_as):
+        if not _USER_NAME.fullmatch(run_as):
             raise UnsupportedPathError(f"invalid user name for User=: {run_as!r}")
-        run_as_lines = f"User={run_as}\n"
-    template = Template(_template_text(_USER_TEMPLATE if user else _SYSTEM_TEMPLATE))
-    return template.substitute(
-        store_comment=store_text,
-        store_text=_specifiers(store_text),
-        store_arg=_word(store_text, expand_env=False),
-        exec_start=exec_start,
-        run_as_lines=run_as_lines,
-        unit_name=_unit_name(store_path),
-    )
+        lines.append(f"User={run_as}")
+    if config is not None:
+        options = " ".join(_config_args(config))
+        if len(options.split()) != 2:  # systemd splits $KYMWATCH_OPTIONS on white space
+            raise UnsupportedPathError(
+                f"configuration file path {str(config)!r} contains white space, "
+                "which a systemd drop-in cannot pass as one argument"
+            )
+        lines.append(f'Environment="KYMWATCH_OPTIONS={_specifiers(options)}"')
+    return "\n".join(lines) + "\n"
 
 
 def launchd_log_path(store: Path, *, user: bool, log_dir: Path | None = None) -> Path:
@@ -202,7 +223,7 @@ def render_launchd_plist(
     argv = [_check(arg, "program argument") for arg in command_argv(executable)]
     log_file = log_path if log_path is not None else launchd_log_path(store_path, user=user)
     log_text = _check(str(log_file), "log path")
-    job: dict[str, Any] = plistlib.loads(_template_bytes(_PLIST_TEMPLATE))
+    job: dict[str, Any] = plistlib.loads(definition(_PLIST_TEMPLATE))
     job["Label"] = label if label is not None else launchd_label(store_path)
     job["ProgramArguments"] = [*argv, "run", store_text, *_config_args(config)]
     job["WorkingDirectory"] = store_text

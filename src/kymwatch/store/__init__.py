@@ -43,6 +43,7 @@ from kymwatch.store.scan import (
 )
 
 if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
+    from kymwatch.store.create import init_store
     from kymwatch.store.dataset import Mode, ZarrDataset
     from kymwatch.store.engine import SortedTable
     from kymwatch.store.record import ZarrImageRecord
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "init_store": "create",
         "Mode": "dataset",
         "ZarrDataset": "dataset",
         "SortedTable": "engine",
@@ -94,6 +96,7 @@ __all__ = [
     "enclosing_dataset",
     "existing_store",
     "fs_stamp",
+    "init_store",
     "is_temporary_name",
     "is_valid_image_id",
     "iter_record_folders",
