@@ -15,6 +15,7 @@ from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
 from kymwatch.daemon.status import StatusView, read_status
 from kymwatch.errors import KymwatchError
+from kymwatch.rootcli import resolve_target, status_root, sync_root
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
 
@@ -81,10 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         service_console_format,
     )
 
-    root = _store(args.store)
+    root, many = resolve_target(args.store)
     if args.max_delay_ms < args.quiet_ms:
         raise _UsageError("--max-delay-ms must be at least --quiet-ms")
     log_file = None if args.no_log_file else Path(args.log_file or root / INDEX_DIR / LOG_FILE)
+    if many:  # ROOT: the stores get their own log files; --log-file has every line
+        log_file = Path(args.log_file) if args.log_file and not args.no_log_file else None
     config = DaemonConfig(
         store=root,
         quiet_s=args.quiet_ms / 1000,
@@ -98,9 +101,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         indexers=_indexer_names(args.indexers),
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
+    console: ConsoleFormat = service_console_format() or "auto"
+    if many:
+        from kymwatch.index import available_indexers
+        from kymwatch.rootcli import run_root
+
+        available_indexers()  # imports the plug-ins, for the probe below
+        skip_pyarrow_pandas_probe()
+        configure_logging(
+            level=args.log_level, log_file=log_file, console=console, stream=sys.stdout
+        )
+        return run_root(
+            root,
+            config,
+            store_logs=not args.no_log_file,
+            log_name=LOG_FILE,
+            rescan_interval_s=args.rescan_interval,
+        )
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
     skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
-    console: ConsoleFormat = service_console_format() or "auto"
     configure_logging(level=args.log_level, log_file=log_file, console=console, stream=sys.stdout)
     daemon.run()
     return EXIT_OK
@@ -126,7 +145,9 @@ def _watch_why(d: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    root = _store(args.store)
+    root, many = resolve_target(args.store)
+    if many:
+        return status_root(root, as_json=args.json)
     view = read_status(root, daemon_running(root))
     code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
     stale_records = _stale_records(root, view)
@@ -250,7 +271,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
 
-    root = _store(args.store)
+    root, many = resolve_target(args.store)
+    if many:
+        return sync_root(root, timeout=args.timeout, quiet=args.quiet, strict=args.strict)
     try:
         answer = request_sync(root, timeout=args.timeout)
     except NoDaemonError as e:
@@ -329,8 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"kymwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="watch a store in the foreground and keep its tables right")
-    run.add_argument("store")
+    run = sub.add_parser(
+        "run",
+        help="watch a store (or every store in a folder of stores) in the foreground "
+        "and keep its tables right",
+    )
+    run.add_argument(
+        "store", help="a kymflow store, or a folder holding stores (in it or one level below)"
+    )
     run.add_argument(
         "--quiet-ms",
         type=_number(float, maximum=_DAY_S * 1000),
@@ -387,7 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
     )
-    run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
+    run.add_argument(
+        "--rescan-interval",
+        type=_number(float, maximum=_DAY_S),
+        default=30.0,
+        metavar="S",
+        help="with a folder of stores: seconds between scans for stores that appeared or "
+        "went (changes seen by inotify are picked up at once; default 30)",
+    )
+    run.add_argument(
+        "--log-file",
+        help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE}; with a folder of stores, "
+        "each store has its own and this file gets every line)",
+    )
     run.add_argument("--no-log-file", action="store_true", help="log to the console only")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
@@ -395,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "status", help="show the daemon's status (exit 0 healthy, 1 unhealthy, 3 not running)"
     )
-    st.add_argument("store")
+    st.add_argument("store", help="a kymflow store, or a folder of stores (lists each store)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
@@ -417,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.set_defaults(func=cmd_logs)
 
     sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
-    sy.add_argument("store")
+    sy.add_argument("store", help="a kymflow store, or a folder of stores (syncs each store)")
     sy.add_argument("--timeout", type=_number(float, maximum=7 * _DAY_S), default=60.0, metavar="S")
     sy.add_argument("-q", "--quiet", action="store_true", help="print nothing when up to date")
     sy.add_argument(

@@ -4,7 +4,9 @@
 ``InotifyFD``): the store root, ``images/``, each record folder and each record's
 ``analysis/`` tree — about two watches per record, never pixel-chunk folders.
 :class:`kymwatch.daemon.polling.PollingWatcher` is for file systems where inotify
-sees no remote writes (FUSE, NFS, SMB/CIFS, ...).
+sees no remote writes (FUSE, NFS, SMB/CIFS, ...). :class:`FolderWatcher` watches the
+folders of a folder of stores (``kymwatch run ROOT``), each alone, for entries that
+appear or go.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +34,7 @@ from kymwatch.store.atomic import make_folder
 __all__ = [
     "EventSink",
     "EventSource",
+    "FolderWatcher",
     "InotifyWatcher",
     "inotify_available",
 ]
@@ -280,3 +283,78 @@ class InotifyWatcher:
             self._watch_record(path)
         elif len(rel) >= 2 and rel[1] == ANALYSIS_DIR and not is_temporary_name(name):
             self._watch_analysis(path)
+
+
+class FolderWatcher:
+    """Watches a set of folders, each alone (not recursively), for entries created,
+    deleted or renamed (``kymwatch run ROOT``: a store appearing or going).
+
+    ``on_change`` is called on the watcher's thread for every such event, and for an
+    event overflow (what changed is then unknown: the caller rescans anyway). Linux
+    only (see :func:`inotify_available`); elsewhere the caller rescans periodically.
+
+    Args:
+        on_change: Called (without arguments, from another thread) after a change.
+    """
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        from watchdog.observers.inotify_c import InotifyConstants as C
+        from watchdog.observers.inotify_c import InotifyFD
+
+        self._on_change = on_change
+        self._fd: Any = InotifyFD()
+        self._wd_of: dict[str, int] = {}
+        self._lock = threading.Lock()
+        entries = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
+        self._mask = entries | C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW
+        self._id = f"kymwatch-folders-{id(self)}"
+
+    @property
+    def watch_count(self) -> int:
+        """Number of folders watched."""
+        with self._lock:
+            return len(self._wd_of)
+
+    def start(self) -> None:
+        """Start the watcher's thread (no folder is watched before :meth:`watch`)."""
+        self._fd.start()
+
+    def stop(self) -> None:
+        """Stop watching and end the thread."""
+        self._fd.stop()
+        if self._fd.is_alive():
+            self._fd.join()
+
+    def watch(self, folders: Iterable[Path]) -> None:
+        """Watch exactly ``folders`` from now on (those already watched are kept)."""
+        wanted = {os.fspath(f) for f in folders}
+        with self._lock:
+            gone = [(p, wd) for p, wd in self._wd_of.items() if p not in wanted]
+            for p, _ in gone:
+                del self._wd_of[p]
+            new = wanted - self._wd_of.keys()
+        if gone:
+            self._fd.remove_callbacks([(wd, self._id) for _, wd in gone])
+        for path in sorted(new):
+            try:
+                wd = self._fd.add_callback(os.fsencode(path), self._mask, self, self._id)
+            except OSError as e:  # gone, or unreadable: the next scan says so
+                log.debug("watch_failed", path=path, error=str(e))
+                continue
+            with self._lock:
+                self._wd_of[path] = wd
+
+    # -- watchdog callbacks (run on the InotifyFD thread) -------------------------------
+    def on_event(self, event: Any) -> None:
+        self._on_change()
+
+    def on_watch_deleted(self, wd: int) -> None:
+        with self._lock:
+            for path, w in list(self._wd_of.items()):
+                if w == wd:
+                    del self._wd_of[path]
+        self._on_change()
+
+    def on_queue_overflow(self) -> None:
+        log.warning("events_lost", reason="inotify_overflow", watcher="folders")
+        self._on_change()
