@@ -13,9 +13,10 @@ file and log file. It decides only which stores run:
   looked at again every few seconds; a store whose daemon fails (a broken store)
   is logged and retried with a growing delay; neither stops the others.
 
-**Events are hints, the scan is the truth**: ROOT and the plain folders in it are
-watched (each alone, inotify, Linux) so a new store is seen within a second, and
-ROOT is rescanned periodically anyway (the only way elsewhere).
+**Events are hints, the scan is the truth**: ROOT, the plain folders in it and
+the stores themselves are watched (each alone, inotify, Linux; a store only for
+its marker or ``images/`` going) so a store that appears or goes is seen within a
+second, and ROOT is rescanned periodically anyway (the only way elsewhere).
 
 At the process level it holds a lock on ROOT (a second ``kymwatch run ROOT`` is
 refused), handles the signals, and talks to systemd: ``READY=1`` once every
@@ -81,8 +82,8 @@ class FolderSource(Protocol):
     def stop(self) -> None:
         """Stop watching."""
 
-    def watch(self, folders: Iterable[Path]) -> None:
-        """Watch exactly these folders."""
+    def watch(self, folders: Iterable[Path], stores: Iterable[Path]) -> None:
+        """Watch exactly these folders (any entry) and stores (their shape going)."""
 
 
 def _default_source(on_change: Callable[[], None]) -> FolderSource | None:
@@ -182,7 +183,7 @@ class Fleet:
                 if now >= self._scan_at:
                     scan = self._rescan(now)
                     if source is not None:
-                        source.watch((*scan.folders, *scan.incomplete))
+                        source.watch((*scan.folders, *scan.incomplete), scan.stores)
                 if not self._ready_sent and all(m.settled for m in self.members.values()):
                     self._ready_sent = True
                     self.notifier.ready(self.status_line())

@@ -30,6 +30,7 @@ from kymwatch.store import (
     is_valid_image_id,
 )
 from kymwatch.store.atomic import make_folder
+from kymwatch.store.root import V2_MARKER, V3_MARKER
 
 __all__ = [
     "EventSink",
@@ -286,8 +287,10 @@ class InotifyWatcher:
 
 
 class FolderWatcher:
-    """Watches a set of folders, each alone (not recursively), for entries created,
-    deleted or renamed (``kymwatch run ROOT``: a store appearing or going).
+    """Watches folders of a folder of stores (``kymwatch run ROOT``), each alone (not
+    recursively): plain folders for entries created, deleted or renamed (a store
+    appearing or going), stores for their marker or ``images/`` going (a store
+    being deleted in place).
 
     ``on_change`` is called on the watcher's thread for every such event, and for an
     event overflow (what changed is then unknown: the caller rescans anyway). Linux
@@ -304,9 +307,11 @@ class FolderWatcher:
         self._on_change = on_change
         self._fd: Any = InotifyFD()
         self._wd_of: dict[str, int] = {}
+        self._store_wds: set[int] = set()
         self._lock = threading.Lock()
-        entries = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
-        self._mask = entries | C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW
+        selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW
+        self._mask = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM | selfs
+        self._store_mask = C.IN_DELETE | C.IN_MOVED_FROM | selfs
         self._id = f"kymwatch-folders-{id(self)}"
 
     @property
@@ -325,36 +330,49 @@ class FolderWatcher:
         if self._fd.is_alive():
             self._fd.join()
 
-    def watch(self, folders: Iterable[Path]) -> None:
-        """Watch exactly ``folders`` from now on (those already watched are kept)."""
-        wanted = {os.fspath(f) for f in folders}
+    def watch(self, folders: Iterable[Path], stores: Iterable[Path] = ()) -> None:
+        """Watch exactly ``folders`` and ``stores`` from now on (kept if already watched)."""
+        plain = {os.fspath(f) for f in folders}
+        kinds = {os.fspath(s): True for s in stores} | dict.fromkeys(plain, False)
         with self._lock:
-            gone = [(p, wd) for p, wd in self._wd_of.items() if p not in wanted]
-            for p, _ in gone:
+            gone = [(p, wd) for p, wd in self._wd_of.items() if p not in kinds]
+            for p, wd in gone:
                 del self._wd_of[p]
-            new = wanted - self._wd_of.keys()
+                self._store_wds.discard(wd)
+            new = kinds.keys() - self._wd_of.keys()
         if gone:
             self._fd.remove_callbacks([(wd, self._id) for _, wd in gone])
         for path in sorted(new):
+            mask = self._store_mask if kinds[path] else self._mask
             try:
-                wd = self._fd.add_callback(os.fsencode(path), self._mask, self, self._id)
+                wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
             except OSError as e:  # gone, or unreadable: the next scan says so
                 log.debug("watch_failed", path=path, error=str(e))
                 continue
             with self._lock:
                 self._wd_of[path] = wd
+                if kinds[path]:
+                    self._store_wds.add(wd)
 
     # -- watchdog callbacks (run on the InotifyFD thread) -------------------------------
     def on_event(self, event: Any) -> None:
-        self._on_change()
+        with self._lock:
+            in_store = event.wd in self._store_wds
+        if not in_store or not event.name or os.fsdecode(event.name) in _STORE_SHAPE:
+            self._on_change()
 
     def on_watch_deleted(self, wd: int) -> None:
         with self._lock:
             for path, w in list(self._wd_of.items()):
                 if w == wd:
                     del self._wd_of[path]
+            self._store_wds.discard(wd)
         self._on_change()
 
     def on_queue_overflow(self) -> None:
         log.warning("events_lost", reason="inotify_overflow", watcher="folders")
         self._on_change()
+
+
+_STORE_SHAPE = frozenset({V2_MARKER, V3_MARKER, IMAGES_DIR})
+"""The entries whose removal makes a folder no store any more."""
