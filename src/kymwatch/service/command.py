@@ -35,7 +35,12 @@ EXIT_BAD_INPUT = 2
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("store", type=Path, metavar="STORE", help="the kymflow dataset folder")
+    parser.add_argument(
+        "store",
+        type=Path,
+        metavar="STORE",
+        help="the kymflow dataset folder, or a folder of datasets (one service for all)",
+    )
     parser.add_argument(
         "--user",
         action="store_true",
