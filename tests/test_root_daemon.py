@@ -82,7 +82,7 @@ class RootProcess(DaemonProcess):
     def lines(self, event: str) -> list[dict[str, Any]]:
         """The process's console lines (JSON: not a terminal) named ``event``."""
         out = []
-        for line in self.read_output().splitlines():
+        for line in self.output.read_text(errors="replace").splitlines():
             try:
                 doc = json.loads(line)
             except ValueError:
@@ -148,9 +148,8 @@ def test_every_store_and_one_created_later_are_indexed(
     for store in [*stores_in(root), late]:
         assert_tables_match_rebuild(store, tmp_path / "scratch")
         assert len(live_tables(store)["velocity_events"]) > 0
-        logged = {
-            json.loads(line).get("store") for line in (store / "index" / "kymwatch.log").open()
-        }
+        log_lines = (store / "index" / "kymwatch.log").read_text().splitlines()
+        logged = {json.loads(line).get("store") for line in log_lines}
         assert logged == {str(store)}
     started = {d["store"] for d in fleet.lines("store_started")}
     assert started == {str(s) for s in [*stores_in(root), late]}
