@@ -278,10 +278,11 @@ class Fleet:
 
     def _reap(self) -> None:
         """Collect the daemons that ended: let-go ones, and those that failed or stopped."""
+        now = self._clock()
         for m in [m for m in self._leaving if m.done]:
             self._leaving.remove(m)
             self._ended(m)
-        now = self._clock()
+            self._scan_at = min(self._scan_at, now)  # the store may be back already
         for path, m in list(self.members.items()):
             if not m.done:
                 continue
@@ -306,6 +307,7 @@ class Fleet:
             )
 
     def _ended(self, member: Member) -> None:
+        member.join()
         detach = self._detach.pop(id(member), None)
         if detach is not None:
             detach()

@@ -114,8 +114,8 @@ class Member:
 
     @property
     def done(self) -> bool:
-        """True once the thread has ended."""
-        return self.outcome is not None and not self._thread.is_alive()
+        """True once the daemon has ended (the thread is returning: :meth:`join` is quick)."""
+        return self.outcome is not None
 
     @property
     def settled(self) -> bool:
