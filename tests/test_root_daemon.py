@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
+from test_notify_daemon import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +263,34 @@ def test_folder_without_stores_is_refused(tmp_path: Path) -> None:
         assert proc.returncode == EXIT_USAGE, proc
         assert "nor a folder holding one" in proc.stderr
         assert len(proc.stderr.splitlines()) == 1
+
+
+def test_process_notifies_ready_after_every_store_and_pings_the_watchdog(
+    root: Path, tmp_path: Path
+) -> None:
+    """Under systemd the process sends READY=1 once every store's first reconcile is
+    done (a broken store does not hold it back), WATCHDOG=1 while the stores' loops
+    run, and STOPPING=1 then exit 0 on SIGTERM."""
+    broken = make_store(root / "broken.zarr")
+    (broken / "tables").symlink_to(tmp_path)
+    sock_dir = Path(tempfile.mkdtemp(prefix="kwr-"))
+    receiver = Receiver(str(sock_dir / "notify"), str(sock_dir / "notify"))
+    env = {"NOTIFY_SOCKET": receiver.address, "WATCHDOG_USEC": "1000000"}
+    try:
+        fleet = RootProcess(root, env=env).start(wait_ready=False)
+        try:
+            wait_until(lambda: "READY=1" in receiver.lines(), what="READY=1")
+            for store in stores_in(root):  # each one's first reconcile is done
+                doc = json.loads((store / "index" / "status.json").read_bytes())
+                assert doc["counters"]["records_indexed"] == 2, store
+            wait_until(lambda: receiver.lines().count("WATCHDOG=1") >= 3, what="WATCHDOG=1")
+            wait_until(
+                lambda: "STATUS=3 stores; 3 watching; 1 failed" in receiver.lines(),
+                what="STATUS= summary",
+            )
+        finally:
+            assert fleet.stop() == 0
+        assert "STOPPING=1" in receiver.lines()
+    finally:
+        receiver.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
