@@ -103,17 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     console: ConsoleFormat = service_console_format() or "auto"
     if many:
-        from kymwatch.index import available_indexers
         from kymwatch.rootcli import run_root
 
-        available_indexers()  # imports the plug-ins, for the probe below
-        skip_pyarrow_pandas_probe()
-        configure_logging(
-            level=args.log_level, log_file=log_file, console=console, stream=sys.stdout
-        )
+        logging = {"level": args.log_level, "log_file": log_file, "console": console}
         return run_root(
             root,
             config,
+            logging,
             store_logs=not args.no_log_file,
             log_name=LOG_FILE,
             rescan_interval_s=args.rescan_interval,

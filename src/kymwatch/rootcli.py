@@ -48,6 +48,7 @@ def resolve_target(path: str | os.PathLike[str]) -> tuple[Path, bool]:
 def run_root(
     root: Path,
     template: DaemonConfig,
+    logging: dict[str, Any],
     *,
     store_logs: bool,
     log_name: str,
@@ -56,8 +57,10 @@ def run_root(
     """Run one daemon per store of ``root`` in this process until stopped.
 
     Args:
-        root: The folder of stores (logging is configured already).
+        root: The folder of stores.
         template: Every store's daemon configuration (its ``store`` is replaced).
+        logging: Arguments of :func:`kymwatch.logconfig.configure_logging` (the
+            process's console and optional all-stores log file).
         store_logs: Give each store its JSON log file ``STORE/index/<log_name>``.
         log_name: The log file's name.
         rescan_interval_s: Seconds between full scans of ``root``.
@@ -65,7 +68,13 @@ def run_root(
     from kymwatch.daemon.fleet import Fleet, FleetConfig
     from kymwatch.daemon.runner import Daemon
     from kymwatch.daemon.sdnotify import Notifier
-    from kymwatch.logconfig import add_store_log_file, reopen_log_files
+    from kymwatch.index import available_indexers
+    from kymwatch.index.frames import skip_pyarrow_pandas_probe
+    from kymwatch.logconfig import add_store_log_file, configure_logging, reopen_log_files
+
+    available_indexers()  # imports the plug-ins before the probe (see kymwatch.index.frames)
+    skip_pyarrow_pandas_probe()
+    configure_logging(**logging, stream=sys.stdout)
 
     def make_daemon(store: Path, notifier: Notifier) -> Daemon:
         return Daemon(dataclasses.replace(template, store=store), notifier=notifier)
