@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,7 @@ from harness import (
     assert_tables_match_rebuild,
     kymwatch,
     live_tables,
+    unprivileged_prefix,
     wait_until,
 )
 from helpers_store import (
@@ -294,3 +296,50 @@ def test_process_notifies_ready_after_every_store_and_pings_the_watchdog(
     finally:
         receiver.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_unreadable_folder_and_not_a_dataset_are_skipped_with_a_log_line() -> None:
+    """Run unprivileged: a store folder the daemon cannot read is logged
+    (``root_folder_unreadable``) and a folder with a marker whose ``images`` is a file
+    (``store_incomplete``) too; neither is started, and the other stores are indexed."""
+    prefix = unprivileged_prefix()
+    if isinstance(prefix, str):
+        pytest.skip(prefix)
+    base = Path(tempfile.mkdtemp(prefix="kymwatch-root-"))
+    try:
+        base.chmod(0o755)
+        lab = base / "lab"
+        good = [make_store(lab / "exp1.zarr"), make_store(lab / "2026-11" / "exp2.zarr", gen2=True)]
+        locked = make_store(lab / "locked.zarr")
+        bad = lab / "bad.zarr"
+        bad.mkdir()
+        (bad / ".zgroup").write_text('{"zarr_format": 2}')
+        (bad / "images").write_text("not a folder")
+        if prefix:
+            user = pwd.getpwnam("nobody")
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                    os.chown(name, user.pw_uid, user.pw_gid, follow_symlinks=False)
+            os.chown(locked, 0, 0)
+        locked.chmod(0)
+        with RootProcess(lab, prefix=prefix).start(wait_ready=False) as fleet:
+            fleet.wait_watching(good)
+            wait_until(lambda: fleet.lines("store_incomplete"), what="store_incomplete")
+            wait_until(lambda: fleet.lines("root_folder_unreadable"), what="unreadable logged")
+            assert [d["path"] for d in fleet.lines("root_folder_unreadable")] == [str(locked)]
+            assert [d["path"] for d in fleet.lines("store_incomplete")] == [str(bad)]
+            assert {d["store"] for d in fleet.lines("store_started")} == {str(s) for s in good}
+            # As root, sync ROOT sees locked.zarr too: no daemon runs on it (exit 3).
+            expected = EXIT_NOT_RUNNING if prefix else 0
+            assert kymwatch("sync", lab, "--timeout", "120").returncode == expected
+            for store in good:
+                kymwatch("sync", store, "--timeout", "120", check=True)
+                assert_tables_match_rebuild(store, base / "scratch")
+    finally:
+        for dirpath, dirnames, _ in os.walk(base):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+        locked_path = base / "lab" / "locked.zarr"
+        if locked_path.exists():
+            locked_path.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
