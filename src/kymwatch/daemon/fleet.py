@@ -132,6 +132,7 @@ class Fleet:
         self._stop, self._wake, self._hangup = threading.Event(), threading.Event(), False
         self._scan_at = clock()
         self._ready_sent = False
+        self._late: set[Path] = set()  # stores whose loop stopped pinging (logged once)
         self._lock = DaemonLock(self.root)
 
     # -- public ---------------------------------------------------------------------------
@@ -167,12 +168,17 @@ class Fleet:
         log.info("root_daemon_started", root=str(self.root), pid=os.getpid(), depth=ROOT_DEPTH)
         source = self._source_factory(self._changed)
         if source is not None:
-            source.start()
+            try:
+                source.start()
+            except OSError as e:  # e.g. no inotify instance left: the periodic scan remains
+                log.warning("folder_watch_failed", error=str(e))
+                source = None
         interval = self.notifier.watchdog_interval()
         now = self._clock()
         next_ping = next_status = now
         try:
             while not self._stop.is_set():
+                self._wake.clear()  # before the work: a wake-up during it is kept
                 now = self._clock()
                 if self._hangup:
                     self._hangup = False
@@ -199,7 +205,6 @@ class Fleet:
                 if interval is not None:
                     deadlines.append(next_ping)
                 self._wake.wait(max(0.0, min(deadlines) - self._clock()))
-                self._wake.clear()
         finally:
             self.notifier.stopping()
             if source is not None:
@@ -337,11 +342,10 @@ class Fleet:
             if not m.done and now - m.notifier.last_ping > 2 * interval
         ]
         for m in late:
-            log.error(
-                "store_unresponsive",
-                store=str(m.store),
-                silent_s=round(now - m.notifier.last_ping, 1),
-            )
+            if m.store not in self._late:
+                silent = round(now - m.notifier.last_ping, 1)
+                log.error("store_unresponsive", store=str(m.store), silent_s=silent)
+        self._late = {m.store for m in late}
         return not late
 
     def status_line(self) -> str:
