@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -272,7 +273,7 @@ def test_process_notifies_ready_after_every_store_and_pings_the_watchdog(
 ) -> None:
     """Under systemd the process sends READY=1 once every store's first reconcile is
     done (a broken store does not hold it back), WATCHDOG=1 while the stores' loops
-    run, and STOPPING=1 then exit 0 on SIGTERM."""
+    run, reopens its logs on SIGHUP, and sends STOPPING=1 then exits 0 on SIGTERM."""
     broken = make_store(root / "broken.zarr")
     (broken / "tables").symlink_to(tmp_path)
     sock_dir = Path(tempfile.mkdtemp(prefix="kwr-"))
@@ -290,6 +291,10 @@ def test_process_notifies_ready_after_every_store_and_pings_the_watchdog(
                 lambda: "STATUS=3 stores; 3 watching; 1 failed" in receiver.lines(),
                 what="STATUS= summary",
             )
+            assert fleet.proc is not None
+            fleet.proc.send_signal(signal.SIGHUP)  # logrotate: reopen every log file
+            wait_until(lambda: fleet.lines("log_reopened"), what="log_reopened")
+            assert fleet.proc.poll() is None
         finally:
             assert fleet.stop() == 0
         assert "STOPPING=1" in receiver.lines()
