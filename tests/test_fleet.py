@@ -148,3 +148,29 @@ def test_watchdog_waits_for_every_store_loop(root: Path) -> None:
     assert not fleet._responsive(clock.now, 1.0)  # b.zarr silent for 2.5 s
     members[1].notifier.watchdog()
     assert fleet._responsive(clock.now, 1.0)
+
+
+def test_periodic_scan_alone_finds_new_stores_and_lets_gone_ones_go(root: Path) -> None:
+    """Without a folder watcher (macOS, network file systems), the periodic scan starts
+    a store created later and stops the daemon of a store moved away."""
+    fx = Fixture(root, Recorder())
+    fx.fleet = Fleet(
+        FleetConfig(root=root, rescan_interval_s=0.05, retry_s=(60.0, 60.0)),
+        fx._make,
+        notifier=Recorder(),
+        source_factory=lambda _change: None,
+    )
+    fx.thread = threading.Thread(target=fx.fleet.run)
+    fx.thread.start()
+    try:
+        wait_until(lambda: {"a.zarr", "b.zarr"} <= fx.daemons.keys(), what="daemons built")
+        make_v2_store(root / "2026-11" / "c.zarr")
+        wait_until(lambda: "c.zarr" in fx.daemons, what="c.zarr started")
+        (root / ".trash").mkdir()  # hidden: not scanned
+        (root / "a.zarr").rename(root / ".trash" / "a.zarr")
+        wait_until(lambda: fx.daemons["a.zarr"].stopped.is_set(), what="a.zarr let go")
+        wait_until(lambda: root / "a.zarr" not in fx.fleet.members, what="a.zarr forgotten")
+        assert not fx.daemons["b.zarr"].stopped.is_set()
+    finally:
+        fx.fleet.stop()
+        fx.thread.join()
