@@ -348,3 +348,19 @@ def test_unreadable_folder_and_not_a_dataset_are_skipped_with_a_log_line() -> No
         if locked_path.exists():
             locked_path.chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_root_emptied_then_refilled_keeps_running(fleet: RootProcess, root: Path) -> None:
+    """Once every store is moved away the root daemon keeps running (``status ROOT``
+    still answers) and starts the next store created in it."""
+    trash = root / ".trash"  # hidden: never scanned
+    trash.mkdir()
+    for i, store in enumerate(stores_in(root)):
+        store.rename(trash / f"{i}-{store.name}")
+    wait_until(lambda: len(fleet.lines("store_stopped")) == 3, what="three stores let go")
+    doc = json.loads(kymwatch("status", root, "--json", check=True).stdout)
+    assert doc["running"] and doc["stores"] == []
+    new = make_store(root / "exp44.zarr")
+    fleet.wait_watching([new])
+    kymwatch("sync", root, "--timeout", "120", check=True)
+    assert len(live_tables(new)["velocity_events"]) == 4

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kymwatch.daemon.instance import daemon_pid
 from kymwatch.daemon.status import read_status
-from kymwatch.errors import KymwatchError
+from kymwatch.errors import KymwatchError, NotAStoreError
 from kymwatch.store import INDEX_DIR, check_not_inside_dataset, detect_zarr_format, scan_root
 from kymwatch.store.discover import existing_root
 from kymwatch.store.root import existing_store
@@ -31,7 +31,8 @@ EXIT_OK, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_NOT_CURRENT = 0, 1, 3, 4
 
 
 def resolve_target(path: str | os.PathLike[str]) -> tuple[Path, bool]:
-    """``(absolute path, is_root)``: a store, or a folder holding stores.
+    """``(absolute path, is_root)``: a store, or a folder holding stores (or one a
+    root daemon watches, even while it holds none).
 
     Raises:
         StoreNotFoundError: the path does not exist.
@@ -40,7 +41,12 @@ def resolve_target(path: str | os.PathLike[str]) -> tuple[Path, bool]:
     check_not_inside_dataset(path)
     p = Path(path).absolute()
     if p.is_dir() and detect_zarr_format(p) is None:
-        return existing_root(p), True
+        try:
+            return existing_root(p), True
+        except NotAStoreError:
+            if daemon_pid(p) is None:
+                raise
+            return p, True  # a root daemon runs here, its stores all gone for now
     return existing_store(p), False
 
 
