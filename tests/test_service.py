@@ -528,6 +528,46 @@ def test_cli_install_prints_path_and_next_command(store: Path, exe: Path, tmp_pa
     assert err == ""
 
 
+def _make_root(path: Path) -> Path:
+    """A folder of stores: one in it, one a level below (marker and images/ each)."""
+    for store in (path / "exp1.zarr", path / "2026-11" / "exp2.zarr"):
+        _make_store(store)
+        (store / "images").mkdir()
+    return path
+
+
+def test_install_root_renders_one_unit_for_every_store(tmp_path: Path, exe: Path) -> None:
+    """``service install ROOT`` makes one template instance for ROOT (``%f`` is ROOT: it
+    runs ``kymwatch run ROOT`` and may write the whole folder); the plist does the same."""
+    root = _make_root(tmp_path / "lab data")
+    units = tmp_path / "units"
+    result = install(root, manager="systemd", executable=exe, unit_dir=units, run_as="nobody")
+    assert result.store == root and result.name == systemd_unit_name(root)
+    unit = _directives(result.path.read_text())
+    assert unit["Service"]["ExecStart"] == [f"{exe} run %f $KYMWATCH_OPTIONS"]
+    assert unit["Service"]["ReadWritePaths"] == ["%f"]
+    assert unit["Unit"]["RequiresMountsFor"] == ["%f"]
+    assert result.name == f"kymwatch@{systemd_escape_path(root)}.service"
+    plist = plistlib.loads(render_launchd_plist(root, exe))
+    assert plist["ProgramArguments"] == [str(exe), "run", str(root)]
+
+
+def test_cli_install_root_dry_run(tmp_path: Path, exe: Path) -> None:
+    """The CLI takes a folder of stores; a folder holding none is one line, exit 2."""
+    root = _make_root(tmp_path / "lab")
+    argv = ["service", "install", str(root), "--systemd", "--dry-run", "--executable", str(exe)]
+    code, out, err = _run_cli([*argv, "--unit-dir", str(tmp_path / "u")])
+    assert code == 0, err
+    assert f"ExecStart={exe} run %f $KYMWATCH_OPTIONS" in out
+    assert f"kymwatch@{systemd_escape_path(root)}.service" in err
+    empty = tmp_path / "empty"
+    (empty / "deep" / "er").mkdir(parents=True)
+    _make_store(empty / "deep" / "er" / "exp.zarr")
+    code, out, err = _run_cli([*argv[:2], str(empty), *argv[3:]])
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "nor a folder of datasets" in err
+
+
 def test_cli_dry_run_prints_only_the_file_on_stdout(store: Path, exe: Path, tmp_path: Path) -> None:
     """``--dry-run`` prints the rendered unit on stdout, the plan on stderr, and writes nothing."""
     unit_dir = tmp_path / "units"

@@ -17,9 +17,11 @@ from kymwatch.daemon.progress import describe as describe_progress
 from kymwatch.daemon.status import STATUS_SCHEMA_VERSION, StatusView, read_status
 from kymwatch.errors import KymwatchError
 from kymwatch.progressbar import bars_wanted
+from kymwatch.rootcli import resolve_target, status_root, sync_root
 from kymwatch.settings import Settings, add_options, resolve
 
 if TYPE_CHECKING:
+    from kymwatch.daemon.config import DaemonConfig
     from kymwatch.daemon.metrics import Metrics
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
@@ -78,7 +80,7 @@ def _number(
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from kymwatch.daemon import Daemon, DaemonConfig
+    from kymwatch.daemon import Daemon
     from kymwatch.daemon.memory import tune_process_memory
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.logconfig import (
@@ -88,11 +90,80 @@ def cmd_run(args: argparse.Namespace) -> int:
         service_console_format,
     )
 
-    root = _store(args.store)
-    opts = resolve(args, root)
-    log_file = _log_file(opts["log_file"], root)
-    config = DaemonConfig(
-        store=root,
+    root, many = resolve_target(args.store)
+    opts = resolve(args, root, parent=not many)
+    tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
+    console: ConsoleFormat = service_console_format() or "auto"
+    if many:
+        return _run_root(args, root, opts, console)
+    # With a daemon on the store, run() refuses with its pid: no port is bound and its
+    # textfile is not overwritten.
+    metrics = None if daemon_running(root) else _metrics(opts)
+    progress = None
+    if bars_wanted(opts["progress"]):
+        from kymwatch.progressbar import TerminalBar
+
+        progress = TerminalBar()
+    daemon = Daemon(  # checks the store first
+        _daemon_config(opts, root),
+        on_hangup=reopen_log_files,
+        metrics=metrics.for_store(root) if metrics else None,
+        progress=progress,
+    )
+    skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
+    configure_logging(
+        level=opts["log_level"],
+        log_file=_log_file(opts["log_file"], root),
+        console=console,
+        stream=sys.stdout,
+    )
+    try:
+        if metrics is not None and opts["metrics_port"] is not None:
+            metrics.serve(opts["metrics_port"], opts["metrics_address"])
+        daemon.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
+    return EXIT_OK
+
+
+def _run_root(args: argparse.Namespace, root: Path, opts: Settings, console: str) -> int:
+    """``kymwatch run ROOT``: one daemon per store. Process-wide settings (logging,
+    metrics, rescans) come from ROOT's file and the flags; each store's daemon settings
+    from its own files (see :func:`kymwatch.settings.config_files`) and the flags."""
+    from kymwatch.rootcli import run_root
+
+    def config_for(store: Path) -> DaemonConfig:
+        return _daemon_config(resolve(args, store), store)
+
+    log_file = opts["log_file"]  # the stores get their own log files; this one every line
+    metrics = _metrics(opts)
+    try:
+        if metrics is not None and opts["metrics_port"] is not None:
+            metrics.serve(opts["metrics_port"], opts["metrics_address"])
+        return run_root(
+            root,
+            config_for,
+            {
+                "level": opts["log_level"],
+                "log_file": Path(log_file) if isinstance(log_file, str) else None,
+                "console": console,
+            },
+            store_logs=log_file is not False,
+            log_name=LOG_FILE,
+            rescan_interval_s=opts["rescan_interval"],
+            metrics=metrics,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _daemon_config(opts: Settings, store: Path) -> DaemonConfig:
+    from kymwatch.daemon import DaemonConfig
+
+    return DaemonConfig(
+        store=store,
         quiet_s=opts["quiet_ms"] / 1000,
         settle_s=opts["settle_ms"] / 1000,
         max_delay_s=opts["max_delay_ms"] / 1000,
@@ -103,34 +174,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         manifest=opts["manifest"],
         indexers=opts["indexers"],
     )
-    tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
-    # With a daemon on the store, run() refuses with its pid: no port is bound and its
-    # textfile is not overwritten.
-    metrics = None if daemon_running(root) else _metrics(opts)
-    progress = None
-    if bars_wanted(opts["progress"]):
-        from kymwatch.progressbar import TerminalBar
-
-        progress = TerminalBar()
-    daemon = Daemon(  # checks the store first
-        config,
-        on_hangup=reopen_log_files,
-        metrics=metrics.for_store(root) if metrics else None,
-        progress=progress,
-    )
-    skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
-    console: ConsoleFormat = service_console_format() or "auto"
-    configure_logging(
-        level=opts["log_level"], log_file=log_file, console=console, stream=sys.stdout
-    )
-    try:
-        if metrics is not None and opts["metrics_port"] is not None:
-            metrics.serve(opts["metrics_port"], opts["metrics_address"])
-        daemon.run()
-    finally:
-        if metrics is not None:
-            metrics.close()
-    return EXIT_OK
 
 
 def _metrics(opts: Settings) -> Metrics | None:
@@ -154,8 +197,8 @@ def _log_file(value: str | bool | None, root: Path) -> Path | None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    root = _store(args.store) if args.store else None
-    opts = resolve(args, root)
+    root, many = resolve_target(args.store) if args.store else (None, False)
+    opts = resolve(args, root, parent=not many)
     if args.json:
         print(json.dumps({"store": str(root) if root else None, **opts.to_json()}, indent=2))
         return EXIT_OK
@@ -186,7 +229,9 @@ def _watch_why(d: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    root = _store(args.store)
+    root, many = resolve_target(args.store)
+    if many:
+        return status_root(root, as_json=args.json)
     view = read_status(root, daemon_running(root))
     code = EXIT_OK if view.healthy else EXIT_NOT_RUNNING if not view.running else EXIT_FAIL
     stale_records = _stale_records(root, view)
@@ -316,7 +361,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
 
-    root = _store(args.store)
+    root, many = resolve_target(args.store)
+    if many:
+        return sync_root(root, timeout=args.timeout, quiet=args.quiet, strict=args.strict)
     try:
         answer = request_sync(root, timeout=args.timeout)
     except NoDaemonError as e:
@@ -413,8 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"kymwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="watch a store in the foreground and keep its tables right")
-    run.add_argument("store", help=_STORE_HELP)
+    run = sub.add_parser(
+        "run",
+        help="watch a store (or every store in a folder of stores) in the foreground "
+        "and keep its tables right",
+    )
+    run.add_argument(
+        "store", help="a kymflow store, or a folder holding stores (in it or one level below)"
+    )
     add_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -434,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "status", help="show the daemon's status (exit 0 healthy, 1 unhealthy, 3 not running)"
     )
-    st.add_argument("store", help=_STORE_HELP)
+    st.add_argument("store", help="a kymflow store, or a folder of stores (lists each store)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
@@ -461,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.set_defaults(func=cmd_logs)
 
     sy = sub.add_parser("sync", help="wait until the tables reflect every earlier write")
-    sy.add_argument("store", help=_STORE_HELP)
+    sy.add_argument("store", help="a kymflow store, or a folder of stores (syncs each store)")
     sy.add_argument(
         "--timeout",
         type=_number(float, maximum=7 * _DAY_S),

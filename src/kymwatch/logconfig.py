@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -17,7 +18,13 @@ import structlog
 
 from kymwatch.logfile import LogFileHandler
 
-__all__ = ["ConsoleFormat", "configure_logging", "reopen_log_files", "service_console_format"]
+__all__ = [
+    "ConsoleFormat",
+    "add_store_log_file",
+    "configure_logging",
+    "reopen_log_files",
+    "service_console_format",
+]
 
 ConsoleFormat = Literal["auto", "pretty", "json", "none"]
 
@@ -106,3 +113,42 @@ def reopen_log_files() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LogFileHandler):
             handler.reopen()
+
+
+class _StoreFilter(logging.Filter):
+    """Passes the structlog events whose ``store`` is one store's path."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__()
+        self._store = store
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return isinstance(record.msg, dict) and record.msg.get("store") == self._store
+
+
+def add_store_log_file(store: Path, log_file: Path) -> Callable[[], None]:
+    """Give one store of a folder of stores its own JSON log file (``kymwatch run ROOT``).
+
+    The file gets the events that carry ``store=<store>`` (every line the store's
+    daemon thread logs binds it); the console keeps every line. Returns what removes
+    and closes the handler. A file that cannot be opened (a read-only store) is
+    logged (``store_log_unavailable``) and skipped.
+    """
+    try:
+        log_file.parent.mkdir(exist_ok=True)  # never its parents: the store may be gone
+        handler = LogFileHandler(log_file, delay=True)
+    except OSError as e:
+        structlog.get_logger(__name__).warning(
+            "store_log_unavailable", store=str(store), path=str(log_file), error=str(e)
+        )
+        return lambda: None
+    handler.setFormatter(_formatter(pretty=False))
+    handler.addFilter(_StoreFilter(str(store)))
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    def detach() -> None:
+        root.removeHandler(handler)
+        handler.close()
+
+    return detach

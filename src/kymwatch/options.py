@@ -193,6 +193,15 @@ OPTIONS: tuple[Option, ...] = (
         (Flag("--reconcile-interval", metavar="S"),),
     ),
     Option(
+        "rescan_interval",
+        30.0,
+        _number(maximum=_DAY),
+        "seconds > 0, at most 86400 (1 day)",
+        "with a folder of stores: seconds between scans for stores that appeared or went "
+        "(changes seen by inotify are picked up at once)",
+        (Flag("--rescan-interval", metavar="S"),),
+    ),
+    Option(
         "manifest",
         False,
         _boolean,

@@ -29,6 +29,8 @@ from kymwatch.daemon.sync import NoDaemonError, SyncFailedError, request_sync
 
 if TYPE_CHECKING:  # imported on first use: they pull in the indexers (pandas, pyarrow)
     from kymwatch.daemon.config import DaemonConfig
+    from kymwatch.daemon.fleet import Fleet, FleetConfig, FolderSource
+    from kymwatch.daemon.member import Member, MemberNotifier, StoreDaemon
     from kymwatch.daemon.observer import ObserverWatcher, observer_class
     from kymwatch.daemon.polling import PollingWatcher, PollSettings
     from kymwatch.daemon.reporter import Reporter
@@ -36,13 +38,20 @@ if TYPE_CHECKING:  # imported on first use: they pull in the indexers (pandas, p
     from kymwatch.daemon.sdnotify import SystemdNotifier
     from kymwatch.daemon.sources import SourceFactory, make_source
     from kymwatch.daemon.state import IndexState
-    from kymwatch.daemon.watcher import EventSink, EventSource, InotifyWatcher
+    from kymwatch.daemon.watcher import EventSink, EventSource, FolderWatcher, InotifyWatcher
     from kymwatch.daemon.worker import BatchResult, Retry, Worker
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "DaemonConfig": "config",
+        "Fleet": "fleet",
+        "FleetConfig": "fleet",
+        "FolderSource": "fleet",
+        "Member": "member",
+        "MemberNotifier": "member",
+        "StoreDaemon": "member",
+        "FolderWatcher": "watcher",
         "Reporter": "reporter",
         "Daemon": "runner",
         "SystemdNotifier": "sdnotify",
@@ -77,8 +86,14 @@ __all__ = [
     "EventSink",
     "EventSource",
     "FileChange",
+    "Fleet",
+    "FleetConfig",
+    "FolderSource",
+    "FolderWatcher",
     "IndexState",
     "InotifyWatcher",
+    "Member",
+    "MemberNotifier",
     "Mount",
     "NoDaemonError",
     "ObserverWatcher",
@@ -93,6 +108,7 @@ __all__ = [
     "Signal",
     "SourceFactory",
     "StatusView",
+    "StoreDaemon",
     "SyncFailedError",
     "SyncRequest",
     "SystemdNotifier",

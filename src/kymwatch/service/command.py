@@ -41,9 +41,10 @@ def _add_common(parser: argparse.ArgumentParser, *, install: bool) -> None:
         "store",
         type=Path,
         metavar="STORE",
-        help="the kymflow dataset folder"
+        help="the kymflow dataset folder, or a folder of datasets (one service for all)"
         if install
-        else "the dataset folder the service was installed for (it may be gone already)",
+        else "the dataset folder (or folder of datasets) the service was installed for "
+        "(it may be gone already)",
     )
     parser.add_argument(
         "--user",

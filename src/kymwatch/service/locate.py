@@ -29,7 +29,7 @@ from kymwatch.service.errors import (
 )
 from kymwatch.service.naming import canonical_store
 from kymwatch.service.render import Executable, command_argv
-from kymwatch.store import check_not_inside_dataset, detect_zarr_format
+from kymwatch.store import check_not_inside_dataset, detect_zarr_format, scan_root
 
 __all__ = [
     "Manager",
@@ -100,19 +100,25 @@ def default_executable() -> Executable:
 
 
 def validate_store(store: str | os.PathLike[str]) -> Path:
-    """The canonical path of an existing kymflow dataset.
+    """The canonical path of an existing kymflow dataset, or of a folder of datasets
+    (one that holds a store now, in it or one level below: ``kymwatch run ROOT``).
 
     Raises:
         StoreNotFoundError: The path does not exist.
-        NotAStoreError: It is not a folder with ``.zgroup`` or ``zarr.json``, or it
-            lies inside a dataset (``STORE/images``, a record folder).
+        NotAStoreError: It is not a folder with ``.zgroup`` or ``zarr.json`` nor one
+            holding such a dataset, or it lies inside a dataset (``STORE/images``, a
+            record folder).
     """
     path = canonical_store(store)
     if not path.exists():
         raise StoreNotFoundError(f"dataset not found: {store}")
     check_not_inside_dataset(path)
+    if path.is_dir() and detect_zarr_format(path) is None and scan_root(path).stores:
+        return path
     if not path.is_dir() or detect_zarr_format(path) is None:
-        raise NotAStoreError(f"not a kymflow dataset (no .zgroup or zarr.json): {store}")
+        raise NotAStoreError(
+            f"not a kymflow dataset (no .zgroup or zarr.json) nor a folder of datasets: {store}"
+        )
     return path
 
 

@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 from kymwatch._lazy import lazy_exports
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
+from kymwatch.store.discover import ROOT_DEPTH, RootScan, existing_root, scan_root
 from kymwatch.store.layout import (
     ANALYSIS_DIR,
     IMAGES_DIR,
@@ -75,6 +76,7 @@ __all__ = [
     "ANALYSIS_DIR",
     "IMAGES_DIR",
     "INDEX_DIR",
+    "ROOT_DEPTH",
     "TABLES_DIR",
     "UNKNOWN_CTIME",
     "ArtifactFormat",
@@ -83,6 +85,7 @@ __all__ = [
     "Mode",
     "PathKind",
     "RecordFiles",
+    "RootScan",
     "SortedTable",
     "StorePath",
     "ZarrDataset",
@@ -94,6 +97,7 @@ __all__ = [
     "check_not_inside_dataset",
     "detect_zarr_format",
     "enclosing_dataset",
+    "existing_root",
     "existing_store",
     "fs_stamp",
     "init_store",
@@ -107,6 +111,7 @@ __all__ = [
     "scan_dataset",
     "scan_record",
     "scan_records_settled",
+    "scan_root",
     "scan_stamp",
     "split_artifact_file",
     "table_fingerprint",
