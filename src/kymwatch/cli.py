@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
@@ -17,6 +18,9 @@ from kymwatch.daemon.status import StatusView, read_status
 from kymwatch.errors import KymwatchError
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
+
+if TYPE_CHECKING:
+    from kymwatch.index.distributed import ClusterSpec
 
 # Only what ``status``, ``sync`` and ``logs`` need is imported here: those start in
 # well under 150 ms. Commands that index (run, rebuild, stale, demo) import pyarrow,
@@ -82,6 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     root = _store(args.store)
+    if args.dask is not None:
+        from kymwatch.index.distributed import require_dask
+
+        require_dask()  # without it: one line saying how to install it
     if args.max_delay_ms < args.quiet_ms:
         raise _UsageError("--max-delay-ms must be at least --quiet-ms")
     log_file = None if args.no_log_file else Path(args.log_file or root / INDEX_DIR / LOG_FILE)
@@ -96,6 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         reconcile_interval_s=args.reconcile_interval,
         manifest=args.manifest,
         indexers=_indexer_names(args.indexers),
+        dask=args.dask,
+        dask_threshold=int(args.dask_threshold),
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
@@ -285,23 +295,44 @@ def _indexer_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def _dask_spec(text: str) -> ClusterSpec:
+    """An argparse type: ``local``, ``local:N`` (N > 0) or a scheduler address."""
+    from kymwatch.index.distributed import ClusterSpec
+
+    try:
+        return ClusterSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
+    from kymwatch.index.distributed import ClusterError, cluster_extractor, require_dask
     from kymwatch.index.manifest import MANIFEST_FILE
     from kymwatch.logconfig import configure_logging
 
     root = _store(args.store)
+    if args.dask is not None:
+        require_dask()  # without it: one line saying how to install it (exit 2)
     configure_logging(level=args.log_level, console="auto")
     requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
-    # The table lock is taken only to publish each table (a daemon keeps indexing while
-    # the records are read); records that change meanwhile are read again under it.
-    for ix in kd.indexers:
-        report = kd.rebuild_report(ix, recheck=True)
-        print(
-            f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
-            f" ({report.duration_ms:.0f} ms)"
-        )
+    with contextlib.ExitStack() as stack:
+        try:
+            if args.dask is not None:  # records read on a Dask cluster, tables published here
+                kd.extractor = stack.enter_context(cluster_extractor(args.dask, root))
+            # The table lock is taken only to publish each table (a daemon keeps indexing
+            # while the records are read); records that change meanwhile are read again
+            # under it.
+            for ix in kd.indexers:
+                report = kd.rebuild_report(ix, recheck=True)
+                print(
+                    f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)}"
+                    f" records ({report.duration_ms:.0f} ms)"
+                )
+        except ClusterError as e:  # no scheduler answers, or a chunk failed: no table
+            print(f"kymwatch: error: {e}", file=sys.stderr)
+            return EXIT_FAIL
     manifest = ManifestIndexer(root, create=args.manifest)
     if (requested is None or args.manifest) and manifest.active():
         done = manifest.rebuild()
@@ -387,6 +418,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help="run these indexers (default: chosen from what the store holds; see docs/indexers.md)",
     )
+    run.add_argument(
+        "--dask",
+        metavar="ADDRESS|local[:N]",
+        type=_dask_spec,
+        help="read the records of a first index or a big reconcile on a Dask cluster"
+        " (see docs/scale-out.md; pip install 'kymwatch[dask]')",
+    )
+    run.add_argument(
+        "--dask-threshold",
+        type=_number(int, maximum=10**9),
+        default=10_000,
+        metavar="N",
+        help="fewest changed records read on the cluster (default 10000)",
+    )
     run.add_argument("--log-file", help=f"JSON log file (default STORE/{INDEX_DIR}/{LOG_FILE})")
     run.add_argument("--no-log-file", action="store_true", help="log to the console only")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -448,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--indexer",
         action="append",
         help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
+    )
+    rb.add_argument(
+        "--dask",
+        metavar="ADDRESS|local[:N]",
+        type=_dask_spec,
+        help="read the records on a Dask cluster: a scheduler address (workers see the store"
+        " at the same path) or a local cluster of N worker processes (pip install"
+        " 'kymwatch[dask]')",
     )
     rb.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     rb.set_defaults(func=cmd_rebuild)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ __all__ = ["KymDataset", "log_outcome"]
 log = structlog.get_logger(__name__)
 
 IndexerRef = DatasetIndexer | str
+Extractor = Callable[[DatasetIndexer, Sequence[str]], list[Extracted]]
 _CHUNK = 1000  # records converted at once
 
 
@@ -102,6 +103,10 @@ class KymDataset:
         self._stamps: dict[str, Fingerprint | None] = {}
         self._foreign: set[str] = set()  # tables read in another program's schema
         self.last_report: UpdateReport | None = None
+        self.extractor: Extractor | None = None
+        """Where an update or rebuild first reads its records (None: here, in chunks;
+        :mod:`kymwatch.index.distributed` reads them on a Dask cluster). Records read
+        again under the lock (``recheck``) are always read here."""
 
     @property
     def path(self) -> Path:
@@ -292,6 +297,10 @@ class KymDataset:
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
             return SortedTable.of(empty_arrow(ix.columns), (), (0,))
 
+    def extract_here(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
+        """Read ``ids`` with ``ix`` in this process (what :attr:`extractor` replaces)."""
+        return self._extract(ix, ids)
+
     def _extract(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
         """Each record's outcome and rows, converted in chunks of records (a rebuild of a
         large store never holds more than one chunk's raw rows)."""
@@ -312,7 +321,7 @@ class KymDataset:
         self.store.check_writable()
         start = time.perf_counter()
         seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        results = self._extract(ix, ids)
+        results = (self.extractor or self._extract)(ix, ids)
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
