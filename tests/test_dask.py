@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from structlog.testing import capture_logs
 
-from harness import DaemonProcess, assert_tables_match_rebuild
+from harness import WAIT_S, DaemonProcess, assert_tables_match_rebuild, kymwatch
 from helpers_store import (
     analysis_file,
     events_frame,
@@ -100,14 +101,11 @@ def _free_port() -> int:
 
 # -- the cluster path -------------------------------------------------------------------------
 @pytest.mark.integration
-def test_rebuild_on_local2_equals_a_local_rebuild(
-    mixed_store: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rebuild_on_local2_equals_a_local_rebuild(mixed_store: Path) -> None:
     """``rebuild --dask local:2`` writes exactly the tables of a local rebuild."""
     there = _copy(mixed_store, "dask.zarr")
-    assert main(["rebuild", str(mixed_store)]) == 0
-    assert main(["rebuild", str(there), "--dask", "local:2"]) == 0
-    out = capsys.readouterr().out
+    kymwatch("rebuild", mixed_store, check=True)
+    out = kymwatch("rebuild", there, "--dask", "local:2", check=True).stdout
     assert "kym_velocity_events:" in out
     local, remote = _tables(mixed_store), _tables(there)
     for name in TABLES:
@@ -210,35 +208,38 @@ def test_a_chunk_that_keeps_failing_names_its_records_and_writes_no_table(
 
 
 # -- no cluster, no dask ----------------------------------------------------------------------
+def _cli(prelude: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``kymwatch ARGV`` in a subprocess that first runs ``prelude``."""
+    code = f"import sys\n{prelude}\nfrom kymwatch.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=WAIT_S
+    )
+
+
 @pytest.mark.integration
-def test_no_cluster_is_one_clear_line(
-    mixed_store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_cluster_is_one_clear_line(mixed_store: Path) -> None:
     """A scheduler that does not answer gives one line on stderr, exit 1, and no table."""
-    monkeypatch.setattr(dist, "CONNECT_TIMEOUT_S", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"
-    assert main(["rebuild", str(mixed_store), "--dask", address]) == 1
-    err = capsys.readouterr().err.strip()
+    quick = "import kymwatch.index.distributed as d; d.CONNECT_TIMEOUT_S = 1.0"
+    done = _cli(quick, "rebuild", str(mixed_store), "--dask", address)
+    assert done.returncode == 1
+    err = done.stderr.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("kymwatch: error: no Dask scheduler answers at " + address)
     assert not (mixed_store / "tables" / "velocity_events.parquet").exists()
 
 
-def test_without_dask_installed_dask_says_how_to_install(
-    mixed_store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.integration
+@pytest.mark.parametrize("command", ["rebuild", "run"])
+def test_without_dask_installed_dask_says_how_to_install(mixed_store: Path, command: str) -> None:
     """Without dask.distributed, ``rebuild --dask`` and ``run --dask`` print one line
     saying how to install it, and exit 2."""
-    for name in ("dask.distributed", "distributed"):
-        monkeypatch.setitem(sys.modules, name, None)  # import hook: the import fails
-    for argv in (
-        ["rebuild", str(mixed_store), "--dask", "local:2"],
-        ["run", str(mixed_store), "--dask", "local"],
-    ):
-        assert main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert err == "kymwatch: error: --dask needs dask.distributed: pip install 'kymwatch[dask]'"
-    assert not (mixed_store / "tables").exists() or not any((mixed_store / "tables").iterdir())
+    hide = "sys.modules['dask.distributed'] = sys.modules['distributed'] = None"
+    done = _cli(hide, command, str(mixed_store), "--dask", "local:2")
+    assert done.returncode == 2
+    hint = "kymwatch: error: --dask needs dask.distributed: pip install 'kymwatch[dask]'"
+    assert done.stderr.strip() == hint
+    assert not (mixed_store / "tables" / "velocity_events.parquet").exists()
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,9 @@ def test_a_bad_local_worker_count_is_a_usage_error(
     with pytest.raises(SystemExit) as done:
         main(["rebuild", str(mixed_store), "--dask", "local:0"])
     assert done.value.code == 2
-    assert "positive number of workers" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "positive number of workers" in err
 
 
 def test_unreachable_cluster_error_is_a_connection_error() -> None:

@@ -16,6 +16,7 @@ worker, up to the scheduler's ``allowed-failures``); a chunk that still fails ra
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,9 @@ def cluster(spec: ClusterSpec, *, timeout_s: float | None = None) -> Iterator[An
     """
     dd = require_dask()
     timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    # distributed logs its life cycle (scheduler, nanny, workers) at INFO on stderr:
+    # kymwatch logs what matters in its own events.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         try:
             if spec.address is None:
@@ -155,7 +159,7 @@ def cluster(spec: ClusterSpec, *, timeout_s: float | None = None) -> Iterator[An
                     n_workers=spec.workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: never the 8787 of another
                 )
                 stack.callback(local.close)
                 client = dd.Client(local, timeout=timeout_s)
