@@ -33,6 +33,7 @@ from kymwatch.store import RecordFiles, ZarrDataset, ZarrImageRecord, scan_recor
 __all__ = [
     "INSTALL_HINT",
     "ChunkFailedError",
+    "ChunkResult",
     "ClusterError",
     "ClusterExtractor",
     "ClusterSpec",
@@ -193,9 +194,21 @@ def _worker_count(client: Any) -> int:
     return len(client.scheduler_info().get("workers", {}))
 
 
-def extract_chunk(ix: DatasetIndexer, store_path: str, ids: Sequence[str]) -> list[Extracted]:
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """What a worker sends back for one chunk: each record's outcome and rows.
+
+    One object on purpose: Dask serializes the items of a returned list one by one,
+    which would copy the chunk's shared Arrow table once per record; an object is
+    pickled whole, the table once.
+    """
+
+    items: list[Extracted]
+
+
+def extract_chunk(ix: DatasetIndexer, store_path: str, ids: Sequence[str]) -> ChunkResult:
     """On a worker: read and conform ``ids`` with ``ix`` (what a local rebuild does)."""
-    return extract_batch(ix, ZarrDataset(store_path, "r"), ids)
+    return ChunkResult(extract_batch(ix, ZarrDataset(store_path, "r"), ids))
 
 
 def _chunks(ids: Sequence[str], size: int) -> list[list[str]]:
@@ -242,10 +255,10 @@ class ClusterExtractor:
         try:
             for chunk, future in zip(chunks, futures, strict=True):
                 try:
-                    part: list[Extracted] = future.result()
+                    part: ChunkResult = future.result()
                 except Exception as e:  # KilledWorker, or the task's own error after retries
                     raise ChunkFailedError(ix.name, chunk, f"{type(e).__name__}: {e}") from e
-                out.extend(part)
+                out.extend(part.items)
         finally:
             self.client.cancel(futures)
         elapsed = time.perf_counter() - start
