@@ -135,6 +135,21 @@ def test_outcomes_are_logged_as_locally(mixed_store: Path, client: Any) -> None:
     assert events(there, remote=True) == local
 
 
+@pytest.mark.integration
+def test_a_chunk_comes_back_with_one_shared_table(mixed_store: Path, client: Any) -> None:
+    """The records of a chunk come back sharing one Arrow table (sent once, not once per
+    record), as a local read gives them."""
+    ix = VelocityEventsIndexer()
+
+    def tables(results: list[Any]) -> int:
+        return len({id(span.batch) for _, span in results if span is not None})
+
+    here = KymDataset(mixed_store).extract_here(ix, GEN1)
+    there = dist.ClusterExtractor(client, mixed_store, chunk_records=100)(ix, GEN1)
+    assert [o for o, _ in there] == [o for o, _ in here]
+    assert tables(there) == tables(here) < len(GEN1) - 2
+
+
 class _DiesOnce(VelocityEventsIndexer):
     """``velocity_events`` whose first read on a Dask worker kills that worker process."""
 
