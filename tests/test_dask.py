@@ -283,9 +283,14 @@ def test_a_bad_local_worker_count_is_a_usage_error(
     assert "positive number of workers" in err
 
 
-def test_unreachable_cluster_error_is_a_connection_error() -> None:
-    """An unreachable cluster is a ConnectionError (and a KymwatchError)."""
-    assert issubclass(ClusterUnavailableError, ConnectionError)
+@pytest.mark.parametrize("address", ["foo://sched:8786", "tcp://sched.lab", "sched lab"])
+def test_a_malformed_address_is_refused_before_connecting(address: str) -> None:
+    """An address Dask cannot use is a ClusterUnavailableError (a ConnectionError) naming it."""
+    refused = pytest.raises(ClusterUnavailableError, match="not a Dask scheduler address")
+    with refused as e, cluster(ClusterSpec(address), timeout_s=1):
+        pass
+    assert isinstance(e.value, ConnectionError)
+    assert address in str(e.value)
 
 
 # -- the daemon -------------------------------------------------------------------------------

@@ -154,22 +154,29 @@ def cluster(spec: ClusterSpec, *, timeout_s: float | None = None) -> Iterator[An
     # kymwatch logs what matters in its own events.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
-        try:
-            if spec.address is None:
+        if spec.address is None:
+            try:
                 local = dd.LocalCluster(
                     n_workers=spec.workers,
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",  # any free port: never the 8787 of another
                 )
-                stack.callback(local.close)
-                client = dd.Client(local, timeout=timeout_s)
-            else:
-                client = dd.Client(spec.address, timeout=timeout_s)
+            except Exception as e:  # e.g. "Nanny failed to start" (no ports, no memory)
+                raise ClusterUnavailableError(
+                    f"a local Dask cluster ({spec}) cannot start: {type(e).__name__}: {e}"
+                ) from e
+            stack.callback(local.close)
+        try:
+            if spec.address is not None:  # a malformed one fails here, not in Client's __del__
+                dd.comm.get_address_host_port(spec.address)
+            client = dd.Client(local if spec.address is None else spec.address, timeout=timeout_s)
         except (OSError, TimeoutError) as e:
             raise ClusterUnavailableError(
                 f"no Dask scheduler answers at {spec} within {timeout_s:g} s ({e})"
             ) from e
+        except ValueError as e:  # not an address Dask knows
+            raise ClusterUnavailableError(f"not a Dask scheduler address: {spec} ({e})") from e
         stack.callback(client.close)
         yield client
 
