@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import structlog
 from kymwatch.errors import KymwatchError
 from kymwatch.index.base import DatasetIndexer
 from kymwatch.index.batch import Extracted, extract_batch
+from kymwatch.index.kymdataset import Extractor
 from kymwatch.store import RecordFiles, ZarrDataset, ZarrImageRecord, scan_record
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "ClusterSpec",
     "ClusterUnavailableError",
     "DaskMissingError",
-    "Extract",
     "Prefetched",
     "cluster",
     "cluster_extractor",
@@ -54,9 +54,6 @@ INSTALL_HINT = "--dask needs dask.distributed: pip install 'kymwatch[dask]'"
 DEFAULT_CHUNK = 2000  # records per task: ~0.1-0.5 s of work, far above Dask's ~1 ms per task
 CONNECT_TIMEOUT_S = 10.0
 TASK_RETRIES = 2  # a chunk whose task raised runs again this often before the rebuild fails
-
-Extract = Callable[[DatasetIndexer, Sequence[str]], list[Extracted]]
-"""Reads records with an indexer: each record's outcome and, for INDEXED, its rows."""
 
 
 class ClusterError(KymwatchError):
@@ -223,7 +220,7 @@ def _chunks(ids: Sequence[str], size: int) -> list[list[str]]:
 
 
 class ClusterExtractor:
-    """Reads records on a cluster, one task per chunk: an :data:`Extract` for
+    """Reads records on a cluster, one task per chunk: an ``Extractor`` for
     ``KymDataset.extractor``.
 
     Args:
@@ -298,7 +295,7 @@ class Prefetched:
         store: ZarrDataset,
         stamps: dict[str, RecordFiles | None],
         results: dict[str, dict[str, Extracted]],
-        local: Extract,
+        local: Extractor,
     ) -> None:
         self.store, self.stamps, self.results, self.local = store, stamps, results, local
         self.reused = 0
@@ -329,7 +326,7 @@ def prefetch(
     store: ZarrDataset,
     indexers: Sequence[DatasetIndexer],
     ids: Sequence[str],
-    local: Extract,
+    local: Extractor,
     *,
     chunk_records: int = DEFAULT_CHUNK,
 ) -> Prefetched:
