@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,26 @@ def test_a_chunk_that_keeps_failing_names_its_records_and_writes_no_table(
         kd.rebuild_report("velocity_events")
     assert set(failed.value.image_ids) >= set(GEN1)
     assert _tables_of(mixed_store, "velocity_events").equals(before)
+
+
+class _HoldsALock(VelocityEventsIndexer):
+    """An indexer that cannot be pickled (it holds a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+@pytest.mark.integration
+def test_an_indexer_the_workers_cannot_receive_is_one_clear_error(
+    mixed_store: Path, client: Any
+) -> None:
+    """An indexer that cannot be sent to the workers fails with a ClusterError naming it."""
+    kd = KymDataset(mixed_store, indexers=[_HoldsALock()])
+    kd.extractor = dist.ClusterExtractor(client, mixed_store)
+    with pytest.raises(dist.ClusterError, match="indexer velocity_events cannot be sent"):
+        kd.rebuild_report("velocity_events")
+    assert not (mixed_store / "tables" / "velocity_events.parquet").exists()
 
 
 # -- no cluster, no dask ----------------------------------------------------------------------

@@ -248,7 +248,12 @@ class ClusterExtractor:
             return []
         start = time.perf_counter()
         chunks = _chunks(ids, self.chunk_records)
-        [ix_future] = self.client.scatter([ix], broadcast=True)
+        try:
+            [ix_future] = self.client.scatter([ix], broadcast=True)
+        except Exception as e:  # e.g. a plug-in indexer holding a lock or an open file
+            raise ClusterError(
+                f"indexer {ix.name} cannot be sent to the workers: {type(e).__name__}: {e}"
+            ) from e
         futures = [
             self.client.submit(
                 extract_chunk, ix_future, self.store_path, chunk, pure=False, retries=TASK_RETRIES
