@@ -2,4 +2,5 @@
 
 from kymwatch.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned process (a Dask worker) re-imports it
+    raise SystemExit(main())

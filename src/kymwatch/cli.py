@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from kymwatch.daemon.metrics import Metrics
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
+
+if TYPE_CHECKING:
+    from kymwatch.index.distributed import ClusterSpec
 
 # Only what ``status``, ``sync`` and ``logs`` need is imported here: those start in
 # well under 150 ms. Commands that index (run, rebuild, stale, demo) import pyarrow,
@@ -92,6 +96,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     root, many = resolve_target(args.store)
     opts = resolve(args, root, parent=not many)
+    if opts["dask"] is not None:
+        from kymwatch.index.distributed import require_dask
+
+        require_dask()  # without it: one line saying how to install it
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     console: ConsoleFormat = service_console_format() or "auto"
     if many:
@@ -161,6 +169,7 @@ def _run_root(args: argparse.Namespace, root: Path, opts: Settings, console: str
 
 def _daemon_config(opts: Settings, store: Path) -> DaemonConfig:
     from kymwatch.daemon import DaemonConfig
+    from kymwatch.index.distributed import ClusterSpec
 
     return DaemonConfig(
         store=store,
@@ -173,6 +182,8 @@ def _daemon_config(opts: Settings, store: Path) -> DaemonConfig:
         reconcile_interval_s=opts["reconcile_interval"],
         manifest=opts["manifest"],
         indexers=opts["indexers"],
+        dask=None if opts["dask"] is None else ClusterSpec.parse(opts["dask"]),
+        dask_threshold=opts["dask_threshold"],
     )
 
 
@@ -398,31 +409,51 @@ def _indexer_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def _dask_spec(text: str) -> ClusterSpec:
+    """An argparse type: ``local``, ``local:N`` (N > 0) or a scheduler address."""
+    from kymwatch.index.distributed import ClusterSpec
+
+    try:
+        return ClusterSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
+    from kymwatch.index.distributed import ClusterError, cluster_extractor, require_dask
     from kymwatch.index.manifest import MANIFEST_FILE
     from kymwatch.logconfig import configure_logging
 
     root = _store(args.store)
+    if args.dask is not None:
+        require_dask()  # without it: one line saying how to install it (exit 2)
     configure_logging(level=args.log_level, console="auto")
     requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
     # The table lock is taken only to publish each table (a daemon keeps indexing while
     # the records are read); records that change meanwhile are read again under it.
     bars = bars_wanted(not args.no_progress)
-    for ix in kd.indexers:
-        if bars:
-            from kymwatch.progressbar import rebuild_bar
+    with contextlib.ExitStack() as stack:
+        try:
+            if args.dask is not None:  # records read on a Dask cluster, tables published here
+                kd.extractor = stack.enter_context(cluster_extractor(args.dask, root))
+            for ix in kd.indexers:
+                if bars:
+                    from kymwatch.progressbar import rebuild_bar
 
-            step, bar = rebuild_bar(ix.table_name)
-            with bar:
-                report = kd.rebuild_report(ix, recheck=True, progress=step)
-        else:
-            report = kd.rebuild_report(ix, recheck=True)
-        print(
-            f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
-            f" ({report.duration_ms:.0f} ms)"
-        )
+                    step, bar = rebuild_bar(ix.table_name)
+                    with bar:
+                        report = kd.rebuild_report(ix, recheck=True, progress=step)
+                else:
+                    report = kd.rebuild_report(ix, recheck=True)
+                print(
+                    f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)}"
+                    f" records ({report.duration_ms:.0f} ms)"
+                )
+        except ClusterError as e:  # no scheduler answers, or a chunk failed: no table
+            print(f"kymwatch: error: {e}", file=sys.stderr)
+            return EXIT_FAIL
     manifest = ManifestIndexer(root, create=args.manifest)
     if (requested is None or args.manifest) and manifest.active():
         done = manifest.rebuild()
@@ -553,6 +584,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--indexer",
         action="append",
         help="only this indexer (repeatable, or a,b; default: chosen from what the store holds)",
+    )
+    rb.add_argument(
+        "--dask",
+        metavar="ADDRESS|local[:N]",
+        type=_dask_spec,
+        help="read the records on a Dask cluster: a scheduler address (workers see the store"
+        " at the same path) or a local cluster of N worker processes (pip install"
+        " 'kymwatch[dask]')",
     )
     rb.add_argument(
         "--log-level",

@@ -125,6 +125,16 @@ def _names(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _cluster(value: Any) -> str:
+    """``local``, ``local:N`` (N > 0) or a Dask scheduler address (parsed for real by
+    ``kymwatch.index.distributed.ClusterSpec`` when the daemon starts)."""
+    text = _text(value).strip()
+    workers = text.removeprefix("local:")
+    if workers != text and (not workers.isdigit() or int(workers) < 1):
+        raise ValueError(f"local:N needs a positive number of workers, not {workers!r}")
+    return text
+
+
 _LEVELS = ("debug", "info", "warning", "error")
 _MS_DAY = f"at most {plain(_DAY * 1000)}"
 
@@ -247,6 +257,24 @@ OPTIONS: tuple[Option, ...] = (
         "true or false",
         "a progress bar for long work when stderr is a terminal",
         (Flag("--no-progress", False, help="no progress bar, even on a terminal"),),
+    ),
+    Option(
+        "dask",
+        None,
+        _cluster,
+        'a scheduler address, "local" or "local:N"',
+        "read the records of a first index or a big reconcile on a Dask cluster "
+        "(see docs/scale-out.md; pip install 'kymwatch[dask]')",
+        (Flag("--dask", metavar="ADDRESS|local[:N]"),),
+        unset="(off)",
+    ),
+    Option(
+        "dask_threshold",
+        10_000,
+        _number(maximum=10**9, integer=True),
+        "a whole number > 0",
+        "fewest changed records read on the cluster",
+        (Flag("--dask-threshold", metavar="N"),),
     ),
     Option(
         "metrics_port",

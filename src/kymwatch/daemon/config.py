@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kymwatch.daemon.worker import DEFAULT_RETRY_DELAYS
+from kymwatch.index.distributed import ClusterSpec
 
 __all__ = ["DaemonConfig"]
 
@@ -53,6 +54,9 @@ class DaemonConfig:
             none (a manifest the store has is always kept up to date).
         indexers: Names of the indexers to run (``--indexers``); None chooses them
             from what the store holds (see ``kymwatch.index.select_indexers``).
+        dask: A Dask cluster (``--dask``) that reads the records of a first index or
+            a reconcile of at least ``dask_threshold`` records (None: always local).
+        dask_threshold: Fewest changed records read on the cluster.
 
     Raises:
         ValueError: A number is nan, infinite, negative, or zero where that is
@@ -78,6 +82,8 @@ class DaemonConfig:
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
     manifest: bool = False
     indexers: tuple[str, ...] | None = None
+    dask: ClusterSpec | None = None
+    dask_threshold: int = 10_000
 
     def __post_init__(self) -> None:
         positive = {
@@ -90,6 +96,7 @@ class DaemonConfig:
             "table_lock_wait_s": self.table_lock_wait_s,
             "watcher_check_s": self.watcher_check_s,
             "batch_records": self.batch_records,
+            "dask_threshold": self.dask_threshold,
         }
         not_negative = {
             "quiet_s": self.quiet_s,

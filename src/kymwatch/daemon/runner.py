@@ -37,6 +37,7 @@ from kymwatch.daemon.instance import DaemonLock
 from kymwatch.daemon.intake import Intake
 from kymwatch.daemon.progress import ProgressSink
 from kymwatch.daemon.reporter import Reporter
+from kymwatch.daemon.scaleout import cluster_reads
 from kymwatch.daemon.schedule import Backoff, Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.signals import handle_signals
@@ -331,9 +332,18 @@ class Daemon:
         self.state.suspects = set()
         self.status.counters["reconciles"] += 1
         what = "first index" if not self.state.records else f"reconcile ({reason})"
-        ok = self._index(
-            changes, first_seen, source=reason, final=pending is not None, progress=what
-        )
+        with cluster_reads(
+            self.kd,
+            self.config.dask,
+            [c.image_id for c in changes],
+            threshold=self.config.dask_threshold,
+            slice_s=self.config.chunk_target_s,
+            between=self._housekeeping,
+            stopping=self._stop,
+        ):
+            ok = self._index(
+                changes, first_seen, source=reason, final=pending is not None, progress=what
+            )
         self.worker.reconcile_manifest()
         if reason in ("startup", "periodic"):  # (the changes of others are marked per batch)
             self.stale.mark_all()

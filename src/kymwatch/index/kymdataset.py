@@ -44,6 +44,7 @@ __all__ = ["KymDataset", "log_outcome"]
 log = structlog.get_logger(__name__)
 
 IndexerRef = DatasetIndexer | str
+Extractor = Callable[[DatasetIndexer, Sequence[str]], list[Extracted]]
 _CHUNK = 1000  # records converted at once
 
 
@@ -102,6 +103,10 @@ class KymDataset:
         self._stamps: dict[str, Fingerprint | None] = {}
         self._foreign: set[str] = set()  # tables read in another program's schema
         self.last_report: UpdateReport | None = None
+        self.extractor: Extractor | None = None
+        """Where an update or rebuild first reads its records (None: here, in chunks;
+        :mod:`kymwatch.index.distributed` reads them on a Dask cluster). Records read
+        again under the lock (``recheck``) are always read here."""
 
     @property
     def path(self) -> Path:
@@ -296,6 +301,10 @@ class KymDataset:
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
             return SortedTable.of(empty_arrow(ix.columns), (), (0,))
 
+    def extract_here(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
+        """Read ``ids`` with ``ix`` in this process (what :attr:`extractor` replaces)."""
+        return self._extract(ix, ids)
+
     def _extract(
         self,
         ix: DatasetIndexer,
@@ -324,7 +333,10 @@ class KymDataset:
         self.store.check_writable()
         start = time.perf_counter()
         seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        results = self._extract(ix, ids, progress)
+        if self.extractor is not None:  # a cluster read (no progress of its own)
+            results = self.extractor(ix, ids)
+        else:
+            results = self._extract(ix, ids, progress)
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
