@@ -181,7 +181,10 @@ def infer_column(name: str, values: Values) -> str:
         whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
         return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        try:  # fails fast on the first non-numeric text: the usual text column
+        try:  # the first value alone first: Arrow's cast parses every value before failing
+            first = pc.index(values.is_valid(), True).as_py()
+            if first >= 0:
+                values.slice(first, 1).cast(pa.float64())
             values.cast(pa.float64())
         except (pa.ArrowException, ValueError):
             return "string" if values.null_count < len(values) else "float64"

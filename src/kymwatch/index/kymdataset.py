@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from kymwatch.store import (
     scan_record,
     table_fingerprint,
     write_table_arrow,
+    write_tables_arrow,
 )
 
 if TYPE_CHECKING:
@@ -200,14 +202,6 @@ class KymDataset:
         for name in list(self._tables):
             self.save_table(name)
 
-    def _write(self, name: str, st: SortedTable) -> None:
-        table = with_pandas_metadata(st.table)
-        path = self.store.table_path(name)
-        self._stamps[name] = write_table_arrow(path, table, within=self.store.path)
-        self._tables[name] = st
-        self._frames.pop(name, None)
-        self._foreign.discard(name)
-
     # -- indexing -------------------------------------------------------------------------
     def extract(self, ref: IndexerRef, image_id: str) -> tuple[RecordOutcome, pd.DataFrame | None]:
         """Run one indexer on one record without touching the table.
@@ -320,38 +314,100 @@ class KymDataset:
                 again = [i for i in ids if i not in done or self._stamp(i) != seen[i]]
                 fresh = dict(zip(again, self._extract(ix, again), strict=True))
                 results = [fresh[i] if i in fresh else done[i] for i in ids]
-            current = self._read_for_update(ix, replace_all=replace_all)
-            if replace_all:
-                table, changed = merge_rebuild(current, results, ix), True
-            else:
-                table, changed = merge_update(current, results, ix)
-                # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
-                changed = (
-                    changed
-                    or self._stamps.get(ix.table_name) is None
-                    or ix.table_name in self._foreign
-                )
-            if changed:
-                self._write(ix.table_name, table)
-            else:
-                table = current
-        rows_written = sum(rows.count for _, rows in results if rows is not None)
-        outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in results)
+            merged = self._merge(ix, ids, results, replace_all=replace_all, start=start)
+            self._publish([merged])
+        return self._report(merged, log_outcomes=log_outcomes)
+
+    def update_batch_report(
+        self, work: Mapping[str, Sequence[str]], *, log_outcomes: bool = True
+    ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
+        """Re-index records with several indexers at once (a daemon's batch): each
+        table is merged as by :meth:`update_images_report`, then every changed table
+        is written at the same time (the parquet encode and the fsync release the GIL),
+        under one hold of the store's table lock.
+
+        Args:
+            work: Indexer name → the image ids it re-indexes.
+            log_outcomes: Log each record's outcome.
+
+        Returns:
+            The report of each indexer whose table could be read, and the error of each
+            whose table file cannot be parsed (nothing of theirs is written: the caller
+            rebuilds them).
+        """
+        self.store.check_writable()
+        start = time.perf_counter()
+        jobs = [(self.indexer(name), list(dict.fromkeys(ids))) for name, ids in work.items()]
+        extracted = [(ix, ids, self._extract(ix, ids)) for ix, ids in jobs]
+        merged: list[_Merged] = []
+        unreadable: dict[str, TableUnreadableError] = {}
+        with self.store.table_lock():
+            for ix, ids, results in extracted:
+                try:
+                    merged.append(self._merge(ix, ids, results, replace_all=False, start=start))
+                except TableUnreadableError as e:
+                    unreadable[ix.name] = e
+            self._publish(merged)
+        return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
+
+    def _merge(
+        self,
+        ix: DatasetIndexer,
+        ids: list[str],
+        results: list[Extracted],
+        *,
+        replace_all: bool,
+        start: float,
+    ) -> _Merged:
+        """The new table of ``ix`` (under the table lock) and whether to write it."""
+        current = self._read_for_update(ix, replace_all=replace_all)
+        if replace_all:
+            return _Merged(ix, ids, results, merge_rebuild(current, results, ix), True, start)
+        table, changed = merge_update(current, results, ix)
+        # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
+        changed = (
+            changed or self._stamps.get(ix.table_name) is None or ix.table_name in self._foreign
+        )
+        return _Merged(ix, ids, results, table if changed else current, changed, start)
+
+    def _publish(self, merged: Sequence[_Merged]) -> None:
+        """Write the changed tables, at the same time when there are several; the
+        caches follow every write that succeeded, then the first failure is raised."""
+        todo = [m for m in merged if m.changed]
+        paths = [self.store.table_path(m.ix.table_name) for m in todo]
+        tables = [with_pandas_metadata(m.table.table) for m in todo]
+        stamps = write_tables_arrow(list(zip(paths, tables, strict=True)), within=self.store.path)
+        error: BaseException | None = None
+        for m, stamp in zip(todo, stamps, strict=True):
+            if isinstance(stamp, BaseException):
+                error = error or stamp
+                continue
+            name = m.ix.table_name
+            self._stamps[name], self._tables[name] = stamp, m.table
+            self._frames.pop(name, None)
+            self._foreign.discard(name)
+        if error is not None:
+            raise error
+
+    def _report(self, m: _Merged, *, log_outcomes: bool) -> UpdateReport:
+        ix, table = m.ix, m.table
+        rows_written = sum(rows.count for _, rows in m.results if rows is not None)
+        outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in m.results)
         if log_outcomes:
             for o in outcomes:
                 log_outcome(o)
-        duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        duration_ms = round((time.perf_counter() - m.start) * 1000, 2)
         log.debug(
             "table_updated",
             table=ix.table_name,
             indexer=ix.name,
-            records=len(ids),
+            records=len(m.ids),
             rows=len(table),
-            written=changed,
+            written=m.changed,
             duration_ms=duration_ms,
         )
         report = UpdateReport(
-            ix.name, ix.table_name, outcomes, len(table), rows_written, changed, duration_ms
+            ix.name, ix.table_name, outcomes, len(table), rows_written, m.changed, duration_ms
         )
         self.last_report = report
         return report
@@ -360,6 +416,18 @@ class KymDataset:
         """Fingerprints of a record's artifact files (None if the record is gone)."""
         rec = ZarrImageRecord(self.store, image_id)
         return scan_record(rec.path) if rec.exists() else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    """One indexer's merged table, before it is published."""
+
+    ix: DatasetIndexer
+    ids: list[str]
+    results: list[Extracted]
+    table: SortedTable
+    changed: bool
+    start: float
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
         table_fingerprint,
         write_table_arrow,
         write_table_file,
+        write_tables_arrow,
     )
 
 __getattr__, __dir__ = lazy_exports(
@@ -66,6 +67,7 @@ __getattr__, __dir__ = lazy_exports(
         "table_fingerprint": "tables",
         "write_table_arrow": "tables",
         "write_table_file": "tables",
+        "write_tables_arrow": "tables",
     },
 )
 
@@ -113,4 +115,5 @@ __all__ = [
     "walk_artifacts",
     "write_table_arrow",
     "write_table_file",
+    "write_tables_arrow",
 ]

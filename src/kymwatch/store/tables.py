@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ __all__ = [
     "table_path",
     "write_table_arrow",
     "write_table_file",
+    "write_tables_arrow",
 ]
 
 _LOCK_NAME = "tables.lock"
@@ -83,16 +86,59 @@ def read_table_file(path: Path) -> pd.DataFrame:
     return df
 
 
+_WRITE_OPTIONS: dict[str, object] = {"write_statistics": False}
+"""Parquet options of every table kymwatch writes. Column statistics are left out:
+nothing reads them (kymflow reads whole tables) and on text columns they cost about a
+fifth of the encode. Compression and dictionaries stay pyarrow's defaults."""
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _writers() -> ThreadPoolExecutor:
+    """The threads that write the other tables of a batch (created on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kymwatch-write")
+        return _pool
+
+
 def write_table_arrow(path: Path, table: pa.Table, *, within: Path | None = None) -> Fingerprint:
     """Replace one table file atomically with an Arrow table; returns its fingerprint.
 
     ``within``: the store folder, which must exist (``tables/`` is created below it when
     missing, the store never: see :func:`kymwatch.store.atomic.make_folder`).
     """
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp), within=within)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **_WRITE_OPTIONS), within=within)
     fp = table_fingerprint(path)
     assert fp is not None
     return fp
+
+
+def write_tables_arrow(
+    files: Sequence[tuple[Path, pa.Table]], *, within: Path | None = None
+) -> list[Fingerprint | Exception]:
+    """Replace several table files at the same time, each atomically (as
+    :func:`write_table_arrow`); the first in the calling thread, the others on writer
+    threads (encoding and fsync release the GIL).
+
+    Returns:
+        Per file, in order, its new fingerprint or the error that stopped its write
+        (every write is waited for, whatever the others did).
+    """
+
+    def one(path: Path, table: pa.Table) -> Fingerprint | Exception:
+        try:
+            return write_table_arrow(path, table, within=within)
+        except Exception as e:  # handed to the caller, who knows which table it was
+            return e
+
+    if not files:
+        return []
+    rest = [_writers().submit(one, path, table) for path, table in files[1:]]
+    first = one(*files[0])
+    return [first, *(f.result() for f in rest)]
 
 
 def write_table_file(path: Path, df: pd.DataFrame) -> Fingerprint:
