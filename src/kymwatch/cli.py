@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reconcile_interval_s=args.reconcile_interval,
         manifest=args.manifest,
         indexers=_indexer_names(args.indexers),
+        partition_rows=args.partition_rows,
     )
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
     daemon = Daemon(config, on_hangup=reopen_log_files)  # checks the store first
@@ -343,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="... or this long, when its writer said it is done: renamed into place or "
         "closed after writing (inotify only; default 20)",
+    )
+    run.add_argument(
+        "--partition-rows",
+        type=_number(int, maximum=2**62, zero=True),
+        default=200_000,
+        help="keep a table of at least this many rows as parts, tables/<name>/part-*.parquet "
+        "(one edit rewrites one part; tables/<name>.parquet is exported every few seconds "
+        "and when idle); 0: never (default 200000)",
     )
     run.add_argument(
         "--max-delay-ms",

@@ -53,6 +53,12 @@ class DaemonConfig:
             none (a manifest the store has is always kept up to date).
         indexers: Names of the indexers to run (``--indexers``); None chooses them
             from what the store holds (see ``kymwatch.index.select_indexers``).
+        partition_rows: A table of at least this many rows is kept as parts
+            (``tables/<name>/part-*.parquet``), one edit rewriting one part; 0: never.
+        part_rows: Rows per part when a table is (re)partitioned.
+        export_interval_s: Least time between two rewrites of a partitioned table's
+            single file ``tables/<name>.parquet`` while edits go on (it is also
+            rewritten when the daemon is idle, on sync and at stop).
 
     Raises:
         ValueError: A number is nan, infinite, negative, or zero where that is
@@ -78,6 +84,9 @@ class DaemonConfig:
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
     manifest: bool = False
     indexers: tuple[str, ...] | None = None
+    partition_rows: int = 200_000
+    part_rows: int = 50_000
+    export_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -90,11 +99,14 @@ class DaemonConfig:
             "table_lock_wait_s": self.table_lock_wait_s,
             "watcher_check_s": self.watcher_check_s,
             "batch_records": self.batch_records,
+            "part_rows": self.part_rows,
         }
         not_negative = {
             "quiet_s": self.quiet_s,
             "settle_s": self.settle_s,
             "state_save_interval_s": self.state_save_interval_s,
+            "partition_rows": self.partition_rows,
+            "export_interval_s": self.export_interval_s,
             **{f"rescan_backoff_s[{i}]": v for i, v in enumerate(self.rescan_backoff_s)},
             **{f"retry_delays_s[{i}]": v for i, v in enumerate(self.retry_delays_s)},
         }

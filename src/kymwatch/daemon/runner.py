@@ -47,7 +47,7 @@ from kymwatch.daemon.tablelock import hold_table_lock
 from kymwatch.daemon.tables import TableKeeper
 from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
-from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer
+from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer, PartitionPolicy
 from kymwatch.store import IMAGES_DIR, INDEX_DIR, TABLES_DIR, remove_stale_temporaries, scan_dataset
 
 __all__ = ["Daemon", "SourceFactory"]
@@ -55,8 +55,16 @@ __all__ = ["Daemon", "SourceFactory"]
 log = structlog.get_logger(__name__)
 
 _HOUSEKEEPING = frozenset(
-    {Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.TABLE_CHECK, Task.SAVE_STATE}
+    {
+        Task.WATCHDOG,
+        Task.HEARTBEAT,
+        Task.WATCHER_CHECK,
+        Task.TABLE_CHECK,
+        Task.SAVE_STATE,
+        Task.EXPORT,
+    }
 )
+_EXPORT_IDLE_S = 0.1  # a partitioned table is exported once no change came for this long
 _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
@@ -102,7 +110,10 @@ class Daemon:
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
         auto = indexers is None and config.indexers is None  # widened by new data
         indexers, reason = initial_indexers(self.root, config.indexers, indexers)
-        self.kd = KymDataset(self.root, "a", indexers=indexers)
+        partitions = PartitionPolicy(
+            config.partition_rows, config.part_rows, config.export_interval_s
+        )
+        self.kd = KymDataset(self.root, "a", indexers=indexers, partitions=partitions)
         self.status = DaemonStatus(store=str(self.root))
         self.reporter = Reporter(self.root, self.status, self.notifier, clock)
         self.reporter.queue_depth = lambda: len(self.debouncer)
@@ -220,6 +231,7 @@ class Daemon:
         self.reporter.stopping()
         self.stale.stop()
         self.source.stop()
+        self.worker.export_tables(force=True)
         self._save_state(force=True)
         pending = self.debouncer.flush()
         if pending:  # not published: the next start re-indexes them (whatever their stats)
@@ -426,6 +438,7 @@ class Daemon:
         for retry in result.retry:
             self._push_back((retry.change,), now, delay_s=retry.delay_s)
         self.reporter.batch_done(batch, result, source, len(self.debouncer))
+        self._plan_export()
         self.stale.mark(c.image_id for c in batch.changes)
         if self.choice.widen(result.artifacts) and self.tables.regrow():
             self.schedule.at(Task.RECONCILE, self.clock())  # grow the new tables
@@ -451,6 +464,7 @@ class Daemon:
     def _answer_syncs(self) -> None:
         tokens = self.intake.take_syncs()
         ok = self._reconcile("sync", pending=self.debouncer.flush())
+        self._export(force=True)  # tables/<name>.parquet reflects every earlier write
         self._save_state(force=True)
         errors = self.status.last_errors
         error = None if ok else (errors[-1]["event"] if errors else "failed")
@@ -481,8 +495,24 @@ class Daemon:
                     self.schedule.at(Task.RECONCILE, now)
             elif task is Task.SAVE_STATE:
                 self._save_state()
+            elif task is Task.EXPORT:
+                self._export(force=not len(self.debouncer))
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
             self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
+
+    def _plan_export(self) -> None:
+        """Schedule the export of partitioned tables: once idle, or when one is due by age."""
+        due = self.worker.next_export()
+        if due is not None:
+            self.schedule.no_later_than(Task.EXPORT, min(due, self.clock() + _EXPORT_IDLE_S))
+
+    def _export(self, *, force: bool) -> None:
+        """Export the partitioned tables that are due (all of them with ``force``)."""
+        self.schedule.cancel(Task.EXPORT)
+        with self._table_lock() as locked:
+            if locked:
+                self.worker.export_tables(force=force)
+        self._plan_export()
 
     def _save_state(self, *, force: bool = False) -> None:
         if self.state.dirty and (force or self.schedule.due(self.clock(), _SAVE)):

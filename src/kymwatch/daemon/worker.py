@@ -103,6 +103,7 @@ class Worker:
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
+        kd.parted.clock = clock  # export deadlines on the daemon's clock
 
     def refresh_indexers(self) -> None:
         """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
@@ -163,6 +164,24 @@ class Worker:
             result.tables.append(ManifestIndexer.name)
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
+
+    def export_tables(self, *, force: bool = False) -> list[str]:
+        """Write the single file of each partitioned table whose export is due (every
+        one with ``force``); returns their names. A failure is logged
+        (``table_export_failed``) and retried at the next export: the parts keep the rows.
+        """
+        try:
+            names = self.kd.export_tables(force=force)
+        except Exception as e:
+            log.exception("table_export_failed", error=str(e))
+            return []
+        for name in names:
+            self.note_published(name)
+        return names
+
+    def next_export(self) -> float | None:
+        """Clock time at which a partitioned table's export falls due (None: none is)."""
+        return self.kd.parted.next_due()
 
     def note_published(self, table_name: str) -> None:
         """Remember in the state the fingerprint of a table the daemon just wrote, so a

@@ -22,6 +22,8 @@ from kymwatch.index.base import (
 from kymwatch.index.batch import Extracted, extract_batch
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
+from kymwatch.index.parted import PartedTables
+from kymwatch.index.partition import PartitionPolicy, PartPlan, plan_parts
 from kymwatch.index.schema import Coercions
 from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
 from kymwatch.store import (
@@ -47,6 +49,7 @@ log = structlog.get_logger(__name__)
 
 IndexerRef = DatasetIndexer | str
 _CHUNK = 1000  # records converted at once
+_LIBRARY_POLICY = PartitionPolicy(partition_rows=0, export_interval_s=0.0)
 
 
 def log_outcome(outcome: RecordOutcome) -> None:
@@ -86,6 +89,9 @@ class KymDataset:
         dataset_path: The Zarr store folder.
         mode: ``"a"`` (default) or ``"r"``; see :class:`ZarrDataset`.
         indexers: The indexers to run (default: velocity events and radon report).
+        partitions: When large tables are kept as parts (``tables/<name>/``) and how
+            often their single file is exported (default: never partitioned; a table a
+            daemon partitioned is exported at the end of each call).
     """
 
     def __init__(
@@ -94,8 +100,11 @@ class KymDataset:
         mode: Mode = "a",
         *,
         indexers: Sequence[DatasetIndexer] | None = None,
+        partitions: PartitionPolicy | None = None,
     ) -> None:
         self.store = ZarrDataset(dataset_path, mode)
+        self.parted = PartedTables(self.store, partitions or _LIBRARY_POLICY)
+        self._part_stamps: dict[str, Fingerprint | None] = {}
         self.indexers: list[DatasetIndexer] = list(
             default_indexers() if indexers is None else indexers
         )
@@ -128,12 +137,21 @@ class KymDataset:
         """The table as on disk now (typed and sorted), from cache when the file did not
         change."""
         path = self.store.table_path(name)
-        stamp = table_fingerprint(path)
-        if name in self._tables and stamp == self._stamps.get(name):
+        stamp, parts = table_fingerprint(path), self.parted.stamp(name)
+        if (
+            name in self._tables
+            and stamp == self._stamps.get(name)
+            and parts == self._part_stamps.get(name)
+        ):
             return self._tables[name]
         ix = self._indexer_for_table(name)
         self._foreign.discard(name)
-        if stamp is None:
+        self._frames.pop(name, None)
+        raw = self.parted.read(name)
+        self._part_stamps[name] = self.parted.stamp(name)
+        if raw is not None:
+            st, _ = adopt(raw, ix, Coercions())
+        elif stamp is None:
             if ix is None:
                 raise TableNotFoundError(f"no table {name!r} in {self.path}")
             st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
@@ -362,32 +380,83 @@ class KymDataset:
         """The new table of ``ix`` (under the table lock) and whether to write it."""
         current = self._read_for_update(ix, replace_all=replace_all)
         if replace_all:
-            return _Merged(ix, ids, results, merge_rebuild(current, results, ix), True, start)
+            table = merge_rebuild(current, results, ix)
+            return _Merged(ix, ids, results, table, True, start, current, None)
         table, changed = merge_update(current, results, ix)
         # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
-        changed = (
-            changed or self._stamps.get(ix.table_name) is None or ix.table_name in self._foreign
+        name = ix.table_name
+        changed = changed or ix.table_name in self._foreign
+        changed = changed or (
+            self._stamps.get(name) is None and self._part_stamps.get(name) is None
         )
-        return _Merged(ix, ids, results, table if changed else current, changed, start)
+        touched = frozenset(o.image_id for o, _ in results if not o.keeps_old_rows)
+        table = table if changed else current
+        return _Merged(ix, ids, results, table, changed, start, current, touched)
 
     def _publish(self, merged: Sequence[_Merged]) -> None:
-        """Write the changed tables, at the same time when there are several; the
-        caches follow every write that succeeded, then the first failure is raised."""
+        """Write the changed tables (a partitioned one: the parts the merge touched), all
+        at the same time; the caches follow every table whose files were all written,
+        then the first failure is raised."""
         todo = [m for m in merged if m.changed]
-        paths = [self.store.table_path(m.ix.table_name) for m in todo]
-        tables = [with_pandas_metadata(m.table.table) for m in todo]
-        stamps = write_tables_arrow(list(zip(paths, tables, strict=True)), within=self.store.path)
-        error: BaseException | None = None
-        for m, stamp in zip(todo, stamps, strict=True):
-            if isinstance(stamp, BaseException):
-                error = error or stamp
-                continue
+        files: list[tuple[Path, pa.Table]] = []
+        owner: list[int] = []
+        plans: dict[int, PartPlan] = {}
+        for k, m in enumerate(todo):
             name = m.ix.table_name
-            self._stamps[name], self._tables[name] = stamp, m.table
+            layout = self.parted.layout(name)
+            if self.parted.policy.wants_parts(len(m.table), layout):
+                schema_changed = not m.table.table.schema.equals(m.previous.table.schema)
+                plan = plan_parts(
+                    m.table, layout, m.touched, schema_changed=schema_changed,
+                    policy=self.parted.policy,
+                )  # fmt: skip
+                self.parted.begin(name, plan)
+                plans[k] = plan
+                batch = self.parted.files(name, plan)
+            else:
+                batch = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
+            files += batch
+            owner += [k] * len(batch)
+        stamps = write_tables_arrow(files, within=self.store.path)
+        failed: dict[int, Exception] = {}
+        for k, stamp in zip(owner, stamps, strict=True):
+            if isinstance(stamp, Exception):
+                failed.setdefault(k, stamp)
+        for k, m in enumerate(todo):
+            name = m.ix.table_name
+            if k in failed:
+                continue
+            if k in plans:
+                self.parted.commit(name, plans[k])
+                if not self.store.table_path(name).exists():
+                    self.parted.unexported[name] = float("-inf")  # no single file yet
+            else:
+                written = stamps[owner.index(k)]
+                assert not isinstance(written, Exception)
+                self._stamps[name] = written
+            self._part_stamps[name] = self.parted.stamp(name)
+            self._tables[name] = m.table
             self._frames.pop(name, None)
             self._foreign.discard(name)
-        if error is not None:
-            raise error
+        if failed:
+            raise next(iter(failed.values()))
+        if self.parted.policy.export_interval_s <= 0:
+            self.export_tables(force=True)
+
+    def export_tables(self, *, force: bool = False) -> list[str]:
+        """Write the single file of each partitioned table whose export is due (all of
+        them with ``force``: idle, sync, stop), from the cached table; returns their names.
+        """
+        names = self.parted.due(force=force)
+        if not names:
+            return []
+        self.store.check_writable()
+        with self.store.table_lock():
+            for name in names:
+                st = self._read_current(name)
+                self._stamps[name] = self.parted.export(name, st.table)
+                self._frames.pop(name, None)
+        return names
 
     def _report(self, m: _Merged, *, log_outcomes: bool) -> UpdateReport:
         ix, table = m.ix, m.table
@@ -428,6 +497,8 @@ class _Merged:
     table: SortedTable
     changed: bool
     start: float
+    previous: SortedTable
+    touched: frozenset[str] | None  # records whose rows were replaced (None: all)
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:

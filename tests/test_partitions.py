@@ -1,0 +1,179 @@
+"""Partitioned tables: parts by image_id range, one edit one part, the coalesced export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from helpers_store import events_frame, gen2_events_frame, write_parquet_artifact
+from kymwatch.index import KymDataset, PartitionPolicy, make_indexers
+from kymwatch.store.parts import EXPORT_VERSION_KEY, export_version, parts_folder, read_layout
+
+VE, KVE = "velocity_events", "kym_velocity_events"
+# A daemon's policy, scaled down: 4 rows per record, parts of ~8 rows, export only when asked.
+POLICY = PartitionPolicy(partition_rows=20, part_rows=8, export_interval_s=3600.0)
+
+
+def _records(root: Path, n: int) -> list[str]:
+    """``n`` records of both generations (string event ids, UUID event ids), 4 rows each."""
+    ids = sorted(str(uuid.uuid4()) for _ in range(n))
+    for k, image_id in enumerate(ids):
+        (root / "images" / image_id).mkdir()
+        if k % 2:
+            write_parquet_artifact(root, image_id, "velocity_events/events", gen2_events_frame(4))
+        else:
+            write_parquet_artifact(root, image_id, VE, events_frame(4, start_s=k))
+    return ids
+
+
+def _daemon_kd(root: Path) -> KymDataset:
+    return KymDataset(root, indexers=make_indexers([VE, KVE]), partitions=POLICY)
+
+
+def _fresh(root: Path, name: str) -> pd.DataFrame:
+    """The table a fresh rebuild (never partitioned) of a copy of the store gives."""
+    copy = root.with_name(f"fresh-{uuid.uuid4().hex[:8]}.zarr")
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("tables", "index"))
+    return KymDataset(copy, indexers=make_indexers([VE, KVE])).rebuild(name)
+
+
+def _parts(root: Path, name: str) -> dict[str, tuple[int, int]]:
+    """Part file → (inode, mtime_ns)."""
+    folder = parts_folder(root, name)
+    return {p.name: (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in folder.glob("part-*")}
+
+
+def _export(root: Path, name: str) -> pd.DataFrame:
+    df: pd.DataFrame = pq.read_table(root / "tables" / f"{name}.parquet").to_pandas()
+    return df
+
+
+def test_export_equals_the_parts_and_a_fresh_rebuild(plain_v2_store: Path) -> None:
+    """A table past the threshold is written as several parts; the exported single file,
+    the parts read as a dataset and a fresh rebuild are the same table."""
+    root = plain_v2_store
+    _records(root, 12)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(KVE)
+    assert len(_parts(root, KVE)) >= 3
+    assert kd.export_tables(force=True) == [KVE]
+
+    fresh = _fresh(root, KVE)
+    pd.testing.assert_frame_equal(_export(root, KVE), fresh)
+    as_dataset = pq.read_table(parts_folder(root, KVE)).to_pandas()
+    pd.testing.assert_frame_equal(as_dataset, fresh)
+    layout = read_layout(parts_folder(root, KVE))
+    assert layout is not None
+    assert export_version(root / "tables" / f"{KVE}.parquet") == layout.version
+
+
+def test_one_edit_rewrites_one_part(plain_v2_store: Path) -> None:
+    """Re-indexing one record replaces only the part holding it (the others keep their
+    inode and mtime), and the export is left for later."""
+    root = plain_v2_store
+    ids = _records(root, 12)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(KVE)
+    kd.export_tables(force=True)
+    export_before = (root / "tables" / f"{KVE}.parquet").read_bytes()
+    before = _parts(root, KVE)
+
+    write_parquet_artifact(root, ids[5], "velocity_events/events", gen2_events_frame(6))
+    report = kd.update_images_report(KVE, [ids[5]])
+
+    after = _parts(root, KVE)
+    assert report.table_written
+    assert set(after) == set(before)
+    assert [name for name in before if before[name] != after[name]] != []
+    assert len([name for name in before if before[name] != after[name]]) == 1
+    assert (root / "tables" / f"{KVE}.parquet").read_bytes() == export_before
+    assert kd.parted.due(force=True) == [KVE]
+    kd.export_tables(force=True)
+    pd.testing.assert_frame_equal(_export(root, KVE), _fresh(root, KVE))
+
+
+def test_a_crash_between_part_write_and_export_is_recovered(plain_v2_store: Path) -> None:
+    """Parts written but not exported (the daemon died): the next dataset reads the
+    parts, sees the export is stale, and exports at once; nothing is lost."""
+    root = plain_v2_store
+    ids = _records(root, 10)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(VE)
+    kd.export_tables(force=True)
+    write_parquet_artifact(root, ids[0], VE, events_frame(7, start_s=50.0))
+    kd.update_images_report(VE, [ids[0]])
+    del kd  # "crash": the export was never made
+
+    again = _daemon_kd(root)
+    pd.testing.assert_frame_equal(again.get_table(VE), _fresh(root, VE))
+    assert again.export_tables() == [VE]  # due at once, not after the interval
+    pd.testing.assert_frame_equal(_export(root, VE), _fresh(root, VE))
+
+
+def test_a_crash_after_the_version_bump_marks_the_export_stale(plain_v2_store: Path) -> None:
+    """A layout whose version moved past the export's (a crash before the part write)
+    makes the export due again from the parts."""
+    root = plain_v2_store
+    _records(root, 10)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(VE)
+    kd.export_tables(force=True)
+    layout_file = parts_folder(root, VE) / "_parts.json"
+    doc = json.loads(layout_file.read_bytes())
+    doc["version"] += 1
+    layout_file.write_text(json.dumps(doc))
+
+    again = _daemon_kd(root)
+    again.get_arrow(VE)
+    assert again.parted.due() == [VE]
+
+
+def test_an_export_written_by_kymflow_drops_the_parts(plain_v2_store: Path) -> None:
+    """kymflow rewriting tables/<name>.parquet (pandas, no kymwatch version) makes that
+    file the table again: the parts are dropped, its rows kept."""
+    root = plain_v2_store
+    _records(root, 10)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(VE)
+    kd.export_tables(force=True)
+    df = _export(root, VE).iloc[:6]
+    df.to_parquet(root / "tables" / f"{VE}.parquet", index=False)
+
+    again = _daemon_kd(root)
+    assert len(again.get_table(VE)) == 6
+    assert not parts_folder(root, VE).exists()
+
+
+def test_library_use_exports_in_the_same_call(plain_v2_store: Path) -> None:
+    """A KymDataset without a policy (kymflow's API) never leaves a partitioned table's
+    single file behind: the export is written before the call returns."""
+    root = plain_v2_store
+    ids = _records(root, 10)
+    _daemon_kd(root).rebuild_report(VE)
+    write_parquet_artifact(root, ids[2], VE, events_frame(1, start_s=9.0))
+    KymDataset(root, indexers=make_indexers([VE])).update_image(VE, ids[2])
+    pd.testing.assert_frame_equal(_export(root, VE), _fresh(root, VE))
+    meta = pq.read_schema(root / "tables" / f"{VE}.parquet").metadata
+    assert EXPORT_VERSION_KEY in meta
+
+
+@pytest.mark.parametrize("part_rows", [4, 1000])
+def test_parts_split_on_record_boundaries(plain_v2_store: Path, part_rows: int) -> None:
+    """No record's rows are split across parts, whatever the part size."""
+    root = plain_v2_store
+    _records(root, 9)
+    policy = PartitionPolicy(partition_rows=1, part_rows=part_rows, export_interval_s=0.0)
+    KymDataset(root, indexers=make_indexers([VE]), partitions=policy).rebuild_report(VE)
+    seen: set[str] = set()
+    for part in sorted(parts_folder(root, VE).glob("part-*")):
+        ids = set(pq.read_table(part).column("image_id").to_pylist())
+        assert not ids & seen
+        seen |= ids
+    assert len(seen) == 5
