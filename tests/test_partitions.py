@@ -177,3 +177,31 @@ def test_parts_split_on_record_boundaries(plain_v2_store: Path, part_rows: int) 
         assert not ids & seen
         seen |= ids
     assert len(seen) == 5
+
+
+@pytest.mark.integration
+def test_daemon_sync_promises_the_export_of_a_partitioned_table(tmp_path: Path) -> None:
+    """With tables past --partition-rows the daemon writes parts, and a sync still
+    promises that tables/<name>.parquet reflects every earlier write (the oracle holds
+    on the single files, also after the daemon stopped)."""
+    from harness import DaemonProcess, assert_tables_match_rebuild
+    from helpers_loop import add_kym_record, kym_events
+    from helpers_store import make_v2_store
+
+    root = make_v2_store(tmp_path / "store.zarr")
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    for image_id in ids:
+        add_kym_record(root, image_id, n_events=3)
+    with DaemonProcess(root, "--partition-rows", "5") as daemon:
+        daemon.sync()
+        assert read_layout(parts_folder(root, VE)) is not None
+        write_parquet_artifact(root, ids[1], VE, kym_events(8, start_s=70.0))
+        daemon.sync()
+        export = _export(root, VE)
+        assert (export["image_id"] == ids[1]).sum() == 8
+        assert_tables_match_rebuild(root, tmp_path / "scratch")
+        write_parquet_artifact(root, ids[2], VE, kym_events(2, start_s=80.0))
+        daemon.sync()
+        assert daemon.stop() == 0
+    assert (_export(root, VE)["image_id"] == ids[2]).sum() == 2
+    assert_tables_match_rebuild(root, tmp_path / "scratch2")
