@@ -64,7 +64,7 @@ _HOUSEKEEPING = frozenset(
         Task.EXPORT,
     }
 )
-_EXPORT_IDLE_S = 0.1  # a partitioned table is exported once no change came for this long
+_EXPORT_IDLE_S = 0.0  # a partitioned table is exported as soon as no change is pending
 _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
@@ -157,6 +157,7 @@ class Daemon:
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
         self._working = False  # the loop is indexing, reconciling or answering a sync
+        self._more_chunks = False  # the loop is between two chunks of one piece of work
         self.stale = StaleCounter(self.root, self._publish_stale, busy=self._busy)
 
     # -- public ---------------------------------------------------------------------------
@@ -398,7 +399,9 @@ class Daemon:
             i += len(chunk)
             if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
                 memory.trim()
+            self._more_chunks = i < len(changes)  # not idle: no export forced meanwhile
             self._housekeeping()
+            self._more_chunks = False
             if i >= len(changes):
                 return ok
 
@@ -496,7 +499,7 @@ class Daemon:
             elif task is Task.SAVE_STATE:
                 self._save_state()
             elif task is Task.EXPORT:
-                self._export(force=not len(self.debouncer))
+                self._export(force=not (len(self.debouncer) or self._more_chunks))
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
             self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
 
