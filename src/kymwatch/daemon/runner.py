@@ -219,6 +219,7 @@ class Daemon:
             )
             self.reporter.set_state(DaemonState.RECONCILING)
             self._reconcile("startup")
+            self._export(force=False)  # an export a crash left older than its parts
             if self.reporter.state is DaemonState.RECONCILING:
                 self.reporter.set_state(DaemonState.WATCHING)
             self.reporter.ready()

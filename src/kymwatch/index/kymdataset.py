@@ -446,7 +446,12 @@ class KymDataset:
     def export_tables(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of
         them with ``force``: idle, sync, stop), from the cached table; returns their names.
+        An indexer's partitioned table not read yet is read first: an export older than
+        its parts (a crash between the two) is due at once.
         """
+        for ix in self.indexers:  # parts on disk not read yet: is their export stale?
+            if ix.table_name not in self._tables and self.parted.layout(ix.table_name):
+                self._read_current(ix.table_name)
         names = self.parted.due(force=force)
         if not names:
             return []
