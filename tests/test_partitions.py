@@ -183,7 +183,8 @@ def test_parts_split_on_record_boundaries(plain_v2_store: Path, part_rows: int) 
 def test_daemon_sync_promises_the_export_of_a_partitioned_table(tmp_path: Path) -> None:
     """With tables past --partition-rows the daemon writes parts, and a sync still
     promises that tables/<name>.parquet reflects every earlier write (the oracle holds
-    on the single files, also after the daemon stopped)."""
+    on the single files, also after the daemon stopped); a part's temporary left by a
+    crash is removed at the next start."""
     from harness import DaemonProcess, assert_tables_match_rebuild
     from helpers_loop import add_kym_record, kym_events
     from helpers_store import make_v2_store
@@ -205,3 +206,9 @@ def test_daemon_sync_promises_the_export_of_a_partitioned_table(tmp_path: Path) 
         assert daemon.stop() == 0
     assert (_export(root, VE)["image_id"] == ids[2]).sum() == 2
     assert_tables_match_rebuild(root, tmp_path / "scratch2")
+    stale = parts_folder(root, VE) / ".part-000001-00000.parquet.0123456789ab.tmp"
+    stale.write_bytes(b"PAR1 half a part")
+    with DaemonProcess(root, "--partition-rows", "5") as daemon:
+        daemon.sync()
+        assert not stale.exists()
+        assert any(e.get("path") == str(stale) for e in daemon.events("stale_temporary_removed"))

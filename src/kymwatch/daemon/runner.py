@@ -197,8 +197,11 @@ class Daemon:
             self.schedule.at(Task.WATCHDOG, now)
         with self._table_lock() as locked:
             if locked:
-                for tmp in remove_stale_temporaries(self.kd.store.tables_path):
-                    log.info("stale_temporary_removed", path=str(tmp))
+                tables = self.kd.store.tables_path
+                parts = [p for p in tables.glob("*") if p.is_dir()] if tables.is_dir() else []
+                for folder in (tables, *parts):  # parts of partitioned tables too
+                    for tmp in remove_stale_temporaries(folder):
+                        log.info("stale_temporary_removed", path=str(tmp))
         self._load_state()
         self.source.start()
         self.status.set_watch(self.source.decision)
