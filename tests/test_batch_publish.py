@@ -14,7 +14,6 @@ import pytest
 import kymwatch.store.tables as tables_module
 from helpers_store import events_frame, gen2_events_frame, write_parquet_artifact
 from kymwatch.index import KymDataset, make_indexers
-from kymwatch.index.arrow_schema import infer_column
 
 VE, KVE = "velocity_events", "kym_velocity_events"
 
@@ -101,16 +100,6 @@ def test_an_unreadable_table_is_named_and_the_others_written(plain_v2_store: Pat
     assert [r.table_name for r in reports] == [VE]
     assert damaged.read_bytes() == b"PAR1 torn"
     assert pq.read_table(kd.store.table_path(VE)).num_rows == 2 * 3 + 1
-
-
-def test_text_extra_column_is_typed_string_from_its_first_value() -> None:
-    """An extra text column is typed string however many rows follow its first value,
-    and numbers written as text are still typed as numbers."""
-    detector = pa.chunked_array([[None] * 5 + ["threshold"] * 50_000])
-    assert infer_column("detector", detector) == "string"
-    assert infer_column("gain", pa.chunked_array([[None, "1.5", "2"]])) == "float64"
-    assert infer_column("gain", pa.chunked_array([["1", "2", "x"]])) == "string"
-    assert infer_column("gain", pa.chunked_array([[None, None]], pa.string())) == "float64"
 
 
 def test_gen2_rows_in_the_same_batch_keep_their_columns(plain_v2_store: Path) -> None:
