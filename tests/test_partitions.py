@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -212,3 +213,31 @@ def test_daemon_sync_promises_the_export_of_a_partitioned_table(tmp_path: Path) 
         daemon.sync()
         assert not stale.exists()
         assert any(e.get("path") == str(stale) for e in daemon.events("stale_temporary_removed"))
+
+
+@pytest.mark.integration
+def test_chunked_work_exports_once_when_idle(
+    tmp_path: Path, captured_logs: list[dict[str, Any]]
+) -> None:
+    """A first index cut into chunks writes parts chunk by chunk; the single file is
+    written at once when there is none, then once when the work is done, not after
+    every chunk."""
+    from harness import assert_tables_match_rebuild
+    from helpers_loop import add_kym_record, running
+    from helpers_store import make_v2_store
+    from kymwatch.daemon import Daemon, DaemonConfig
+
+    root = make_v2_store(tmp_path / "store.zarr")
+    for k in range(60):
+        add_kym_record(root, f"20261126_{k:03d}-{uuid.uuid4().hex[:8]}", n_events=5)
+    config = DaemonConfig(
+        root, quiet_s=0.05, max_delay_s=1.0, batch_records=10, partition_rows=50, part_rows=40
+    )
+    with running(Daemon(config)):
+        pass
+    chunks = [e for e in captured_logs if e["event"] == "batch_indexed" and e["records"]]
+    exported = [e["table"] for e in captured_logs if e["event"] == "table_exported"]
+    assert len(chunks) >= 6
+    assert exported.count(VE) == 2  # the first file at once (there was none), then once idle
+    assert len(list(parts_folder(root, VE).glob("part-*"))) >= 5
+    assert_tables_match_rebuild(root, tmp_path / "scratch")
