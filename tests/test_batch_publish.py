@@ -27,11 +27,11 @@ def _store(root: Path, n: int) -> tuple[KymDataset, list[str]]:
     return KymDataset(root, indexers=make_indexers([VE, KVE])), ids
 
 
-def test_batch_writes_each_changed_table_once_on_two_threads(
+def test_batch_writes_each_changed_table_once_on_writer_threads(
     plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch feeding two tables writes each once, the second on a writer thread, and
-    each table then equals a fresh rebuild."""
+    """A batch feeding two tables writes each once, on the writer threads, and each
+    table then equals a fresh rebuild."""
     kd, ids = _store(plain_v2_store, 6)
     kd.update_batch_report({VE: ids, KVE: ids})
     write_parquet_artifact(plain_v2_store, ids[2], VE, events_frame(5, start_s=40.0))
@@ -48,7 +48,7 @@ def test_batch_writes_each_changed_table_once_on_two_threads(
     assert unreadable == {}
     assert sorted(r.table_name for r in reports if r.table_written) == [KVE, VE]
     assert sorted(name for name, _ in threads) == [KVE, VE]
-    assert len({thread for _, thread in threads}) == 2
+    assert all(thread.startswith("kymwatch-write") for _, thread in threads)
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
     for name in (VE, KVE):
         on_disk = pq.read_table(kd.store.table_path(name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,9 +36,9 @@ from kymwatch.store import (
     ZarrImageRecord,
     read_table_arrow,
     scan_record,
+    start_table_writes,
     table_fingerprint,
     write_table_arrow,
-    write_tables_arrow,
 )
 
 if TYPE_CHECKING:
@@ -333,7 +334,7 @@ class KymDataset:
                 fresh = dict(zip(again, self._extract(ix, again), strict=True))
                 results = [fresh[i] if i in fresh else done[i] for i in ids]
             merged = self._merge(ix, ids, results, replace_all=replace_all, start=start)
-            self._publish([merged])
+            self._finish([self._start(merged)])
         return self._report(merged, log_outcomes=log_outcomes)
 
     def update_batch_report(
@@ -341,8 +342,9 @@ class KymDataset:
     ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
         """Re-index records with several indexers at once (a daemon's batch): each
         table is merged as by :meth:`update_images_report`, then every changed table
-        is written at the same time (the parquet encode and the fsync release the GIL),
-        under one hold of the store's table lock.
+        is written on a writer thread as soon as it is merged (the Parquet encode and
+        the fsync release the GIL: the next table's merge goes on meanwhile), under one
+        hold of the store's table lock.
 
         Args:
             work: Indexer name → the image ids it re-indexes.
@@ -359,13 +361,19 @@ class KymDataset:
         extracted = [(ix, ids, self._extract(ix, ids)) for ix, ids in jobs]
         merged: list[_Merged] = []
         unreadable: dict[str, TableUnreadableError] = {}
+        writing: list[_Writing | None] = []
         with self.store.table_lock():
-            for ix, ids, results in extracted:
-                try:
-                    merged.append(self._merge(ix, ids, results, replace_all=False, start=start))
-                except TableUnreadableError as e:
-                    unreadable[ix.name] = e
-            self._publish(merged)
+            try:  # each table's write starts as soon as it is merged
+                for ix, ids, results in extracted:
+                    try:
+                        m = self._merge(ix, ids, results, replace_all=False, start=start)
+                    except TableUnreadableError as e:
+                        unreadable[ix.name] = e
+                        continue
+                    merged.append(m)
+                    writing.append(self._start(m))
+            finally:
+                self._finish(writing)
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
 
     def _merge(
@@ -393,53 +401,53 @@ class KymDataset:
         table = table if changed else current
         return _Merged(ix, ids, results, table, changed, start, current, touched)
 
-    def _publish(self, merged: Sequence[_Merged]) -> None:
-        """Write the changed tables (a partitioned one: the parts the merge touched), all
-        at the same time; the caches follow every table whose files were all written,
-        then the first failure is raised."""
-        todo = [m for m in merged if m.changed]
-        files: list[tuple[Path, pa.Table]] = []
-        owner: list[int] = []
-        plans: dict[int, PartPlan] = {}
-        for k, m in enumerate(todo):
-            name = m.ix.table_name
-            layout = self.parted.layout(name)
-            if self.parted.policy.wants_parts(len(m.table), layout):
-                schema_changed = not m.table.table.schema.equals(m.previous.table.schema)
-                plan = plan_parts(
-                    m.table, layout, m.touched, schema_changed=schema_changed,
-                    policy=self.parted.policy,
-                )  # fmt: skip
-                self.parted.begin(name, plan)
-                plans[k] = plan
-                batch = self.parted.files(name, plan)
-            else:
-                batch = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
-            files += batch
-            owner += [k] * len(batch)
-        stamps = write_tables_arrow(files, within=self.store.path)
-        failed: dict[int, Exception] = {}
-        for k, stamp in zip(owner, stamps, strict=True):
-            if isinstance(stamp, Exception):
-                failed.setdefault(k, stamp)
-        for k, m in enumerate(todo):
-            name = m.ix.table_name
-            if k in failed:
+    def _start(self, m: _Merged) -> _Writing | None:
+        """Start writing a changed table on the writer threads (a partitioned one: the
+        parts the merge touched, after raising its layout version)."""
+        if not m.changed:
+            return None
+        name = m.ix.table_name
+        layout = self.parted.layout(name)
+        plan = None
+        if self.parted.policy.wants_parts(len(m.table), layout):
+            schema_changed = not m.table.table.schema.equals(m.previous.table.schema)
+            plan = plan_parts(
+                m.table, layout, m.touched, schema_changed=schema_changed,
+                policy=self.parted.policy,
+            )  # fmt: skip
+            self.parted.begin(name, plan)
+            files = self.parted.files(name, plan)
+        else:
+            files = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
+        return _Writing(m, plan, start_table_writes(files, within=self.store.path))
+
+    def _finish(self, writing: Sequence[_Writing | None]) -> None:
+        """Wait for every write; the caches follow each table whose files were all
+        written, then the first failure is raised."""
+        error: Exception | None = None
+        for w in writing:
+            if w is None:
                 continue
-            if k in plans:
-                self.parted.commit(name, plans[k])
+            name = w.merged.ix.table_name
+            try:
+                stamps = [f.result() for f in w.futures]
+            except Exception as e:
+                for f in w.futures:  # every write of the table has ended
+                    f.exception()
+                error = error or e
+                continue
+            if w.plan is not None:
+                self.parted.commit(name, w.plan)
                 if not self.store.table_path(name).exists():
                     self.parted.unexported[name] = float("-inf")  # no single file yet
             else:
-                written = stamps[owner.index(k)]
-                assert not isinstance(written, Exception)
-                self._stamps[name] = written
+                self._stamps[name] = stamps[0]
             self._part_stamps[name] = self.parted.stamp(name)
-            self._tables[name] = m.table
+            self._tables[name] = w.merged.table
             self._frames.pop(name, None)
             self._foreign.discard(name)
-        if failed:
-            raise next(iter(failed.values()))
+        if error is not None:
+            raise error
         if self.parted.policy.export_interval_s <= 0:
             self.export_tables(force=True)
 
@@ -504,6 +512,15 @@ class _Merged:
     start: float
     previous: SortedTable
     touched: frozenset[str] | None  # records whose rows were replaced (None: all)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writing:
+    """A merged table whose files are being written."""
+
+    merged: _Merged
+    plan: PartPlan | None
+    futures: list[Future[Fingerprint]]
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:

@@ -49,10 +49,10 @@ if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
     from kymwatch.store.tables import (
         read_table_arrow,
         read_table_file,
+        start_table_writes,
         table_fingerprint,
         write_table_arrow,
         write_table_file,
-        write_tables_arrow,
     )
 
 __getattr__, __dir__ = lazy_exports(
@@ -67,7 +67,7 @@ __getattr__, __dir__ = lazy_exports(
         "table_fingerprint": "tables",
         "write_table_arrow": "tables",
         "write_table_file": "tables",
-        "write_tables_arrow": "tables",
+        "start_table_writes": "tables",
     },
 )
 
@@ -108,6 +108,7 @@ __all__ = [
     "scan_records_settled",
     "scan_stamp",
     "split_artifact_file",
+    "start_table_writes",
     "table_fingerprint",
     "utc_now_iso",
     "validate_image_id",
@@ -115,5 +116,4 @@ __all__ = [
     "walk_artifacts",
     "write_table_arrow",
     "write_table_file",
-    "write_tables_arrow",
 ]

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 __all__ = [
     "read_table_arrow",
     "read_table_file",
+    "start_table_writes",
     "table_fingerprint",
     "table_lock",
     "table_path",
     "write_table_arrow",
     "write_table_file",
-    "write_tables_arrow",
 ]
 
 _LOCK_NAME = "tables.lock"
@@ -96,11 +96,11 @@ _pool_lock = threading.Lock()
 
 
 def _writers() -> ThreadPoolExecutor:
-    """The threads that write the other tables of a batch (created on first use)."""
+    """The threads that write a batch's tables (created on first use)."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kymwatch-write")
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kymwatch-write")
         return _pool
 
 
@@ -116,29 +116,16 @@ def write_table_arrow(path: Path, table: pa.Table, *, within: Path | None = None
     return fp
 
 
-def write_tables_arrow(
+def start_table_writes(
     files: Sequence[tuple[Path, pa.Table]], *, within: Path | None = None
-) -> list[Fingerprint | Exception]:
-    """Replace several table files at the same time, each atomically (as
-    :func:`write_table_arrow`); the first in the calling thread, the others on writer
-    threads (encoding and fsync release the GIL).
-
-    Returns:
-        Per file, in order, its new fingerprint or the error that stopped its write
-        (every write is waited for, whatever the others did).
+) -> list[Future[Fingerprint]]:
+    """Start replacing table files on writer threads, each atomically (as
+    :func:`write_table_arrow`); the caller waits on the futures (a future's result is
+    the file's new fingerprint, or raises what stopped its write). Encoding and fsync
+    release the GIL, so the caller's own work (the next table's merge) goes on meanwhile.
     """
-
-    def one(path: Path, table: pa.Table) -> Fingerprint | Exception:
-        try:
-            return write_table_arrow(path, table, within=within)
-        except Exception as e:  # handed to the caller, who knows which table it was
-            return e
-
-    if not files:
-        return []
-    rest = [_writers().submit(one, path, table) for path, table in files[1:]]
-    first = one(*files[0])
-    return [first, *(f.result() for f in rest)]
+    pool = _writers()
+    return [pool.submit(write_table_arrow, path, table, within=within) for path, table in files]
 
 
 def write_table_file(path: Path, df: pd.DataFrame) -> Fingerprint:
