@@ -147,6 +147,9 @@ def test_an_export_written_by_kymflow_drops_the_parts(plain_v2_store: Path) -> N
     df = _export(root, VE).iloc[:6]
     df.to_parquet(root / "tables" / f"{VE}.parquet", index=False)
 
+    reader = KymDataset(root, "r", indexers=make_indexers([VE]))
+    assert len(reader.get_table(VE)) == 6
+    assert parts_folder(root, VE).exists()  # a read-only dataset deletes nothing
     again = _daemon_kd(root)
     assert len(again.get_table(VE)) == 6
     assert not parts_folder(root, VE).exists()

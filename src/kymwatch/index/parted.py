@@ -67,7 +67,8 @@ class PartedTables:
         """The parts of ``name`` concatenated; None when the single file is the table
         (no parts, or an export another program wrote, which drops the parts).
 
-        Parts newer than the export (a crash before it was made) mark it due.
+        Parts newer than the export (a crash before it was made) mark it due. A
+        read-only dataset deletes nothing: it reads the single file instead.
         """
         folder, export = self.folder(name), self.store.table_path(name)
         layout = read_layout(folder)
@@ -78,7 +79,8 @@ class PartedTables:
         if version is None and export.exists():
             reason = "export_written_elsewhere"
         else:
-            remove_unlisted_parts(folder, layout)
+            if not self.store.read_only:
+                remove_unlisted_parts(folder, layout)
             try:
                 table = read_parts(folder, layout)
             except (OSError, pa.ArrowException) as e:
@@ -86,6 +88,8 @@ class PartedTables:
                     raise
                 reason = f"part_unreadable: {e}"
         if reason is not None:
+            if self.store.read_only:  # a reader changes nothing: the single file it is
+                return None
             log.warning("table_parts_dropped", table=name, path=str(folder), reason=reason)
             drop_parts(folder)
             self.unexported.pop(name, None)
