@@ -85,7 +85,7 @@ class DaemonConfig:
     manifest: bool = False
     indexers: tuple[str, ...] | None = None
     partition_rows: int = 200_000
-    part_rows: int = 50_000
+    part_rows: int = 25_000
     export_interval_s: float = 5.0
 
     def __post_init__(self) -> None:

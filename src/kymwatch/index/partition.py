@@ -32,7 +32,7 @@ class PartitionPolicy:
     """
 
     partition_rows: int = 200_000
-    part_rows: int = 50_000
+    part_rows: int = 25_000
     export_interval_s: float = 5.0
 
     def wants_parts(self, rows: int, layout: PartLayout | None) -> bool:
