@@ -404,6 +404,7 @@ class Daemon:
             if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
                 memory.trim()
             self._more_chunks = i < len(changes)  # not idle: no export forced meanwhile
+            self._plan_export()
             self._housekeeping()
             self._more_chunks = False
             if i >= len(changes):
@@ -445,7 +446,6 @@ class Daemon:
         for retry in result.retry:
             self._push_back((retry.change,), now, delay_s=retry.delay_s)
         self.reporter.batch_done(batch, result, source, len(self.debouncer))
-        self._plan_export()
         self.stale.mark(c.image_id for c in batch.changes)
         if self.choice.widen(result.artifacts) and self.tables.regrow():
             self.schedule.at(Task.RECONCILE, self.clock())  # grow the new tables
@@ -503,22 +503,30 @@ class Daemon:
             elif task is Task.SAVE_STATE:
                 self._save_state()
             elif task is Task.EXPORT:
-                self._export(force=not (len(self.debouncer) or self._more_chunks))
+                self._export(force=self._idle())
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
             self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
 
+    def _idle(self) -> bool:
+        """No change pending and no chunk of work left."""
+        return not (len(self.debouncer) or self._more_chunks)
+
     def _plan_export(self) -> None:
-        """Schedule the export of partitioned tables: once idle, or when one is due by age."""
+        """Schedule the export of partitioned tables: now if the loop is idle, else when
+        the oldest unexported part write is ``export_interval_s`` old (the next batch
+        plans again, so an export waits for the end of the work, never spins)."""
         due = self.worker.next_export()
         if due is not None:
-            self.schedule.no_later_than(Task.EXPORT, min(due, self.clock() + _EXPORT_IDLE_S))
+            self.schedule.no_later_than(Task.EXPORT, self.clock() if self._idle() else due)
 
     def _export(self, *, force: bool) -> None:
-        """Export the partitioned tables that are due (all of them with ``force``)."""
+        """Export the partitioned tables that are due (all of them with ``force``); after
+        a failure, try again ``export_interval_s`` later."""
         self.schedule.cancel(Task.EXPORT)
         with self._table_lock() as locked:
-            if locked:
-                self.worker.export_tables(force=force)
+            if locked and self.worker.export_tables(force=force) is None:
+                self.schedule.at(Task.EXPORT, self.clock() + self.config.export_interval_s)
+                return
         self._plan_export()
 
     def _save_state(self, *, force: bool = False) -> None:

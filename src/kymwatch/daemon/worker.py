@@ -165,16 +165,16 @@ class Worker:
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
 
-    def export_tables(self, *, force: bool = False) -> list[str]:
+    def export_tables(self, *, force: bool = False) -> list[str] | None:
         """Write the single file of each partitioned table whose export is due (every
-        one with ``force``); returns their names. A failure is logged
-        (``table_export_failed``) and retried at the next export: the parts keep the rows.
+        one with ``force``); returns their names, or None after a failure, which is
+        logged (``table_export_failed``; the parts keep the rows, the caller retries).
         """
         try:
             names = self.kd.export_tables(force=force)
         except Exception as e:
             log.exception("table_export_failed", error=str(e))
-            return []
+            return None
         for name in names:
             self.note_published(name)
         return names
