@@ -244,3 +244,34 @@ def test_chunked_work_exports_once_when_idle(
     assert exported.count(VE) == 2  # the first file at once (there was none), then once idle
     assert len(list(parts_folder(root, VE).glob("part-*"))) >= 5
     assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+def test_export_is_planned_now_only_when_the_loop_is_idle(tmp_path: Path) -> None:
+    """With a change pending, an unexported partitioned table is planned for its age
+    deadline (the loop never spins on it); once idle, for now; a failed export is
+    retried export_interval_s later."""
+    from helpers_store import make_v2_store
+    from kymwatch.daemon import Daemon, DaemonConfig
+    from kymwatch.daemon.changes import RecordChange
+    from kymwatch.daemon.schedule import Task
+
+    now = [100.0]
+    root = make_v2_store(tmp_path / "store.zarr")
+    config = DaemonConfig(root, partition_rows=1, export_interval_s=5.0)
+    daemon = Daemon(config, clock=lambda: now[0])
+    daemon.kd.parted.unexported[VE] = 100.0  # a part written now, not exported
+    daemon.debouncer.feed(RecordChange("rec1"), 100.0)
+
+    daemon._plan_export()
+    assert daemon.schedule.deadline(Task.EXPORT) == 105.0
+    daemon.debouncer.flush()
+    daemon._plan_export()
+    assert daemon.schedule.deadline(Task.EXPORT) == 100.0
+
+    def failing(*, force: bool = False) -> list[str]:
+        raise OSError(28, "No space left on device")
+
+    daemon.kd.export_tables = failing  # type: ignore[method-assign]
+    now[0] = 101.0
+    daemon._export(force=True)
+    assert daemon.schedule.deadline(Task.EXPORT) == 106.0
