@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import zarr
 
-import kymwatch.index.kymdataset as kymdataset_module
+import kymwatch.store.tables as tables_module
 from helpers_store import (
     delete_record,
     events_frame,
@@ -479,13 +479,13 @@ def test_tables_are_sorted_by_image_id(plain_v2_store: Path) -> None:
 def table_writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every table file KymDataset writes, in order (wraps its write_table_arrow)."""
     written: list[Path] = []
-    real = kymdataset_module.write_table_arrow  # type: ignore[attr-defined]
+    real = tables_module.write_table_arrow
 
     def counting(path: Path, table: pa.Table, **kwargs: Any) -> Any:
         written.append(path)
         return real(path, table, **kwargs)
 
-    monkeypatch.setattr(kymdataset_module, "write_table_arrow", counting)
+    monkeypatch.setattr(tables_module, "write_table_arrow", counting)
     return written
 
 

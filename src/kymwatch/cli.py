@@ -184,6 +184,7 @@ def _daemon_config(opts: Settings, store: Path) -> DaemonConfig:
         indexers=opts["indexers"],
         dask=None if opts["dask"] is None else ClusterSpec.parse(opts["dask"]),
         dask_threshold=opts["dask_threshold"],
+        partition_rows=opts["partition_rows"],
     )
 
 

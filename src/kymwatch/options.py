@@ -259,6 +259,16 @@ OPTIONS: tuple[Option, ...] = (
         (Flag("--no-progress", False, help="no progress bar, even on a terminal"),),
     ),
     Option(
+        "partition_rows",
+        200_000,
+        _number(maximum=2**62, zero=True, integer=True),
+        "a whole number >= 0 (0: never)",
+        "keep a table of at least this many rows as parts, tables/<name>/part-*.parquet "
+        "(one edit rewrites one part; tables/<name>.parquet is exported every few seconds "
+        "and when idle)",
+        (Flag("--partition-rows", metavar="N"),),
+    ),
+    Option(
         "dask",
         None,
         _cluster,

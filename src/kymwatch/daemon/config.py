@@ -57,6 +57,12 @@ class DaemonConfig:
         dask: A Dask cluster (``--dask``) that reads the records of a first index or
             a reconcile of at least ``dask_threshold`` records (None: always local).
         dask_threshold: Fewest changed records read on the cluster.
+        partition_rows: A table of at least this many rows is kept as parts
+            (``tables/<name>/part-*.parquet``), one edit rewriting one part; 0: never.
+        part_rows: Rows per part when a table is (re)partitioned.
+        export_interval_s: Least time between two rewrites of a partitioned table's
+            single file ``tables/<name>.parquet`` while edits go on (it is also
+            rewritten when the daemon is idle, on sync and at stop).
 
     Raises:
         ValueError: A number is nan, infinite, negative, or zero where that is
@@ -84,6 +90,9 @@ class DaemonConfig:
     indexers: tuple[str, ...] | None = None
     dask: ClusterSpec | None = None
     dask_threshold: int = 10_000
+    partition_rows: int = 200_000
+    part_rows: int = 25_000
+    export_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -97,11 +106,14 @@ class DaemonConfig:
             "watcher_check_s": self.watcher_check_s,
             "batch_records": self.batch_records,
             "dask_threshold": self.dask_threshold,
+            "part_rows": self.part_rows,
         }
         not_negative = {
             "quiet_s": self.quiet_s,
             "settle_s": self.settle_s,
             "state_save_interval_s": self.state_save_interval_s,
+            "partition_rows": self.partition_rows,
+            "export_interval_s": self.export_interval_s,
             **{f"rescan_backoff_s[{i}]": v for i, v in enumerate(self.rescan_backoff_s)},
             **{f"retry_delays_s[{i}]": v for i, v in enumerate(self.retry_delays_s)},
         }

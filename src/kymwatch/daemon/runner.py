@@ -50,7 +50,7 @@ from kymwatch.daemon.tablelock import hold_table_lock
 from kymwatch.daemon.tables import TableKeeper
 from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
-from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer
+from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer, PartitionPolicy
 from kymwatch.store import IMAGES_DIR, INDEX_DIR, TABLES_DIR, remove_stale_temporaries, scan_dataset
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
@@ -61,8 +61,16 @@ __all__ = ["Daemon", "SourceFactory"]
 log = structlog.get_logger(__name__)
 
 _HOUSEKEEPING = frozenset(
-    {Task.WATCHDOG, Task.HEARTBEAT, Task.WATCHER_CHECK, Task.TABLE_CHECK, Task.SAVE_STATE}
+    {
+        Task.WATCHDOG,
+        Task.HEARTBEAT,
+        Task.WATCHER_CHECK,
+        Task.TABLE_CHECK,
+        Task.SAVE_STATE,
+        Task.EXPORT,
+    }
 )
+_EXPORT_IDLE_S = 0.0  # a partitioned table is exported as soon as no change is pending
 _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
 _ACCEPT_SLICE = 5_000  # events classified between two looks at the loop's duties
 _SMALLEST_CHUNK = 20
@@ -114,7 +122,10 @@ class Daemon:
         self.notifier: Notifier = notifier or SystemdNotifier.from_env()
         auto = indexers is None and config.indexers is None  # widened by new data
         indexers, reason = initial_indexers(self.root, config.indexers, indexers)
-        self.kd = KymDataset(self.root, "a", indexers=indexers)
+        partitions = PartitionPolicy(
+            config.partition_rows, config.part_rows, config.export_interval_s
+        )
+        self.kd = KymDataset(self.root, "a", indexers=indexers, partitions=partitions)
         self.status = DaemonStatus(store=str(self.root))
         self.reporter = Reporter(
             self.root, self.status, self.notifier, clock, metrics=metrics, bar=progress
@@ -160,6 +171,7 @@ class Daemon:
         self._lock = DaemonLock(self.root)
         self._seconds_per_record: float | None = None
         self._working = False  # the loop is indexing, reconciling or answering a sync
+        self._more_chunks = False  # the loop is between two chunks of one piece of work
         self.stale = StaleCounter(self.root, self._publish_stale, busy=self._busy)
 
     # -- public ---------------------------------------------------------------------------
@@ -199,8 +211,11 @@ class Daemon:
             self.schedule.at(Task.WATCHDOG, now)
         with self._table_lock() as locked:
             if locked:
-                for tmp in remove_stale_temporaries(self.kd.store.tables_path):
-                    log.info("stale_temporary_removed", path=str(tmp))
+                tables = self.kd.store.tables_path
+                parts = [p for p in tables.glob("*") if p.is_dir()] if tables.is_dir() else []
+                for folder in (tables, *parts):  # parts of partitioned tables too
+                    for tmp in remove_stale_temporaries(folder):
+                        log.info("stale_temporary_removed", path=str(tmp))
         self._load_state()
         self.source.start()
         self.status.set_watch(self.source.decision)
@@ -221,6 +236,7 @@ class Daemon:
             )
             self.reporter.set_state(DaemonState.RECONCILING)
             self._reconcile("startup")
+            self._export(force=False)  # an export a crash left older than its parts
             if self.reporter.state is DaemonState.RECONCILING:
                 self.reporter.set_state(DaemonState.WATCHING)
             self.reporter.ready()
@@ -234,6 +250,7 @@ class Daemon:
         self.reporter.stopping()
         self.stale.stop()
         self.source.stop()
+        self.worker.export_tables(force=True)
         self._save_state(force=True)
         pending = self.debouncer.flush()
         if pending:  # not published: the next start re-indexes them (whatever their stats)
@@ -436,7 +453,10 @@ class Daemon:
                 self.reporter.progress_step(i)
             if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
                 memory.trim()
+            self._more_chunks = i < len(changes)  # not idle: no export forced meanwhile
+            self._plan_export()
             self._housekeeping()
+            self._more_chunks = False
             if i >= len(changes):
                 return ok
 
@@ -501,6 +521,7 @@ class Daemon:
     def _answer_syncs(self) -> None:
         tokens = self.intake.take_syncs()
         ok = self._reconcile("sync", pending=self.debouncer.flush())
+        self._export(force=True)  # tables/<name>.parquet reflects every earlier write
         self._save_state(force=True)
         errors = self.status.last_errors
         error = None if ok else (errors[-1]["event"] if errors else "failed")
@@ -531,8 +552,32 @@ class Daemon:
                     self.schedule.at(Task.RECONCILE, now)
             elif task is Task.SAVE_STATE:
                 self._save_state()
+            elif task is Task.EXPORT:
+                self._export(force=self._idle())
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
             self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
+
+    def _idle(self) -> bool:
+        """No change pending and no chunk of work left."""
+        return not (len(self.debouncer) or self._more_chunks)
+
+    def _plan_export(self) -> None:
+        """Schedule the export of partitioned tables: now if the loop is idle, else when
+        the oldest unexported part write is ``export_interval_s`` old (the next batch
+        plans again, so an export waits for the end of the work, never spins)."""
+        due = self.worker.next_export()
+        if due is not None:
+            self.schedule.no_later_than(Task.EXPORT, self.clock() if self._idle() else due)
+
+    def _export(self, *, force: bool) -> None:
+        """Export the partitioned tables that are due (all of them with ``force``); after
+        a failure, try again ``export_interval_s`` later."""
+        self.schedule.cancel(Task.EXPORT)
+        with self._table_lock() as locked:
+            if locked and self.worker.export_tables(force=force) is None:
+                self.schedule.at(Task.EXPORT, self.clock() + self.config.export_interval_s)
+                return
+        self._plan_export()
 
     def _save_state(self, *, force: bool = False) -> None:
         if self.state.dirty and (force or self.schedule.due(self.clock(), _SAVE)):

@@ -23,6 +23,7 @@ class Task(enum.Enum):
     WATCHER_CHECK = "watcher_check"
     TABLE_CHECK = "table_check"
     SAVE_STATE = "save_state"
+    EXPORT = "export"
     RESCAN = "rescan"
     RECONCILE = "reconcile"
 

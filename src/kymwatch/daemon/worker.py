@@ -21,7 +21,6 @@ import structlog
 from kymwatch.daemon.changes import Batch, RecordChange
 from kymwatch.daemon.reconcile import artifact_name_of, route
 from kymwatch.daemon.state import IndexState
-from kymwatch.errors import TableUnreadableError
 from kymwatch.index import (
     KymDataset,
     ManifestIndexer,
@@ -104,6 +103,7 @@ class Worker:
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
+        kd.parted.clock = clock  # export deadlines on the daemon's clock
 
     def refresh_indexers(self) -> None:
         """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
@@ -138,10 +138,8 @@ class Worker:
         result.artifacts = {name for name in names if name is not None}
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
-        for name, ids in by_indexer.items():
-            if not ids:
-                continue
-            report = self._update(name, ids)
+        for report in self._update({name: ids for name, ids in by_indexer.items() if ids}):
+            name = report.indexer
             if report.table_written:
                 result.tables.append(report.table_name)
                 self.note_published(report.table_name)
@@ -166,6 +164,24 @@ class Worker:
             result.tables.append(ManifestIndexer.name)
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         return result
+
+    def export_tables(self, *, force: bool = False) -> list[str] | None:
+        """Write the single file of each partitioned table whose export is due (every
+        one with ``force``); returns their names, or None after a failure, which is
+        logged (``table_export_failed``; the parts keep the rows, the caller retries).
+        """
+        try:
+            names = self.kd.export_tables(force=force)
+        except Exception as e:
+            log.exception("table_export_failed", error=str(e))
+            return None
+        for name in names:
+            self.note_published(name)
+        return names
+
+    def next_export(self) -> float | None:
+        """Clock time at which a partitioned table's export falls due (None: none is)."""
+        return self.kd.parted.next_due()
 
     def note_published(self, table_name: str) -> None:
         """Remember in the state the fingerprint of a table the daemon just wrote, so a
@@ -204,25 +220,27 @@ class Worker:
                 duration_ms=update.duration_ms,
             )
 
-    def _update(self, name: str, ids: list[str]) -> UpdateReport:
-        """``update_images``, or a whole rebuild when the table file turns out to be
-        damaged (merging into it would lose every other record)."""
-        try:
-            return self.kd.update_images_report(name, ids, log_outcomes=False)
-        except TableUnreadableError as e:
-            error = str(e)
-        report = self.kd.rebuild_report(name, log_outcomes=False)
-        log.warning(
-            "table_rebuilt",
-            table=report.table_name,
-            indexer=name,
-            reason="table_unreadable",
-            rows=report.table_rows,
-            error=error,
-        )
-        wanted = set(ids)
-        outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
-        return dataclasses.replace(report, outcomes=outcomes)
+    def _update(self, work: dict[str, list[str]]) -> list[UpdateReport]:
+        """``update_batch_report`` (the batch's tables written at the same time), and a
+        whole rebuild of each table whose file turns out to be damaged (merging into it
+        would lose every other record)."""
+        if not work:
+            return []
+        reports, unreadable = self.kd.update_batch_report(work, log_outcomes=False)
+        for name, e in unreadable.items():
+            report = self.kd.rebuild_report(name, log_outcomes=False)
+            log.warning(
+                "table_rebuilt",
+                table=report.table_name,
+                indexer=name,
+                reason="table_unreadable",
+                rows=report.table_rows,
+                error=str(e),
+            )
+            wanted = set(work[name])
+            outcomes = tuple(o for o in report.outcomes if o.image_id in wanted)
+            reports.append(dataclasses.replace(report, outcomes=outcomes))
+        return reports
 
     def _retry(self, outcome: RecordOutcome, final: bool) -> Retry | None:
         """Log a final outcome and return None, or return the retry that replaces it."""

@@ -15,6 +15,7 @@ from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, d
 from kymwatch.index.kymdataset import KymDataset, log_outcome
 from kymwatch.index.manifest import ManifestIndexer, ManifestUpdate, build_manifest, load_manifest
 from kymwatch.index.params import params_hash
+from kymwatch.index.partition import PartitionPolicy
 from kymwatch.index.registry import (
     ENTRY_POINT_GROUP,
     GENERATION_1,
@@ -41,6 +42,7 @@ __all__ = [
     "ManifestIndexer",
     "ManifestUpdate",
     "OutcomeStatus",
+    "PartitionPolicy",
     "RadonReportIndexer",
     "RecordOutcome",
     "Selection",

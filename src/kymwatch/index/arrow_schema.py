@@ -12,6 +12,7 @@ pandas appears only at the API boundary (:mod:`kymwatch.index.frames`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -130,9 +131,18 @@ def _fast(values: Values, dtype: str) -> pa.ChunkedArray | pa.Array | None:
     if not ok:
         return None
     out = values if t == target else values.cast(target)
-    if dtype == "float64" and pa.types.is_floating(t) and pc.any(pc.is_nan(out)).as_py():
+    if dtype == "float64" and pa.types.is_floating(t) and _may_hold_nan(out):
         out = pc.if_else(pc.is_nan(out), pa.scalar(None, target), out)
     return out
+
+
+def _may_hold_nan(values: pa.ChunkedArray | pa.Array) -> bool:
+    """True if ``values`` holds a NaN: a finite sum (one pass, nothing allocated)
+    proves there is none; otherwise each value is checked."""
+    total = pc.sum(values).as_py()
+    if total is None or math.isfinite(total):
+        return False
+    return bool(pc.any(pc.is_nan(values)).as_py())
 
 
 def convert_column(values: Values, dtype: str) -> tuple[pa.ChunkedArray | pa.Array, list[int]]:
@@ -160,6 +170,31 @@ def convert_column(values: Values, dtype: str) -> tuple[pa.ChunkedArray | pa.Arr
     return pa.array(out, type=ARROW_TYPES[dtype], from_pandas=True), bad
 
 
+def _fractional_prefix(values: pa.ChunkedArray | pa.Array, size: int = 1024) -> bool:
+    """True if one of the first ``size`` values is a number that is not whole (or is
+    infinite): the column is then float64 whatever follows."""
+    head = values.slice(0, size)
+    arr = np.asarray(head.to_numpy(zero_copy_only=False), dtype="float64")
+    number = ~np.isnan(arr)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+    return bool(np.any(number & ~whole))
+
+
+def _first_valid(values: pa.ChunkedArray | pa.Array) -> int | None:
+    """The position of the first non-null value (None if all are null), looking no
+    further than the chunk that holds it."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    at = 0
+    for chunk in chunks:
+        if chunk.null_count < len(chunk):
+            if chunk.null_count == 0:
+                return at
+            return at + int(pc.index(chunk.is_valid(), True).as_py())
+        at += len(chunk)
+    return None
+
+
 def infer_column(name: str, values: Values) -> str:
     """The dtype an extra column gets from its values (the policy's ``infer_dtype``)."""
     if name in TEXT_COLUMNS:
@@ -174,6 +209,8 @@ def infer_column(name: str, values: Values) -> str:
     if pa.types.is_integer(t) and t != pa.uint64():
         return "Int64"
     if pa.types.is_floating(t):
+        if _fractional_prefix(values):  # the usual float column, decided at its start
+            return "float64"
         arr = np.asarray(values.to_numpy(zero_copy_only=False), dtype="float64")
         finite = arr[~np.isnan(arr)]
         if not len(finite):
@@ -181,7 +218,10 @@ def infer_column(name: str, values: Values) -> str:
         whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
         return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        try:  # fails fast on the first non-numeric text: the usual text column
+        try:  # the first value alone first: Arrow's cast parses every value before failing
+            first = pc.index(values.is_valid(), True).as_py()
+            if first >= 0:
+                values.slice(first, 1).cast(pa.float64())
             values.cast(pa.float64())
         except (pa.ArrowException, ValueError):
             return "string" if values.null_count < len(values) else "float64"
@@ -354,9 +394,9 @@ def finish_table(
             if col in columns:
                 continue
             values = table.column(col)
-            if values.null_count < n:
-                valid = values.is_valid().to_numpy(zero_copy_only=False)
-                firsts.append((int(np.argmax(valid)), pos, col))
+            first = _first_valid(values)
+            if first is not None:
+                firsts.append((first, pos, col))
             elif keep_null is None or col in keep_null:
                 firsts.append((n, pos, col))
         extras = [col for _, _, col in sorted(firsts)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,8 @@ from kymwatch.index.base import (
 from kymwatch.index.batch import Extracted, extract_batch
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
+from kymwatch.index.parted import PartedTables
+from kymwatch.index.partition import PartitionPolicy, PartPlan, plan_parts
 from kymwatch.index.schema import Coercions
 from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
 from kymwatch.store import (
@@ -32,6 +36,7 @@ from kymwatch.store import (
     ZarrImageRecord,
     read_table_arrow,
     scan_record,
+    start_table_writes,
     table_fingerprint,
     write_table_arrow,
 )
@@ -46,6 +51,7 @@ log = structlog.get_logger(__name__)
 IndexerRef = DatasetIndexer | str
 Extractor = Callable[[DatasetIndexer, Sequence[str]], list[Extracted]]
 _CHUNK = 1000  # records converted at once
+_LIBRARY_POLICY = PartitionPolicy(partition_rows=0, export_interval_s=0.0)
 
 
 def log_outcome(outcome: RecordOutcome) -> None:
@@ -85,6 +91,9 @@ class KymDataset:
         dataset_path: The Zarr store folder.
         mode: ``"a"`` (default) or ``"r"``; see :class:`ZarrDataset`.
         indexers: The indexers to run (default: velocity events and radon report).
+        partitions: When large tables are kept as parts (``tables/<name>/``) and how
+            often their single file is exported (default: never partitioned; a table a
+            daemon partitioned is exported at the end of each call).
     """
 
     def __init__(
@@ -93,8 +102,11 @@ class KymDataset:
         mode: Mode = "a",
         *,
         indexers: Sequence[DatasetIndexer] | None = None,
+        partitions: PartitionPolicy | None = None,
     ) -> None:
         self.store = ZarrDataset(dataset_path, mode)
+        self.parted = PartedTables(self.store, partitions or _LIBRARY_POLICY)
+        self._part_stamps: dict[str, Fingerprint | None] = {}
         self.indexers: list[DatasetIndexer] = list(
             default_indexers() if indexers is None else indexers
         )
@@ -131,12 +143,21 @@ class KymDataset:
         """The table as on disk now (typed and sorted), from cache when the file did not
         change."""
         path = self.store.table_path(name)
-        stamp = table_fingerprint(path)
-        if name in self._tables and stamp == self._stamps.get(name):
+        stamp, parts = table_fingerprint(path), self.parted.stamp(name)
+        if (
+            name in self._tables
+            and stamp == self._stamps.get(name)
+            and parts == self._part_stamps.get(name)
+        ):
             return self._tables[name]
         ix = self._indexer_for_table(name)
         self._foreign.discard(name)
-        if stamp is None:
+        self._frames.pop(name, None)
+        raw = self.parted.read(name)
+        self._part_stamps[name] = self.parted.stamp(name)
+        if raw is not None:
+            st, _ = adopt(raw, ix, Coercions())
+        elif stamp is None:
             if ix is None:
                 raise TableNotFoundError(f"no table {name!r} in {self.path}")
             st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
@@ -204,14 +225,6 @@ class KymDataset:
         """Write every cached table."""
         for name in list(self._tables):
             self.save_table(name)
-
-    def _write(self, name: str, st: SortedTable) -> None:
-        table = with_pandas_metadata(st.table)
-        path = self.store.table_path(name)
-        self._stamps[name] = write_table_arrow(path, table, within=self.store.path)
-        self._tables[name] = st
-        self._frames.pop(name, None)
-        self._foreign.discard(name)
 
     # -- indexing -------------------------------------------------------------------------
     def extract(self, ref: IndexerRef, image_id: str) -> tuple[RecordOutcome, pd.DataFrame | None]:
@@ -301,6 +314,18 @@ class KymDataset:
             log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
             return SortedTable.of(empty_arrow(ix.columns), (), (0,))
 
+    def _read(
+        self,
+        ix: DatasetIndexer,
+        ids: Sequence[str],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Extracted]:
+        """The first read of ``ids``: the :attr:`extractor` (a cluster read, no progress
+        of its own) when one is set, else :meth:`_extract` here."""
+        if self.extractor is not None:
+            return self.extractor(ix, ids)
+        return self._extract(ix, ids, progress)
+
     def extract_here(self, ix: DatasetIndexer, ids: Sequence[str]) -> list[Extracted]:
         """Read ``ids`` with ``ix`` in this process (what :attr:`extractor` replaces)."""
         return self._extract(ix, ids)
@@ -333,10 +358,7 @@ class KymDataset:
         self.store.check_writable()
         start = time.perf_counter()
         seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        if self.extractor is not None:  # a cluster read (no progress of its own)
-            results = self.extractor(ix, ids)
-        else:
-            results = self._extract(ix, ids, progress)
+        results = self._read(ix, ids, progress)
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
@@ -344,38 +366,163 @@ class KymDataset:
                 again = [i for i in ids if i not in done or self._stamp(i) != seen[i]]
                 fresh = dict(zip(again, self._extract(ix, again), strict=True))
                 results = [fresh[i] if i in fresh else done[i] for i in ids]
-            current = self._read_for_update(ix, replace_all=replace_all)
-            if replace_all:
-                table, changed = merge_rebuild(current, results, ix), True
+            merged = self._merge(ix, ids, results, replace_all=replace_all, start=start)
+            self._finish([self._start(merged)])
+        return self._report(merged, log_outcomes=log_outcomes)
+
+    def update_batch_report(
+        self, work: Mapping[str, Sequence[str]], *, log_outcomes: bool = True
+    ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
+        """Re-index records with several indexers at once (a daemon's batch): each
+        table is merged as by :meth:`update_images_report`, then every changed table
+        is written on a writer thread as soon as it is merged (the Parquet encode and
+        the fsync release the GIL: the next table's merge goes on meanwhile), under one
+        hold of the store's table lock.
+
+        Args:
+            work: Indexer name → the image ids it re-indexes.
+            log_outcomes: Log each record's outcome.
+
+        Returns:
+            The report of each indexer whose table could be read, and the error of each
+            whose table file cannot be parsed (nothing of theirs is written: the caller
+            rebuilds them).
+        """
+        self.store.check_writable()
+        start = time.perf_counter()
+        jobs = [(self.indexer(name), list(dict.fromkeys(ids))) for name, ids in work.items()]
+        extracted = [(ix, ids, self._read(ix, ids)) for ix, ids in jobs]
+        merged: list[_Merged] = []
+        unreadable: dict[str, TableUnreadableError] = {}
+        writing: list[_Writing | None] = []
+        with self.store.table_lock():
+            try:  # each table's write starts as soon as it is merged
+                for ix, ids, results in extracted:
+                    try:
+                        m = self._merge(ix, ids, results, replace_all=False, start=start)
+                    except TableUnreadableError as e:
+                        unreadable[ix.name] = e
+                        continue
+                    merged.append(m)
+                    writing.append(self._start(m))
+            finally:
+                self._finish(writing)
+        return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
+
+    def _merge(
+        self,
+        ix: DatasetIndexer,
+        ids: list[str],
+        results: list[Extracted],
+        *,
+        replace_all: bool,
+        start: float,
+    ) -> _Merged:
+        """The new table of ``ix`` (under the table lock) and whether to write it."""
+        current = self._read_for_update(ix, replace_all=replace_all)
+        if replace_all:
+            table = merge_rebuild(current, results, ix)
+            return _Merged(ix, ids, results, table, True, start, current, None)
+        table, changed = merge_update(current, results, ix)
+        # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
+        name = ix.table_name
+        changed = changed or ix.table_name in self._foreign
+        changed = changed or (
+            self._stamps.get(name) is None and self._part_stamps.get(name) is None
+        )
+        touched = frozenset(o.image_id for o, _ in results if not o.keeps_old_rows)
+        table = table if changed else current
+        return _Merged(ix, ids, results, table, changed, start, current, touched)
+
+    def _start(self, m: _Merged) -> _Writing | None:
+        """Start writing a changed table on the writer threads (a partitioned one: the
+        parts the merge touched, after raising its layout version)."""
+        if not m.changed:
+            return None
+        name = m.ix.table_name
+        layout = self.parted.layout(name)
+        plan = None
+        if self.parted.policy.wants_parts(len(m.table), layout):
+            schema_changed = not m.table.table.schema.equals(m.previous.table.schema)
+            plan = plan_parts(
+                m.table, layout, m.touched, schema_changed=schema_changed,
+                policy=self.parted.policy,
+            )  # fmt: skip
+            self.parted.begin(name, plan)
+            files = self.parted.files(name, plan)
+        else:
+            files = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
+        return _Writing(m, plan, start_table_writes(files, within=self.store.path))
+
+    def _finish(self, writing: Sequence[_Writing | None]) -> None:
+        """Wait for every write; the caches follow each table whose files were all
+        written, then the first failure is raised."""
+        error: Exception | None = None
+        for w in writing:
+            if w is None:
+                continue
+            name = w.merged.ix.table_name
+            try:
+                stamps = [f.result() for f in w.futures]
+            except Exception as e:
+                for f in w.futures:  # every write of the table has ended
+                    f.exception()
+                error = error or e
+                continue
+            if w.plan is not None:
+                self.parted.commit(name, w.plan)
+                if not self.store.table_path(name).exists():
+                    self.parted.unexported[name] = float("-inf")  # no single file yet
             else:
-                table, changed = merge_update(current, results, ix)
-                # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
-                changed = (
-                    changed
-                    or self._stamps.get(ix.table_name) is None
-                    or ix.table_name in self._foreign
-                )
-            if changed:
-                self._write(ix.table_name, table)
-            else:
-                table = current
-        rows_written = sum(rows.count for _, rows in results if rows is not None)
-        outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in results)
+                self._stamps[name] = stamps[0]
+            self._part_stamps[name] = self.parted.stamp(name)
+            self._tables[name] = w.merged.table
+            self._frames.pop(name, None)
+            self._foreign.discard(name)
+        if error is not None:
+            raise error
+        if self.parted.policy.export_interval_s <= 0:
+            self.export_tables(force=True)
+
+    def export_tables(self, *, force: bool = False) -> list[str]:
+        """Write the single file of each partitioned table whose export is due (all of
+        them with ``force``: idle, sync, stop), from the cached table; returns their names.
+        An indexer's partitioned table not read yet is read first: an export older than
+        its parts (a crash between the two) is due at once.
+        """
+        for ix in self.indexers:  # parts on disk not read yet: is their export stale?
+            if ix.table_name not in self._tables and self.parted.layout(ix.table_name):
+                self._read_current(ix.table_name)
+        names = self.parted.due(force=force)
+        if not names:
+            return []
+        self.store.check_writable()
+        with self.store.table_lock():
+            for name in names:
+                st = self._read_current(name)
+                self._stamps[name] = self.parted.export(name, st.table)
+                self._frames.pop(name, None)
+        return names
+
+    def _report(self, m: _Merged, *, log_outcomes: bool) -> UpdateReport:
+        ix, table = m.ix, m.table
+        rows_written = sum(rows.count for _, rows in m.results if rows is not None)
+        outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in m.results)
         if log_outcomes:
             for o in outcomes:
                 log_outcome(o)
-        duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        duration_ms = round((time.perf_counter() - m.start) * 1000, 2)
         log.debug(
             "table_updated",
             table=ix.table_name,
             indexer=ix.name,
-            records=len(ids),
+            records=len(m.ids),
             rows=len(table),
-            written=changed,
+            written=m.changed,
             duration_ms=duration_ms,
         )
         report = UpdateReport(
-            ix.name, ix.table_name, outcomes, len(table), rows_written, changed, duration_ms
+            ix.name, ix.table_name, outcomes, len(table), rows_written, m.changed, duration_ms
         )
         self.last_report = report
         return report
@@ -384,6 +531,29 @@ class KymDataset:
         """Fingerprints of a record's artifact files (None if the record is gone)."""
         rec = ZarrImageRecord(self.store, image_id)
         return scan_record(rec.path) if rec.exists() else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    """One indexer's merged table, before it is published."""
+
+    ix: DatasetIndexer
+    ids: list[str]
+    results: list[Extracted]
+    table: SortedTable
+    changed: bool
+    start: float
+    previous: SortedTable
+    touched: frozenset[str] | None  # records whose rows were replaced (None: all)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writing:
+    """A merged table whose files are being written."""
+
+    merged: _Merged
+    plan: PartPlan | None
+    futures: list[Future[Fingerprint]]
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:

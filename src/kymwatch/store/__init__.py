@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
     from kymwatch.store.tables import (
         read_table_arrow,
         read_table_file,
+        start_table_writes,
         table_fingerprint,
         write_table_arrow,
         write_table_file,
@@ -69,6 +70,7 @@ __getattr__, __dir__ = lazy_exports(
         "table_fingerprint": "tables",
         "write_table_arrow": "tables",
         "write_table_file": "tables",
+        "start_table_writes": "tables",
     },
 )
 
@@ -114,6 +116,7 @@ __all__ = [
     "scan_root",
     "scan_stamp",
     "split_artifact_file",
+    "start_table_writes",
     "table_fingerprint",
     "utc_now_iso",
     "validate_image_id",

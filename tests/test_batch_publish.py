@@ -1,0 +1,114 @@
+"""One batch, several tables: merged one by one, written at the same time, caches kept true."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import kymwatch.store.tables as tables_module
+from helpers_store import events_frame, gen2_events_frame, write_parquet_artifact
+from kymwatch.index import KymDataset, make_indexers
+
+VE, KVE = "velocity_events", "kym_velocity_events"
+
+
+def _store(root: Path, n: int) -> tuple[KymDataset, list[str]]:
+    """``n`` records with a generation-1 events artifact (read by both events indexers)."""
+    ids = sorted(str(uuid.uuid4()) for _ in range(n))
+    for k, image_id in enumerate(ids):
+        (root / "images" / image_id).mkdir()
+        write_parquet_artifact(root, image_id, VE, events_frame(3, start_s=k))
+    return KymDataset(root, indexers=make_indexers([VE, KVE])), ids
+
+
+def test_batch_writes_each_changed_table_once_on_writer_threads(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch feeding two tables writes each once, on the writer threads, and each
+    table then equals a fresh rebuild."""
+    kd, ids = _store(plain_v2_store, 6)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    write_parquet_artifact(plain_v2_store, ids[2], VE, events_frame(5, start_s=40.0))
+    threads: list[tuple[str, str]] = []
+    real = tables_module.write_table_arrow
+
+    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        threads.append((path.stem, threading.current_thread().name))
+        return real(path, table, **kwargs)
+
+    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    reports, unreadable = kd.update_batch_report({VE: [ids[2]], KVE: [ids[2]]})
+
+    assert unreadable == {}
+    assert sorted(r.table_name for r in reports if r.table_written) == [KVE, VE]
+    assert sorted(name for name, _ in threads) == [KVE, VE]
+    assert all(thread.startswith("kymwatch-write") for _, thread in threads)
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    for name in (VE, KVE):
+        on_disk = pq.read_table(kd.store.table_path(name))
+        assert on_disk.num_rows == 5 * 3 + 5
+        assert on_disk.equals(kd.get_arrow(name))
+        assert fresh.rebuild(name).equals(kd.get_table(name))
+
+
+def test_a_failed_write_publishes_the_others_and_raises(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When one table of a batch cannot be written, the other is published and cached,
+    the failed one keeps its old file and cache, and the error reaches the caller."""
+    kd, ids = _store(plain_v2_store, 4)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    before = kd.store.table_path(KVE).read_bytes()
+    write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=90.0))
+    real = tables_module.write_table_arrow
+
+    def failing(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        if path.stem == KVE:
+            raise OSError(28, "No space left on device")
+        return real(path, table, **kwargs)
+
+    monkeypatch.setattr(tables_module, "write_table_arrow", failing)
+    with pytest.raises(OSError, match="No space"):
+        kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
+
+    assert kd.store.table_path(KVE).read_bytes() == before
+    assert kd.get_arrow(KVE).num_rows == 4 * 3
+    assert pq.read_table(kd.store.table_path(VE)).num_rows == 3 * 3 + 2
+    assert kd.get_arrow(VE).num_rows == 3 * 3 + 2
+
+
+def test_an_unreadable_table_is_named_and_the_others_written(plain_v2_store: Path) -> None:
+    """A table file that cannot be parsed is returned as unreadable, untouched, while
+    the batch's other table is written."""
+    kd, ids = _store(plain_v2_store, 3)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    damaged = kd.store.table_path(KVE)
+    damaged.write_bytes(b"PAR1 torn")
+    write_parquet_artifact(plain_v2_store, ids[1], VE, events_frame(1))
+
+    reports, unreadable = KymDataset(
+        plain_v2_store, indexers=make_indexers([VE, KVE])
+    ).update_batch_report({VE: [ids[1]], KVE: [ids[1]]})
+
+    assert list(unreadable) == [KVE]
+    assert [r.table_name for r in reports] == [VE]
+    assert damaged.read_bytes() == b"PAR1 torn"
+    assert pq.read_table(kd.store.table_path(VE)).num_rows == 2 * 3 + 1
+
+
+def test_gen2_rows_in_the_same_batch_keep_their_columns(plain_v2_store: Path) -> None:
+    """A batch mixing a generation-2 record with generation-1 ones gives the
+    generation-2 table the columns a fresh rebuild gives it."""
+    kd, ids = _store(plain_v2_store, 3)
+    gen2 = str(uuid.uuid4())
+    (plain_v2_store / "images" / gen2).mkdir()
+    write_parquet_artifact(plain_v2_store, gen2, "velocity_events/events", gen2_events_frame(2))
+    kd.update_batch_report({VE: [*ids, gen2], KVE: [*ids, gen2]})
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    assert fresh.rebuild(KVE).equals(kd.get_table(KVE))

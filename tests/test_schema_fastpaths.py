@@ -1,0 +1,57 @@
+"""The schema policy's shortcuts decide as the full check would, on large columns."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+
+from kymwatch.index.arrow_schema import convert_column, finish_table, infer_column
+
+
+def test_text_extra_column_is_typed_string_from_its_first_value() -> None:
+    """An extra text column is typed string however many rows follow its first value,
+    and numbers written as text are still typed as numbers."""
+    detector = pa.chunked_array([[None] * 5 + ["threshold"] * 50_000])
+    assert infer_column("detector", detector) == "string"
+    assert infer_column("gain", pa.chunked_array([[None, "1.5", "2"]])) == "float64"
+    assert infer_column("gain", pa.chunked_array([["1", "2", "x"]])) == "string"
+    assert infer_column("gain", pa.chunked_array([[None, None]], pa.string())) == "float64"
+
+
+def test_float_extra_column_is_decided_by_its_whole_length() -> None:
+    """A float column whose first thousands of values are whole is Int64 only if every
+    value is; one fraction or infinity far down makes it float64."""
+    whole = [float(i) for i in range(5000)]
+    assert infer_column("gain", pa.chunked_array([whole])) == "Int64"
+    assert infer_column("gain", pa.chunked_array([[*whole, 2.5]])) == "float64"
+    assert infer_column("gain", pa.chunked_array([[*whole, math.inf]])) == "float64"
+    assert infer_column("gain", pa.chunked_array([[math.nan, 0.25, *whole]])) == "float64"
+    assert infer_column("gain", pa.chunked_array([[math.nan] * 3], pa.float64())) == "float64"
+
+
+def test_nan_far_down_a_float_column_becomes_null() -> None:
+    """A NaN anywhere in a float64 column is stored as null, also after huge values
+    whose sum overflows; a column without NaN is kept as it is."""
+    values = pa.chunked_array([[1.5] * 3000, [2.0, math.nan]])
+    out, bad = convert_column(values, "float64")
+    assert bad == [] and out.null_count == 1 and out.to_pylist()[-1] is None
+    big = pa.chunked_array([[1e308, 1e308, math.nan, 3.0]])
+    assert convert_column(big, "float64")[0].to_pylist() == [1e308, 1e308, None, 3.0]
+    clean = pa.chunked_array([[0.5] * 10])
+    assert convert_column(clean, "float64")[0].null_count == 0
+
+
+def test_extras_are_ordered_by_their_first_value_across_chunks() -> None:
+    """Extra columns are ordered by the first row holding a value, found across chunks
+    and nulls; an all-null extra goes last when kept."""
+    table = pa.table(
+        {
+            "image_id": pa.chunked_array([["a", "b"], ["c", "d"]]),
+            "late": pa.chunked_array([[None, None], [None, 1.5]], pa.float64()),
+            "early": pa.chunked_array([[None, 2.5], [3.5, None]], pa.float64()),
+            "empty": pa.chunked_array([[None, None], [None, None]], pa.float64()),
+        }
+    )
+    out = finish_table(table, {"image_id": "string"}, 0, keep_null={"empty"})
+    assert out.column_names == ["early", "late", "empty", "image_id"]
