@@ -1,14 +1,16 @@
-"""Reading a batch of records with one indexer: outcomes, and rows in Arrow.
+"""Reading a chunk of records with one or more indexers: outcomes, and rows in Arrow.
 
 Each record's artifact is read on its own (one bad record never stops the others: any
-exception becomes its outcome); the rows of the whole batch are then converted to the
-table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`).
+exception becomes its outcome); the rows of the whole chunk are then converted to the
+table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each record's
+``analysis/`` folders are listed once for all the indexers of a chunk (a snapshot
+:class:`~kymwatch.store.ZarrImageRecord`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -16,16 +18,41 @@ from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, Artifac
 from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
 from kymwatch.index.frames import from_frame, is_frame
+from kymwatch.index.gather import gather_spans
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["Extracted", "extract_batch"]
+__all__ = ["ChunkResult", "Extracted", "extract_batch", "extract_chunk"]
 
 Extracted = tuple[RecordOutcome, RowSpan | None]
 """A record's outcome and, for INDEXED, its rows in the table schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """One indexer's reading of a chunk of records.
+
+    Attributes:
+        indexer: The indexer's name.
+        table_name: The table it feeds.
+        extracted: Each record's outcome and typed rows, in the order asked.
+    """
+
+    indexer: str
+    table_name: str
+    extracted: tuple[Extracted, ...]
+
+    @property
+    def outcomes(self) -> tuple[RecordOutcome, ...]:
+        """Each record's outcome, in the order asked (rows of kept records not filled in)."""
+        return tuple(o for o, _ in self.extracted)
+
+    def table(self) -> pa.Table | None:
+        """The rows of the indexed records in the order asked, as one table in this
+        chunk's schema (extra columns typed over the chunk; a table merge types them
+        over all its rows); None when no record has rows."""
+        spans = [s for _, s in self.extracted if s is not None and s.count]
+        return gather_spans(spans) if spans else None
 
 
 def _label(ix: DatasetIndexer) -> str:
@@ -52,8 +79,8 @@ def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
     return raw
 
 
-def _read(ix: DatasetIndexer, store: ZarrDataset, image_id: str) -> RecordOutcome | RawRows:
-    rec = ZarrImageRecord(store, image_id)
+def _read(ix: DatasetIndexer, rec: ZarrImageRecord) -> RecordOutcome | RawRows:
+    image_id = rec.image_id
     # A built-in indexer finds no artifact in a removed record (checked below); another
     # indexer might not look: ask first.
     if raw_reader(ix) is None and not rec.exists():
@@ -105,9 +132,38 @@ def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[RowSpan | str]
     return out
 
 
+def extract_chunk(
+    store: ZarrDataset, indexers: Sequence[DatasetIndexer], ids: Sequence[str]
+) -> list[ChunkResult]:
+    """Read the records ``ids`` with each of ``indexers``: one :class:`ChunkResult` per
+    indexer (in that order), each record's rows typed to the indexer's table schema.
+
+    Each record is listed once for all the indexers. Nothing is written and no table is
+    read: a caller merges the results into tables (``KymDataset``, a distributed
+    rebuild). One bad record never stops the others (its outcome says why).
+
+    Raises:
+        InvalidNameError: an id is not a valid record id.
+    """
+    reads: list[list[RecordOutcome | RawRows]] = [[] for _ in indexers]
+    for image_id in ids:
+        rec = ZarrImageRecord(store, image_id, snapshot=True)
+        for k, ix in enumerate(indexers):
+            reads[k].append(_read(ix, rec))
+    return [
+        ChunkResult(ix.name, ix.table_name, tuple(_typed(ix, read)))
+        for ix, read in zip(indexers, reads, strict=True)
+    ]
+
+
 def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) -> list[Extracted]:
     """Read ``ids`` with ``ix``: each record's outcome and, for INDEXED, its typed rows."""
-    read = [_read(ix, store, image_id) for image_id in ids]
+    [chunk] = extract_chunk(store, [ix], ids)
+    return list(chunk.extracted)
+
+
+def _typed(ix: DatasetIndexer, read: Sequence[RecordOutcome | RawRows]) -> list[Extracted]:
+    """The outcomes, with the raw rows of the chunk typed at once."""
     raws = [r for r in read if isinstance(r, RawRows)]
     typed = iter(_conform(ix, raws) if raws else [])
     out: list[Extracted] = []

@@ -71,20 +71,36 @@ def _read_small_parquet(raw: bytes) -> pa.Table:
     return pq.ParquetFile(pa.BufferReader(raw), pre_buffer=False).read(use_threads=False)
 
 
+def _read_fd(fd: int, size: int) -> bytes:
+    """Everything left in ``fd``: one read of the size ``fstat`` gave, then reads until
+    end of file (a file that grew meanwhile is read whole; no Python file object)."""
+    parts: list[bytes] = []
+    while chunk := os.read(fd, size + 1 if not parts else 1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class ZarrImageRecord:
     """A record group ``images/<image_id>/`` with its artifacts.
 
     Artifacts are plain files under ``analysis/``; every write is atomic. Reads raise
     :class:`ArtifactNotFoundError` when no file exists and
     :class:`ArtifactUnreadableError` when a file exists but cannot be parsed.
+
+    With ``snapshot``, artifact look-ups list each ``analysis/`` folder once (one
+    ``scandir``, no ``lstat`` per name and format) and the symbolic-link checks of a
+    folder are made once: for one pass of reads (the indexers' batches), not for an
+    object kept while files change.
     """
 
-    def __init__(self, dataset: ZarrDataset, image_id: str) -> None:
+    def __init__(self, dataset: ZarrDataset, image_id: str, *, snapshot: bool = False) -> None:
         self.dataset = dataset
         self.image_id = validate_image_id(image_id)
         # Plain strings on the hot path (one record read per artifact change).
         self._dir = os.path.join(dataset.images_dir, image_id)
         self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
+        self._listed: dict[str, frozenset[str] | None] | None = {} if snapshot else None
+        self._links: dict[str, bool] | None = {} if snapshot else None
 
     @functools.cached_property
     def path(self) -> Path:
@@ -146,7 +162,15 @@ class ZarrImageRecord:
     ) -> tuple[str, ArtifactFormat] | None:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
-            p = os.path.join(self._analysis, _file_name(name, fmt))
+            rel = _file_name(name, fmt)
+            p = os.path.join(self._analysis, rel)
+            if self._listed is not None:
+                folder, _, base = rel.rpartition("/")
+                names = self._names(folder)
+                if names is not None:
+                    if base in names:
+                        return p, fmt
+                    continue
             try:
                 os.lstat(p)
             except PermissionError as e:
@@ -155,6 +179,29 @@ class ZarrImageRecord:
                 continue
             return p, fmt
         return None
+
+    def _names(self, folder: str) -> frozenset[str] | None:
+        """The entries of ``analysis/<folder>`` (snapshot mode), listed once; None when
+        the folder cannot be listed (then each name is looked up on its own)."""
+        listed = self._listed
+        assert listed is not None
+        if folder in listed:
+            return listed[folder]
+        parent, _, base = folder.rpartition("/")
+        if folder:
+            above = self._names(parent)
+            if above is not None and base not in above:
+                listed[folder] = frozenset()
+                return listed[folder]
+        try:
+            with os.scandir(os.path.join(self._analysis, folder)) as it:
+                names: frozenset[str] | None = frozenset(e.name for e in it)
+        except (FileNotFoundError, NotADirectoryError):
+            names = frozenset()
+        except OSError:  # e.g. a folder one may search but not list
+            names = None
+        listed[folder] = names
+        return names
 
     def list_analysis_keys(self) -> list[str]:
         """Sorted artifact names present under ``analysis/`` (each once, any format)."""
@@ -166,11 +213,26 @@ class ZarrImageRecord:
         return sorted(names)
 
     def _require(self, name: str, formats: Sequence[ArtifactFormat]) -> tuple[Path, ArtifactFormat]:
-        found = self.find_artifact(name, formats)
+        path, fmt = self._require_file(name, formats)
+        return Path(path), fmt
+
+    def _require_file(
+        self, name: str, formats: Sequence[ArtifactFormat]
+    ) -> tuple[str, ArtifactFormat]:
+        found = self.find_artifact_file(name, formats)
         if found is None:
             looked = tuple(artifact_file_name(name, f) for f in formats)
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
+
+    def _is_link(self, folder: str) -> bool:
+        links = self._links
+        if links is None:
+            return os.path.islink(folder)
+        known = links.get(folder)
+        if known is None:
+            known = links[folder] = os.path.islink(folder)
+        return known
 
     def _linked_folder(self, path: str | Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
@@ -178,7 +240,7 @@ class ZarrImageRecord:
         root = self._dir
         folder = os.path.dirname(os.fspath(path))
         while True:
-            if os.path.islink(folder):
+            if self._is_link(folder):
                 return True
             parent = os.path.dirname(folder)
             if folder in (root, parent):
@@ -201,10 +263,10 @@ class ZarrImageRecord:
             reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise ArtifactUnreadableError(self.image_id, name, str(path), "not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read()
+            return _read_fd(fd, st.st_size)
         except OSError as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
         finally:
@@ -265,7 +327,7 @@ class ZarrImageRecord:
     ) -> Any:
         """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
         (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
-        path, fmt = found or self._require(name, _JSON_FORMATS)
+        path, fmt = found or self._require_file(name, _JSON_FORMATS)
         raw = self._read_bytes(name, path)
         try:
             text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
@@ -318,7 +380,7 @@ class ZarrImageRecord:
         The fast path of the indexers: no pandas objects per record. ``found``: the
         file :meth:`find_artifact` just found (not looked up again).
         """
-        path, fmt = found or self._require(name, formats)
+        path, fmt = found or self._require_file(name, formats)
         if fmt not in (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ):
             raise ValueError(f"{fmt} is not a tabular format")
         raw = self._read_bytes(name, path)
