@@ -37,7 +37,14 @@ def main() -> None:
     tables = {}
     lock = getattr(kd.store, "table_lock", None)
     with lock() if lock else contextlib.nullcontext():
-        for ix in kd.indexers:
+        if hasattr(kd, "rebuild_reports"):  # one pass over the records for every table
+            for report in kd.rebuild_reports(log_outcomes=False, keep_tables=False):
+                tables[report.table_name] = {
+                    "rows": report.table_rows,
+                    "records": len(report.outcomes),
+                    "seconds": report.duration_ms / 1000,  # merge and write only
+                }
+        for ix in kd.indexers if not tables else ():
             t = time.perf_counter()
             if hasattr(kd, "rebuild_report"):
                 report = kd.rebuild_report(ix, log_outcomes=False)

@@ -18,7 +18,7 @@ from kymwatch.index.base import (
     RecordOutcome,
     UpdateReport,
 )
-from kymwatch.index.batch import Extracted, extract_batch
+from kymwatch.index.batch import Extracted, extract_batch, extract_chunk
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.schema import Coercions
@@ -200,11 +200,14 @@ class KymDataset:
         for name in list(self._tables):
             self.save_table(name)
 
-    def _write(self, name: str, st: SortedTable) -> None:
+    def _write(self, name: str, st: SortedTable, *, keep: bool = True) -> None:
         table = with_pandas_metadata(st.table)
         path = self.store.table_path(name)
         self._stamps[name] = write_table_arrow(path, table, within=self.store.path)
-        self._tables[name] = st
+        if keep:
+            self._tables[name] = st
+        else:  # read again from disk if asked for
+            self._tables.pop(name, None)
         self._frames.pop(name, None)
         self._foreign.discard(name)
 
@@ -255,6 +258,49 @@ class KymDataset:
         recheck = recheck and image_ids is None
         return self._apply(ix, ids, replace_all=True, log_outcomes=log_outcomes, recheck=recheck)
 
+    def rebuild_reports(
+        self,
+        refs: Iterable[IndexerRef] | None = None,
+        *,
+        log_outcomes: bool = True,
+        recheck: bool = False,
+        keep_tables: bool = True,
+    ) -> list[UpdateReport]:
+        """Rebuild several tables (default: every indexer's) from one pass over every
+        record: each record's folders are listed once for all the indexers, records are
+        read in chunks of 1,000 (:func:`~kymwatch.index.batch.extract_chunk`), then each
+        table is merged and published as :meth:`rebuild_report` does (same tables, same
+        outcomes, one report per table in the order given).
+
+        With ``keep_tables=False`` a table is not kept in memory once written (a one-off
+        rebuild: :meth:`get_table` reads it again from disk).
+        """
+        chosen = self.indexers if refs is None else refs
+        ixs = list(dict.fromkeys(self.indexer(r) for r in chosen))
+        self.store.check_writable()
+        ids = self.store.list_image_ids()
+        seen = {i: self._stamp(i) for i in ids} if recheck else None
+        results: dict[str, list[Extracted]] = {ix.name: [] for ix in ixs}
+        for start in range(0, len(ids), _CHUNK):
+            for chunk in extract_chunk(self.store, ixs, ids[start : start + _CHUNK]):
+                results[chunk.indexer].extend(chunk.extracted)
+        reports = []
+        for ix in ixs:
+            done = results.pop(ix.name)  # dropped once merged
+            reports.append(
+                self._apply(
+                    ix,
+                    ids,
+                    replace_all=True,
+                    log_outcomes=log_outcomes,
+                    recheck=recheck,
+                    read=(done, seen),
+                    keep=keep_tables,
+                )
+            )
+            del done
+        return reports
+
     def update_images(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
     ) -> pd.DataFrame:
@@ -297,7 +343,8 @@ class KymDataset:
         large store never holds more than one chunk's raw rows)."""
         out: list[Extracted] = []
         for start in range(0, len(ids), _CHUNK):
-            out.extend(extract_batch(ix, self.store, ids[start : start + _CHUNK]))
+            [chunk] = extract_chunk(self.store, [ix], ids[start : start + _CHUNK])
+            out.extend(chunk.extracted)
         return out
 
     def _apply(
@@ -308,11 +355,19 @@ class KymDataset:
         replace_all: bool,
         log_outcomes: bool,
         recheck: bool = False,
+        read: tuple[list[Extracted], dict[str, RecordFiles | None] | None] | None = None,
+        keep: bool = True,
     ) -> UpdateReport:
+        """Merge ``ids``' rows into the table and publish it. ``read``: the records
+        already read (in ``ids`` order) and, for ``recheck``, their stamps before."""
         self.store.check_writable()
         start = time.perf_counter()
-        seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        results = self._extract(ix, ids)
+        if read is None:
+            seen = {i: self._stamp(i) for i in ids} if recheck else {}
+            results = self._extract(ix, ids)
+        else:
+            results, stamps = read
+            seen = stamps or {}
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
@@ -332,7 +387,7 @@ class KymDataset:
                     or ix.table_name in self._foreign
                 )
             if changed:
-                self._write(ix.table_name, table)
+                self._write(ix.table_name, table, keep=keep)
             else:
                 table = current
         rows_written = sum(rows.count for _, rows in results if rows is not None)

@@ -72,10 +72,14 @@ def _read_small_parquet(raw: bytes) -> pa.Table:
 
 
 def _read_fd(fd: int, size: int) -> bytes:
-    """Everything left in ``fd``: one read of the size ``fstat`` gave, then reads until
-    end of file (a file that grew meanwhile is read whole; no Python file object)."""
-    parts: list[bytes] = []
-    while chunk := os.read(fd, size + 1 if not parts else 1 << 16):
+    """Everything left in regular file ``fd`` (no Python file object): one read of one
+    byte more than the size ``fstat`` gave (a short read of a regular file is its end),
+    then, if the file grew meanwhile, reads until its end."""
+    first = os.read(fd, size + 1)
+    if len(first) <= size:
+        return first
+    parts = [first]
+    while chunk := os.read(fd, 1 << 16):
         parts.append(chunk)
     return b"".join(parts)
 
@@ -194,8 +198,9 @@ class ZarrImageRecord:
                 listed[folder] = frozenset()
                 return listed[folder]
         try:
-            with os.scandir(os.path.join(self._analysis, folder)) as it:
-                names: frozenset[str] | None = frozenset(e.name for e in it)
+            names: frozenset[str] | None = frozenset(
+                os.listdir(os.path.join(self._analysis, folder))
+            )
         except (FileNotFoundError, NotADirectoryError):
             names = frozenset()
         except OSError:  # e.g. a folder one may search but not list
