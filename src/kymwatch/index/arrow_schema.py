@@ -121,6 +121,12 @@ def _fast(values: Values, dtype: str) -> pa.ChunkedArray | pa.Array | None:
     t = values.type
     if pa.types.is_null(t):
         return pa.nulls(len(values), target)
+    if dtype == "Int64" and pa.types.is_floating(t):
+        # Whole numbers in range: a safe cast raises for anything else (a fraction, an
+        # infinity, beyond int64), which then goes value by value.
+        if pc.any(pc.is_nan(values)).as_py():
+            values = pc.if_else(pc.is_nan(values), pa.scalar(None, t), values)
+        return values.cast(pa.int64())
     ok = (
         (dtype == "string" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
         or (dtype == "float64" and (pa.types.is_floating(t) or pa.types.is_integer(t)))

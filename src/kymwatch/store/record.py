@@ -105,6 +105,8 @@ class ZarrImageRecord:
         self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
         self._listed: dict[str, frozenset[str] | None] | None = {} if snapshot else None
         self._links: dict[str, bool] | None = {} if snapshot else None
+        # Tables read in this snapshot: two indexers reading one file parse it once.
+        self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None
 
     @functools.cached_property
     def path(self) -> Path:
@@ -167,7 +169,7 @@ class ZarrImageRecord:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
             rel = _file_name(name, fmt)
-            p = os.path.join(self._analysis, rel)
+            p = self._analysis + os.sep + rel
             if self._listed is not None:
                 folder, _, base = rel.rpartition("/")
                 names = self._names(folder)
@@ -242,8 +244,18 @@ class ZarrImageRecord:
     def _linked_folder(self, path: str | Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        root = self._dir
         folder = os.path.dirname(os.fspath(path))
+        links = self._links
+        if links is None:
+            return self._linked_chain(folder)
+        key = "chain:" + folder
+        known = links.get(key)
+        if known is None:
+            known = links[key] = self._linked_chain(folder)
+        return known
+
+    def _linked_chain(self, folder: str) -> bool:
+        root = self._dir
         while True:
             if self._is_link(folder):
                 return True
@@ -388,10 +400,18 @@ class ZarrImageRecord:
         path, fmt = found or self._require_file(name, formats)
         if fmt not in (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ):
             raise ValueError(f"{fmt} is not a tabular format")
+        cache = self._read_tables
+        key = os.fspath(path)
+        if cache is not None and key in cache:
+            return cache[key]
         raw = self._read_bytes(name, path)
         try:
             if fmt is ArtifactFormat.PARQUET:
-                return _read_small_parquet(raw)
-            return pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
+                table = _read_small_parquet(raw)
+            else:
+                table = pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
         except (pa.ArrowException, OSError, EOFError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+        if cache is not None:
+            cache[key] = table
+        return table
