@@ -233,7 +233,9 @@ def _stamp(group: Sequence[RawRows], name: str) -> pa.Array:
     counts = [r.num_rows for r in group]
     if len(set(values)) == 1:
         return pa.array(values[:1] * sum(counts), pa.string())
-    return pa.array(np.repeat(np.array(values, dtype=object), counts), pa.string())
+    # One string per record, repeated by a vectorised take (no per-row Python objects).
+    index = np.repeat(np.arange(len(values), dtype=np.int64), counts)
+    return pa.array(values, pa.string()).take(pa.array(index))
 
 
 def _conform_group(

@@ -18,7 +18,7 @@ from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, Artifac
 from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
 from kymwatch.index.frames import from_frame, is_frame
-from kymwatch.index.gather import gather_spans
+from kymwatch.index.gather import gather_spans, one_table
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
 
@@ -165,7 +165,9 @@ def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) ->
 def _typed(ix: DatasetIndexer, read: Sequence[RecordOutcome | RawRows]) -> list[Extracted]:
     """The outcomes, with the raw rows of the chunk typed at once."""
     raws = [r for r in read if isinstance(r, RawRows)]
-    typed = iter(_conform(ix, raws) if raws else [])
+    conformed = _conform(ix, raws) if raws else []
+    recut = iter(one_table([t for t in conformed if isinstance(t, RowSpan)]))
+    typed = iter([t if isinstance(t, str) else next(recut) for t in conformed])
     out: list[Extracted] = []
     for r in read:
         if isinstance(r, RecordOutcome):

@@ -13,7 +13,7 @@ import pyarrow as pa
 from kymwatch.index.arrow_schema import RowSpan, unify
 from kymwatch.store.engine import concat
 
-__all__ = ["align", "gather_spans"]
+__all__ = ["align", "gather_spans", "one_table"]
 
 
 def align(rows: pa.Table, schema: pa.Schema) -> pa.Table | None:
@@ -87,3 +87,37 @@ def gather_spans(spans: Sequence[RowSpan]) -> pa.Table:
     if bool(np.all(order[1:] > order[:-1])) and len(order) == table.num_rows:
         return table  # already in order
     return table.take(pa.array(order))
+
+
+def one_table(spans: Sequence[RowSpan]) -> list[RowSpan]:
+    """The spans of one chunk re-cut from a single table holding their rows in order,
+    when their batch tables (one per raw schema) give no column two types; else the
+    spans as they are (the merge unifies such columns over the whole table).
+
+    A chunk whose records alternate between raw schemas (both generations' velocity
+    events in ``kym_velocity_events``) then costs the merge one slice, not one per record,
+    and its batch tables are freed once the chunk is read.
+    """
+    batches: dict[int, pa.Table] = {}
+    for s in spans:
+        if s.count:
+            batches.setdefault(id(s.batch), s.batch)
+    if len(batches) < 2:
+        return list(spans)
+    types: dict[str, pa.DataType] = {}
+    for b in batches.values():
+        for f in b.schema:
+            if pa.types.is_null(f.type):
+                continue
+            if types.setdefault(f.name, f.type) != f.type:
+                return list(spans)
+    table = gather_spans([s for s in spans if s.count])
+    out: list[RowSpan] = []
+    start = 0
+    for s in spans:
+        if s.count:
+            out.append(RowSpan(table, start, s.count))
+            start += s.count
+        else:
+            out.append(s)
+    return out
