@@ -23,12 +23,24 @@ def main() -> None:
 
     from kymwatch.index import KymDataset
 
+    try:  # as `kymwatch rebuild` sets up the process (builds that have it)
+        from kymwatch.daemon.memory import tune_process_memory
+
+        tune_process_memory()
+    except ImportError:
+        pass
     try:  # the indexers a daemon would run on this store (both generations)
         from kymwatch.index.registry import make_indexers, select_indexers
 
         indexers = make_indexers(select_indexers(Path(sys.argv[1])))
     except ImportError:  # a build without generation 2
         indexers = None
+    try:
+        from kymwatch.index.frames import skip_pyarrow_pandas_probe
+
+        skip_pyarrow_pandas_probe()
+    except ImportError:
+        pass
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     imported = time.perf_counter() - t_import
     rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

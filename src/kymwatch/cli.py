@@ -286,21 +286,25 @@ def _indexer_names(value: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from kymwatch.daemon.memory import tune_process_memory
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
+    from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.index.manifest import MANIFEST_FILE
     from kymwatch.logconfig import configure_logging
 
     root = _store(args.store)
+    tune_process_memory()  # freed table buffers go back to the system: see daemon.memory
     configure_logging(level=args.log_level, console="auto")
     requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
-    # The table lock is taken only to publish each table (a daemon keeps indexing while
-    # the records are read); records that change meanwhile are read again under it.
-    for ix in kd.indexers:
-        report = kd.rebuild_report(ix, recheck=True)
+    skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
+    # One pass over the records for every table; the table lock is taken only to publish
+    # each table (a daemon keeps indexing while the records are read); records that
+    # change meanwhile are read again under it. A table is not kept once written.
+    for report in kd.rebuild_reports(recheck=True, keep_tables=False):
         print(
-            f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)} records"
-            f" ({report.duration_ms:.0f} ms)"
+            f"{report.table_name}: {report.table_rows} rows from {len(report.outcomes)}"
+            f" records (merged and written in {report.duration_ms:.0f} ms)"
         )
     manifest = ManifestIndexer(root, create=args.manifest)
     if (requested is None or args.manifest) and manifest.active():
