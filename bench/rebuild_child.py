@@ -23,8 +23,9 @@ def main() -> None:
 
     from kymwatch.index import KymDataset
 
+    trim = None
     try:  # as `kymwatch rebuild` sets up the process (builds that have it)
-        from kymwatch.daemon.memory import tune_process_memory
+        from kymwatch.daemon.memory import trim, tune_process_memory
 
         tune_process_memory()
     except ImportError:
@@ -50,7 +51,8 @@ def main() -> None:
     lock = getattr(kd.store, "table_lock", None)
     with lock() if lock else contextlib.nullcontext():
         if hasattr(kd, "rebuild_reports"):  # one pass over the records for every table
-            for report in kd.rebuild_reports(log_outcomes=False, keep_tables=False):
+            reports = kd.rebuild_reports(log_outcomes=False, keep_tables=False, after_chunk=trim)
+            for report in reports:
                 tables[report.table_name] = {
                     "rows": report.table_rows,
                     "records": len(report.outcomes),

@@ -286,7 +286,7 @@ def _indexer_names(value: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import tune_process_memory
+    from kymwatch.daemon.memory import trim, tune_process_memory
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.index.manifest import MANIFEST_FILE
@@ -301,7 +301,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     # One pass over the records for every table; the table lock is taken only to publish
     # each table (a daemon keeps indexing while the records are read); records that
     # change meanwhile are read again under it. A table is not kept once written.
-    for report in kd.rebuild_reports(recheck=True, keep_tables=False):
+    for report in kd.rebuild_reports(recheck=True, keep_tables=False, after_chunk=trim):
         print(
             f"{report.table_name}: {report.table_rows} rows from {len(report.outcomes)}"
             f" records (merged and written in {report.duration_ms:.0f} ms)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -265,6 +265,7 @@ class KymDataset:
         log_outcomes: bool = True,
         recheck: bool = False,
         keep_tables: bool = True,
+        after_chunk: Callable[[], object] | None = None,
     ) -> list[UpdateReport]:
         """Rebuild several tables (default: every indexer's) from one pass over every
         record: each record's folders are listed once for all the indexers, records are
@@ -273,7 +274,9 @@ class KymDataset:
         outcomes, one report per table in the order given).
 
         With ``keep_tables=False`` a table is not kept in memory once written (a one-off
-        rebuild: :meth:`get_table` reads it again from disk).
+        rebuild: :meth:`get_table` reads it again from disk). ``after_chunk`` is called
+        after each chunk is read and after each table is published (``kymwatch rebuild``
+        hands back freed heap pages there: ``kymwatch.daemon.memory.trim``).
         """
         chosen = self.indexers if refs is None else refs
         ixs = list(dict.fromkeys(self.indexer(r) for r in chosen))
@@ -284,6 +287,8 @@ class KymDataset:
         for start in range(0, len(ids), _CHUNK):
             for chunk in extract_chunk(self.store, ixs, ids[start : start + _CHUNK]):
                 results[chunk.indexer].extend(chunk.extracted)
+            if after_chunk is not None:
+                after_chunk()
         reports = []
         for ix in ixs:
             done = results.pop(ix.name)  # dropped once merged
@@ -299,6 +304,8 @@ class KymDataset:
                 )
             )
             del done
+            if after_chunk is not None:
+                after_chunk()
         return reports
 
     def update_images(
