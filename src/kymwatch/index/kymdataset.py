@@ -18,7 +18,7 @@ from kymwatch.index.base import (
     RecordOutcome,
     UpdateReport,
 )
-from kymwatch.index.batch import Extracted, extract_batch, extract_chunk
+from kymwatch.index.batch import Extracted, extract_batch, extract_chunk, passes
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.schema import Coercions
@@ -267,11 +267,13 @@ class KymDataset:
         keep_tables: bool = True,
         after_chunk: Callable[[], object] | None = None,
     ) -> list[UpdateReport]:
-        """Rebuild several tables (default: every indexer's) from one pass over every
-        record: each record's folders are listed once for all the indexers, records are
-        read in chunks of 1,000 (:func:`~kymwatch.index.batch.extract_chunk`), then each
-        table is merged and published as :meth:`rebuild_report` does (same tables, same
-        outcomes, one report per table in the order given).
+        """Rebuild several tables (default: every indexer's), the indexers that read a
+        common artifact in one pass over every record (:func:`~kymwatch.index.batch.passes`:
+        each record's folders are listed and a file both read is parsed once), records
+        read in chunks of 1,000 (:func:`~kymwatch.index.batch.extract_chunk`); then each
+        table of the pass is merged and published as :meth:`rebuild_report` does (same
+        tables, same outcomes; one report per table, in the order given). Only one
+        pass's rows are in memory at a time.
 
         With ``keep_tables=False`` a table is not kept in memory once written (a one-off
         rebuild: :meth:`get_table` reads it again from disk). ``after_chunk`` is called
@@ -283,17 +285,17 @@ class KymDataset:
         self.store.check_writable()
         ids = self.store.list_image_ids()
         seen = {i: self._stamp(i) for i in ids} if recheck else None
-        results: dict[str, list[Extracted]] = {ix.name: [] for ix in ixs}
-        for start in range(0, len(ids), _CHUNK):
-            for chunk in extract_chunk(self.store, ixs, ids[start : start + _CHUNK]):
-                results[chunk.indexer].extend(chunk.extracted)
-            if after_chunk is not None:
-                after_chunk()
-        reports = []
-        for ix in ixs:
-            done = results.pop(ix.name)  # dropped once merged
-            reports.append(
-                self._apply(
+        reports: dict[str, UpdateReport] = {}
+        for group in passes(ixs):
+            results: dict[str, list[Extracted]] = {ix.name: [] for ix in group}
+            for start in range(0, len(ids), _CHUNK):
+                for chunk in extract_chunk(self.store, group, ids[start : start + _CHUNK]):
+                    results[chunk.indexer].extend(chunk.extracted)
+                if after_chunk is not None:
+                    after_chunk()
+            for ix in group:
+                done = results.pop(ix.name)  # dropped once merged
+                reports[ix.name] = self._apply(
                     ix,
                     ids,
                     replace_all=True,
@@ -302,11 +304,10 @@ class KymDataset:
                     read=(done, seen),
                     keep=keep_tables,
                 )
-            )
-            del done
-            if after_chunk is not None:
-                after_chunk()
-        return reports
+                del done
+                if after_chunk is not None:
+                    after_chunk()
+        return [reports[ix.name] for ix in ixs]
 
     def update_images(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
