@@ -22,9 +22,21 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
-from kymwatch.index import KymDataset, OutcomeStatus, UpdateReport, make_indexers
+from kymwatch.index import (
+    KymDataset,
+    OutcomeStatus,
+    RecordOutcome,
+    UpdateReport,
+    make_indexers,
+)
 from kymwatch.index.arrow_schema import RowSpan
-from kymwatch.index.batch import extract_batch, extract_chunk, passes
+from kymwatch.index.batch import (
+    ChunkResult,
+    HeldResults,
+    extract_batch,
+    extract_chunk,
+    passes,
+)
 from kymwatch.index.gather import gather_spans
 from kymwatch.store import ArtifactFormat, ZarrDataset, ZarrImageRecord
 
@@ -188,3 +200,33 @@ def test_passes_group_indexers_that_read_a_common_artifact() -> None:
     assert groups == [["radon_report", "kym_radon"], ["velocity_events", "kym_velocity_events"]]
     apart = [[ix.name for ix in g] for g in passes(ixs[:2])]
     assert apart == [["radon_report"], ["velocity_events"]]
+
+
+def test_held_results_give_back_each_chunks_pairs(tmp_path: Path) -> None:
+    """Chunks held compactly give back every record's outcome and the same rows, for a
+    chunk in one table and for one whose rows lie in two tables (kept as pairs)."""
+    store, ids = _mixed_store(tmp_path / "s.zarr", 12)
+    ix = make_indexers(["kym_velocity_events"])
+    chunks = [extract_chunk(ZarrDataset(store), ix, ids[k : k + 5])[0] for k in (0, 5, 10)]
+    a = pa.table({"image_id": ["x"], "v": [1]})
+    b = pa.table({"image_id": ["y"], "v": ["text"]})
+    two = ChunkResult(
+        "kym_velocity_events",
+        "kym_velocity_events",
+        (
+            (RecordOutcome("x", "kym_velocity_events", OutcomeStatus.INDEXED, 1), RowSpan(a, 0, 1)),
+            (RecordOutcome("y", "kym_velocity_events", OutcomeStatus.INDEXED, 1), RowSpan(b, 0, 1)),
+        ),
+    )
+    held = HeldResults()
+    for chunk in [*chunks, two]:
+        held.add(chunk)
+    expected = [pair for chunk in [*chunks, two] for pair in chunk.extracted]
+    got = list(held)
+    assert len(held) == len(got) == len(expected)
+    for (o1, s1), (o2, s2) in zip(expected, got, strict=True):
+        assert o1 == o2
+        assert (s1 is None) == (s2 is None)
+        if s1 is not None and s2 is not None:
+            assert s1.table().equals(s2.table())
+    assert held[-1][1] is two.extracted[1][1]

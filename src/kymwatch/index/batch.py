@@ -9,8 +9,9 @@ table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import pyarrow as pa
 
@@ -22,7 +23,14 @@ from kymwatch.index.gather import gather_spans, one_table
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
 
-__all__ = ["ChunkResult", "Extracted", "extract_batch", "extract_chunk", "passes"]
+__all__ = [
+    "ChunkResult",
+    "Extracted",
+    "HeldResults",
+    "extract_batch",
+    "extract_chunk",
+    "passes",
+]
 
 Extracted = tuple[RecordOutcome, RowSpan | None]
 """A record's outcome and, for INDEXED, its rows in the table schema."""
@@ -200,3 +208,67 @@ def passes(indexers: Sequence[DatasetIndexer]) -> list[list[DatasetIndexer]]:
     order = {id(ix): k for k, ix in enumerate(indexers)}
     out = [sorted(g[1], key=lambda ix: order[id(ix)]) for g in groups]
     return sorted(out, key=lambda g: order[id(g[0])])
+
+
+class HeldResults(Sequence[Extracted]):
+    """One indexer's results over many chunks, held compactly while a rebuild reads the
+    rest: each chunk's outcomes and the one table its rows are in; the ``(outcome,
+    rows)`` pairs (:data:`Extracted`) are made when iterated. A chunk whose rows are in
+    several tables (raw schemas that give a column two types) keeps its pairs."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[tuple[RecordOutcome, ...], pa.Table | None, tuple[Extracted, ...]]]
+        self._chunks = []
+        self._len = 0
+
+    def add(self, chunk: ChunkResult) -> None:
+        """Hold ``chunk``'s results after those already held."""
+        table = _one_batch(chunk.extracted)
+        pairs = () if table is not None else chunk.extracted
+        self._chunks.append((chunk.outcomes, table, pairs))
+        self._len += len(chunk.extracted)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Extracted]:
+        for outcomes, table, pairs in self._chunks:
+            if table is None:
+                yield from pairs
+                continue
+            pos = 0
+            for o in outcomes:
+                if o.status is OutcomeStatus.INDEXED:
+                    yield o, RowSpan(table, pos, o.rows)
+                    pos += o.rows
+                else:
+                    yield o, None
+
+    @overload
+    def __getitem__(self, index: int) -> Extracted: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Extracted]: ...
+    def __getitem__(self, index: int | slice) -> Extracted | Sequence[Extracted]:
+        return list(self)[index]
+
+
+def _one_batch(extracted: Sequence[Extracted]) -> pa.Table | None:
+    """The table all rows of ``extracted`` lie in, one record after the other from its
+    first row to its last (as :func:`one_table` leaves a chunk), else None."""
+    table: pa.Table | None = None
+    pos = 0
+    for o, span in extracted:
+        if span is None:
+            if o.status is OutcomeStatus.INDEXED:
+                return None
+            continue
+        if o.status is not OutcomeStatus.INDEXED or span.count != o.rows:
+            return None
+        if not span.count:
+            continue
+        if table is None:
+            table = span.batch
+        if span.batch is not table or span.start != pos:
+            return None
+        pos += span.count
+    return table if table is not None and pos == table.num_rows else None

@@ -18,7 +18,13 @@ from kymwatch.index.base import (
     RecordOutcome,
     UpdateReport,
 )
-from kymwatch.index.batch import Extracted, extract_batch, extract_chunk, passes
+from kymwatch.index.batch import (
+    Extracted,
+    HeldResults,
+    extract_batch,
+    extract_chunk,
+    passes,
+)
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.schema import Coercions
@@ -287,10 +293,10 @@ class KymDataset:
         seen = {i: self._stamp(i) for i in ids} if recheck else None
         reports: dict[str, UpdateReport] = {}
         for group in passes(ixs):
-            results: dict[str, list[Extracted]] = {ix.name: [] for ix in group}
+            results = {ix.name: HeldResults() for ix in group}
             for start in range(0, len(ids), _CHUNK):
                 for chunk in extract_chunk(self.store, group, ids[start : start + _CHUNK]):
-                    results[chunk.indexer].extend(chunk.extracted)
+                    results[chunk.indexer].add(chunk)
                 if after_chunk is not None:
                     after_chunk()
             for ix in group:
@@ -363,13 +369,14 @@ class KymDataset:
         replace_all: bool,
         log_outcomes: bool,
         recheck: bool = False,
-        read: tuple[list[Extracted], dict[str, RecordFiles | None] | None] | None = None,
+        read: tuple[Sequence[Extracted], dict[str, RecordFiles | None] | None] | None = None,
         keep: bool = True,
     ) -> UpdateReport:
         """Merge ``ids``' rows into the table and publish it. ``read``: the records
         already read (in ``ids`` order) and, for ``recheck``, their stamps before."""
         self.store.check_writable()
         start = time.perf_counter()
+        results: Sequence[Extracted]
         if read is None:
             seen = {i: self._stamp(i) for i in ids} if recheck else {}
             results = self._extract(ix, ids)
