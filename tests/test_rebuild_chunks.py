@@ -230,3 +230,28 @@ def test_held_results_give_back_each_chunks_pairs(tmp_path: Path) -> None:
         if s1 is not None and s2 is not None:
             assert s1.table().equals(s2.table())
     assert held[-1][1] is two.extracted[1][1]
+
+
+def test_recheck_reads_again_a_record_changed_while_the_pass_read(tmp_path: Path) -> None:
+    """With recheck, a record whose artifact changes after its chunk was read (here
+    from the after-chunk hook) is read again under the table lock: the table has the
+    new rows, as a rebuild started after the change would."""
+    store, ids = _mixed_store(tmp_path / "s.zarr", 6)
+    changed = ids[1]  # generation 1: velocity_events.parquet
+    calls: list[int] = []
+
+    def rewrite() -> None:
+        if not calls:
+            write_parquet_artifact(store, changed, "velocity_events", events_frame(7))
+        calls.append(1)
+
+    kd = KymDataset(store, indexers=make_indexers(ALL))
+    reports = kd.rebuild_reports(log_outcomes=False, recheck=True, after_chunk=rewrite)
+    table = kd.get_arrow("velocity_events")
+    assert table.column("image_id").to_pylist().count(changed) == 7
+    fresh = tmp_path / "fresh.zarr"
+    shutil.copytree(store, fresh, symlinks=True, ignore=shutil.ignore_patterns("tables"))
+    KymDataset(fresh, indexers=make_indexers(ALL)).rebuild_reports(log_outcomes=False)
+    for t in ALL:
+        assert _tables(store)[t].equals(_tables(fresh)[t]), t
+    assert [r.table_name for r in reports] == list(ALL)

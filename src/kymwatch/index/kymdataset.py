@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,7 +33,6 @@ from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
 from kymwatch.store import (
     Fingerprint,
     Mode,
-    RecordFiles,
     SortedTable,
     ZarrDataset,
     ZarrImageRecord,
@@ -369,7 +369,7 @@ class KymDataset:
         replace_all: bool,
         log_outcomes: bool,
         recheck: bool = False,
-        read: tuple[Sequence[Extracted], dict[str, RecordFiles | None] | None] | None = None,
+        read: tuple[Sequence[Extracted], dict[str, bytes | None] | None] | None = None,
         keep: bool = True,
     ) -> UpdateReport:
         """Merge ``ids``' rows into the table and publish it. ``read``: the records
@@ -426,10 +426,16 @@ class KymDataset:
         self.last_report = report
         return report
 
-    def _stamp(self, image_id: str) -> RecordFiles | None:
-        """Fingerprints of a record's artifact files (None if the record is gone)."""
+    def _stamp(self, image_id: str) -> bytes | None:
+        """A digest of the fingerprints of a record's artifact files (None if the record
+        is gone): 16 bytes per record held while a rebuild reads, not every file's
+        fingerprint (~2 KiB per record)."""
         rec = ZarrImageRecord(self.store, image_id)
-        return scan_record(rec.path) if rec.exists() else None
+        if not rec.exists():
+            return None
+        files = scan_record(rec.path)
+        key = sorted((r, f.size, f.mtime_ns, f.ctime_ns, f.inode) for r, f in files.items())
+        return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:
