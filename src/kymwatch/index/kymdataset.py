@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -299,21 +300,43 @@ class KymDataset:
                     results[chunk.indexer].add(chunk)
                 if after_chunk is not None:
                     after_chunk()
-            for ix in group:
-                done = results.pop(ix.name)  # dropped once merged
-                reports[ix.name] = self._apply(
-                    ix,
-                    ids,
-                    replace_all=True,
-                    log_outcomes=log_outcomes,
-                    recheck=recheck,
-                    read=(done, seen),
-                    keep=keep_tables,
-                )
-                del done
-                if after_chunk is not None:
-                    after_chunk()
+            lock = self.store.table_lock() if seen is not None else contextlib.nullcontext()
+            with lock:  # with recheck: one rescan per pass, under the lock it publishes in
+                now: list[str] = ids
+                fresh: dict[str, dict[str, Extracted]] = {}
+                if seen is not None:
+                    now, fresh = self._read_changed(group, seen)
+                for ix in group:
+                    done: Sequence[Extracted] = results.pop(ix.name)  # dropped once merged
+                    if seen is not None:
+                        old, new = dict(zip(ids, done, strict=True)), fresh[ix.name]
+                        done = [new[i] if i in new else old[i] for i in now]
+                    reports[ix.name] = self._apply(
+                        ix,
+                        now,
+                        replace_all=True,
+                        log_outcomes=log_outcomes,
+                        read=(done, None),
+                        keep=keep_tables,
+                    )
+                    del done
+                    if after_chunk is not None:
+                        after_chunk()
         return [reports[ix.name] for ix in ixs]
+
+    def _read_changed(
+        self, group: Sequence[DatasetIndexer], seen: dict[str, bytes | None]
+    ) -> tuple[list[str], dict[str, dict[str, Extracted]]]:
+        """The records now, and the results of ``group`` for those that appeared or
+        changed since ``seen`` was taken (read again now)."""
+        now = self.store.list_image_ids()
+        again = [i for i in now if i not in seen or self._stamp(i) != seen[i]]
+        fresh: dict[str, dict[str, Extracted]] = {ix.name: {} for ix in group}
+        for start in range(0, len(again), _CHUNK):
+            part = again[start : start + _CHUNK]
+            for chunk in extract_chunk(self.store, group, part):
+                fresh[chunk.indexer].update(zip(part, chunk.extracted, strict=True))
+        return now, fresh
 
     def update_images(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
