@@ -23,12 +23,25 @@ def main() -> None:
 
     from kymwatch.index import KymDataset
 
+    trim = None
+    try:  # as `kymwatch rebuild` sets up the process (builds that have it)
+        from kymwatch.daemon.memory import trim, tune_process_memory
+
+        tune_process_memory()
+    except ImportError:
+        pass
     try:  # the indexers a daemon would run on this store (both generations)
         from kymwatch.index.registry import make_indexers, select_indexers
 
         indexers = make_indexers(select_indexers(Path(sys.argv[1])))
     except ImportError:  # a build without generation 2
         indexers = None
+    try:
+        from kymwatch.index.frames import skip_pyarrow_pandas_probe
+
+        skip_pyarrow_pandas_probe()
+    except ImportError:
+        pass
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     imported = time.perf_counter() - t_import
     rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -37,7 +50,15 @@ def main() -> None:
     tables = {}
     lock = getattr(kd.store, "table_lock", None)
     with lock() if lock else contextlib.nullcontext():
-        for ix in kd.indexers:
+        if hasattr(kd, "rebuild_reports"):  # one pass over the records for every table
+            reports = kd.rebuild_reports(log_outcomes=False, keep_tables=False, after_chunk=trim)
+            for report in reports:
+                tables[report.table_name] = {
+                    "rows": report.table_rows,
+                    "records": len(report.outcomes),
+                    "seconds": report.duration_ms / 1000,  # merge and write only
+                }
+        for ix in kd.indexers if not tables else ():
             t = time.perf_counter()
             if hasattr(kd, "rebuild_report"):
                 report = kd.rebuild_report(ix, log_outcomes=False)

@@ -421,40 +421,46 @@ def _dask_spec(text: str) -> ClusterSpec:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from kymwatch.daemon.memory import trim, tune_process_memory
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
     from kymwatch.index.distributed import ClusterError, cluster_extractor, require_dask
+    from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.index.manifest import MANIFEST_FILE
     from kymwatch.logconfig import configure_logging
 
     root = _store(args.store)
     if args.dask is not None:
         require_dask()  # without it: one line saying how to install it (exit 2)
+    tune_process_memory()  # freed table buffers go back to the system: see daemon.memory
     configure_logging(level=args.log_level, console="auto")
     requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
-    # The table lock is taken only to publish each table (a daemon keeps indexing while
-    # the records are read); records that change meanwhile are read again under it.
-    bars = bars_wanted(not args.no_progress)
+    skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
+    # One pass over the records for every table that shares artifacts (table by table on
+    # a cluster); the table lock is taken only to publish each table (a daemon keeps
+    # indexing while the records are read); records that change meanwhile are read again
+    # under it. A table is not kept once written.
     with contextlib.ExitStack() as stack:
         try:
             if args.dask is not None:  # records read on a Dask cluster, tables published here
                 kd.extractor = stack.enter_context(cluster_extractor(args.dask, root))
-            for ix in kd.indexers:
-                if bars:
-                    from kymwatch.progressbar import rebuild_bar
+            step = None
+            if bars_wanted(not args.no_progress):
+                from kymwatch.progressbar import rebuild_bar
 
-                    step, bar = rebuild_bar(ix.table_name)
-                    with bar:
-                        report = kd.rebuild_report(ix, recheck=True, progress=step)
-                else:
-                    report = kd.rebuild_report(ix, recheck=True)
-                print(
-                    f"{ix.table_name}: {report.table_rows} rows from {len(report.outcomes)}"
-                    f" records ({report.duration_ms:.0f} ms)"
-                )
+                step, bar = rebuild_bar("records read")
+                stack.enter_context(bar)
+            reports = kd.rebuild_reports(
+                recheck=True, keep_tables=False, after_chunk=trim, progress=step
+            )
         except ClusterError as e:  # no scheduler answers, or a chunk failed: no table
             print(f"kymwatch: error: {e}", file=sys.stderr)
             return EXIT_FAIL
+    for report in reports:
+        print(
+            f"{report.table_name}: {report.table_rows} rows from {len(report.outcomes)}"
+            f" records (merged and written in {report.duration_ms:.0f} ms)"
+        )
     manifest = ManifestIndexer(root, create=args.manifest)
     if (requested is None or args.manifest) and manifest.active():
         done = manifest.rebuild()

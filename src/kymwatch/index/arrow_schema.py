@@ -122,6 +122,12 @@ def _fast(values: Values, dtype: str) -> pa.ChunkedArray | pa.Array | None:
     t = values.type
     if pa.types.is_null(t):
         return pa.nulls(len(values), target)
+    if dtype == "Int64" and pa.types.is_floating(t):
+        # Whole numbers in range: a safe cast raises for anything else (a fraction, an
+        # infinity, beyond int64), which then goes value by value.
+        if pc.any(pc.is_nan(values)).as_py():
+            values = pc.if_else(pc.is_nan(values), pa.scalar(None, t), values)
+        return values.cast(pa.int64())
     ok = (
         (dtype == "string" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
         or (dtype == "float64" and (pa.types.is_floating(t) or pa.types.is_integer(t)))
@@ -267,7 +273,9 @@ def _stamp(group: Sequence[RawRows], name: str) -> pa.Array:
     counts = [r.num_rows for r in group]
     if len(set(values)) == 1:
         return pa.array(values[:1] * sum(counts), pa.string())
-    return pa.array(np.repeat(np.array(values, dtype=object), counts), pa.string())
+    # One string per record, repeated by a vectorised take (no per-row Python objects).
+    index = np.repeat(np.arange(len(values), dtype=np.int64), counts)
+    return pa.array(values, pa.string()).take(pa.array(index))
 
 
 def _conform_group(

@@ -1,14 +1,17 @@
-"""Reading a batch of records with one indexer: outcomes, and rows in Arrow.
+"""Reading a chunk of records with one or more indexers: outcomes, and rows in Arrow.
 
 Each record's artifact is read on its own (one bad record never stops the others: any
-exception becomes its outcome); the rows of the whole batch are then converted to the
-table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`).
+exception becomes its outcome); the rows of the whole chunk are then converted to the
+table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each record's
+``analysis/`` folders are listed once for all the indexers of a chunk (a snapshot
+:class:`~kymwatch.store.ZarrImageRecord`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import overload
 
 import pyarrow as pa
 
@@ -16,16 +19,48 @@ from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, Artifac
 from kymwatch.index.arrow_schema import RawRows, RowSpan, conform_batch
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
 from kymwatch.index.frames import from_frame, is_frame
+from kymwatch.index.gather import gather_spans, one_table
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ZarrDataset, ZarrImageRecord
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["Extracted", "extract_batch"]
+__all__ = [
+    "ChunkResult",
+    "Extracted",
+    "HeldResults",
+    "extract_batch",
+    "extract_chunk",
+    "passes",
+]
 
 Extracted = tuple[RecordOutcome, RowSpan | None]
 """A record's outcome and, for INDEXED, its rows in the table schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """One indexer's reading of a chunk of records.
+
+    Attributes:
+        indexer: The indexer's name.
+        table_name: The table it feeds.
+        extracted: Each record's outcome and typed rows, in the order asked.
+    """
+
+    indexer: str
+    table_name: str
+    extracted: tuple[Extracted, ...]
+
+    @property
+    def outcomes(self) -> tuple[RecordOutcome, ...]:
+        """Each record's outcome, in the order asked (rows of kept records not filled in)."""
+        return tuple(o for o, _ in self.extracted)
+
+    def table(self) -> pa.Table | None:
+        """The rows of the indexed records in the order asked, as one table in this
+        chunk's schema (extra columns typed over the chunk; a table merge types them
+        over all its rows); None when no record has rows."""
+        spans = [s for _, s in self.extracted if s is not None and s.count]
+        return gather_spans(spans) if spans else None
 
 
 def _label(ix: DatasetIndexer) -> str:
@@ -52,8 +87,8 @@ def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
     return raw
 
 
-def _read(ix: DatasetIndexer, store: ZarrDataset, image_id: str) -> RecordOutcome | RawRows:
-    rec = ZarrImageRecord(store, image_id)
+def _read(ix: DatasetIndexer, rec: ZarrImageRecord) -> RecordOutcome | RawRows:
+    image_id = rec.image_id
     # A built-in indexer finds no artifact in a removed record (checked below); another
     # indexer might not look: ask first.
     if raw_reader(ix) is None and not rec.exists():
@@ -105,11 +140,42 @@ def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[RowSpan | str]
     return out
 
 
+def extract_chunk(
+    store: ZarrDataset, indexers: Sequence[DatasetIndexer], ids: Sequence[str]
+) -> list[ChunkResult]:
+    """Read the records ``ids`` with each of ``indexers``: one :class:`ChunkResult` per
+    indexer (in that order), each record's rows typed to the indexer's table schema.
+
+    Each record is listed once for all the indexers. Nothing is written and no table is
+    read: a caller merges the results into tables (``KymDataset``, a distributed
+    rebuild). One bad record never stops the others (its outcome says why).
+
+    Raises:
+        InvalidNameError: an id is not a valid record id.
+    """
+    reads: list[list[RecordOutcome | RawRows]] = [[] for _ in indexers]
+    for image_id in ids:
+        rec = ZarrImageRecord(store, image_id, snapshot=True)
+        for k, ix in enumerate(indexers):
+            reads[k].append(_read(ix, rec))
+    return [
+        ChunkResult(ix.name, ix.table_name, tuple(_typed(ix, read)))
+        for ix, read in zip(indexers, reads, strict=True)
+    ]
+
+
 def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) -> list[Extracted]:
     """Read ``ids`` with ``ix``: each record's outcome and, for INDEXED, its typed rows."""
-    read = [_read(ix, store, image_id) for image_id in ids]
+    [chunk] = extract_chunk(store, [ix], ids)
+    return list(chunk.extracted)
+
+
+def _typed(ix: DatasetIndexer, read: Sequence[RecordOutcome | RawRows]) -> list[Extracted]:
+    """The outcomes, with the raw rows of the chunk typed at once."""
     raws = [r for r in read if isinstance(r, RawRows)]
-    typed = iter(_conform(ix, raws) if raws else [])
+    conformed = _conform(ix, raws) if raws else []
+    recut = iter(one_table([t for t in conformed if isinstance(t, RowSpan)]))
+    typed = iter([t if isinstance(t, str) else next(recut) for t in conformed])
     out: list[Extracted] = []
     for r in read:
         if isinstance(r, RecordOutcome):
@@ -123,3 +189,86 @@ def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) ->
             outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows=rows.count)
             out.append((outcome, rows))
     return out
+
+
+def passes(indexers: Sequence[DatasetIndexer]) -> list[list[DatasetIndexer]]:
+    """``indexers`` in groups that share a pass over the records: indexers whose
+    artifact names overlap (directly or through another) read together, so a file both
+    read is parsed once; the others apart, so that a rebuild holds only one group's rows.
+    Groups in the order of their first indexer; indexers in their order."""
+    groups: list[tuple[set[str], list[DatasetIndexer]]] = []
+    for ix in indexers:
+        names = set(ix.artifact_names)
+        joined = [g for g in groups if g[0] & names]
+        merged: tuple[set[str], list[DatasetIndexer]] = (names, [ix])
+        for g in joined:
+            groups.remove(g)
+            merged = (g[0] | merged[0], g[1] + merged[1])
+        groups.append(merged)
+    order = {id(ix): k for k, ix in enumerate(indexers)}
+    out = [sorted(g[1], key=lambda ix: order[id(ix)]) for g in groups]
+    return sorted(out, key=lambda g: order[id(g[0])])
+
+
+class HeldResults(Sequence[Extracted]):
+    """One indexer's results over many chunks, held compactly while a rebuild reads the
+    rest: each chunk's outcomes and the one table its rows are in; the ``(outcome,
+    rows)`` pairs (:data:`Extracted`) are made when iterated. A chunk whose rows are in
+    several tables (raw schemas that give a column two types) keeps its pairs."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[tuple[RecordOutcome, ...], pa.Table | None, tuple[Extracted, ...]]]
+        self._chunks = []
+        self._len = 0
+
+    def add(self, chunk: ChunkResult) -> None:
+        """Hold ``chunk``'s results after those already held."""
+        table = _one_batch(chunk.extracted)
+        pairs = () if table is not None else chunk.extracted
+        self._chunks.append((chunk.outcomes, table, pairs))
+        self._len += len(chunk.extracted)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Extracted]:
+        for outcomes, table, pairs in self._chunks:
+            if table is None:
+                yield from pairs
+                continue
+            pos = 0
+            for o in outcomes:
+                if o.status is OutcomeStatus.INDEXED:
+                    yield o, RowSpan(table, pos, o.rows)
+                    pos += o.rows
+                else:
+                    yield o, None
+
+    @overload
+    def __getitem__(self, index: int) -> Extracted: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Extracted]: ...
+    def __getitem__(self, index: int | slice) -> Extracted | Sequence[Extracted]:
+        return list(self)[index]
+
+
+def _one_batch(extracted: Sequence[Extracted]) -> pa.Table | None:
+    """The table all rows of ``extracted`` lie in, one record after the other from its
+    first row to its last (as :func:`one_table` leaves a chunk), else None."""
+    table: pa.Table | None = None
+    pos = 0
+    for o, span in extracted:
+        if span is None:
+            if o.status is OutcomeStatus.INDEXED:
+                return None
+            continue
+        if o.status is not OutcomeStatus.INDEXED or span.count != o.rows:
+            return None
+        if not span.count:
+            continue
+        if table is None:
+            table = span.batch
+        if span.batch is not table or span.start != pos:
+            return None
+        pos += span.count
+    return table if table is not None and pos == table.num_rows else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["RadonReportIndexer", "VelocityEventsIndexer", "default_indexers", "raw_reader"]
 
 _PARQUET = (ArtifactFormat.PARQUET,)
+
+
+@functools.lru_cache(maxsize=64)
+def _looked_for(lookups: tuple[tuple[str, tuple[ArtifactFormat, ...]], ...]) -> tuple[str, ...]:
+    """The file names an indexer looks for, in order (said when none is found)."""
+    return tuple(artifact_file_name(n, f) for n, fs in lookups for f in fs)
 
 
 class _TableIndexer:
@@ -59,8 +66,7 @@ class _TableIndexer:
             found = rec.find_artifact_file(name, formats)
             if found is not None:
                 return name, found[1], found[0]
-        looked = tuple(artifact_file_name(n, f) for n, fs in self.lookups for f in fs)
-        raise ArtifactNotFoundError(rec.image_id, self.lookups[0][0], looked)
+        raise ArtifactNotFoundError(rec.image_id, self.lookups[0][0], _looked_for(self.lookups))
 
 
 class VelocityEventsIndexer(_TableIndexer):

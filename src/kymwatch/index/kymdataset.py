@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -20,7 +22,13 @@ from kymwatch.index.base import (
     RecordOutcome,
     UpdateReport,
 )
-from kymwatch.index.batch import Extracted, extract_batch
+from kymwatch.index.batch import (
+    Extracted,
+    HeldResults,
+    extract_batch,
+    extract_chunk,
+    passes,
+)
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.parted import PartedTables
@@ -30,7 +38,6 @@ from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
 from kymwatch.store import (
     Fingerprint,
     Mode,
-    RecordFiles,
     SortedTable,
     ZarrDataset,
     ZarrImageRecord,
@@ -277,6 +284,89 @@ class KymDataset:
             ix, ids, replace_all=True, log_outcomes=log_outcomes, recheck=recheck, progress=progress
         )
 
+    def rebuild_reports(
+        self,
+        refs: Iterable[IndexerRef] | None = None,
+        *,
+        log_outcomes: bool = True,
+        recheck: bool = False,
+        keep_tables: bool = True,
+        after_chunk: Callable[[], object] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[UpdateReport]:
+        """Rebuild several tables (default: every indexer's), the indexers that read a
+        common artifact in one pass over every record (:func:`~kymwatch.index.batch.passes`:
+        each record's folders are listed and a file both read is parsed once), records
+        read in chunks of 1,000 (:func:`~kymwatch.index.batch.extract_chunk`); then each
+        table of the pass is merged and published as :meth:`rebuild_report` does (same
+        tables, same outcomes; one report per table, in the order given). Only one
+        pass's rows are in memory at a time.
+
+        With ``keep_tables=False`` a table is not kept in memory once written (a one-off
+        rebuild: :meth:`get_table` reads it again from disk). ``after_chunk`` is called
+        after each chunk is read and after each table is published (``kymwatch rebuild``
+        hands back freed heap pages there: ``kymwatch.daemon.memory.trim``).
+        ``progress(done, total)`` counts the records read, over every pass.
+        """
+        chosen = self.indexers if refs is None else refs
+        ixs = list(dict.fromkeys(self.indexer(r) for r in chosen))
+        if self.extractor is not None:  # a cluster reads the records: table by table
+            return [
+                self.rebuild_report(ix, log_outcomes=log_outcomes, recheck=recheck) for ix in ixs
+            ]
+        self.store.check_writable()
+        ids = self.store.list_image_ids()
+        seen = {i: self._stamp(i) for i in ids} if recheck else None
+        reports: dict[str, UpdateReport] = {}
+        groups = passes(ixs)
+        for n, group in enumerate(groups):
+            results = {ix.name: HeldResults() for ix in group}
+            for start in range(0, len(ids), _CHUNK):
+                for chunk in extract_chunk(self.store, group, ids[start : start + _CHUNK]):
+                    results[chunk.indexer].add(chunk)
+                if after_chunk is not None:
+                    after_chunk()
+                if progress is not None:
+                    read_so_far = n * len(ids) + min(start + _CHUNK, len(ids))
+                    progress(read_so_far, len(groups) * len(ids))
+            lock = self.store.table_lock() if seen is not None else contextlib.nullcontext()
+            with lock:  # with recheck: one rescan per pass, under the lock it publishes in
+                now: list[str] = ids
+                fresh: dict[str, dict[str, Extracted]] = {}
+                if seen is not None:
+                    now, fresh = self._read_changed(group, seen)
+                for ix in group:
+                    done: Sequence[Extracted] = results.pop(ix.name)  # dropped once merged
+                    if seen is not None:
+                        old, new = dict(zip(ids, done, strict=True)), fresh[ix.name]
+                        done = [new[i] if i in new else old[i] for i in now]
+                    reports[ix.name] = self._apply(
+                        ix,
+                        now,
+                        replace_all=True,
+                        log_outcomes=log_outcomes,
+                        read=(done, None),
+                        keep=keep_tables,
+                    )
+                    del done
+                    if after_chunk is not None:
+                        after_chunk()
+        return [reports[ix.name] for ix in ixs]
+
+    def _read_changed(
+        self, group: Sequence[DatasetIndexer], seen: dict[str, bytes | None]
+    ) -> tuple[list[str], dict[str, dict[str, Extracted]]]:
+        """The records now, and the results of ``group`` for those that appeared or
+        changed since ``seen`` was taken (read again now)."""
+        now = self.store.list_image_ids()
+        again = [i for i in now if i not in seen or self._stamp(i) != seen[i]]
+        fresh: dict[str, dict[str, Extracted]] = {ix.name: {} for ix in group}
+        for start in range(0, len(again), _CHUNK):
+            part = again[start : start + _CHUNK]
+            for chunk in extract_chunk(self.store, group, part):
+                fresh[chunk.indexer].update(zip(part, chunk.extracted, strict=True))
+        return now, fresh
+
     def update_images(
         self, ref: IndexerRef, image_ids: Iterable[str], *, log_outcomes: bool = True
     ) -> pd.DataFrame:
@@ -340,7 +430,8 @@ class KymDataset:
         large store never holds more than one chunk's raw rows)."""
         out: list[Extracted] = []
         for start in range(0, len(ids), _CHUNK):
-            out.extend(extract_batch(ix, self.store, ids[start : start + _CHUNK]))
+            [chunk] = extract_chunk(self.store, [ix], ids[start : start + _CHUNK])
+            out.extend(chunk.extracted)
             if progress is not None:
                 progress(len(out), len(ids))
         return out
@@ -354,11 +445,20 @@ class KymDataset:
         log_outcomes: bool,
         recheck: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        read: tuple[Sequence[Extracted], dict[str, bytes | None] | None] | None = None,
+        keep: bool = True,
     ) -> UpdateReport:
+        """Merge ``ids``' rows into the table and publish it. ``read``: the records
+        already read (in ``ids`` order) and, for ``recheck``, their stamps before."""
         self.store.check_writable()
         start = time.perf_counter()
-        seen = {i: self._stamp(i) for i in ids} if recheck else {}
-        results = self._read(ix, ids, progress)
+        results: Sequence[Extracted]
+        if read is None:
+            seen = {i: self._stamp(i) for i in ids} if recheck else {}
+            results = self._read(ix, ids, progress)
+        else:
+            results, stamps = read
+            seen = stamps or {}
         with self.store.table_lock():
             if recheck:
                 ids = self.store.list_image_ids()
@@ -368,6 +468,8 @@ class KymDataset:
                 results = [fresh[i] if i in fresh else done[i] for i in ids]
             merged = self._merge(ix, ids, results, replace_all=replace_all, start=start)
             self._finish([self._start(merged)])
+        if not keep:  # read again from disk if asked for
+            self._tables.pop(ix.table_name, None)
         return self._report(merged, log_outcomes=log_outcomes)
 
     def update_batch_report(
@@ -413,7 +515,7 @@ class KymDataset:
         self,
         ix: DatasetIndexer,
         ids: list[str],
-        results: list[Extracted],
+        results: Sequence[Extracted],
         *,
         replace_all: bool,
         start: float,
@@ -527,10 +629,16 @@ class KymDataset:
         self.last_report = report
         return report
 
-    def _stamp(self, image_id: str) -> RecordFiles | None:
-        """Fingerprints of a record's artifact files (None if the record is gone)."""
+    def _stamp(self, image_id: str) -> bytes | None:
+        """A digest of the fingerprints of a record's artifact files (None if the record
+        is gone): 16 bytes per record held while a rebuild reads, not every file's
+        fingerprint (~2 KiB per record)."""
         rec = ZarrImageRecord(self.store, image_id)
-        return scan_record(rec.path) if rec.exists() else None
+        if not rec.exists():
+            return None
+        files = scan_record(rec.path)
+        key = sorted((r, f.size, f.mtime_ns, f.ctime_ns, f.inode) for r, f in files.items())
+        return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,7 +647,7 @@ class _Merged:
 
     ix: DatasetIndexer
     ids: list[str]
-    results: list[Extracted]
+    results: Sequence[Extracted]
     table: SortedTable
     changed: bool
     start: float

@@ -22,6 +22,7 @@ from kymwatch.index.arrow_schema import (
 )
 from kymwatch.index.base import DatasetIndexer, extras_position
 from kymwatch.index.batch import Extracted
+from kymwatch.index.gather import align, gather_spans
 from kymwatch.index.schema import Coercions
 from kymwatch.store.engine import SortedTable, concat
 
@@ -55,29 +56,6 @@ def _all_null_columns(table: pa.Table) -> set[str]:
     return {c for c in table.column_names if table.column(c).null_count == table.num_rows}
 
 
-def _align(rows: pa.Table, schema: pa.Schema) -> pa.Table | None:
-    """``rows`` in exactly ``schema`` (missing columns null), or None if a column is new
-    or holds values of another type."""
-    if rows.schema.equals(schema):
-        return rows
-    if not set(rows.column_names) <= set(schema.names):
-        return None
-    n = rows.num_rows
-    cols = []
-    for f in schema:
-        if f.name not in rows.column_names:
-            cols.append(pa.nulls(n, f.type))
-            continue
-        col = rows.column(f.name)
-        if col.type == f.type:
-            cols.append(col)
-        elif col.null_count == n:
-            cols.append(pa.nulls(n, f.type))
-        else:
-            return None
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
 def merge_update(
     current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
 ) -> tuple[SortedTable, bool]:
@@ -102,7 +80,7 @@ def merge_update(
             if rows:
                 key = id(span.batch)
                 if key not in batches:
-                    batches[key] = _align(span.batch, schema)
+                    batches[key] = align(span.batch, schema)
                 batch = batches[key]
                 aligned[o.image_id] = None if batch is None else batch.slice(span.start, span.count)
     if all(a is not None or replace[i] is None for i, a in aligned.items()):
@@ -117,8 +95,8 @@ def merge_update(
     parts = unify([current.table, *(r for r in replace.values() if r is not None)])
     schema = concat([p.slice(0, 0) for p in parts]).schema  # the one all of them share
     merged: dict[str, pa.Table | None] = dict.fromkeys(replace)
-    merged.update((i, _align(r, schema) or r) for i, r in zip(ids, parts[1:], strict=True))
-    base = SortedTable(_align(parts[0], schema) or parts[0], current.ids, current.offsets)
+    merged.update((i, align(r, schema) or r) for i, r in zip(ids, parts[1:], strict=True))
+    base = SortedTable(align(parts[0], schema) or parts[0], current.ids, current.offsets)
     st, _ = base.splice(merged)
     return SortedTable(_finish(st.table, ix, keep_null), st.ids, st.offsets), True
 
@@ -161,16 +139,7 @@ def merge_rebuild(
         keep_null |= {c for b in batches.values() for c in b.column_names}
     if any(parts[k][0] >= parts[k + 1][0] for k in range(len(parts) - 1)):
         parts.sort(key=lambda p: p[0])
-    slices: list[RowSpan] = []
-    for _, span in parts:
-        if slices and span.follows(slices[-1]):
-            last = slices[-1]
-            slices[-1] = RowSpan(last.batch, last.start, last.count + span.count)
-        else:
-            slices.append(span)
-    tables = unify([s.table() for s in slices])
-    schema = concat([t.slice(0, 0) for t in tables]).schema
-    table = concat([_align(t, schema) or t for t in tables])
+    table = gather_spans([span for _, span in parts])
     ids = tuple(i for i, _ in parts)
     offsets = np.cumsum([0] + [s.count for _, s in parts])
     table = finish_table(table, ix.columns, extras_at, keep_null)

@@ -71,20 +71,42 @@ def _read_small_parquet(raw: bytes) -> pa.Table:
     return pq.ParquetFile(pa.BufferReader(raw), pre_buffer=False).read(use_threads=False)
 
 
+def _read_fd(fd: int, size: int) -> bytes:
+    """Everything left in regular file ``fd`` (no Python file object): one read of one
+    byte more than the size ``fstat`` gave (a short read of a regular file is its end),
+    then, if the file grew meanwhile, reads until its end."""
+    first = os.read(fd, size + 1)
+    if len(first) <= size:
+        return first
+    parts = [first]
+    while chunk := os.read(fd, 1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class ZarrImageRecord:
     """A record group ``images/<image_id>/`` with its artifacts.
 
     Artifacts are plain files under ``analysis/``; every write is atomic. Reads raise
     :class:`ArtifactNotFoundError` when no file exists and
     :class:`ArtifactUnreadableError` when a file exists but cannot be parsed.
+
+    With ``snapshot``, artifact look-ups list each ``analysis/`` folder once (one
+    ``scandir``, no ``lstat`` per name and format) and the symbolic-link checks of a
+    folder are made once: for one pass of reads (the indexers' batches), not for an
+    object kept while files change.
     """
 
-    def __init__(self, dataset: ZarrDataset, image_id: str) -> None:
+    def __init__(self, dataset: ZarrDataset, image_id: str, *, snapshot: bool = False) -> None:
         self.dataset = dataset
         self.image_id = validate_image_id(image_id)
         # Plain strings on the hot path (one record read per artifact change).
         self._dir = os.path.join(dataset.images_dir, image_id)
         self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
+        self._listed: dict[str, frozenset[str] | None] | None = {} if snapshot else None
+        self._links: dict[str, bool] | None = {} if snapshot else None
+        # Tables read in this snapshot: two indexers reading one file parse it once.
+        self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None
 
     @functools.cached_property
     def path(self) -> Path:
@@ -146,7 +168,15 @@ class ZarrImageRecord:
     ) -> tuple[str, ArtifactFormat] | None:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
-            p = os.path.join(self._analysis, _file_name(name, fmt))
+            rel = _file_name(name, fmt)
+            p = self._analysis + os.sep + rel
+            if self._listed is not None:
+                folder, _, base = rel.rpartition("/")
+                names = self._names(folder)
+                if names is not None:
+                    if base in names:
+                        return p, fmt
+                    continue
             try:
                 os.lstat(p)
             except PermissionError as e:
@@ -155,6 +185,30 @@ class ZarrImageRecord:
                 continue
             return p, fmt
         return None
+
+    def _names(self, folder: str) -> frozenset[str] | None:
+        """The entries of ``analysis/<folder>`` (snapshot mode), listed once; None when
+        the folder cannot be listed (then each name is looked up on its own)."""
+        listed = self._listed
+        assert listed is not None
+        if folder in listed:
+            return listed[folder]
+        parent, _, base = folder.rpartition("/")
+        if folder:
+            above = self._names(parent)
+            if above is not None and base not in above:
+                listed[folder] = frozenset()
+                return listed[folder]
+        try:
+            names: frozenset[str] | None = frozenset(
+                os.listdir(os.path.join(self._analysis, folder))
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            names = frozenset()
+        except OSError:  # e.g. a folder one may search but not list
+            names = None
+        listed[folder] = names
+        return names
 
     def list_analysis_keys(self) -> list[str]:
         """Sorted artifact names present under ``analysis/`` (each once, any format)."""
@@ -166,19 +220,44 @@ class ZarrImageRecord:
         return sorted(names)
 
     def _require(self, name: str, formats: Sequence[ArtifactFormat]) -> tuple[Path, ArtifactFormat]:
-        found = self.find_artifact(name, formats)
+        path, fmt = self._require_file(name, formats)
+        return Path(path), fmt
+
+    def _require_file(
+        self, name: str, formats: Sequence[ArtifactFormat]
+    ) -> tuple[str, ArtifactFormat]:
+        found = self.find_artifact_file(name, formats)
         if found is None:
             looked = tuple(artifact_file_name(name, f) for f in formats)
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
 
+    def _is_link(self, folder: str) -> bool:
+        links = self._links
+        if links is None:
+            return os.path.islink(folder)
+        known = links.get(folder)
+        if known is None:
+            known = links[folder] = os.path.islink(folder)
+        return known
+
     def _linked_folder(self, path: str | Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        root = self._dir
         folder = os.path.dirname(os.fspath(path))
+        links = self._links
+        if links is None:
+            return self._linked_chain(folder)
+        key = "chain:" + folder
+        known = links.get(key)
+        if known is None:
+            known = links[key] = self._linked_chain(folder)
+        return known
+
+    def _linked_chain(self, folder: str) -> bool:
+        root = self._dir
         while True:
-            if os.path.islink(folder):
+            if self._is_link(folder):
                 return True
             parent = os.path.dirname(folder)
             if folder in (root, parent):
@@ -201,10 +280,10 @@ class ZarrImageRecord:
             reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise ArtifactUnreadableError(self.image_id, name, str(path), "not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read()
+            return _read_fd(fd, st.st_size)
         except OSError as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
         finally:
@@ -265,7 +344,7 @@ class ZarrImageRecord:
     ) -> Any:
         """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
         (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
-        path, fmt = found or self._require(name, _JSON_FORMATS)
+        path, fmt = found or self._require_file(name, _JSON_FORMATS)
         raw = self._read_bytes(name, path)
         try:
             text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
@@ -318,13 +397,21 @@ class ZarrImageRecord:
         The fast path of the indexers: no pandas objects per record. ``found``: the
         file :meth:`find_artifact` just found (not looked up again).
         """
-        path, fmt = found or self._require(name, formats)
+        path, fmt = found or self._require_file(name, formats)
         if fmt not in (ArtifactFormat.PARQUET, ArtifactFormat.CSV_GZ):
             raise ValueError(f"{fmt} is not a tabular format")
+        cache = self._read_tables
+        key = os.fspath(path)
+        if cache is not None and key in cache:
+            return cache[key]
         raw = self._read_bytes(name, path)
         try:
             if fmt is ArtifactFormat.PARQUET:
-                return _read_small_parquet(raw)
-            return pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
+                table = _read_small_parquet(raw)
+            else:
+                table = pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
         except (pa.ArrowException, OSError, EOFError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+        if cache is not None:
+            cache[key] = table
+        return table
