@@ -3,17 +3,18 @@
 Every name is imported from its module on first use (see :mod:`kymwatch._lazy`):
 ``kymwatch status``, ``sync`` and ``logs`` import one or two modules of this package
 and must not pay for the others (nor for the indexers, pandas and pyarrow).
-(The function ``classify`` is not exported: the submodule of that name would shadow
-it; import it from :mod:`kymwatch.daemon.classify`.)
 """
 
 from typing import TYPE_CHECKING
 
 from kymwatch._lazy import lazy_exports
 
+# Imported now: once any module imports the submodule ``classify``, the package attribute
+# of that name would be the submodule, not the function (a lazy name cannot win).
+from kymwatch.daemon.classify import SyncRequest, classify
+
 if TYPE_CHECKING:
     from kymwatch.daemon.changes import Batch, ChangeKind, FileChange, RecordChange, Rescan, Signal
-    from kymwatch.daemon.classify import SyncRequest
     from kymwatch.daemon.config import DaemonConfig
     from kymwatch.daemon.debouncer import DUE_BY, Debouncer
     from kymwatch.daemon.instance import DaemonLock, daemon_pid, daemon_running
@@ -48,7 +49,6 @@ __getattr__, __dir__ = lazy_exports(
         "RecordChange": "changes",
         "Rescan": "changes",
         "Signal": "changes",
-        "SyncRequest": "classify",
         "DUE_BY": "debouncer",
         "Debouncer": "debouncer",
         "DaemonLock": "instance",
@@ -132,6 +132,7 @@ __all__ = [
     "WatchDecision",
     "Worker",
     "chunk_size",
+    "classify",
     "daemon_pid",
     "daemon_running",
     "decide_watch_mode",
