@@ -47,6 +47,10 @@ __all__ = [
 
 log = lazy_logger(__name__)
 
+_FIRST_POLL_S = 0.002
+"""Seconds between looks for the answer during the first :data:`_FIRST_POLLS_S`."""
+_FIRST_POLLS_S = 0.25
+
 
 class NoDaemonError(KymwatchError, ConnectionError):
     """No daemon is running on the store, so nobody can answer a sync."""
@@ -120,8 +124,9 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
     request = folder / f"{token}{SYNC_REQUEST_SUFFIX}"
     done = folder / f"{token}.done"
     atomic_write_bytes(request, b"{}", fsync=False)
-    deadline = time.monotonic() + timeout
-    next_alive_check = time.monotonic() + 1.0
+    start = time.monotonic()
+    deadline = start + timeout
+    next_alive_check = start + 1.0
     try:
         while True:
             try:
@@ -141,7 +146,8 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
                 next_alive_check = now + 1.0
                 if not daemon_running(root):
                     raise NoDaemonError(f"the kymwatch daemon on {root} stopped before answering")
-            time.sleep(poll)
+            # An answer from the events comes within milliseconds: look often at first.
+            time.sleep(min(poll, _FIRST_POLL_S) if now - start < _FIRST_POLLS_S else poll)
     finally:
         request.unlink(missing_ok=True)
         done.unlink(missing_ok=True)
