@@ -6,11 +6,10 @@ import json
 import os
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 __all__ = ["LogFilter", "format_event", "show_log"]
 
@@ -55,6 +54,46 @@ def _parse(line: str) -> dict[str, Any] | None:
     return ev if isinstance(ev, dict) else None
 
 
+_BLOCK = 64 * 1024
+_Line = tuple[str, dict[str, Any]]
+
+
+def _last_matching(f: BinaryIO, filt: LogFilter, n: int) -> tuple[list[_Line], int]:
+    """The last ``n`` lines of ``f`` (0: all) that parse and pass ``filt``, in file order
+    (each with its event), and the file's end offset (where following starts).
+
+    Read backwards in blocks from the end, so the tail of a large log (10 MiB before it
+    rotates) costs the blocks that hold it, not a parse of every line.
+    """
+    end = f.seek(0, os.SEEK_END)
+    found: list[_Line] = []
+    pos, rest = end, b""  # rest: the start of the earliest line seen, maybe incomplete
+    while pos > 0 and (n == 0 or len(found) < n):
+        step = min(_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step) + rest
+        first, *whole = chunk.split(b"\n")
+        rest = first
+        _keep(reversed(whole), filt, n, found)
+    if pos == 0 and (n == 0 or len(found) < n):
+        _keep((rest,), filt, n, found)
+    found.reverse()
+    return found, end
+
+
+def _keep(lines: Iterable[bytes], filt: LogFilter, n: int, found: list[_Line]) -> None:
+    """Append to ``found`` each of ``lines`` (latest first) that parses and passes ``filt``,
+    up to ``n`` in all (0: no limit)."""
+    for raw in lines:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        ev = _parse(line)
+        if ev is not None and filt.accepts(ev):
+            found.append((line, ev))
+            if n and len(found) >= n:
+                return
+
+
 def _follow(path: Path, start: int) -> Iterator[str]:
     """Yield lines appended to ``path`` from byte ``start``, across rotations."""
     f = path.open("r", encoding="utf-8", errors="replace")
@@ -96,20 +135,18 @@ def show_log(
         print(f"kymwatch: no log file at {path} (has the daemon run yet?)", file=sys.stderr)
         return 1
 
+    def write(line: str, ev: dict[str, Any]) -> None:
+        out.write((line if raw else format_event(ev)) + "\n")
+
     def emit(line: str) -> None:
         ev = _parse(line)
         if ev is not None and filt.accepts(ev):
-            out.write((line if raw else format_event(ev)) + "\n")
+            write(line, ev)
 
-    with path.open("r", encoding="utf-8", errors="replace") as f:
-        tail: deque[str] = deque(maxlen=lines or None)
-        for line in iter(f.readline, ""):
-            ev = _parse(line)
-            if ev is not None and filt.accepts(ev):
-                tail.append(line.rstrip("\n"))
-        end = f.tell()
-    for line in tail:
-        emit(line)
+    with path.open("rb") as f:
+        tail, end = _last_matching(f, filt, lines)
+    for line, ev in tail:
+        write(line, ev)
     out.flush()
     if follow:
         try:

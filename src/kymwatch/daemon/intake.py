@@ -11,16 +11,19 @@ for a rescan.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
-from kymwatch.daemon.changes import RECORD_METADATA, FileChange, RecordChange, Rescan
+from kymwatch.daemon.changes import RECORD_METADATA, ChangeKind, FileChange, RecordChange, Rescan
 from kymwatch.daemon.classify import SyncRequest, classify
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.reporter import Reporter
+from kymwatch.store import IMAGES_DIR, is_temporary_name, is_valid_image_id
 
 __all__ = ["MAX_DRAIN", "Intake", "Item"]
 
@@ -56,6 +59,7 @@ class Intake:
         self.root, self.debouncer, self.reporter = root, debouncer, reporter
         self._wants_metadata, self._request_rescan = wants_record_metadata, request_rescan
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._images = os.path.join(root, IMAGES_DIR)
         self.syncs: list[str] = []
         """Tokens of the ``kymwatch sync`` requests not answered yet."""
 
@@ -91,6 +95,8 @@ class Intake:
             self._request_rescan(item.reason)
             return
         self.reporter.status.counters["events"] += 1
+        if item.kind is ChangeKind.ADDED:
+            self._report_if_no_record(item.path)
         what = classify(self.root, item)
         if isinstance(what, SyncRequest):
             self.syncs.append(what.token)
@@ -105,6 +111,21 @@ class Intake:
                 signal=item.signal.value,
             )
             self.debouncer.feed(what, now, item)
+
+    def _report_if_no_record(self, path: str) -> None:
+        """Report an entry added to ``images/`` that is no record (a name that cannot be
+        an image id, a symbolic link, a file), as the reconcile scan does: a sync
+        answered from the events runs no scan, and the user would hear of it only at the
+        next periodic one."""
+        parent, name = os.path.split(path)
+        if parent != self._images or name.startswith(".") or is_temporary_name(name):
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return  # gone already: nothing to report
+        if not (is_valid_image_id(name) and stat.S_ISDIR(st.st_mode)):
+            self.reporter.folders_skipped([path])
 
     def take_syncs(self) -> list[str]:
         """The pending sync tokens, each once, in order; none pending afterwards."""

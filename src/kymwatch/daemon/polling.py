@@ -119,6 +119,10 @@ class PollingWatcher:
         self._seen_requests: set[str] = set()
         self._summary = _Summary()
 
+    ordered = False
+    """A poll finds changes by comparing stats, later than a sync request may be seen:
+    a sync on a polled store is answered after a full scan."""
+
     @property
     def watch_count(self) -> int:
         return 0

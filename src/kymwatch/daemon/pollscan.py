@@ -4,8 +4,10 @@ Creating, renaming or deleting a file changes its folder's mtime (and ctime). So
 poll stats ``images/`` and every record's ``analysis/`` folder and its sub-folders,
 and lists (and fingerprints the artifacts of) only the records whose folders
 changed. A file rewritten in place changes no folder, so each poll also verifies a
-slice of the records (their artifact fingerprints): every record once every
-``full_every`` polls. Records changed recently are "hot" (see
+slice of the records, every record once every ``full_every`` polls: a stat of each
+artifact file its last listing found (its folders being unchanged, no file was added,
+renamed or deleted) and of its metadata files; only a record where one differs is
+listed again. Records changed recently are "hot" (see
 :mod:`~kymwatch.daemon.pollhot`): their artifact files are statted at every poll, so
 a writer that keeps rewriting a record in place is followed within one interval. A
 folder or file changed in the same timestamp tick as the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,6 +130,7 @@ class _Record:
     """What the last listing of one record saw."""
 
     folders: tuple[tuple[str, Stat | None], ...]  # absolute paths; analysis/ itself first
+    names: tuple[str, ...]  # its artifact files, relative to analysis/, sorted
     files: int  # hash of the artifact fingerprints
     meta: int  # hash of the stats of the record's group and array metadata files
     racy: bool
@@ -233,6 +237,8 @@ class PollScanner:
                 continue
             listed += changed
             verified += not changed
+            if not changed and self._still(image_id, rec, stamp):
+                continue  # its folders and its files' stats are as listed: nothing to list
             now, files = self._walk(image_id, stamp, rec.slot)
             self._records[image_id] = now
             if now.files != rec.files:
@@ -333,11 +339,33 @@ class PollScanner:
                         files.append((sub, fst))
                         racy = racy or self._racy(fst, stamp)
         folders.sort()
+        files.sort()
         located = tuple((self._analysis(image_id, rel), sig) for rel, sig in folders)
         meta, meta_racy = self._meta(image_id, stamp)
-        record = _Record(located, hash(tuple(sorted(files))), meta, racy or meta_racy, slot)
+        names = tuple(sys.intern(sub) for sub, _ in files)  # the same few names in every record
+        record = _Record(located, names, hash(tuple(files)), meta, racy or meta_racy, slot)
         base = self._analysis(image_id, "")
         return record, tuple((os.path.join(base, sub), st) for sub, st in files)
+
+    def _still(self, image_id: str, rec: _Record, stamp: int) -> bool:
+        """Whether a record whose folders a poll just found unchanged is still as listed.
+
+        Its folders unchanged, its files are the ones listed (creating, renaming or
+        deleting one changes its folder): a stat of each of them and of the record's
+        metadata tells whether one was rewritten in place, without listing a folder.
+        False (list it again) if one differs, is gone, or is racily clean.
+        """
+        base = self._analysis(image_id, "")
+        files = []
+        for sub in rec.names:
+            fst = self.fs.stat_file(os.path.join(base, sub))
+            if fst is None or self._racy(fst, stamp):
+                return False
+            files.append((sub, fst))
+        if hash(tuple(files)) != rec.files:
+            return False
+        meta, racy = self._meta(image_id, stamp)
+        return meta == rec.meta and not racy
 
     def _meta(self, image_id: str, stamp: int) -> tuple[int, bool]:
         """A hash of the stats of the record's group and array metadata (``.zattrs``,

@@ -45,7 +45,7 @@ from kymwatch.daemon.sources import SourceFactory, SourceKeeper
 from kymwatch.daemon.stalecount import StaleCounter
 from kymwatch.daemon.state import IndexState
 from kymwatch.daemon.status import DaemonState, DaemonStatus
-from kymwatch.daemon.sync import answer_sync
+from kymwatch.daemon.sync import answer_sync, choose_sync_path
 from kymwatch.daemon.tablelock import hold_table_lock
 from kymwatch.daemon.tables import TableKeeper
 from kymwatch.daemon.worker import Worker
@@ -519,8 +519,29 @@ class Daemon:
         )
 
     def _answer_syncs(self) -> None:
+        """Answer the pending ``kymwatch sync`` requests (see :mod:`kymwatch.daemon.sync`):
+        from the events received when they prove every earlier write was seen, else
+        after a full reconcile; everything the debouncer held is indexed first."""
+        start = time.perf_counter()
         tokens = self.intake.take_syncs()
-        ok = self._reconcile("sync", pending=self.debouncer.flush())
+        path, why = choose_sync_path(
+            ordered_source=self.source.ordered,
+            loss_pending=self._rescan_reason,
+            tables_changed=self.tables.regrow(),
+            journaled=bool(self.state.suspects),
+            store_available=(self.root / IMAGES_DIR).is_dir()
+            and self.reporter.state is not DaemonState.STORE_UNAVAILABLE,
+        )
+        if path == "events":
+            held = self.debouncer.flush()
+            ok = self._index(held.changes, held.first_seen, source="sync", final=True)
+        else:
+            ok = self._reconcile("sync", pending=self.debouncer.flush())
+        if ok and Task.RECONCILE in self.schedule.due(self.clock()):
+            # The data revealed another generation (or a table vanished): the new
+            # tables are grown from every record before the answer, not after it.
+            path, why = "full", "new_tables"
+            ok = self._reconcile("sync")
         self._export(force=True)  # tables/<name>.parquet reflects every earlier write
         self._save_state(force=True)
         errors = self.status.last_errors
@@ -531,7 +552,15 @@ class Daemon:
         self.reporter.publish()  # status shows what the answer says
         for token in tokens:
             answer_sync(self.root, token, ok=ok, error=error, not_current=not_current)
-        log.info("sync_answered", requests=len(tokens), ok=ok, not_current=len(not_current))
+        log.info(
+            "sync_answered",
+            requests=len(tokens),
+            ok=ok,
+            not_current=len(not_current),
+            path=path,
+            reason=why,
+            duration_ms=round((time.perf_counter() - start) * 1000, 2),
+        )
 
     # -- the loop's duties ----------------------------------------------------------------
     def _housekeeping(self) -> None:

@@ -131,6 +131,12 @@ class SourceKeeper:
         return self.decision.mode
 
     @property
+    def ordered(self) -> bool:
+        """Whether the current source promises its events in order (see
+        :class:`~kymwatch.daemon.watcher.EventSource`); False without a source."""
+        return bool(getattr(self.source, "ordered", False))
+
+    @property
     def watch_count(self) -> int:
         """OS watches held by the current source."""
         return self.source.watch_count if self.source is not None else 0

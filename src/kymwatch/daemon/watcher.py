@@ -60,6 +60,13 @@ class EventSource(Protocol):
     # Optional: ``is_alive() -> bool``. A source that has it is checked every
     # ``DaemonConfig.watcher_check_s``; once it returns False the daemon logs
     # ``watcher_died``, starts a new source and rescans.
+    #
+    # Optional: ``ordered: bool`` (default False). True promises that the source
+    # reports every change in the order it happened, through one queue, sync
+    # requests included, and reports any loss of events (``Rescan``) before the
+    # changes that follow it: the arrival of a sync request then proves every
+    # earlier change was reported, and the daemon answers it without a scan
+    # (:func:`kymwatch.daemon.sync.choose_sync_path`).
 
     @property
     def watch_count(self) -> int:
@@ -83,7 +90,17 @@ class InotifyWatcher:
 
     New record and ``analysis/`` folders get watches as they appear; a queue
     overflow or a watcher failure is reported as :class:`Rescan`.
+
+    Events come from one inotify instance, read and handled in order on one thread,
+    so a sync request's event is reported after every event queued before it
+    (:attr:`ordered`). A folder created before its watch is added is covered too: its
+    creation event (before the request's) is handled by adding its watch and listing
+    it for sub-folders, and it is reported as a change of the whole record, which the
+    worker reads from disk after the request arrived.
     """
+
+    ordered = True
+    """Events (sync requests included) are reported in the order they happened."""
 
     def __init__(self, root: Path, sink: EventSink) -> None:
         from watchdog.observers.inotify_c import InotifyConstants as C
