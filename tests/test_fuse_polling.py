@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness import DaemonProcess, assert_tables_match_rebuild, kymwatch, live_tables, wait_until
@@ -83,16 +84,26 @@ def fuse_store(tmp_path: Path) -> Iterator[FuseStore]:
         _unmount(mount_point)
 
 
-def n_rows(store: Path, table: str, image_id: str) -> int:
-    """Rows of ``image_id`` a reader sees now in ``table`` (read through the mount)."""
-    df = live_tables(store)[table]
-    return int((df["image_id"] == image_id).sum())
+def _table(store: Path, table: str) -> pd.DataFrame | None:
+    """``table`` as a reader through the mount sees it now; None while the daemon replaces
+    it: libfuse forgets the node a rename replaced, so a reader that looked the file up
+    just before gets ENOENT on open (any reader through a FUSE mount can; it reads again)."""
+    try:
+        return live_tables(store)[table]
+    except FileNotFoundError:
+        return None
 
 
-def mean_velocity(store: Path, image_id: str) -> list[float]:
-    """The radon_report table's mean velocities of ``image_id``."""
-    df = live_tables(store)["radon_report"]
-    return df.loc[df["image_id"] == image_id, "mean_velocity"].tolist()
+def n_rows(store: Path, table: str, image_id: str) -> int | None:
+    """Rows of ``image_id`` a reader sees now in ``table`` (None: being replaced)."""
+    df = _table(store, table)
+    return None if df is None else int((df["image_id"] == image_id).sum())
+
+
+def mean_velocity(store: Path, image_id: str) -> list[float] | None:
+    """The radon_report table's mean velocities of ``image_id`` (None: being replaced)."""
+    df = _table(store, "radon_report")
+    return None if df is None else df.loc[df["image_id"] == image_id, "mean_velocity"].tolist()
 
 
 def test_fuse_store_is_polled_and_writes_through_backing_and_mount_reach_the_tables(
@@ -116,7 +127,7 @@ def test_fuse_store_is_polled_and_writes_through_backing_and_mount_reach_the_tab
         chosen = d.events("watch_mode_chosen")
         assert [(e["watch_mode"], e["reason"]) for e in chosen] == [("polling", "fuse")]
         assert d.events("polling_fallback")
-        assert mean_velocity(store, "old") == [1.0]
+        wait_until(lambda: mean_velocity(store, "old") == [1.0], what="the first index")
 
         write_v2_record(backing, UUID_ID)
         write_parquet_artifact(backing, UUID_ID, "velocity_events/events", gen2_events_frame(4))
@@ -154,7 +165,7 @@ def test_in_place_rewrite_through_the_backing_folder_is_found_by_verification_po
     write_v2_record(backing, "rec")
     write_parquet_artifact(backing, "rec", "velocity_events", events_frame(2))
     with DaemonProcess(store, "--indexers", BOTH, "--poll-interval", "0.2") as d:
-        assert n_rows(store, "velocity_events", "rec") == 2
+        wait_until(lambda: n_rows(store, "velocity_events", "rec") == 2, what="the first index")
         write_parquet_artifact(backing, "rec", "velocity_events", events_frame(6), atomic=False)
         wait_until(
             lambda: n_rows(store, "velocity_events", "rec") == 6,
