@@ -260,12 +260,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "partition_rows",
-        200_000,
+        0,
         _number(maximum=2**62, zero=True, integer=True),
         "a whole number >= 0 (0: never)",
         "keep a table of at least this many rows as parts, tables/<name>/part-*.parquet "
-        "(one edit rewrites one part; tables/<name>.parquet is exported every few seconds "
-        "and when idle)",
+        "(one edit rewrites one part; tables/<name>.parquet, the file kymflow reads, is "
+        "exported after the parts, so it is published later than without parts; 0: never)",
         (Flag("--partition-rows", metavar="N"),),
     ),
     Option(

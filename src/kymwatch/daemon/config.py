@@ -90,7 +90,7 @@ class DaemonConfig:
     indexers: tuple[str, ...] | None = None
     dask: ClusterSpec | None = None
     dask_threshold: int = 10_000
-    partition_rows: int = 200_000
+    partition_rows: int = 0
     part_rows: int = 25_000
     export_interval_s: float = 5.0
 

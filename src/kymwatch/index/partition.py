@@ -31,7 +31,7 @@ class PartitionPolicy:
             single file while edits go on (it is also exported on idle, sync and stop).
     """
 
-    partition_rows: int = 200_000
+    partition_rows: int = 0
     part_rows: int = 25_000
     export_interval_s: float = 5.0
 
