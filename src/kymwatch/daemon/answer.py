@@ -16,11 +16,11 @@ from pathlib import Path
 
 import structlog
 
-from kymwatch.daemon.changes import Batch
 from kymwatch.daemon.debouncer import Debouncer
 from kymwatch.daemon.duties import Duties
 from kymwatch.daemon.indexing import ChunkedIndexing
 from kymwatch.daemon.intake import Intake
+from kymwatch.daemon.reconciler import Reconciler
 from kymwatch.daemon.reporter import Reporter
 from kymwatch.daemon.schedule import Schedule, Task
 from kymwatch.daemon.sources import SourceKeeper
@@ -51,9 +51,8 @@ class SyncAnswerer:
         schedule: Whether a reconcile became due (new tables to grow).
         indexing: Indexes the held changes; takes back what stays pending.
         duties: Exports the partitioned tables and saves the state.
-        reconcile: Runs a reconcile (``reason``, ``pending`` changes) → whether it
-            succeeded.
-        loss_pending: The reason of a rescan asked for and not yet done (lost events).
+        reconciler: Runs a full reconcile; knows of a rescan asked for and not yet
+            done (a sign of loss).
     """
 
     def __init__(
@@ -70,15 +69,13 @@ class SyncAnswerer:
         schedule: Schedule,
         indexing: ChunkedIndexing,
         duties: Duties,
-        *,
-        reconcile: Callable[[str, Batch | None], bool],
-        loss_pending: Callable[[], str | None],
+        reconciler: Reconciler,
     ) -> None:
         self.root, self.clock, self.intake, self.source = root, clock, intake, source
         self.state, self.tables, self.debouncer = state, tables, debouncer
         self.reporter, self.status, self.schedule = reporter, status, schedule
         self.indexing, self.duties = indexing, duties
-        self._reconcile, self._loss_pending = reconcile, loss_pending
+        self.reconciler = reconciler
 
     def answer(self) -> None:
         """Answer the pending ``kymwatch sync`` requests (see :mod:`kymwatch.daemon.sync`):
@@ -88,7 +85,7 @@ class SyncAnswerer:
         tokens = self.intake.take_syncs()
         path, why = choose_sync_path(
             ordered_source=self.source.ordered,
-            loss_pending=self._loss_pending(),
+            loss_pending=self.reconciler.rescan_reason,
             tables_changed=self.tables.regrow(),
             journaled=bool(self.state.suspects),
             store_available=(self.root / IMAGES_DIR).is_dir()
@@ -98,12 +95,12 @@ class SyncAnswerer:
             held = self.debouncer.flush()
             ok = self.indexing.index(held.changes, held.first_seen, source="sync", final=True)
         else:
-            ok = self._reconcile("sync", self.debouncer.flush())
+            ok = self.reconciler.reconcile("sync", pending=self.debouncer.flush())
         if ok and Task.RECONCILE in self.schedule.due(self.clock()):
             # The data revealed another generation (or a table vanished): the new
             # tables are grown from every record before the answer, not after it.
             path, why = "full", "new_tables"
-            ok = self._reconcile("sync", None)
+            ok = self.reconciler.reconcile("sync")
         self.duties.export(force=True)  # tables/<name>.parquet reflects every earlier write
         self.duties.save_state(force=True)
         errors = self.status.last_errors

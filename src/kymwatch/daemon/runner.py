@@ -3,8 +3,12 @@
 :class:`Daemon` wires the parts and runs the loop; it decides nothing itself:
 
 - :mod:`~kymwatch.daemon.schedule` says when each timed duty is due,
+  :mod:`~kymwatch.daemon.duties` runs the due ones (heartbeat, checks, save, export),
 - :mod:`~kymwatch.daemon.planner` says what to index (and which tables to rebuild),
-- :mod:`~kymwatch.daemon.worker` indexes it,
+  :mod:`~kymwatch.daemon.reconciler` runs the reconciles and rescans it plans,
+- :mod:`~kymwatch.daemon.worker` indexes it, in chunks cut by
+  :mod:`~kymwatch.daemon.indexing`,
+- :mod:`~kymwatch.daemon.answer` answers ``kymwatch sync`` requests,
 - :mod:`~kymwatch.daemon.intake` routes the event source's items,
 - :mod:`~kymwatch.daemon.tables` checks the tables (missing, replaced, other schema),
 - :mod:`~kymwatch.daemon.choice` picks the indexers as the store reveals its data,
@@ -28,9 +32,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kymwatch.daemon import memory, planner
+from kymwatch.daemon import memory
 from kymwatch.daemon.answer import SyncAnswerer
-from kymwatch.daemon.changes import Batch
 from kymwatch.daemon.choice import IndexerChoice, initial_indexers
 from kymwatch.daemon.config import DaemonConfig
 from kymwatch.daemon.debouncer import Debouncer
@@ -39,9 +42,9 @@ from kymwatch.daemon.indexing import ChunkedIndexing
 from kymwatch.daemon.instance import DaemonLock
 from kymwatch.daemon.intake import Intake
 from kymwatch.daemon.progress import ProgressSink
+from kymwatch.daemon.reconciler import Reconciler
 from kymwatch.daemon.reporter import Reporter
-from kymwatch.daemon.scaleout import cluster_reads
-from kymwatch.daemon.schedule import Backoff, Schedule, Task
+from kymwatch.daemon.schedule import Schedule, Task
 from kymwatch.daemon.sdnotify import Notifier, SystemdNotifier
 from kymwatch.daemon.signals import handle_signals
 from kymwatch.daemon.sources import SourceFactory, SourceKeeper
@@ -53,7 +56,7 @@ from kymwatch.daemon.tables import TableKeeper
 from kymwatch.daemon.worker import Worker
 from kymwatch.errors import UnsafeStoreError
 from kymwatch.index import DatasetIndexer, KymDataset, ManifestIndexer, PartitionPolicy
-from kymwatch.store import IMAGES_DIR, INDEX_DIR, TABLES_DIR, remove_stale_temporaries, scan_dataset
+from kymwatch.store import INDEX_DIR, TABLES_DIR, remove_stale_temporaries
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
     from kymwatch.daemon.metrics import StoreMetrics
@@ -129,8 +132,6 @@ class Daemon:
             manifest=ManifestIndexer(self.root, create=config.manifest),
         )
         self.schedule = Schedule()
-        self._rescans = Backoff(*config.rescan_backoff_s)
-        self._rescan_reason: str | None = None
         self.choice = IndexerChoice(
             self.root,
             self.kd,
@@ -190,6 +191,24 @@ class Daemon:
             between=self.duties.between_chunks,
             request_rescan=self._request_rescan,
         )
+        self.reconciler = Reconciler(
+            self.root,
+            config,
+            clock,
+            self.kd,
+            self.schedule,
+            self.state,
+            self.status,
+            self.tables,
+            self.worker,
+            self.reporter,
+            self.stale,
+            self.source,
+            self.indexing,
+            self.duties,
+            self._stop,
+            relock=self._relock,
+        )
         self.answers = SyncAnswerer(
             self.root,
             clock,
@@ -203,8 +222,7 @@ class Daemon:
             self.schedule,
             self.indexing,
             self.duties,
-            reconcile=lambda reason, pending: self._reconcile(reason, pending=pending),
-            loss_pending=lambda: self._rescan_reason,
+            self.reconciler,
         )
 
     # -- public ---------------------------------------------------------------------------
@@ -264,7 +282,7 @@ class Daemon:
                 memory=memory.settings(),
             )
             self.reporter.set_state(DaemonState.RECONCILING)
-            self._reconcile("startup")
+            self.reconciler.reconcile("startup")
             self.duties.export(force=False)  # an export a crash left older than its parts
             if self.reporter.state is DaemonState.RECONCILING:
                 self.reporter.set_state(DaemonState.WATCHING)
@@ -313,9 +331,9 @@ class Daemon:
             if self.intake.syncs:
                 self.answers.answer()
             elif Task.RESCAN in self.schedule.due(now):
-                self._rescan(now)
+                self.reconciler.rescan(now)
             elif Task.RECONCILE in self.schedule.due(now):
-                self._reconcile("periodic")
+                self.reconciler.reconcile("periodic")
             batch = self.debouncer.due(self.clock())
             if batch:
                 self.indexing.index(
@@ -342,69 +360,7 @@ class Daemon:
 
     # -- reconcile ------------------------------------------------------------------------
     def _request_rescan(self, reason: str) -> None:
-        self._rescan_reason = self._rescan_reason or reason
-        self.schedule.no_later_than(Task.RESCAN, self._rescans.ready_at())
-
-    def _rescan(self, now: float) -> None:
-        reason, self._rescan_reason = self._rescan_reason or "rescan", None
-        self.schedule.cancel(Task.RESCAN)
-        self._rescans.fired(now)
-        self.source.rewatch()
-        self._reconcile(reason)
-
-    def _reconcile(self, reason: str, *, pending: Batch | None = None) -> bool:
-        """Scan the disk, diff with the state and index the difference.
-
-        ``pending`` (debounced changes taken out for a sync) is merged in, so each
-        record is indexed once, and makes the pass final (no retries). Returns False
-        if the store was unavailable or a chunk failed.
-        """
-        start = time.perf_counter()
-        now = self.clock()
-        self.schedule.at(Task.RECONCILE, now + self.config.reconcile_interval_s)
-        first_seen = pending.first_seen if pending else now
-        if not (self.root / IMAGES_DIR).is_dir():
-            self.indexing.store_unavailable(pending.changes if pending else (), first_seen)
-            return False
-        self._relock()
-        self.tables.regrow()
-        skipped: list[str] = []
-        disk = scan_dataset(self.root, skipped)
-        changes = planner.plan_reconcile(
-            disk,
-            self.state.records,
-            table_ids=self.tables.image_ids(),
-            suspects=self.state.suspects,
-            pending=pending.changes if pending else (),
-        )
-        self.state.suspects = set()
-        self.status.counters["reconciles"] += 1
-        what = "first index" if not self.state.records else f"reconcile ({reason})"
-        with cluster_reads(
-            self.kd,
-            self.config.dask,
-            [c.image_id for c in changes],
-            threshold=self.config.dask_threshold,
-            slice_s=self.config.chunk_target_s,
-            between=self.duties.run,
-            stopping=self._stop,
-        ):
-            ok = self.indexing.index(
-                changes, first_seen, source=reason, final=pending is not None, progress=what
-            )
-        self.worker.reconcile_manifest()
-        if reason in ("startup", "periodic"):  # (the changes of others are marked per batch)
-            self.stale.mark_all()
-        if self.reporter.state is DaemonState.STORE_UNAVAILABLE and ok:
-            self.reporter.set_state(DaemonState.WATCHING)
-        self.reporter.folders_skipped(skipped)
-        self.reporter.reconciled(
-            reason,
-            records=len(disk),
-            changed=len(changes),
-            duration_s=time.perf_counter() - start,
-        )
-        return ok
+        self.reconciler.request_rescan(reason)
 
     def _relock(self) -> None:
         """Lock the store folder again if it was replaced (deleted, then restored):
