@@ -1,4 +1,9 @@
-"""``KymDataset``: a dataset plus its indexers, and the table updates they drive."""
+"""``KymDataset``: a dataset plus its indexers, and the table updates they drive.
+
+The library API (kymflow's) and the daemon's reports live here; the tables' cache,
+merges and writes are :mod:`~kymwatch.index.publish`'s, the multi-table rebuild pass
+and the chunked reads :mod:`~kymwatch.index.rebuildpass`'s.
+"""
 
 from __future__ import annotations
 
@@ -11,28 +16,15 @@ import pyarrow as pa
 import structlog
 
 from kymwatch.errors import TableUnreadableError
-from kymwatch.index.base import (
-    DatasetIndexer,
-    OutcomeStatus,
-    RecordOutcome,
-    UpdateReport,
-)
-from kymwatch.index.batch import (
-    Extracted,
-    extract_batch,
-)
+from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, UpdateReport
+from kymwatch.index.batch import Extracted, extract_batch
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.parted import PartedTables
 from kymwatch.index.partition import PartitionPolicy
-from kymwatch.index.publish import Merged, Publisher, Writing, report_of
+from kymwatch.index.publish import Merged, Publisher, report_of
 from kymwatch.index.rebuildpass import extract_in_chunks, rebuild_passes, record_stamp
-from kymwatch.store import (
-    Mode,
-    SortedTable,
-    ZarrDataset,
-    write_table_arrow,
-)
+from kymwatch.store import Mode, ZarrDataset, write_table_arrow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +94,9 @@ class KymDataset:
         self.indexers: list[DatasetIndexer] = list(
             default_indexers() if indexers is None else indexers
         )
-        self._pub = Publisher(self.store, self.parted, lambda: self.indexers)
+        self._pub = Publisher(
+            self.store, self.parted, lambda: self.indexers, lambda: self.export_tables(force=True)
+        )
         self.last_report: UpdateReport | None = None
         self.extractor: Extractor | None = None
         """Where an update or rebuild first reads its records (None: here, in chunks;
@@ -125,11 +119,6 @@ class KymDataset:
         raise KeyError(f"no indexer named {ref!r} (known: {known})")
 
     # -- tables ---------------------------------------------------------------------------
-    def _read_current(self, name: str) -> SortedTable:
-        """The table as on disk now (typed and sorted), from cache when the file did not
-        change."""
-        return self._pub.read(name)
-
     def load_tables(self, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
         """Load (or refresh) tables; default: every indexer's table and every table on disk."""
         if names is None:
@@ -138,7 +127,7 @@ class KymDataset:
 
     def get_table(self, name: str) -> pd.DataFrame:
         """Table ``name`` (empty with its schema if an indexer owns it but it is not built)."""
-        st = self._read_current(name)
+        st = self._pub.read(name)
         stamp = self._pub.stamps.get(name)
         cached = self._pub.frames.get(name)
         if cached is None or cached[0] != stamp or stamp is None:
@@ -148,11 +137,11 @@ class KymDataset:
 
     def get_arrow(self, name: str) -> pa.Table:
         """Table ``name`` as Arrow (sorted by ``image_id``; no pandas conversion)."""
-        return self._read_current(name).table
+        return self._pub.read(name).table
 
     def table_image_ids(self, name: str) -> set[str]:
         """The image ids that have rows in table ``name``."""
-        st = self._read_current(name)
+        st = self._pub.read(name)
         if st.ids or "image_id" not in st.table.column_names:
             return set(st.ids)
         return {str(v) for v in st.table.column("image_id").drop_null().to_pylist()}
@@ -334,6 +323,7 @@ class KymDataset:
         ids: Sequence[str],
         progress: Callable[[int, int], None] | None = None,
     ) -> list[Extracted]:
+        """Read ``ids`` here, ``_CHUNK`` records at a time."""
         return extract_in_chunks(self.store, ix, ids, chunk=_CHUNK, progress=progress)
 
     def _apply(
@@ -367,7 +357,7 @@ class KymDataset:
                 fresh = dict(zip(again, self._extract(ix, again), strict=True))
                 results = [fresh[i] if i in fresh else done[i] for i in ids]
             merged = self._pub.merge(ix, ids, results, replace_all=replace_all, start=start)
-            self._finish([self._pub.start(merged)])
+            self._pub.finish([self._pub.start(merged)])
         if not keep:  # read again from disk if asked for
             self._pub.tables.pop(ix.table_name, None)
         return self._report(merged, log_outcomes=log_outcomes)
@@ -394,29 +384,8 @@ class KymDataset:
         start = time.perf_counter()
         jobs = [(self.indexer(name), list(dict.fromkeys(ids))) for name, ids in work.items()]
         extracted = [(ix, ids, self._read(ix, ids)) for ix, ids in jobs]
-        merged: list[Merged] = []
-        unreadable: dict[str, TableUnreadableError] = {}
-        writing: list[Writing | None] = []
-        with self.store.table_lock():
-            try:  # each table's write starts as soon as it is merged
-                for ix, ids, results in extracted:
-                    try:
-                        m = self._pub.merge(ix, ids, results, replace_all=False, start=start)
-                    except TableUnreadableError as e:
-                        unreadable[ix.name] = e
-                        continue
-                    merged.append(m)
-                    writing.append(self._pub.start(m))
-            finally:
-                self._finish(writing)
+        merged, unreadable = self._pub.publish(extracted, start)
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
-
-    def _finish(self, writing: Sequence[Writing | None]) -> None:
-        """Wait for every write (the cache follows each table written; the first failure
-        is raised); a library's partitioned tables are exported at once."""
-        self._pub.finish(writing)
-        if self.parted.policy.export_interval_s <= 0:
-            self.export_tables(force=True)
 
     def export_tables(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of

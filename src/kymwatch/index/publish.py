@@ -76,6 +76,8 @@ class Publisher:
         store: The dataset whose ``tables/`` are read and written.
         parted: Its partitioned tables.
         indexers: The indexers now in use (read at each call: they may change).
+        export_all: Exports every partitioned table; called after each write when
+            the policy exports at once (``export_interval_s`` 0: a library's tables).
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class Publisher:
         store: ZarrDataset,
         parted: PartedTables,
         indexers: Callable[[], Sequence[DatasetIndexer]],
+        export_all: Callable[[], object],
     ) -> None:
         self.store, self.parted, self._indexers = store, parted, indexers
+        self._export_all = export_all
         self.tables: dict[str, SortedTable] = {}
         self.frames: dict[str, tuple[Fingerprint | None, pd.DataFrame]] = {}
         self.stamps: dict[str, Fingerprint | None] = {}
@@ -186,7 +190,8 @@ class Publisher:
 
     def finish(self, writing: Sequence[Writing | None]) -> None:
         """Wait for every write; the cache follows each table whose files were all
-        written, then the first failure is raised."""
+        written, then the first failure is raised (else the tables are exported if the
+        policy exports at once)."""
         error: Exception | None = None
         for w in writing:
             if w is None:
@@ -211,6 +216,37 @@ class Publisher:
             self.foreign.discard(name)
         if error is not None:
             raise error
+        if self.parted.policy.export_interval_s <= 0:
+            self._export_all()
+
+    def publish(
+        self,
+        extracted: Sequence[tuple[DatasetIndexer, list[str], Sequence[Extracted]]],
+        start: float,
+    ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
+        """Merge each indexer's results into its table (as an update) and write each
+        changed table as soon as it is merged, under one hold of the table lock.
+
+        Returns:
+            The merged tables, and the error of each indexer whose table file cannot be
+            parsed (nothing of theirs is written).
+        """
+        merged: list[Merged] = []
+        unreadable: dict[str, TableUnreadableError] = {}
+        writing: list[Writing | None] = []
+        with self.store.table_lock():
+            try:  # each table's write starts as soon as it is merged
+                for ix, ids, results in extracted:
+                    try:
+                        m = self.merge(ix, ids, results, replace_all=False, start=start)
+                    except TableUnreadableError as e:
+                        unreadable[ix.name] = e
+                        continue
+                    merged.append(m)
+                    writing.append(self.start(m))
+            finally:
+                self.finish(writing)
+        return merged, unreadable
 
     def export(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of
