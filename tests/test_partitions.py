@@ -262,10 +262,10 @@ def test_export_is_planned_now_only_when_the_loop_is_idle(tmp_path: Path) -> Non
     daemon.kd.parted.unexported[VE] = 100.0  # a part written now, not exported
     daemon.debouncer.feed(RecordChange("rec1"), 100.0)
 
-    daemon._plan_export()
+    daemon.duties.plan_export()
     assert daemon.schedule.deadline(Task.EXPORT) == 105.0
     daemon.debouncer.flush()
-    daemon._plan_export()
+    daemon.duties.plan_export()
     assert daemon.schedule.deadline(Task.EXPORT) == 100.0
 
     def failing(*, force: bool = False) -> list[str]:
@@ -273,5 +273,5 @@ def test_export_is_planned_now_only_when_the_loop_is_idle(tmp_path: Path) -> Non
 
     daemon.kd.export_tables = failing  # type: ignore[method-assign]
     now[0] = 101.0
-    daemon._export(force=True)
+    daemon.duties.export(force=True)
     assert daemon.schedule.deadline(Task.EXPORT) == 106.0

@@ -1,0 +1,210 @@
+"""Chunked indexing: a piece of work cut into chunks with the loop's duties between them.
+
+:class:`ChunkedIndexing` indexes a sequence of record changes (a debounced batch, a
+reconcile's difference, a sync's held changes) in chunks sized by the planner from the
+measured seconds per record, so the heartbeat, the watchdog ping and a stop request
+get their turn between two chunks. It is the one place where work goes back into the
+debouncer (retries, a chunk interrupted by a stop, a store that vanished, a table lock
+never obtained).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from kymwatch.daemon import memory, planner
+from kymwatch.daemon.changes import Batch, RecordChange
+from kymwatch.daemon.choice import IndexerChoice
+from kymwatch.daemon.config import DaemonConfig
+from kymwatch.daemon.debouncer import Debouncer
+from kymwatch.daemon.reporter import Reporter
+from kymwatch.daemon.schedule import Schedule, Task
+from kymwatch.daemon.stalecount import StaleCounter
+from kymwatch.daemon.status import DaemonState
+from kymwatch.daemon.tables import TableKeeper
+from kymwatch.daemon.worker import Worker
+from kymwatch.store import IMAGES_DIR
+
+__all__ = ["ChunkedIndexing"]
+
+log = structlog.get_logger(__name__)
+
+_SMALLEST_CHUNK = 20
+_TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
+_PROGRESS_AFTER = 100  # reconcile work of at least this many records shows progress
+
+
+class ChunkedIndexing:
+    """Indexes record changes in chunks, with the loop's duties between chunks.
+
+    Args:
+        root: The store folder.
+        config: The daemon's settings (chunk target, largest batch).
+        clock: Monotonic clock.
+        debouncer: Where work goes back (retries, interrupted work).
+        worker: Indexes one chunk.
+        reporter: Logs each chunk, shows progress, records errors.
+        choice: Picks the indexers as the store reveals its data.
+        tables: Regrows a table that vanished.
+        schedule: The loop's deadlines (a reconcile to grow new tables).
+        stale: Told which records were just indexed.
+        stopping: Set when the daemon is asked to stop.
+        table_lock: Takes the store's table lock; yields False if it was not
+            obtained (the daemon is stopping).
+        between: The loop's duties between two chunks, told whether chunks are left.
+        request_rescan: Asks for a rescan (a failed chunk, a vanished store).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        config: DaemonConfig,
+        clock: Callable[[], float],
+        debouncer: Debouncer,
+        worker: Worker,
+        reporter: Reporter,
+        choice: IndexerChoice,
+        tables: TableKeeper,
+        schedule: Schedule,
+        stale: StaleCounter,
+        stopping: threading.Event,
+        *,
+        table_lock: Callable[[], contextlib.AbstractContextManager[bool]],
+        between: Callable[[bool], None],
+        request_rescan: Callable[[str], None],
+    ) -> None:
+        self.root, self.config, self.clock, self.debouncer = root, config, clock, debouncer
+        self.worker, self.reporter, self.choice, self.tables = worker, reporter, choice, tables
+        self.schedule, self.stale, self._stop = schedule, stale, stopping
+        self._table_lock, self._between = table_lock, between
+        self._request_rescan = request_rescan
+        self.seconds_per_record: float | None = None
+
+    def index(
+        self,
+        changes: Sequence[RecordChange],
+        first_seen: float,
+        *,
+        source: str,
+        final: bool = False,
+        due_by: Sequence[str] = (),
+        progress: str | None = None,
+    ) -> bool:
+        """Index ``changes`` in chunks, with the loop's duties between chunks.
+
+        ``due_by`` (from the debouncer: why each change became due, in their order) is
+        reported on each chunk's ``batch_indexed`` line. Work of at least
+        ``_PROGRESS_AFTER`` records named by ``progress`` (a first index, a reconcile)
+        reports its progress after each chunk (status file, metrics, terminal bar).
+
+        A stop request ends the work after the chunk in hand; the rest goes back to
+        the debouncer, whose content is journaled at shutdown and re-indexed at the
+        next start. Returns False if a chunk failed or the store vanished.
+        """
+        if not changes:
+            return True
+        track = progress is not None and len(changes) >= _PROGRESS_AFTER
+        if track:
+            self.reporter.progress_start(str(progress), len(changes))
+        try:
+            return self._chunks(changes, first_seen, source, final, due_by, track)
+        finally:
+            if track:
+                self.reporter.progress_end()
+
+    def push_back(
+        self, changes: Sequence[RecordChange], first_seen: float, *, delay_s: float = 0.0
+    ) -> None:
+        """The one place where work goes back into the debouncer: retries, a chunk
+        interrupted by a stop, a store that vanished, a lock never obtained."""
+        until = self.clock() + delay_s
+        for change in changes:
+            self.debouncer.defer(change, first_seen, until)
+
+    def store_unavailable(self, changes: Sequence[RecordChange], first_seen: float) -> None:
+        """images/ is gone (store moved, deleted, unmounted): absent records are not
+        deleted ones. Keep the changes and the tables as they are; rescan with backoff."""
+        log.error("store_unavailable", store=str(self.root), reason="images/ is missing")
+        self.reporter.error("store_unavailable", store=str(self.root))
+        self.reporter.set_state(DaemonState.STORE_UNAVAILABLE)
+        self.push_back(changes, first_seen, delay_s=1.0)
+        self._request_rescan("store_unavailable")
+
+    def _chunks(
+        self,
+        changes: Sequence[RecordChange],
+        first_seen: float,
+        source: str,
+        final: bool,
+        due_by: Sequence[str],
+        track: bool,
+    ) -> bool:
+        ok, i = True, 0
+        while True:
+            size = planner.chunk_size(
+                self.seconds_per_record,
+                target_s=self.config.chunk_target_s,
+                smallest=min(_SMALLEST_CHUNK, self.config.batch_records),
+                largest=self.config.batch_records,
+            )
+            chunk = tuple(changes[i : i + size])
+            if self._stop.is_set():
+                self.push_back(changes[i:], first_seen)
+                return False
+            why = tuple(due_by[i : i + len(chunk)])
+            ok &= self._chunk(Batch(chunk, first_seen, why), source=source, final=final)
+            i += len(chunk)
+            if track:
+                self.reporter.progress_step(i)
+            if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
+                memory.trim()
+            self._between(i < len(changes))
+            if i >= len(changes):
+                return ok
+
+    def _chunk(self, batch: Batch, *, source: str, final: bool) -> bool:
+        if not (self.root / IMAGES_DIR).is_dir():
+            self.store_unavailable(batch.changes, batch.first_seen)
+            return False
+        self.choice.decide(batch.changes)
+        if self.tables.regrow():  # a table vanished between two reconciles
+            self.schedule.at(Task.RECONCILE, self.clock())
+        prev = self.reporter.state
+        if prev is DaemonState.WATCHING:
+            self.reporter.set_state(DaemonState.INDEXING)
+        try:
+            return self._work_on(batch, source=source, final=final)
+        finally:  # back to watching: publishes the status with this chunk's outcomes
+            if prev is DaemonState.WATCHING:
+                self.reporter.set_state(DaemonState.WATCHING)
+
+    def _work_on(self, batch: Batch, *, source: str, final: bool) -> bool:
+        try:
+            with self._table_lock() as locked:
+                if not locked:  # stopping while a rebuild held the lock
+                    self.push_back(batch.changes, batch.first_seen)
+                    return False
+                start = time.perf_counter()
+                result = self.worker.process(batch, final=final)
+        except Exception as e:  # one failed batch must not take the daemon down
+            self.reporter.batch_failed(e, len(batch))
+            self._request_rescan("batch_failed")
+            return False
+        if batch:
+            per = (time.perf_counter() - start) / len(batch)
+            old = self.seconds_per_record
+            self.seconds_per_record = per if old is None else 0.7 * old + 0.3 * per
+        now = self.clock()
+        for retry in result.retry:
+            self.push_back((retry.change,), now, delay_s=retry.delay_s)
+        self.reporter.batch_done(batch, result, source, len(self.debouncer))
+        self.stale.mark(c.image_id for c in batch.changes)
+        if self.choice.widen(result.artifacts) and self.tables.regrow():
+            self.schedule.at(Task.RECONCILE, self.clock())  # grow the new tables
+        return True

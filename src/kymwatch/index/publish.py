@@ -1,0 +1,298 @@
+"""Publishing tables: each table's in-memory copy kept equal to its files.
+
+:class:`Publisher` reads a table (from its cache while the files did not change:
+another process may write them; a table in another program's schema is adopted),
+merges an indexer's extracted records into it (:mod:`~kymwatch.index.tablework`),
+writes the changed tables on the writer threads (a partitioned table: the parts the
+merge touched, :mod:`~kymwatch.index.parted`), keeps the cache in step with what was
+written, and exports the single file of partitioned tables; :func:`report_of` tells
+what a published table's records became. Callers hold the store's table lock around a
+merge, its start and its finish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from kymwatch.errors import TableNotFoundError, TableUnreadableError
+from kymwatch.index.arrow_schema import empty_arrow
+from kymwatch.index.base import DatasetIndexer, RecordOutcome, UpdateReport
+from kymwatch.index.batch import Extracted
+from kymwatch.index.frames import with_pandas_metadata
+from kymwatch.index.parted import PartedTables
+from kymwatch.index.partition import PartPlan, plan_parts
+from kymwatch.index.schema import Coercions
+from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
+from kymwatch.store import (
+    Fingerprint,
+    SortedTable,
+    ZarrDataset,
+    read_table_arrow,
+    start_table_writes,
+    table_fingerprint,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Merged", "Publisher", "Writing", "report_of"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """One indexer's merged table, before it is published."""
+
+    ix: DatasetIndexer
+    ids: list[str]
+    results: Sequence[Extracted]
+    table: SortedTable
+    changed: bool
+    start: float
+    previous: SortedTable
+    touched: frozenset[str] | None  # records whose rows were replaced (None: all)
+
+
+@dataclass(frozen=True, slots=True)
+class Writing:
+    """A merged table whose files are being written."""
+
+    merged: Merged
+    plan: PartPlan | None
+    futures: list[Future[Fingerprint]]
+
+
+class Publisher:
+    """The tables of one store as cached, merged and written.
+
+    Args:
+        store: The dataset whose ``tables/`` are read and written.
+        parted: Its partitioned tables.
+        indexers: The indexers now in use (read at each call: they may change).
+        export_all: Exports every partitioned table; called after each write when
+            the policy exports at once (``export_interval_s`` 0: a library's tables).
+    """
+
+    def __init__(
+        self,
+        store: ZarrDataset,
+        parted: PartedTables,
+        indexers: Callable[[], Sequence[DatasetIndexer]],
+        export_all: Callable[[], object],
+    ) -> None:
+        self.store, self.parted, self._indexers = store, parted, indexers
+        self._export_all = export_all
+        self.tables: dict[str, SortedTable] = {}
+        self.frames: dict[str, tuple[Fingerprint | None, pd.DataFrame]] = {}
+        self.stamps: dict[str, Fingerprint | None] = {}
+        self.part_stamps: dict[str, Fingerprint | None] = {}
+        self.foreign: set[str] = set()  # tables read in another program's schema
+
+    def indexer_for_table(self, name: str) -> DatasetIndexer | None:
+        """The indexer that owns table ``name`` (None: no indexer in use does)."""
+        return next((ix for ix in self._indexers() if ix.table_name == name), None)
+
+    def read(self, name: str) -> SortedTable:
+        """The table as on disk now (typed and sorted), from cache when the file did not
+        change."""
+        path = self.store.table_path(name)
+        stamp, parts = table_fingerprint(path), self.parted.stamp(name)
+        if (
+            name in self.tables
+            and stamp == self.stamps.get(name)
+            and parts == self.part_stamps.get(name)
+        ):
+            return self.tables[name]
+        ix = self.indexer_for_table(name)
+        self.foreign.discard(name)
+        self.frames.pop(name, None)
+        raw = self.parted.read(name)
+        self.part_stamps[name] = self.parted.stamp(name)
+        if raw is not None:
+            st, _ = adopt(raw, ix, Coercions())
+        elif stamp is None:
+            if ix is None:
+                raise TableNotFoundError(f"no table {name!r} in {self.store.path}")
+            st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
+        else:
+            coerced = Coercions()
+            st, foreign = adopt(read_table_arrow(path), ix, coerced)
+            coerced.log(table=name, path=str(path))
+            if foreign:
+                # e.g. kymflow's object columns or appended rows: adopted (typed, sorted
+                # once), rewritten in our schema by the next update even if no row changes.
+                self.foreign.add(name)
+        self.tables[name], self.stamps[name] = st, stamp
+        return st
+
+    def read_for_update(self, ix: DatasetIndexer, *, replace_all: bool) -> SortedTable:
+        """The current table; for a rebuild, an unparseable table file counts as empty."""
+        try:
+            return self.read(ix.table_name)
+        except MemoryError:
+            raise
+        except Exception as e:  # any parse failure: the file is not a table we can read
+            path = str(self.store.table_path(ix.table_name))
+            if not replace_all:
+                raise TableUnreadableError(f"table file {path} cannot be read: {e}") from e
+            log.warning("table_unreadable", table=ix.table_name, path=path, error=str(e))
+            return SortedTable.of(empty_arrow(ix.columns), (), (0,))
+
+    def merge(
+        self,
+        ix: DatasetIndexer,
+        ids: list[str],
+        results: Sequence[Extracted],
+        *,
+        replace_all: bool,
+        start: float,
+    ) -> Merged:
+        """The new table of ``ix`` (under the table lock) and whether to write it."""
+        current = self.read_for_update(ix, replace_all=replace_all)
+        if replace_all:
+            table = merge_rebuild(current, results, ix)
+            return Merged(ix, ids, results, table, True, start, current, None)
+        table, changed = merge_update(current, results, ix)
+        # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
+        name = ix.table_name
+        changed = changed or ix.table_name in self.foreign
+        changed = changed or (self.stamps.get(name) is None and self.part_stamps.get(name) is None)
+        touched = frozenset(o.image_id for o, _ in results if not o.keeps_old_rows)
+        table = table if changed else current
+        return Merged(ix, ids, results, table, changed, start, current, touched)
+
+    def start(self, m: Merged) -> Writing | None:
+        """Start writing a changed table on the writer threads (a partitioned one: the
+        parts the merge touched, after raising its layout version)."""
+        if not m.changed:
+            return None
+        name = m.ix.table_name
+        layout = self.parted.layout(name)
+        plan = None
+        if self.parted.policy.wants_parts(len(m.table), layout):
+            schema_changed = not m.table.table.schema.equals(m.previous.table.schema)
+            plan = plan_parts(
+                m.table, layout, m.touched, schema_changed=schema_changed,
+                policy=self.parted.policy,
+            )  # fmt: skip
+            self.parted.begin(name, plan)
+            files = self.parted.files(name, plan)
+        else:
+            files = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
+        return Writing(m, plan, start_table_writes(files, within=self.store.path))
+
+    def finish(self, writing: Sequence[Writing | None]) -> None:
+        """Wait for every write; the cache follows each table whose files were all
+        written, then the first failure is raised (else the tables are exported if the
+        policy exports at once)."""
+        error: Exception | None = None
+        for w in writing:
+            if w is None:
+                continue
+            name = w.merged.ix.table_name
+            try:
+                stamps = [f.result() for f in w.futures]
+            except Exception as e:
+                for f in w.futures:  # every write of the table has ended
+                    f.exception()
+                error = error or e
+                continue
+            if w.plan is not None:
+                self.parted.commit(name, w.plan)
+                if not self.store.table_path(name).exists():
+                    self.parted.unexported[name] = float("-inf")  # no single file yet
+            else:
+                self.stamps[name] = stamps[0]
+            self.part_stamps[name] = self.parted.stamp(name)
+            self.tables[name] = w.merged.table
+            self.frames.pop(name, None)
+            self.foreign.discard(name)
+        if error is not None:
+            raise error
+        if self.parted.policy.export_interval_s <= 0:
+            self._export_all()
+
+    def publish(
+        self,
+        extracted: Sequence[tuple[DatasetIndexer, list[str], Sequence[Extracted]]],
+        start: float,
+    ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
+        """Merge each indexer's results into its table (as an update) and write each
+        changed table as soon as it is merged, under one hold of the table lock.
+
+        Returns:
+            The merged tables, and the error of each indexer whose table file cannot be
+            parsed (nothing of theirs is written).
+        """
+        merged: list[Merged] = []
+        unreadable: dict[str, TableUnreadableError] = {}
+        writing: list[Writing | None] = []
+        with self.store.table_lock():
+            try:  # each table's write starts as soon as it is merged
+                for ix, ids, results in extracted:
+                    try:
+                        m = self.merge(ix, ids, results, replace_all=False, start=start)
+                    except TableUnreadableError as e:
+                        unreadable[ix.name] = e
+                        continue
+                    merged.append(m)
+                    writing.append(self.start(m))
+            finally:
+                self.finish(writing)
+        return merged, unreadable
+
+    def export(self, *, force: bool = False) -> list[str]:
+        """Write the single file of each partitioned table whose export is due (all of
+        them with ``force``), from the cached table; returns their names. An indexer's
+        partitioned table not read yet is read first: an export older than its parts
+        (a crash between the two) is due at once.
+        """
+        for ix in self._indexers():  # parts on disk not read yet: is their export stale?
+            if ix.table_name not in self.tables and self.parted.layout(ix.table_name):
+                self.read(ix.table_name)
+        names = self.parted.due(force=force)
+        if not names:
+            return []
+        self.store.check_writable()
+        with self.store.table_lock():
+            for name in names:
+                st = self.read(name)
+                self.stamps[name] = self.parted.export(name, st.table)
+                self.frames.pop(name, None)
+        return names
+
+
+def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> UpdateReport:
+    """The report of a published table (``table_updated``); each outcome goes to
+    ``on_outcome`` first (a record whose old rows were kept: with their count)."""
+    ix, table = m.ix, m.table
+    rows_written = sum(rows.count for _, rows in m.results if rows is not None)
+    outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in m.results)
+    if on_outcome is not None:
+        for o in outcomes:
+            on_outcome(o)
+    duration_ms = round((time.perf_counter() - m.start) * 1000, 2)
+    log.debug(
+        "table_updated",
+        table=ix.table_name,
+        indexer=ix.name,
+        records=len(m.ids),
+        rows=len(table),
+        written=m.changed,
+        duration_ms=duration_ms,
+    )
+    return UpdateReport(
+        ix.name, ix.table_name, outcomes, len(table), rows_written, m.changed, duration_ms
+    )
+
+
+def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:
+    n = table.rows_of(o.image_id).num_rows
+    return RecordOutcome(o.image_id, o.indexer, o.status, n, o.keys, o.path, o.error)
