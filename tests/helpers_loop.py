@@ -11,9 +11,9 @@ import pandas as pd
 
 from harness import WAIT_S, wait_until
 from helpers_store import write_json_artifact, write_parquet_artifact, write_v2_record
-from kymwatch.daemon import Daemon
+from kymwatch.daemon import Daemon, EventSink, FileChange, Rescan
 
-__all__ = ["add_kym_record", "kym_events", "running"]
+__all__ = ["LossySink", "add_kym_record", "kym_events", "running"]
 
 
 def kym_events(n: int, *, start_s: float = 0.0) -> pd.DataFrame:
@@ -68,3 +68,18 @@ def running(daemon: Daemon) -> Iterator[Daemon]:
         thread.join(WAIT_S)
         assert not thread.is_alive(), "the daemon thread did not stop"
         assert not errors, errors
+
+
+class LossySink:
+    """Passes events to the daemon, except file changes while ``dropping`` is set."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.dropping = threading.Event()
+        self.dropped = 0
+
+    def __call__(self, item: FileChange | Rescan) -> None:
+        if isinstance(item, FileChange) and self.dropping.is_set():
+            self.dropped += 1
+            return
+        self.sink(item)

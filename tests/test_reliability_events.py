@@ -25,7 +25,7 @@ from harness import (
     live_tables,
     wait_until,
 )
-from helpers_loop import running
+from helpers_loop import LossySink, running
 from helpers_store import (
     analysis_file,
     delete_record,
@@ -40,7 +40,6 @@ from kymwatch.daemon import (
     Daemon,
     DaemonConfig,
     EventSink,
-    FileChange,
     InotifyWatcher,
     Rescan,
     request_sync,
@@ -70,21 +69,6 @@ class SilentSource:
     def rewatch(self) -> None:
         """Count the daemon's requests to re-establish watches."""
         self.rewatches += 1
-
-
-class LossySink:
-    """Passes events to the daemon, except file changes while ``dropping`` is set."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.dropping = threading.Event()
-        self.dropped = 0
-
-    def __call__(self, item: FileChange | Rescan) -> None:
-        if isinstance(item, FileChange) and self.dropping.is_set():
-            self.dropped += 1
-            return
-        self.sink(item)
 
 
 def two_record_store(root: Path) -> Path:

@@ -8,7 +8,6 @@ its events after a loss, fails these tests.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness import WAIT_S, assert_tables_match_rebuild, live_tables, wait_until
-from helpers_loop import add_kym_record, kym_events, running
+from helpers_loop import LossySink, add_kym_record, kym_events, running
 from helpers_store import (
     gen2_events_frame,
     write_json_artifact,
@@ -28,11 +27,9 @@ from kymwatch.daemon import (
     Daemon,
     DaemonConfig,
     EventSink,
-    FileChange,
     InotifyWatcher,
     PollingWatcher,
     PollSettings,
-    Rescan,
     request_sync,
 )
 from kymwatch.daemon.sync import choose_sync_path
@@ -72,21 +69,6 @@ def test_the_sync_path_trusts_events_only_without_any_sign_of_loss(
 def slow_config(root: Path, **kw: Any) -> DaemonConfig:
     """A daemon that indexes nothing on its own for a minute: only a sync does."""
     return DaemonConfig(root, quiet_s=60.0, settle_s=60.0, max_delay_s=60.0, **kw)
-
-
-class LossySink:
-    """Passes events to the daemon, except file changes while ``dropping`` is set."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.dropping = threading.Event()
-        self.dropped = 0
-
-    def __call__(self, item: FileChange | Rescan) -> None:
-        if isinstance(item, FileChange) and self.dropping.is_set():
-            self.dropped += 1
-            return
-        self.sink(item)
 
 
 def answers(logs: Logs) -> list[MutableMapping[str, Any]]:
