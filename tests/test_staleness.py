@@ -72,6 +72,18 @@ def test_staleness_equals_kymflows_get_staleness(case: str) -> None:
             assert mine == fields, (case, image_id, table)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_judging_some_records_equals_judging_all(case: str) -> None:
+    """Judging a few records (the stale counter after a batch reads only their rows of
+    the table) gives each of them the verdict a judgement of every record gives."""
+    root = DATA / case / "dataset.zarr"
+    everything = {(s.image_id, s.indexer): s.to_dict() for s in dataset_staleness(root)}
+    ids = sorted({i for i, _ in everything})
+    for some in (ids[:1], ids[1::2], ["not-a-record", *ids[-1:]]):
+        got = {(s.image_id, s.indexer): s.to_dict() for s in dataset_staleness(root, None, some)}
+        assert got == {k: v for k, v in everything.items() if k[0] in some}, (case, some)
+
+
 def test_fixtures_cover_every_reason_kymflow_gives() -> None:
     """The kymflow-made cases between them produce every reason but STALE_UNKNOWN."""
     reasons = {

@@ -22,10 +22,13 @@ Per record and generation-2 indexer, three things are compared:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
@@ -254,19 +257,27 @@ def load_marker(rec: ZarrImageRecord, spec: AnalysisParams) -> tuple[dict[str, A
 
 
 # -- a whole store ------------------------------------------------------------------------
+_STAMP_COLUMNS = ("image_id", "params_hash", "analysis_version")
+
+
 def _table_stamps(
-    root: Path, table: str
+    root: Path, table: str, only: Collection[str] | None = None
 ) -> tuple[dict[str, list[tuple[object, object]]], bool, str | None]:
-    """Row stamps per image_id of ``tables/<table>.parquet`` (empty if absent)."""
+    """Row stamps per image_id of ``tables/<table>.parquet`` (empty if absent): of the
+    records ``only`` when given (the stale counter judges a batch's few records; the
+    stamp columns alone are read, and only those records' rows become Python objects)."""
     path = Path(root) / "tables" / f"{table}.parquet"
     try:
-        stored = read_table_arrow(path)
+        stored = read_table_arrow(path, columns=_STAMP_COLUMNS)
     except FileNotFoundError:
         return {}, True, None
     except Exception as e:  # any damaged table: judge as if it had no rows, and say so
         return {}, True, f"{path}: {e}"
     if "image_id" not in stored.column_names:
         return {}, True, None
+    if only is not None:
+        ids_column = stored.column("image_id").cast(pa.string())
+        stored = stored.filter(pc.is_in(ids_column, value_set=pa.array(list(only), pa.string())))
     has = {"params_hash", "analysis_version"} <= set(stored.column_names)
     out: dict[str, list[tuple[object, object]]] = {}
     ids = stored.column("image_id").to_pylist()
@@ -307,7 +318,8 @@ def dataset_staleness(
         ids = [i for i in ids if i in wanted]
     out: list[Staleness] = []
     for spec in specs:
-        stamps, has_stamps, table_error = _table_stamps(ds.path, spec.indexer)
+        only = ids if image_ids is not None else None
+        stamps, has_stamps, table_error = _table_stamps(ds.path, spec.indexer, only)
         for image_id in ids:
             s = _record(ds, image_id, spec, stamps.get(image_id, []), has_stamps)
             if table_error and s.error is None:

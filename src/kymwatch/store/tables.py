@@ -69,15 +69,20 @@ def table_fingerprint(path: Path) -> Fingerprint | None:
         return None
 
 
-def read_table_arrow(path: Path) -> pa.Table:
-    """Read one table file as Arrow (raises FileNotFoundError if absent).
+def read_table_arrow(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read one table file as Arrow (raises FileNotFoundError if absent); only
+    ``columns`` of it when given (those the file has).
 
     The file is opened once and parsed through that handle: given a path, pyarrow may
     open it again for the row groups, and an atomic replace in between would mix the
     footer of one version with the pages of another.
     """
     with pa.OSFile(str(path)) as f:
-        return pq.ParquetFile(f).read()
+        pf = pq.ParquetFile(f)
+        if columns is None:
+            return pf.read()
+        have = set(pf.schema_arrow.names)
+        return pf.read(columns=[c for c in columns if c in have])
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
