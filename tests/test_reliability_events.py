@@ -263,3 +263,94 @@ def test_sync_request_lost_with_the_events_is_answered_after_the_rescan(
         client.join(WAIT_S + 10)
         assert answers and answers[0]["ok"], answers
         assert_tables_match_rebuild(root, tmp_path / "scratch")
+
+
+# -- the real watcher alone: watches that must follow what happened on disk -----------------
+class HeldSink:
+    """Collects what a watcher reports; holds the watcher's thread on the first report
+    until released, so that later kernel events wait in the inotify queue meanwhile."""
+
+    def __init__(self) -> None:
+        self.reports: list[Any] = []
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, report: Any) -> None:
+        with self._lock:
+            self.reports.append(report)
+        if not self.held.is_set():
+            self.held.set()
+            self.release.wait(WAIT_S)
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [str(r.path) for r in self.reports if not isinstance(r, Rescan)]
+
+    def rescans(self) -> list[str]:
+        with self._lock:
+            return [r.reason for r in self.reports if isinstance(r, Rescan)]
+
+
+def test_a_record_renamed_while_events_wait_is_watched_under_its_new_name(
+    tmp_path: Path,
+) -> None:
+    """A rename the watcher has not read yet, then a rewatch (what an overflow brings):
+    the kernel hands back the renamed folder's old watch, which the watcher replaces,
+    and writes in the renamed record are reported under its new name."""
+    root = two_record_store(tmp_path / "store.zarr")
+    sink = HeldSink()
+    watcher = InotifyWatcher(root, sink)
+    watcher.start()
+    try:
+        write_json_artifact(root, "b", "radon_report", legacy_radon_report(1.0))
+        assert sink.held.wait(WAIT_S), "the watcher reported nothing"
+        (root / "images" / "a").rename(root / "images" / "c")
+        watcher.rewatch()  # while the rename's events wait behind the held report
+        sink.release.set()
+        write_json_artifact(root, "c", "radon_report", legacy_radon_report(2.0))
+        new_file = str(analysis_file(root, "c", "radon_report", "json"))
+        wait_until(lambda: new_file in sink.paths(), what="the write in the renamed record")
+        assert not [p for p in sink.paths() if "/images/a/" in p]
+        assert sink.rescans() == []
+    finally:
+        sink.release.set()
+        watcher.stop()
+
+
+def test_folders_created_during_rewatches_are_each_watched_once(tmp_path: Path) -> None:
+    """The watcher's thread adds watches for new records while rewatches (after overflows)
+    add the same folders from another thread: every folder is watched once, nothing fails."""
+    root = two_record_store(tmp_path / "store.zarr")
+    sink = HeldSink()
+    sink.held.set()  # never hold
+    watcher = InotifyWatcher(root, sink)
+    watcher.start()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def rewatch_until_stopped() -> None:
+        try:
+            while not stop.is_set():
+                watcher.rewatch()
+        except BaseException as e:
+            errors.append(e)
+
+    rewatcher = threading.Thread(target=rewatch_until_stopped, name="rewatcher")
+    rewatcher.start()
+    try:
+        names = [f"r{i:03d}" for i in range(60)]
+        for name in names:
+            write_parquet_artifact(root, name, "velocity_events", events_frame(1))
+        last = str(analysis_file(root, names[-1], "velocity_events", "parquet"))
+        wait_until(lambda: last in sink.paths(), what="the last record's artifact")
+        stop.set()
+        rewatcher.join(WAIT_S)
+        assert not errors, errors
+        assert sink.rescans() == []
+        # root, images/, index/, index/sync/, and a record folder + analysis/ per record
+        assert watcher.watch_count == 4 + 2 * (2 + len(names))
+    finally:
+        stop.set()
+        rewatcher.join(WAIT_S)
+        watcher.stop()

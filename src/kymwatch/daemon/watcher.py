@@ -110,8 +110,13 @@ class InotifyWatcher:
         self._C = C
         self._fd: Any = InotifyFD()
         self._lock = threading.Lock()
+        # Held across the whole of _add: the inotify thread (a folder created) and the
+        # daemon's rewatch (after an overflow) may add the same folder at once.
+        self._adding = threading.Lock()
         self._path_of: dict[int, str] = {}
         self._wd_of: dict[str, int] = {}
+        self._wd_of_inode: dict[tuple[int, int], int] = {}
+        self._inode_of: dict[int, tuple[int, int]] = {}
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -145,35 +150,59 @@ class InotifyWatcher:
 
     # -- watch management -----------------------------------------------------------------
     def _add(self, path: str, mask: int) -> bool:
-        with self._lock:
-            if path in self._wd_of:
+        """Watch ``path``; False if it was watched already or cannot be watched."""
+        with self._adding:
+            with self._lock:
+                if path in self._wd_of:
+                    return False
+            try:
+                st = os.stat(path, follow_symlinks=False)
+                inode = (st.st_dev, st.st_ino)
+                self._forget_alias(inode)
+                wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
+            except OSError as e:
+                if e.errno == 13:  # EACCES: an unreadable folder; its chmod back is an IN_ATTRIB
+                    log.warning("watch_failed", path=path, error=str(e))
+                elif e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
+                    log.error("watch_failed", path=path, error=str(e))
+                    self.sink(Rescan("watch_failed"))
                 return False
-        try:
-            wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
-        except OSError as e:
-            if e.errno == 13:  # EACCES: an unreadable folder; its chmod back is an IN_ATTRIB
-                log.warning("watch_failed", path=path, error=str(e))
-            elif e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
-                log.error("watch_failed", path=path, error=str(e))
-                self.sink(Rescan("watch_failed"))
-            return False
+            with self._lock:
+                self._path_of[wd] = path
+                self._wd_of[path] = wd
+                self._wd_of_inode[inode] = wd
+                self._inode_of[wd] = inode
+            return True
+
+    def _forget_alias(self, inode: tuple[int, int]) -> None:
+        """Unwatch a folder watched under another name: it was renamed while events
+        were lost (an overflow). Its watch would report the new place under the old name,
+        and the kernel would hand the same watch back for the new name."""
         with self._lock:
-            self._path_of[wd] = path
-            self._wd_of[path] = wd
-        return True
+            wd = self._wd_of_inode.get(inode)
+            if wd is None:
+                return
+            self._drop(wd)
+        self._fd.remove_callbacks([(wd, self._id)])
+
+    def _drop(self, wd: int) -> None:
+        """Forget watch ``wd`` (``self._lock`` held)."""
+        path = self._path_of.pop(wd, None)
+        if path is not None and self._wd_of.get(path) == wd:
+            del self._wd_of[path]
+        inode = self._inode_of.pop(wd, None)
+        if inode is not None and self._wd_of_inode.get(inode) == wd:
+            del self._wd_of_inode[inode]
 
     def _remove_under(self, prefix: str) -> None:
         with self._lock:
             gone = [
-                (wd, p)
-                for wd, p in self._path_of.items()
-                if p == prefix or p.startswith(prefix + "/")
+                wd for wd, p in self._path_of.items() if p == prefix or p.startswith(prefix + "/")
             ]
-            for wd, p in gone:
-                del self._path_of[wd]
-                self._wd_of.pop(p, None)
+            for wd in gone:
+                self._drop(wd)
         if gone:
-            self._fd.remove_callbacks([(wd, self._id) for wd, _ in gone])
+            self._fd.remove_callbacks([(wd, self._id) for wd in gone])
 
     def _watch_analysis(self, folder: str) -> None:
         if not self._add(folder, self._mask_files):
@@ -247,9 +276,7 @@ class InotifyWatcher:
 
     def on_watch_deleted(self, wd: int) -> None:
         with self._lock:
-            path = self._path_of.pop(wd, None)
-            if path is not None:
-                self._wd_of.pop(path, None)
+            self._drop(wd)
 
     def on_queue_overflow(self) -> None:
         log.warning("events_lost", reason="inotify_overflow")
