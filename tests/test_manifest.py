@@ -14,6 +14,7 @@ import pytest
 from helpers_store import (
     analysis_file,
     events_frame,
+    make_v2_store,
     write_file,
     write_json_artifact,
     write_parquet_artifact,
@@ -307,3 +308,20 @@ def test_worker_updates_manifest_for_metadata_only_change(tmp_path: Path) -> Non
     assert result.tables == ["manifest"]
     assert not (root / "tables").exists()
     assert_equals_full_build(root)
+
+
+def test_analysis_keys_reach_as_deep_as_the_artifact_walker(tmp_path: Path) -> None:
+    """A file nested as deep as artifacts may nest is listed, one level deeper is not."""
+    from kymwatch.index.manifest import analysis_keys
+    from kymwatch.store.scan import MAX_ARTIFACT_DEPTH
+
+    root = make_v2_store(tmp_path / "store.zarr")
+    write_v2_record(root, "a")
+    analysis = root / "images" / "a" / "analysis"
+    deepest = analysis.joinpath(*[f"d{i}" for i in range(MAX_ARTIFACT_DEPTH)])
+    deepest.mkdir(parents=True)
+    (deepest / "kept.json").write_text("{}")
+    (deepest / "too_deep").mkdir()
+    (deepest / "too_deep" / "dropped.json").write_text("{}")
+    keys = analysis_keys(root, "a")
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["kept.json"]

@@ -40,6 +40,7 @@ import numpy as np
 import structlog
 
 from kymwatch.store import ANALYSIS_DIR, IMAGES_DIR, INDEX_DIR, Fingerprint, atomic_write_bytes
+from kymwatch.store.scan import MAX_ARTIFACT_DEPTH
 
 __all__ = [
     "MANIFEST_FILE",
@@ -201,7 +202,7 @@ def _analysis_files(folder: str, prefix: str, out: list[str], depth: int = 0) ->
             real_dir = is_dir and not entry.is_symlink()
         except OSError:
             is_dir = real_dir = False
-        if real_dir and depth < 16:
+        if real_dir and depth < MAX_ARTIFACT_DEPTH:  # the artifact walker's bound
             _analysis_files(entry.path, f"{prefix}{entry.name}/", out, depth + 1)
         elif not is_dir and not _is_transient(entry.name):
             out.append(f"{prefix}{entry.name}")
