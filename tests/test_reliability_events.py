@@ -44,6 +44,7 @@ from kymwatch.daemon import (
     Rescan,
     request_sync,
 )
+from kymwatch.daemon.watcher import FolderWatcher
 
 pytestmark = pytest.mark.integration
 
@@ -320,7 +321,8 @@ def test_a_record_renamed_while_events_wait_is_watched_under_its_new_name(
 
 def test_folders_created_during_rewatches_are_each_watched_once(tmp_path: Path) -> None:
     """The watcher's thread adds watches for new records while rewatches (after overflows)
-    add the same folders from another thread: every folder is watched once, nothing fails."""
+    add the same folders from another thread: every folder is watched once, nothing fails,
+    and a later write in every record is reported."""
     root = two_record_store(tmp_path / "store.zarr")
     sink = HeldSink()
     sink.held.set()  # never hold
@@ -338,19 +340,60 @@ def test_folders_created_during_rewatches_are_each_watched_once(tmp_path: Path) 
 
     rewatcher = threading.Thread(target=rewatch_until_stopped, name="rewatcher")
     rewatcher.start()
+    names = [f"r{i:03d}" for i in range(60)]
+    # root, images/, index/, index/sync/, and a record folder + analysis/ per record
+    expected = 4 + 2 * (2 + len(names))
     try:
-        names = [f"r{i:03d}" for i in range(60)]
         for name in names:
             write_parquet_artifact(root, name, "velocity_events", events_frame(1))
-        last = str(analysis_file(root, names[-1], "velocity_events", "parquet"))
-        wait_until(lambda: last in sink.paths(), what="the last record's artifact")
+        # The record folder's creation is reported (the daemon reads such a record whole).
+        last = str(root / "images" / names[-1])
+        wait_until(lambda: last in sink.paths(), what="the last record's folder")
+        wait_until(lambda: watcher.watch_count >= expected, what="every folder's watch")
         stop.set()
         rewatcher.join(WAIT_S)
         assert not errors, errors
+        assert watcher.watch_count == expected
+        for name in names:
+            write_json_artifact(root, name, "radon_report", legacy_radon_report(1.0))
+        files = {str(analysis_file(root, n, "radon_report", "json")) for n in names}
+        wait_until(lambda: files <= set(sink.paths()), what="a write in every record")
         assert sink.rescans() == []
-        # root, images/, index/, index/sync/, and a record folder + analysis/ per record
-        assert watcher.watch_count == 4 + 2 * (2 + len(names))
     finally:
         stop.set()
         rewatcher.join(WAIT_S)
+        watcher.stop()
+
+
+def test_a_folder_of_stores_renamed_and_replaced_is_watched_at_both_places(
+    tmp_path: Path,
+) -> None:
+    """``run ROOT``'s folder watcher: a folder renamed away and a new one made under its
+    old name are both watched on the next scan, each where it is now."""
+    changes: list[int] = []
+    lock = threading.Lock()
+
+    def on_change() -> None:
+        with lock:
+            changes.append(1)
+
+    def seen() -> int:
+        with lock:
+            return len(changes)
+
+    old, moved = tmp_path / "lab", tmp_path / "lab-2025"
+    old.mkdir()
+    watcher = FolderWatcher(on_change)
+    watcher.start()
+    try:
+        watcher.watch([old])
+        old.rename(moved)
+        old.mkdir()
+        watcher.watch([old, moved])  # the kernel would hand back the old watch for "moved"
+        assert watcher.watch_count == 2
+        for folder in (old, moved):
+            before = seen()
+            (folder / "exp43.zarr").mkdir()
+            wait_until(lambda b=before: seen() > b, what=f"a store made in {folder.name}")
+    finally:
         watcher.stop()

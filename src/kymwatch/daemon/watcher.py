@@ -155,10 +155,10 @@ class InotifyWatcher:
             with self._lock:
                 if path in self._wd_of:
                     return False
+            inode = _inode(path)
             try:
-                st = os.stat(path, follow_symlinks=False)
-                inode = (st.st_dev, st.st_ino)
-                self._forget_alias(inode)
+                if inode is not None:
+                    self._forget_alias(inode)
                 wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
             except OSError as e:
                 if e.errno == 13:  # EACCES: an unreadable folder; its chmod back is an IN_ATTRIB
@@ -170,8 +170,9 @@ class InotifyWatcher:
             with self._lock:
                 self._path_of[wd] = path
                 self._wd_of[path] = wd
-                self._wd_of_inode[inode] = wd
-                self._inode_of[wd] = inode
+                if inode is not None:
+                    self._wd_of_inode[inode] = wd
+                    self._inode_of[wd] = inode
             return True
 
     def _forget_alias(self, inode: tuple[int, int]) -> None:
@@ -351,6 +352,7 @@ class FolderWatcher:
         self._on_change = on_change
         self._fd: Any = InotifyFD()
         self._wd_of: dict[str, int] = {}
+        self._inode_of: dict[int, tuple[int, int] | None] = {}
         self._store_wds: set[int] = set()
         self._lock = threading.Lock()
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -378,10 +380,18 @@ class FolderWatcher:
         """Watch exactly ``folders`` and ``stores`` from now on (kept if already watched)."""
         plain = {os.fspath(f) for f in folders}
         kinds = {os.fspath(s): True for s in stores} | dict.fromkeys(plain, False)
+        now = {path: _inode(path) for path in kinds}
         with self._lock:
-            gone = [(p, wd) for p, wd in self._wd_of.items() if p not in kinds]
+            # A path whose folder is not the one watched any more (renamed away, another
+            # renamed onto it) is watched anew: its old watch follows the other folder.
+            gone = [
+                (p, wd)
+                for p, wd in self._wd_of.items()
+                if p not in kinds or self._inode_of.get(wd) != now[p]
+            ]
             for p, wd in gone:
                 del self._wd_of[p]
+                self._inode_of.pop(wd, None)
                 self._store_wds.discard(wd)
             new = kinds.keys() - self._wd_of.keys()
         if gone:
@@ -395,6 +405,7 @@ class FolderWatcher:
                 continue
             with self._lock:
                 self._wd_of[path] = wd
+                self._inode_of[wd] = now[path]
                 if kinds[path]:
                     self._store_wds.add(wd)
 
@@ -410,12 +421,22 @@ class FolderWatcher:
             for path, w in list(self._wd_of.items()):
                 if w == wd:
                     del self._wd_of[path]
+            self._inode_of.pop(wd, None)
             self._store_wds.discard(wd)
         self._on_change()
 
     def on_queue_overflow(self) -> None:
         log.warning("events_lost", reason="inotify_overflow", watcher="folders")
         self._on_change()
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the folder at ``path``, None if there is none."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 _STORE_SHAPE = frozenset({V2_MARKER, V3_MARKER, IMAGES_DIR})
