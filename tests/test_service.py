@@ -37,7 +37,7 @@ from kymwatch.service import (
     systemd_unit_name,
     uninstall,
 )
-from kymwatch.service.install import DROPIN
+from kymwatch.service.installer import DROPIN
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 SYSTEMD_ESCAPE = shutil.which("systemd-escape")
@@ -640,3 +640,13 @@ def test_cli_manager_flags_are_exclusive() -> None:
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["service", "install", "x", "--systemd", "--launchd"])
     assert exc.value.code == 2
+
+
+def test_the_install_function_is_not_shadowed_by_its_module() -> None:
+    """``kymwatch.service.install`` stays the function once the module behind it is loaded."""
+    import importlib
+
+    import kymwatch.service as service
+
+    importlib.import_module("kymwatch.service.installer")
+    assert callable(service.install) and callable(service.uninstall)

@@ -4,7 +4,7 @@ Used by ``kymwatch service install|uninstall``. Each dataset gets a stable name
 (:mod:`.naming`: ``kymwatch@<systemd-escape --path STORE>.service``, or a launchd
 label), its files are rendered from the definitions in the repository's top-level
 ``service/`` folder, shipped as package data (:mod:`.render`), and written where
-the service manager looks (:mod:`.install`); :mod:`.command` is the CLI glue.
+the service manager looks (:mod:`.installer`); :mod:`.command` is the CLI glue.
 """
 
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # imported on first use (the CLI's other commands need none o
         UnsupportedPathError,
         UnsupportedPlatformError,
     )
-    from kymwatch.service.install import InstallResult, install, uninstall
+    from kymwatch.service.installer import InstallResult, install, uninstall
     from kymwatch.service.locate import (
         Manager,
         default_executable,
@@ -48,9 +48,9 @@ __getattr__, __dir__ = lazy_exports(
         "ServiceNotInstalledError": "errors",
         "UnsupportedPathError": "errors",
         "UnsupportedPlatformError": "errors",
-        "InstallResult": "install",
-        "install": "install",
-        "uninstall": "install",
+        "InstallResult": "installer",
+        "install": "installer",
+        "uninstall": "installer",
         "Manager": "locate",
         "default_executable": "locate",
         "default_unit_dir": "locate",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 from kymwatch.errors import KymwatchError
 
 if TYPE_CHECKING:  # imported when a service command runs: kymwatch's other commands
-    from kymwatch.service.install import InstallResult  # only build the parser
+    from kymwatch.service.installer import InstallResult  # only build the parser
     from kymwatch.service.locate import Manager
 
 __all__ = ["add_service_parser", "run_service_command"]
@@ -175,7 +175,7 @@ def run_service_command(
     Returns:
         0 on success, 2 for bad input, 1 when the file system refuses.
     """
-    from kymwatch.service.install import install, uninstall
+    from kymwatch.service.installer import install, uninstall
 
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
