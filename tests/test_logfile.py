@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from kymwatch.logfile import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES, LogFileHandler
 
@@ -156,6 +157,57 @@ def test_store_deleted_while_the_log_is_reopened_is_not_recreated(
     _emit(handler, "after")
     monkeypatch.undo()
     assert not store.exists()
+
+
+def test_a_log_kept_open_while_reopening_is_not_allowed(
+    tmp_path: Path, handlers: list[LogFileHandler]
+) -> None:
+    """While ``reopen_if`` says no (a store being deleted), a removed log file is not
+    created again: the lines go to the open file; once it says yes, the path is reopened."""
+    path = tmp_path / "k.log"
+    allowed = [False]
+    handler = LogFileHandler(path, reopen_if=lambda: allowed[0])
+    handlers.append(handler)
+    _emit(handler, "before")
+    path.unlink()
+    _emit(handler, "while deleting")
+    assert not path.exists()
+    allowed[0] = True
+    _emit(handler, "after")
+    assert _lines(path) == ["after"]
+
+
+def test_a_store_log_is_reopened_only_while_the_store_is_whole(tmp_path: Path) -> None:
+    """The daemon's log inside a store: after a logrotate it is reopened; once the store's
+    ``images/`` is gone (``rm -rf`` under way) it is not created again."""
+    from kymwatch.logconfig import configure_logging
+
+    store = tmp_path / "store.zarr"
+    (store / "images").mkdir(parents=True)
+    (store / ".zgroup").write_text('{"zarr_format": 2}')
+    log_file = store / "index" / "kymwatch.log"
+    root = logging.getLogger()
+    saved = (structlog.get_config(), list(root.handlers), root.level)
+    configure_logging(level="info", log_file=log_file, console="none")
+    logger = logging.getLogger("kymwatch.test")
+    try:
+        logger.info("first")
+        log_file.rename(log_file.with_name("kymwatch.log.1"))
+        logger.info("after logrotate")
+        assert log_file.exists()
+        log_file.unlink()
+        (store / "images").rmdir()
+        logger.info("while the store is deleted")
+        assert not log_file.exists()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        config, handlers, level = saved
+        structlog.configure(**config)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
 
 
 def test_reopens_when_path_is_replaced(tmp_path: Path, handlers: list[LogFileHandler]) -> None:

@@ -207,6 +207,24 @@ def test_recreated_record_folder_is_watched_again(tmp_path: Path) -> None:
     assert_tables_match_rebuild(root, tmp_path / "scratch")
 
 
+def test_rm_rf_of_a_watched_store_removes_it_whole(tmp_path: Path) -> None:
+    """``rm -rf`` of a store a daemon watches succeeds every time and nothing comes back:
+    the daemon creates nothing (log, status, state) in a store being deleted, where a
+    file written meanwhile made ``rm`` fail with "Directory not empty"."""
+    import subprocess
+
+    for n in range(5):
+        root = two_record_store(tmp_path / f"store{n}.zarr")
+        for i in range(20):
+            write_parquet_artifact(root, f"r{i:02d}", "velocity_events", events_frame(2))
+        with DaemonProcess(root) as d:
+            d.sync()
+            removed = subprocess.run(["rm", "-rf", str(root)], capture_output=True, text=True)
+            assert removed.returncode == 0, f"round {n}: {removed.stderr}"
+            assert d.stop() == 0
+        assert not root.exists(), f"round {n}: {sorted(p.name for p in root.rglob('*'))}"
+
+
 def test_recreated_analysis_folder_and_subfolder_are_watched_again(tmp_path: Path) -> None:
     """Deleting and recreating analysis/ (and a velocity_events/ sub-folder) keeps watching."""
     import shutil

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from helpers_store import make_v2_store
 from kymwatch.daemon.changes import Batch, RecordChange
 from kymwatch.daemon.metrics import TEXTFILE_MIN_INTERVAL_S, Metrics
 from kymwatch.daemon.progress import Progress, describe
@@ -54,7 +55,8 @@ class Bar:
 def _reporter(
     root: Path, clock: Clock, metrics: Metrics | None = None, bar: Bar | None = None
 ) -> Reporter:
-    (root / "index").mkdir(parents=True, exist_ok=True)
+    make_v2_store(root)  # a whole store: the status file is written into nothing else
+    (root / "index").mkdir(exist_ok=True)
     return Reporter(
         root,
         DaemonStatus(store=str(root)),

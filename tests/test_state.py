@@ -24,6 +24,15 @@ FP = Fingerprint(10, 1_700_000_000 * 10**9, 1_700_000_001 * 10**9, 42, 1_700_000
 REC = "0b6f0a52-3f5e-4b8e-9d0c-6f1f4c2f9a11"
 
 
+@pytest.fixture(autouse=True)
+def whole_store(tmp_path: Path) -> None:
+    """``tmp_path`` (and ``tmp_path/store.zarr``) look like stores: a group marker and
+    ``images/`` (the state creates nothing in a folder that is no whole store)."""
+    for root in (tmp_path, tmp_path / "store.zarr"):
+        (root / "images").mkdir(parents=True)
+        (root / ".zgroup").write_text('{"zarr_format": 2}')
+
+
 def reloaded(state: IndexState, root: Path) -> IndexState:
     """Save ``state``, close it and load it back."""
     assert state.save(root)
@@ -194,7 +203,7 @@ def test_a_save_never_recreates_a_deleted_store(tmp_path: Path) -> None:
     """A save after the whole store was deleted fails (logged) instead of recreating it."""
     root = tmp_path / "store.zarr"
     state = IndexState({REC: {}})
-    (root / "index").mkdir(parents=True)
+    (root / "index").mkdir()
     assert state.save(root)
     state.close()
     shutil.rmtree(root)
@@ -229,3 +238,18 @@ def test_a_save_at_50k_records_writes_only_the_changed_rows(tmp_path: Path) -> N
     assert len(loaded.records) == 50_000
     assert all(loaded.records[i] == fresh for i in changed)
     assert loaded.records[sorted(loaded.records)[0]] == files
+
+
+def test_a_save_creates_nothing_in_a_store_being_deleted(tmp_path: Path) -> None:
+    """Once ``images/`` is gone (an ``rm -rf`` under way) a save whose file was deleted
+    fails (logged) instead of creating the database again in the emptied ``index/``."""
+    state = IndexState({REC: {}})
+    assert state.save(tmp_path)
+    state.close()
+    (tmp_path / STATE_FILE).unlink(missing_ok=True)
+    for name in list((tmp_path / "index").iterdir()):
+        name.unlink()
+    (tmp_path / "images").rmdir()
+    state.update_record(REC, {}, {"radon_report"}, lambda name: {"radon_report"})
+    assert not state.save(tmp_path)
+    assert list((tmp_path / "index").iterdir()) == []

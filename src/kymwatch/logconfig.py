@@ -100,12 +100,21 @@ def configure_logging(
         root.addHandler(handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = LogFileHandler(log_file)
+        file_handler = LogFileHandler(log_file, reopen_if=_while_store_whole(log_file))
         file_handler.setFormatter(_formatter(pretty=False))
         root.addHandler(file_handler)
     # watchdog logs its own warnings (e.g. inotify overflow) through stdlib logging.
     logging.getLogger("watchdog").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("filelock").setLevel(logging.WARNING)
+
+
+def _while_store_whole(log_file: Path) -> Callable[[], bool] | None:
+    """For a log file inside a store: reopen it (after a logrotate) only while the store
+    is whole, never in a store being deleted."""
+    from kymwatch.store.root import enclosing_dataset, store_is_whole
+
+    store = enclosing_dataset(log_file)
+    return None if store is None else lambda: store_is_whole(store)
 
 
 def reopen_log_files() -> None:
@@ -136,7 +145,7 @@ def add_store_log_file(store: Path, log_file: Path) -> Callable[[], None]:
     """
     try:
         log_file.parent.mkdir(exist_ok=True)  # never its parents: the store may be gone
-        handler = LogFileHandler(log_file, delay=True)
+        handler = LogFileHandler(log_file, delay=True, reopen_if=_while_store_whole(log_file))
     except OSError as e:
         structlog.get_logger(__name__).warning(
             "store_log_unavailable", store=str(store), path=str(log_file), error=str(e)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -59,6 +60,9 @@ class LogFileHandler(logging.Handler):
             access to others.
         encoding: Text encoding of the lines.
         delay: Open the file at the first record instead of now.
+        reopen_if: Asked before the path is opened again after someone moved or
+            removed the file; while it says False the open file keeps the lines (a
+            log inside a store: nothing is created in a store being deleted).
 
     Raises:
         ValueError: ``mode`` is world-writable, or a size/count is negative.
@@ -74,6 +78,7 @@ class LogFileHandler(logging.Handler):
         mode: int = DEFAULT_FILE_MODE,
         encoding: str = "utf-8",
         delay: bool = False,
+        reopen_if: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         if mode & stat.S_IWOTH:
@@ -87,6 +92,7 @@ class LogFileHandler(logging.Handler):
         self._encoding = encoding
         self._fd: int | None = None
         self._dev_ino: tuple[int, int] | None = None
+        self._reopen_if = reopen_if
         if not delay:
             self._open(parents=True)
 
@@ -176,6 +182,8 @@ class LogFileHandler(logging.Handler):
                 return
             current = None
         if current != self._dev_ino:
+            if self._reopen_if is not None and not self._reopen_if():
+                return
             old = self._fd
             try:
                 self._open()

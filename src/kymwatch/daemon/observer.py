@@ -29,7 +29,7 @@ import structlog
 from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan, Signal
 from kymwatch.daemon.classify import SYNC_DIR, SYNC_REQUEST_SUFFIX
 from kymwatch.daemon.watcher import EventSink
-from kymwatch.store import IMAGES_DIR
+from kymwatch.store import IMAGES_DIR, store_is_whole
 from kymwatch.store.atomic import make_folder
 
 __all__ = ["OBSERVERS", "ObserverWatcher", "observer_class"]
@@ -125,10 +125,11 @@ class ObserverWatcher:
         observer = self._observer
         if observer is None or not os.path.isdir(root):
             return  # store gone: nothing to watch (and nothing to create) until it is back
-        try:
-            make_folder(Path(root, SYNC_DIR), within=Path(root))
-        except OSError:
-            return  # the store vanished since the check above: a rescan follows
+        if store_is_whole(Path(root)):  # never create index/ in a store being deleted
+            try:
+                make_folder(Path(root, SYNC_DIR), within=Path(root))
+            except OSError:
+                return  # the store vanished since the check above: a rescan follows
         with self._lock:
             observer.unschedule_all()
             try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kymwatch._lazy import lazy_logger
-from kymwatch.store import IMAGES_DIR, INDEX_DIR, atomic_write_bytes
+from kymwatch.store import IMAGES_DIR, INDEX_DIR, atomic_write_bytes, store_is_whole
 
 __all__ = ["PROBLEMS_FILE", "SAVE_EVERY_S", "load_problems", "save_problems"]
 
@@ -70,8 +70,8 @@ def load_problems(root: Path, indexers: Iterable[str]) -> dict[Key, dict[str, An
 
 def save_problems(root: Path, problems: Mapping[Key, Mapping[str, Any]]) -> bool:
     """Write every current problem (sorted); False if it could not be written."""
-    if not root.is_dir():
-        return False  # never recreate a store that was moved or deleted
+    if not store_is_whole(root):
+        return False  # never write into a store that was moved or is being deleted
     doc = {"format": _FORMAT, "problems": [problems[k] for k in sorted(problems)]}
     path = root / INDEX_DIR / PROBLEMS_FILE
     try:

@@ -33,7 +33,7 @@ import structlog
 
 from kymwatch.daemon.reconcile import artifact_name_of
 from kymwatch.daemon.state_legacy import LEGACY_FILES, load_legacy
-from kymwatch.store import INDEX_DIR, Fingerprint, RecordFiles
+from kymwatch.store import INDEX_DIR, Fingerprint, RecordFiles, store_is_whole
 
 __all__ = ["STATE_FILE", "IndexState"]
 
@@ -176,7 +176,9 @@ class IndexState:
                 if self._pinned(os.stat(path)):
                     return self._db
             self._disconnect()
-        path.parent.mkdir(exist_ok=True)  # never the store itself: it may be gone
+        if not store_is_whole(root):  # moved, or being deleted: create nothing in it
+            raise FileNotFoundError(f"{root} is no whole store (moved or being deleted)")
+        path.parent.mkdir(exist_ok=True)
         # created with our mode; SQLite gives its WAL file the same one
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o640)
         if not self._pinned(os.fstat(fd)):  # not the file of our saves (or none yet):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kymwatch._lazy import lazy_logger
-from kymwatch.store import INDEX_DIR, atomic_write_bytes, utc_now_iso
+from kymwatch.store import INDEX_DIR, atomic_write_bytes, store_is_whole, utc_now_iso
 
 if TYPE_CHECKING:
     from kymwatch.daemon.mounts import WatchDecision
@@ -145,10 +145,11 @@ class DaemonStatus:
     def write(self, root: Path) -> None:
         """Publish the status atomically (no fsync: it is rewritten every few seconds).
 
-        Nothing is written while the store folder is missing (moved or deleted):
-        recreating it under the old path would stop its owner from moving it back.
+        Nothing is written while the store is not whole (moved, or being deleted):
+        a file created meanwhile would recreate it under the old path or make its
+        ``rm -rf`` fail.
         """
-        if not root.is_dir():
+        if not store_is_whole(root):
             return
         data = json.dumps(self.to_json(), indent=1).encode()
         path = root / INDEX_DIR / STATUS_FILE

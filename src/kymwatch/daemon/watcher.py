@@ -28,6 +28,7 @@ from kymwatch.store import (
     INDEX_DIR,
     is_temporary_name,
     is_valid_image_id,
+    store_is_whole,
 )
 from kymwatch.store.atomic import make_folder
 from kymwatch.store.root import V2_MARKER, V3_MARKER
@@ -232,10 +233,11 @@ class InotifyWatcher:
         if not os.path.isdir(root):
             return  # store gone: nothing to watch (and nothing to create) until it is back
         self._add(root, self._mask_dirs)
-        try:
-            make_folder(Path(root, SYNC_DIR), within=Path(root))
-        except OSError:
-            return  # the store vanished since the check above: a rescan follows
+        if store_is_whole(Path(root)):  # never create index/ in a store being deleted
+            try:
+                make_folder(Path(root, SYNC_DIR), within=Path(root))
+            except OSError:
+                return  # the store vanished since the check above: a rescan follows
         self._watch_sync_folder()
         images = os.path.join(root, IMAGES_DIR)
         if not self._add(images, self._mask_dirs) and images not in self._wd_of:

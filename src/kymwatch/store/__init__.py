@@ -28,6 +28,7 @@ from kymwatch.store.root import (
     detect_zarr_format,
     enclosing_dataset,
     existing_store,
+    store_is_whole,
     utc_now_iso,
 )
 from kymwatch.store.scan import (
@@ -117,6 +118,7 @@ __all__ = [
     "scan_stamp",
     "split_artifact_file",
     "start_table_writes",
+    "store_is_whole",
     "table_fingerprint",
     "utc_now_iso",
     "validate_image_id",

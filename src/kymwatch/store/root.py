@@ -27,6 +27,7 @@ __all__ = [
     "enclosing_dataset",
     "existing_store",
     "not_a_store_error",
+    "store_is_whole",
     "utc_now_iso",
 ]
 
@@ -46,6 +47,13 @@ def detect_zarr_format(path: Path) -> int | None:
     if (path / V3_MARKER).is_file():
         return 3
     return None
+
+
+def store_is_whole(path: Path) -> bool:
+    """True while ``path`` holds a group marker and ``images/``: what a daemon checks
+    before it creates a file in the store, so that it creates none in a store being
+    deleted (``rm -rf`` fails on a folder something wrote into meanwhile)."""
+    return detect_zarr_format(path) is not None and (path / IMAGES_DIR).is_dir()
 
 
 def not_a_store_error(path: Path) -> Exception:
@@ -70,17 +78,13 @@ def existing_store(path: str | os.PathLike[str]) -> Path:
     return root
 
 
-def _is_dataset_root(path: Path) -> bool:
-    return detect_zarr_format(path) is not None and (path / IMAGES_DIR).is_dir()
-
-
 def enclosing_dataset(path: str | os.PathLike[str]) -> Path | None:
     """The outermost dataset folder strictly above ``path`` (symbolic links resolved),
     or None if ``path`` is not inside a dataset."""
     found = None
     for parent in Path(os.path.realpath(path)).parents:
         try:
-            if _is_dataset_root(parent):
+            if store_is_whole(parent):
                 found = parent
         except OSError:  # an unreadable ancestor cannot be checked: not a dataset
             continue
