@@ -175,6 +175,22 @@ def test_status_after_stop_reports_last_state(daemon: DaemonProcess, store: Path
     assert "no daemon is running" in proc.stdout and "'stopped'" in proc.stdout
 
 
+def test_status_after_stop_lists_the_problems_it_stopped_with(
+    daemon: DaemonProcess, store: Path
+) -> None:
+    """A record unreadable when the daemon stopped is still named by ``status`` (exit 3),
+    so that nobody reads "no daemon" as "nothing wrong"."""
+    write_v2_record(store, "broken")
+    (store / "images" / "broken" / "analysis").mkdir()
+    (store / "images" / "broken" / "analysis" / "velocity_events.parquet").write_bytes(b"PAR1")
+    daemon.sync()
+    assert daemon.stop() == 0
+    proc = kymwatch("status", store)
+    assert proc.returncode == EXIT_NOT_RUNNING, proc
+    assert "problems when it stopped:" in proc.stdout
+    assert "broken velocity_events: artifact_unreadable" in proc.stdout
+
+
 # -- sync --------------------------------------------------------------------------------------
 def test_sync_without_daemon_fails_with_one_line(store: Path) -> None:
     """``kymwatch sync`` with no daemon exits non-zero with one line and leaves no request."""

@@ -79,6 +79,20 @@ def describe_problem(p: dict[str, object]) -> str:
     return f"{what}: {problem}: {p.get('error')} ({p.get('path')}){extra}"
 
 
+def _print_problems(d: dict[str, Any], shown_as: str, heading: str) -> None:
+    """The problem counts of a status document and its first ten problems."""
+    problems = d.get("problems", [])
+    counts = d.get("problem_counts", {})
+    if not counts:
+        print(f"  {heading}: none")
+        return
+    print(f"  {heading}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for p in problems[:10]:
+        print(f"    {describe_problem(p)}")
+    if sum(counts.values()) > min(len(problems), 10):
+        print(f"    ... (kymwatch status {shown_as} --json lists up to {len(problems)})")
+
+
 def show_status(root: Path, *, as_json: bool, shown_as: str) -> int:
     """Print ``kymwatch status STORE`` (human or ``--json``); return its exit code:
     0 healthy, 1 unhealthy or stale, 3 no daemon. ``shown_as``: STORE as typed."""
@@ -103,6 +117,8 @@ def show_status(root: Path, *, as_json: bool, shown_as: str) -> int:
     if not view.running:
         last = f" (last state {d.get('state')!r}, pid {d.get('pid')})" if d else ""
         print(f"kymwatch: no daemon is running on {root}{last}")
+        if d.get("problem_counts"):  # what was wrong when it stopped, still worth knowing
+            _print_problems(d, shown_as, "problems when it stopped")
         if line:
             print(line)
         return code
@@ -129,17 +145,7 @@ def show_status(root: Path, *, as_json: bool, shown_as: str) -> int:
             }
         )
     )
-    problems = d.get("problems", [])
-    counts = d.get("problem_counts", {})
-    if counts:
-        listed = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        print(f"  problems now: {listed}")
-        for p in problems[:10]:
-            print(f"    {describe_problem(p)}")
-        if sum(counts.values()) > min(len(problems), 10):
-            print(f"    ... (kymwatch status {shown_as} --json lists up to {len(problems)})")
-    else:
-        print("  problems now: none")
+    _print_problems(d, shown_as, "problems now")
     lifetime = {k: v for k, v in counters.items() if k.startswith("artifact_")}
     if lifetime:
         print("  since start: " + ", ".join(f"{k} {v}" for k, v in sorted(lifetime.items())))
