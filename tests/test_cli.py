@@ -191,6 +191,21 @@ def test_status_after_stop_lists_the_problems_it_stopped_with(
     assert "broken velocity_events: artifact_unreadable" in proc.stdout
 
 
+@pytest.mark.parametrize("command", ["logs", "rebuild", "stale"])
+def test_a_one_store_command_on_a_folder_of_stores_names_them(
+    tmp_path: Path, command: str
+) -> None:
+    """``logs``, ``rebuild`` and ``stale`` take one store: on a folder of stores they say
+    so in one line naming the stores, exit 2, and write nothing."""
+    for name in ("exp1.zarr", "exp2.zarr"):
+        make_v2_store(tmp_path / "lab" / name)
+    proc = kymwatch(command, tmp_path / "lab")
+    assert proc.returncode == EXIT_USAGE, proc
+    line = one_line(proc.stderr)
+    assert "folder of 2 stores" in line and "exp1.zarr" in line and "exp2.zarr" in line
+    assert not list((tmp_path / "lab").glob("*/tables"))
+
+
 # -- sync --------------------------------------------------------------------------------------
 def test_sync_without_daemon_fails_with_one_line(store: Path) -> None:
     """``kymwatch sync`` with no daemon exits non-zero with one line and leaves no request."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from kymwatch import __version__
 from kymwatch.daemon.instance import daemon_running
-from kymwatch.errors import KymwatchError
+from kymwatch.errors import KymwatchError, NotAStoreError
 from kymwatch.progressbar import bars_wanted
 from kymwatch.rootcli import resolve_target, status_root, sync_root
 from kymwatch.settings import Settings, add_options, resolve
@@ -22,6 +22,7 @@ from kymwatch.settings import Settings, add_options, resolve
 if TYPE_CHECKING:
     from kymwatch.daemon.config import DaemonConfig
     from kymwatch.daemon.metrics import Metrics
+from kymwatch.store.discover import scan_root
 from kymwatch.store.layout import INDEX_DIR
 from kymwatch.store.root import existing_store
 
@@ -48,9 +49,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _store(path: str) -> Path:
-    """The store path, checked to be a kymflow dataset root (raises a KymwatchError)."""
-    return existing_store(path)
+def _store(path: str, command: str) -> Path:
+    """The store path, checked to be a kymflow dataset root (raises a KymwatchError that
+    names the stores of a folder of stores, for a ``command`` that takes one store)."""
+    try:
+        return existing_store(path)
+    except NotAStoreError:
+        stores = scan_root(Path(path)).stores if os.path.isdir(path) else []
+        if not stores:
+            raise
+        some = ", ".join(os.fspath(s) for s in stores[:3]) + (", ..." if len(stores) > 3 else "")
+        raise NotAStoreError(
+            f"{path} is a folder of {len(stores)} store{'s' if len(stores) != 1 else ''}; "
+            f"kymwatch {command} takes one of them: {some}"
+        ) from None
 
 
 _DAY_S = 86_400.0
@@ -231,13 +243,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stale(args: argparse.Namespace) -> int:
     from kymwatch.staleview import show_stale
 
-    return show_stale(_store(args.store), as_json=args.json, show_all=args.all)
+    return show_stale(_store(args.store, "stale"), as_json=args.json, show_all=args.all)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from kymwatch.logview import LogFilter, show_log
 
-    root = _store(args.store)
+    root = _store(args.store, "logs")
     path = Path(args.log_file) if args.log_file else root / INDEX_DIR / LOG_FILE
     filt = LogFilter(level=args.level, image_id=args.image_id, event=args.event)
     return show_log(path, filt, follow=args.follow, lines=args.lines, raw=args.json)
@@ -302,7 +314,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from kymwatch.index.manifest import MANIFEST_FILE
     from kymwatch.logconfig import configure_logging
 
-    root = _store(args.store)
+    root = _store(args.store, "rebuild")
     if args.dask is not None:
         require_dask()  # without it: one line saying how to install it (exit 2)
     tune_process_memory()  # freed table buffers go back to the system: see daemon.memory
