@@ -192,9 +192,7 @@ def test_status_after_stop_lists_the_problems_it_stopped_with(
 
 
 @pytest.mark.parametrize("command", ["logs", "rebuild", "stale"])
-def test_a_one_store_command_on_a_folder_of_stores_names_them(
-    tmp_path: Path, command: str
-) -> None:
+def test_a_one_store_command_on_a_folder_of_stores_names_them(tmp_path: Path, command: str) -> None:
     """``logs``, ``rebuild`` and ``stale`` take one store: on a folder of stores they say
     so in one line naming the stores, exit 2, and write nothing."""
     for name in ("exp1.zarr", "exp2.zarr"):
