@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers_store import make_v2_store
 from kymwatch.daemon import (
     ChangeKind,
     FileChange,
@@ -305,6 +306,7 @@ def test_state_round_trips_through_disk(tmp_path: Path) -> None:
         {"a": {"radon_report.json": FP1, "velocity_events/events.csv.gz": FP2}, "empty": {}},
         {"velocity_events": 1, "radon_report": 1},
     )
+    make_v2_store(tmp_path)  # the state is saved into a whole store only
     assert state.save(tmp_path)
     state.close()
     loaded = IndexState.load(tmp_path)
