@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from kymwatch.store.atomic import atomic_write
+from kymwatch.store.encoding import write_options
 from kymwatch.store.layout import INDEX_DIR, TABLES_DIR, validate_table_name
 from kymwatch.store.scan import Fingerprint
 
@@ -91,11 +92,6 @@ def read_table_file(path: Path) -> pd.DataFrame:
     return df
 
 
-_WRITE_OPTIONS: dict[str, object] = {"write_statistics": False}
-"""Parquet options of every table kymwatch writes. Column statistics are left out:
-nothing reads them (kymflow reads whole tables) and on text columns they cost about a
-fifth of the encode. Compression and dictionaries stay pyarrow's defaults."""
-
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -115,7 +111,8 @@ def write_table_arrow(path: Path, table: pa.Table, *, within: Path | None = None
     ``within``: the store folder, which must exist (``tables/`` is created below it when
     missing, the store never: see :func:`kymwatch.store.atomic.make_folder`).
     """
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **_WRITE_OPTIONS), within=within)
+    options = write_options(table)  # per column: a dictionary only where values repeat
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options), within=within)
     fp = table_fingerprint(path)
     assert fp is not None
     return fp
