@@ -37,6 +37,7 @@ from kymwatch.store import (
     start_table_writes,
     table_fingerprint,
 )
+from kymwatch.store.engine import CHUNK_ROWS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,7 +124,7 @@ class Publisher:
             st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
         else:
             coerced = Coercions()
-            st, foreign = adopt(read_table_arrow(path), ix, coerced)
+            st, foreign = adopt(read_table_arrow(path, chunk_rows=CHUNK_ROWS), ix, coerced)
             coerced.log(table=name, path=str(path))
             if foreign:
                 # e.g. kymflow's object columns or appended rows: adopted (typed, sorted

@@ -70,20 +70,31 @@ def table_fingerprint(path: Path) -> Fingerprint | None:
         return None
 
 
-def read_table_arrow(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table_arrow(
+    path: Path, columns: Sequence[str] | None = None, *, chunk_rows: int | None = None
+) -> pa.Table:
     """Read one table file as Arrow (raises FileNotFoundError if absent); only
     ``columns`` of it when given (those the file has).
 
     The file is opened once and parsed through that handle: given a path, pyarrow may
     open it again for the row groups, and an atomic replace in between would mix the
-    footer of one version with the pages of another.
+    footer of one version with the pages of another. With ``chunk_rows`` the table is
+    read in chunks of that many rows, each in buffers of its own (a table kept in
+    memory and edited: see :func:`kymwatch.store.engine.compact`).
     """
     with pa.OSFile(str(path)) as f:
         pf = pq.ParquetFile(f)
-        if columns is None:
-            return pf.read()
-        have = set(pf.schema_arrow.names)
-        return pf.read(columns=[c for c in columns if c in have])
+        names = None
+        if columns is not None:
+            have = set(pf.schema_arrow.names)
+            names = [c for c in columns if c in have]
+        if chunk_rows is None:
+            return pf.read(columns=names)
+        schema = pf.schema_arrow
+        if names is not None:
+            schema = pa.schema([schema.field(c) for c in names], metadata=schema.metadata)
+        batches = pf.iter_batches(batch_size=chunk_rows, columns=names)
+        return pa.Table.from_batches(list(batches), schema=schema)
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
