@@ -54,8 +54,8 @@ def compact(table: pa.Table) -> pa.Table:
     edited in place would gain chunks without end. Chunks are grouped greedily from the
     first: a group is closed when the next chunk would take it above
     :func:`chunk_rows`, and a group of several chunks is copied into one. Any two
-    adjacent chunks of the result thus hold more than that many rows (at most
-    ``2 * num_rows / chunk_rows + 1`` chunks), and after one splice of a compacted
+    adjacent chunks of the result thus hold more than about that many rows (about
+    ``2 * num_rows / chunk_rows`` chunks at most), and after one splice of a compacted
     table only the chunks next to the edit are copied: never the whole table, whose
     copy (``combine_chunks`` of 500,000 rows: 15-350 ms, mostly fresh memory) was a
     latency spike every few edits. A chunk left alone is copied too (in chunks of at
