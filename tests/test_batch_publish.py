@@ -112,3 +112,36 @@ def test_gen2_rows_in_the_same_batch_keep_their_columns(plain_v2_store: Path) ->
     kd.update_batch_report({VE: [*ids, gen2], KVE: [*ids, gen2]})
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
     assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
+
+
+def test_the_largest_table_is_merged_and_written_first(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table with the most cached rows starts its write first; reports keep the
+    work's order."""
+    import kymwatch.index.publish as publish_module
+
+    kd, ids = _store(plain_v2_store, 3)
+    for _ in range(3):  # generation-2 records feed only the generation-2 table
+        gen2 = str(uuid.uuid4())
+        (plain_v2_store / "images" / gen2).mkdir()
+        write_parquet_artifact(plain_v2_store, gen2, "velocity_events/events", gen2_events_frame(4))
+        ids.append(gen2)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    assert len(kd.get_arrow(KVE)) > len(kd.get_arrow(VE))
+    write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=70.0))
+    started: list[str] = []
+    real = publish_module.start_table_writes
+
+    def spying(files: Any, **kwargs: Any) -> Any:
+        started.extend(path.stem for path, _ in files)
+        return real(files, **kwargs)
+
+    monkeypatch.setattr(publish_module, "start_table_writes", spying)
+    reports, _ = kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
+
+    assert started == [KVE, VE]
+    assert [r.table_name for r in reports] == [VE, KVE]
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    assert fresh.rebuild(VE).equals(kd.get_table(VE))
+    assert fresh.rebuild(KVE).equals(kd.get_table(KVE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,8 +24,14 @@ from helpers_store import (
     write_v2_record,
 )
 from kymwatch.index import KymDataset, KymVelocityEventsIndexer, VelocityEventsIndexer
-from kymwatch.store import SortedTable, read_table_file, scan_record, walk_artifacts
-from kymwatch.store.engine import id_ranges
+from kymwatch.store import (
+    SortedTable,
+    read_table_arrow,
+    read_table_file,
+    scan_record,
+    walk_artifacts,
+)
+from kymwatch.store.engine import chunk_rows, compact, id_ranges
 
 EVENTS = "velocity_events"
 KYM_EVENTS = "kym_velocity_events"
@@ -95,6 +102,82 @@ def test_unchanged_is_decided_on_the_replaced_rows_only() -> None:
     assert st_.splice({"b": _table(["b", "b"], [2, 4])})[1]
     assert st_.splice({"b": _table(["b"], [2])})[1]
     assert not st_.splice({"zz": None})[1]  # removing a record with no rows changes nothing
+
+
+def _uuid_table(records: int, rows: int, chunks: int) -> pa.Table:
+    """``records`` UUID-named records of ``rows`` rows each, sorted, in ``chunks`` chunks
+    with buffers of their own (as a table read in chunks)."""
+    ids = sorted(str(uuid.UUID(int=k * 7919 + 1, version=4)) for k in range(records))
+    image_ids = [i for i in ids for _ in range(rows)]
+    step = -(-len(image_ids) // chunks)
+    return pa.concat_tables(
+        [
+            _table(image_ids[k : k + step], list(range(k, k + len(image_ids[k : k + step]))))
+            for k in range(0, len(image_ids), step)
+        ]
+    )
+
+
+def test_many_splices_keep_the_chunks_bounded_and_the_rows_right() -> None:
+    """Hundreds of edits leave about 2 * rows / chunk_rows chunks, rows as a model's."""
+    st_, _ = SortedTable.adopt(_uuid_table(3000, 10, 1))
+    model = {i: st_.rows_of(i).column("v").to_pylist() for i in st_.ids}
+    rng = random.Random(3)
+    for step in range(300):
+        image_id = rng.choice([*st_.ids[:50], str(uuid.UUID(int=10**9 + step, version=4))])
+        values = [step * 100 + k for k in range(rng.randrange(0, 13))]
+        st_, _ = st_.splice({image_id: _table([image_id] * len(values), values) or None})
+        if values:
+            model[image_id] = values
+        else:
+            model.pop(image_id, None)
+        n = st_.table.num_rows
+        assert st_.table.column(0).num_chunks <= 3 * n / chunk_rows(n) + 2
+    assert st_.ids == tuple(sorted(model))
+    assert st_.table.column("v").to_pylist() == [v for i in sorted(model) for v in model[i]]
+    assert id_ranges(st_.table.column("image_id")) == (list(st_.ids), st_.offsets.tolist())
+
+
+def _data_pointers(table: pa.Table) -> set[tuple[int, int]]:
+    """Where each chunk of the int64 column ``v`` starts in memory, and its length."""
+    return {(c.buffers()[1].address + c.offset * 8, len(c)) for c in table.column("v").chunks}
+
+
+def test_a_splice_copies_only_the_chunks_next_to_the_edit() -> None:
+    """Chunks away from the edited record keep their buffers: the table is not combined."""
+    table = compact(_uuid_table(26_400, 10, 33))  # 33 chunks of 8,000 rows: none combined
+    assert table.column(0).num_chunks == 33
+    st_, _ = SortedTable.adopt(table)
+    before = _data_pointers(table)
+    image_id = st_.ids[13_000]  # in the middle chunk
+    spliced, changed = st_.splice({image_id: _table([image_id] * 3, [-1, -2, -3])})
+    after = _data_pointers(spliced.table)
+    assert changed and len(before & after) >= 33 - 3
+    assert spliced.rows_of(image_id).column("v").to_pylist() == [-1, -2, -3]
+
+
+def test_edits_keep_about_one_copy_of_the_rows_in_memory() -> None:
+    """No chunk of an edited table holds on to buffers over twice the size of its rows."""
+    st_, _ = SortedTable.adopt(_uuid_table(6000, 10, 1))  # one chunk, as read whole
+    rng = random.Random(5)
+    for step in range(120):
+        image_id = rng.choice(st_.ids)
+        st_, _ = st_.splice({image_id: _table([image_id] * 10, list(range(step, step + 10)))})
+        for column in st_.table.columns:
+            for chunk in column.chunks:
+                assert chunk.get_total_buffer_size() <= 2 * chunk.nbytes
+
+
+def test_a_table_read_in_chunks_equals_the_table_read_whole(tmp_path: Path) -> None:
+    """Reading for editing gives the same rows and schema in chunks with buffers of their own."""
+    table = _uuid_table(2500, 10, 1).replace_schema_metadata({"pandas": "{}"})
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    chunked = read_table_arrow(path, chunk_rows=4096)
+    assert chunked.equals(read_table_arrow(path))
+    assert chunked.schema.equals(table.schema, check_metadata=True)
+    assert [len(c) for c in chunked.column("v").chunks] == [4096] * 6 + [424]
+    assert read_table_arrow(path, ["v", "absent"], chunk_rows=4096).column_names == ["v"]
 
 
 # -- KymDataset: adoption and splicing end to end -------------------------------------------

@@ -37,6 +37,7 @@ from kymwatch.store import (
     start_table_writes,
     table_fingerprint,
 )
+from kymwatch.store.engine import CHUNK_ROWS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,7 +124,7 @@ class Publisher:
             st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
         else:
             coerced = Coercions()
-            st, foreign = adopt(read_table_arrow(path), ix, coerced)
+            st, foreign = adopt(read_table_arrow(path, chunk_rows=CHUNK_ROWS), ix, coerced)
             coerced.log(table=name, path=str(path))
             if foreign:
                 # e.g. kymflow's object columns or appended rows: adopted (typed, sorted
@@ -227,26 +228,38 @@ class Publisher:
         """Merge each indexer's results into its table (as an update) and write each
         changed table as soon as it is merged, under one hold of the table lock.
 
+        The tables are merged largest first (by the rows of their cached copy): the
+        largest one's encode is the longest, so it starts first and the smaller tables'
+        merges and encodes go on beside it (a generation-1 events edit at 10k: the
+        100k-row table's write started ~12 ms into the batch instead of ~20 ms).
+
         Returns:
-            The merged tables, and the error of each indexer whose table file cannot be
-            parsed (nothing of theirs is written).
+            The merged tables, in the order of ``extracted``, and the error of each
+            indexer whose table file cannot be parsed (nothing of theirs is written).
         """
-        merged: list[Merged] = []
+        merged: dict[int, Merged] = {}
         unreadable: dict[str, TableUnreadableError] = {}
         writing: list[Writing | None] = []
+        order = sorted(range(len(extracted)), key=lambda k: -self._cached_rows(extracted[k][0]))
         with self.store.table_lock():
             try:  # each table's write starts as soon as it is merged
-                for ix, ids, results in extracted:
+                for k in order:
+                    ix, ids, results = extracted[k]
                     try:
                         m = self.merge(ix, ids, results, replace_all=False, start=start)
                     except TableUnreadableError as e:
                         unreadable[ix.name] = e
                         continue
-                    merged.append(m)
+                    merged[k] = m
                     writing.append(self.start(m))
             finally:
                 self.finish(writing)
-        return merged, unreadable
+        return [merged[k] for k in sorted(merged)], unreadable
+
+    def _cached_rows(self, ix: DatasetIndexer) -> int:
+        """Rows of the cached copy of the table of ``ix`` (0 if it is not cached)."""
+        st = self.tables.get(ix.table_name)
+        return 0 if st is None else len(st)
 
     def export(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of

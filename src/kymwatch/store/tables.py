@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from kymwatch.store.atomic import atomic_write
+from kymwatch.store.encoding import write_options
 from kymwatch.store.layout import INDEX_DIR, TABLES_DIR, validate_table_name
 from kymwatch.store.scan import Fingerprint
 
@@ -69,20 +70,31 @@ def table_fingerprint(path: Path) -> Fingerprint | None:
         return None
 
 
-def read_table_arrow(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table_arrow(
+    path: Path, columns: Sequence[str] | None = None, *, chunk_rows: int | None = None
+) -> pa.Table:
     """Read one table file as Arrow (raises FileNotFoundError if absent); only
     ``columns`` of it when given (those the file has).
 
     The file is opened once and parsed through that handle: given a path, pyarrow may
     open it again for the row groups, and an atomic replace in between would mix the
-    footer of one version with the pages of another.
+    footer of one version with the pages of another. With ``chunk_rows`` the table is
+    read in chunks of that many rows, each in buffers of its own (a table kept in
+    memory and edited: see :func:`kymwatch.store.engine.compact`).
     """
     with pa.OSFile(str(path)) as f:
         pf = pq.ParquetFile(f)
-        if columns is None:
-            return pf.read()
-        have = set(pf.schema_arrow.names)
-        return pf.read(columns=[c for c in columns if c in have])
+        names = None
+        if columns is not None:
+            have = set(pf.schema_arrow.names)
+            names = [c for c in columns if c in have]
+        if chunk_rows is None:
+            return pf.read(columns=names)
+        schema = pf.schema_arrow
+        if names is not None:
+            schema = pa.schema([schema.field(c) for c in names], metadata=schema.metadata)
+        batches = pf.iter_batches(batch_size=chunk_rows, columns=names)
+        return pa.Table.from_batches(list(batches), schema=schema)
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
@@ -90,11 +102,6 @@ def read_table_file(path: Path) -> pd.DataFrame:
     df: pd.DataFrame = read_table_arrow(path).to_pandas()
     return df
 
-
-_WRITE_OPTIONS: dict[str, object] = {"write_statistics": False}
-"""Parquet options of every table kymwatch writes. Column statistics are left out:
-nothing reads them (kymflow reads whole tables) and on text columns they cost about a
-fifth of the encode. Compression and dictionaries stay pyarrow's defaults."""
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -115,7 +122,8 @@ def write_table_arrow(path: Path, table: pa.Table, *, within: Path | None = None
     ``within``: the store folder, which must exist (``tables/`` is created below it when
     missing, the store never: see :func:`kymwatch.store.atomic.make_folder`).
     """
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **_WRITE_OPTIONS), within=within)
+    options = write_options(table)  # per column: a dictionary only where values repeat
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options), within=within)
     fp = table_fingerprint(path)
     assert fp is not None
     return fp
