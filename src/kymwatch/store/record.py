@@ -228,7 +228,7 @@ class ZarrImageRecord:
     ) -> tuple[str, ArtifactFormat]:
         found = self.find_artifact_file(name, formats)
         if found is None:
-            looked = tuple(artifact_file_name(name, f) for f in formats)
+            looked = tuple(_file_name(name, f) for f in formats)
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
 
@@ -345,7 +345,26 @@ class ZarrImageRecord:
         """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
         (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
         path, fmt = found or self._require_file(name, _JSON_FORMATS)
-        raw = self._read_bytes(name, path)
+        return self.parse_json(name, (path, fmt), self._read_bytes(name, path))
+
+    def read_artifact_bytes(self, name: str, found: tuple[str | Path, ArtifactFormat]) -> bytes:
+        """The bytes of the file :meth:`find_artifact_file` found for artifact ``name``
+        (read as every artifact is: no symbolic link, only a regular file).
+
+        Raises:
+            ArtifactUnreadableError: the file cannot be opened or read.
+        """
+        return self._read_bytes(name, found[0])
+
+    def parse_json(self, name: str, found: tuple[str | Path, ArtifactFormat], raw: bytes) -> Any:
+        """Parse ``raw``, the bytes of JSON artifact ``name`` read from ``found`` (as
+        :meth:`load_json` does).
+
+        Raises:
+            ArtifactUnreadableError: not JSON (or not gzip for ``.json.gz``).
+            ArtifactInvalidError: JSON nested too deeply to parse.
+        """
+        path, fmt = found
         try:
             text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
             return json.loads(text)
