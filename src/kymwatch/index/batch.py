@@ -176,11 +176,15 @@ def extract_jobs(
     Raises:
         InvalidNameError: an id is not a valid record id.
     """
-    union = list(dict.fromkeys(i for _, ids in jobs for i in ids))
+    position = {i: k for k, i in enumerate(dict.fromkeys(i for _, ids in jobs for i in ids))}
+    n_chunks = -(-len(position) // chunk)
+    parts: list[list[list[str]]] = [[[] for _ in range(n_chunks)] for _ in jobs]
+    for (_, ids), by_chunk in zip(jobs, parts, strict=True):
+        for i in dict.fromkeys(ids):
+            by_chunk[position[i] // chunk].append(i)
     done: list[dict[str, Extracted]] = [{} for _ in jobs]
-    for start in range(0, len(union), chunk):
-        part = set(union[start : start + chunk])
-        subjobs = [(ix, [i for i in dict.fromkeys(ids) if i in part]) for ix, ids in jobs]
+    for n in range(n_chunks):
+        subjobs = [(ix, by_chunk[n]) for (ix, _), by_chunk in zip(jobs, parts, strict=True)]
         reads = _read_records(store, subjobs)
         for (ix, ids), read, out in zip(subjobs, reads, done, strict=True):
             out.update(zip(ids, _typed(ix, read), strict=True))
