@@ -51,6 +51,18 @@ def _file_name(name: str, fmt: ArtifactFormat) -> str:
     return artifact_file_name(name, fmt)
 
 
+@functools.lru_cache(maxsize=256)
+def _split_name(name: str, fmt: ArtifactFormat) -> tuple[str, str, str]:
+    """The file name of ``name`` in ``fmt`` under ``analysis/``: the path from there,
+    its folder (may be empty) and its base name."""
+    rel = artifact_file_name(name, fmt)
+    folder, _, base = rel.rpartition("/")
+    return os.sep + rel, folder, base
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 def _read_small_parquet(raw: bytes) -> pa.Table:
     """Parse a small parquet file held in memory.
 
@@ -168,10 +180,9 @@ class ZarrImageRecord:
     ) -> tuple[str, ArtifactFormat] | None:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
-            rel = _file_name(name, fmt)
-            p = self._analysis + os.sep + rel
+            rel, folder, base = _split_name(name, fmt)
+            p = self._analysis + rel
             if self._listed is not None:
-                folder, _, base = rel.rpartition("/")
                 names = self._names(folder)
                 if names is not None:
                     if base in names:
@@ -270,12 +281,11 @@ class ZarrImageRecord:
         Opened with O_NOFOLLOW | O_NONBLOCK and checked with fstat, so neither a
         symlink swapped in nor a FIFO can redirect or block the read.
         """
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         if self._linked_folder(path):
             reason = "symbolic links are not followed (a folder on the way is one)"
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason)
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, _READ_FLAGS)
         except OSError as e:
             reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
