@@ -145,13 +145,16 @@ def test_batch_tables_equal_updates_indexer_by_indexer(tmp_path: Path) -> None:
 
 def test_cached_params_hash_equals_the_hash_of_the_params_read(tmp_path: Path) -> None:
     """The cached hash equals ``current_params``' for records sharing params, a params
-    file holding no object before one that does, legacy ``.json.gz`` and no params;
+    file holding no object before one that does, legacy ``.json.gz``, a large params
+    file and no params;
     a file that cannot be parsed raises each time (nothing of it is cached)."""
     store, ids = _store(tmp_path / "s.zarr", 10)
     gen2 = [i for k, i in enumerate(ids) if k % 2 == 0 and k not in (6, 8)]
     write_json_artifact(store, gen2[1], "velocity_events/params", [1, 2])
     write_json_artifact(store, gen2[1], "velocity_events_params", {"thr": 1}, gz=True)
     os.remove(store / "images" / gen2[2] / "analysis" / "radon" / "params.json")
+    big = {"thr": 2, "note": "x" * 20_000}  # larger than what the cache keeps
+    write_json_artifact(store, gen2[2], "velocity_events/params", big)
     ds = ZarrDataset(store)
     for _ in range(2):  # the second round hits the cache
         for image_id in [*gen2, ids[1], ids[3]]:

@@ -180,8 +180,10 @@ def current_params(indexer: str, rec: ZarrImageRecord) -> tuple[dict[str, Any], 
 # The bytes of the files that decide a hash -> the hash, and a file's bytes -> whether
 # it holds a JSON object: records of one store mostly share their params files, so
 # their hash is computed once (both are pure functions of the bytes). Bounded: cleared
-# when full. Files that cannot be parsed are never kept (parsed, and raise, each time).
+# when full, and files larger than _CACHE_BYTES are not kept (at most ~8 MiB held).
+# Files that cannot be parsed are never kept (parsed, and raise, each time).
 _CACHE_MAX = 256
+_CACHE_BYTES = 16 << 10
 _hashes: dict[tuple[object, ...], str] = {}
 _objects: dict[tuple[ArtifactFormat, bytes], bool] = {}
 
@@ -202,9 +204,10 @@ def _holds_object(rec: ZarrImageRecord, source: _Source) -> bool:
     known = _objects.get(key)
     if known is None:
         known = isinstance(rec.parse_json(name, found, raw), dict)
-        if len(_objects) >= _CACHE_MAX:
-            _objects.clear()
-        _objects[key] = known
+        if len(raw) <= _CACHE_BYTES:
+            if len(_objects) >= _CACHE_MAX:
+                _objects.clear()
+            _objects[key] = known
     return known
 
 
@@ -234,9 +237,10 @@ def current_params_hash(indexer: str, rec: ZarrImageRecord) -> str:
     digest = _hashes.get(key)
     if digest is None:  # parsed here: a metadata file that cannot be parsed raises here
         digest = params_hash(_decide(rec, sources))
-        if len(_hashes) >= _CACHE_MAX:
-            _hashes.clear()
-        _hashes[key] = digest
+        if sum(len(src[2]) for src in sources if src is not None) <= _CACHE_BYTES:
+            if len(_hashes) >= _CACHE_MAX:
+                _hashes.clear()
+            _hashes[key] = digest
     return digest
 
 
