@@ -29,6 +29,7 @@ __all__ = [
     "HeldResults",
     "extract_batch",
     "extract_chunk",
+    "extract_jobs",
     "passes",
 ]
 
@@ -153,15 +154,69 @@ def extract_chunk(
     Raises:
         InvalidNameError: an id is not a valid record id.
     """
-    reads: list[list[RecordOutcome | RawRows]] = [[] for _ in indexers]
-    for image_id in ids:
-        rec = ZarrImageRecord(store, image_id, snapshot=True)
-        for k, ix in enumerate(indexers):
-            reads[k].append(_read(ix, rec))
+    reads = _read_records(store, [(ix, ids) for ix in indexers])
     return [
         ChunkResult(ix.name, ix.table_name, tuple(_typed(ix, read)))
         for ix, read in zip(indexers, reads, strict=True)
     ]
+
+
+def extract_jobs(
+    store: ZarrDataset, jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]], *, chunk: int
+) -> list[list[Extracted]]:
+    """Read each job's records ``ids`` with its indexer (a daemon's batch: each indexer
+    with its own records): each job's outcomes and typed rows, in its ``ids`` order.
+
+    A record several jobs read is listed once for all of them and a file they share is
+    parsed once (one snapshot :class:`~kymwatch.store.ZarrImageRecord` per record, as
+    :func:`extract_chunk`); each indexer's outcome for a record is the one reading it
+    alone gives. Records are read ``chunk`` at a time (the union of the jobs' ids, in
+    the order they first appear), each chunk's rows typed at once per indexer.
+
+    Raises:
+        InvalidNameError: an id is not a valid record id.
+    """
+    position = {i: k for k, i in enumerate(dict.fromkeys(i for _, ids in jobs for i in ids))}
+    n_chunks = -(-len(position) // chunk)
+    parts: list[list[list[str]]] = [[[] for _ in range(n_chunks)] for _ in jobs]
+    for (_, ids), by_chunk in zip(jobs, parts, strict=True):
+        for i in dict.fromkeys(ids):
+            by_chunk[position[i] // chunk].append(i)
+    done: list[dict[str, Extracted]] = [{} for _ in jobs]
+    for n in range(n_chunks):
+        subjobs = [(ix, by_chunk[n]) for (ix, _), by_chunk in zip(jobs, parts, strict=True)]
+        reads = _read_records(store, subjobs)
+        for (ix, ids), read, out in zip(subjobs, reads, done, strict=True):
+            out.update(zip(ids, _typed(ix, read), strict=True))
+    return [[out[i] for i in ids] for (_, ids), out in zip(jobs, done, strict=True)]
+
+
+def _read_records(
+    store: ZarrDataset, jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]]
+) -> list[list[RecordOutcome | RawRows]]:
+    """Each job's reads of its ``ids`` (in that order), every record read through one
+    snapshot for all the jobs that name it (in the order they first name it)."""
+    reads: list[list[RecordOutcome | RawRows]] = [[] for _ in jobs]
+    if all(ids is jobs[0][1] for _, ids in jobs):  # one list of records (a rebuild's chunk)
+        for image_id in jobs[0][1] if jobs else ():
+            rec = ZarrImageRecord(store, image_id, snapshot=True)
+            for k, (ix, _) in enumerate(jobs):
+                reads[k].append(_read(ix, rec))
+        return reads
+    wanted: dict[str, list[int]] = {}
+    for k, (_, ids) in enumerate(jobs):
+        for image_id in ids:
+            ks = wanted.setdefault(image_id, [])
+            if not ks or ks[-1] != k:
+                ks.append(k)
+    got: list[dict[str, RecordOutcome | RawRows]] = [{} for _ in jobs]
+    for image_id, ks in wanted.items():
+        rec = ZarrImageRecord(store, image_id, snapshot=True)
+        for k in ks:
+            got[k][image_id] = _read(jobs[k][0], rec)
+    for k, (_, ids) in enumerate(jobs):
+        reads[k] = [got[k][i] for i in ids]
+    return reads
 
 
 def extract_batch(ix: DatasetIndexer, store: ZarrDataset, ids: Sequence[str]) -> list[Extracted]:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from kymwatch.index.arrow_schema import RawRows
 from kymwatch.index.indexers import _TableIndexer
-from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params
+from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params_hash
 from kymwatch.store import ArtifactFormat, ZarrImageRecord
 
 __all__ = ["KymRadonIndexer", "KymVelocityEventsIndexer"]
@@ -50,7 +50,7 @@ class _Gen2Indexer(_TableIndexer):
         name, fmt, found = self._find(rec)
         path = str(found)
         table = rec.load_arrow(name, (fmt,), found=(found, fmt))
-        _, digest = current_params(self.analysis.indexer, rec)
+        digest = current_params_hash(self.analysis.indexer, rec)
         constants = {"analysis_version": self.analysis_version, "params_hash": digest}
         return RawRows(rec.image_id, name, path, table, table.num_rows, constants)
 

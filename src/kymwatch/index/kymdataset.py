@@ -17,7 +17,7 @@ import structlog
 
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, UpdateReport
-from kymwatch.index.batch import Extracted, extract_batch
+from kymwatch.index.batch import Extracted, extract_batch, extract_jobs
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.parted import PartedTables
@@ -369,7 +369,10 @@ class KymDataset:
         table is merged as by :meth:`update_images_report`, then every changed table
         is written on a writer thread as soon as it is merged (the Parquet encode and
         the fsync release the GIL: the next table's merge goes on meanwhile), under one
-        hold of the store's table lock.
+        hold of the store's table lock. Each record is read once for every indexer
+        that re-indexes it (:func:`~kymwatch.index.batch.extract_jobs`: one listing of
+        its folders, a file two indexers read parsed once), unless an :attr:`extractor`
+        reads the records.
 
         Args:
             work: Indexer name → the image ids it re-indexes.
@@ -383,7 +386,11 @@ class KymDataset:
         self.store.check_writable()
         start = time.perf_counter()
         jobs = [(self.indexer(name), list(dict.fromkeys(ids))) for name, ids in work.items()]
-        extracted = [(ix, ids, self._read(ix, ids)) for ix, ids in jobs]
+        if self.extractor is None:  # each record read once for every indexer naming it
+            reads = extract_jobs(self.store, jobs, chunk=_CHUNK)
+        else:
+            reads = [self._read(ix, ids) for ix, ids in jobs]
+        extracted = [(ix, ids, r) for (ix, ids), r in zip(jobs, reads, strict=True)]
         merged, unreadable = self._pub.publish(extracted, start)
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
 

@@ -28,8 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kymwatch.errors import ArtifactNotFoundError
-from kymwatch.store import ZarrImageRecord
+from kymwatch.store import ArtifactFormat, ZarrImageRecord
 
 __all__ = [
     "METADATA_ARTIFACT",
@@ -37,6 +36,7 @@ __all__ = [
     "VELOCITY_EVENTS",
     "AnalysisParams",
     "current_params",
+    "current_params_hash",
     "params_hash",
     "radon_params",
     "radon_params_hash",
@@ -104,14 +104,13 @@ def params_hash(obj: Any) -> str:
 
 
 _ABSENT = object()
+_JSON = (ArtifactFormat.JSON, ArtifactFormat.JSON_GZ)
 
 
 def _load_json(rec: ZarrImageRecord, name: str) -> Any:
     """The JSON artifact ``name``; ``_ABSENT`` when the record has no file of that name."""
-    try:
-        return rec.load_json(name)
-    except ArtifactNotFoundError:
-        return _ABSENT
+    found = rec.find_artifact_file(name, _JSON)
+    return _ABSENT if found is None else rec.load_json(name, found=found)
 
 
 def _first_object(rec: ZarrImageRecord, names: tuple[str, ...]) -> dict[str, Any]:
@@ -176,3 +175,83 @@ def current_params(indexer: str, rec: ZarrImageRecord) -> tuple[dict[str, Any], 
     spec = _BY_INDEXER[indexer]
     obj = radon_params(rec) if spec.uses_rois else velocity_events_params(rec)
     return obj, params_hash(obj)
+
+
+# The bytes of the files that decide a hash -> the hash, and a file's bytes -> whether
+# it holds a JSON object: records of one store mostly share their params files, so
+# their hash is computed once (both are pure functions of the bytes). Bounded: cleared
+# when full, and files larger than _CACHE_BYTES are not kept (at most ~8 MiB held).
+# Files that cannot be parsed are never kept (parsed, and raise, each time).
+_CACHE_MAX = 256
+_CACHE_BYTES = 16 << 10
+_hashes: dict[tuple[object, ...], str] = {}
+_objects: dict[tuple[ArtifactFormat, bytes], bool] = {}
+
+_Found = tuple[str, ArtifactFormat]
+_Source = tuple[str, _Found, bytes]
+"""A JSON artifact read: its name, where it was found, its bytes."""
+
+
+def _source(rec: ZarrImageRecord, name: str) -> _Source | None:
+    """JSON artifact ``name`` read, None when there is no such file."""
+    found = rec.find_artifact_file(name, _JSON)
+    return None if found is None else (name, found, rec.read_artifact_bytes(name, found))
+
+
+def _holds_object(rec: ZarrImageRecord, source: _Source) -> bool:
+    name, found, raw = source
+    key = (found[1], raw)
+    known = _objects.get(key)
+    if known is None:
+        known = isinstance(rec.parse_json(name, found, raw), dict)
+        if len(raw) <= _CACHE_BYTES:
+            if len(_objects) >= _CACHE_MAX:
+                _objects.clear()
+            _objects[key] = known
+    return known
+
+
+def _first_source(rec: ZarrImageRecord, names: tuple[str, ...]) -> _Source | None:
+    """The first of ``names`` that holds a JSON object (as :func:`_first_object` picks
+    it: the same files read in the same order), None when none does."""
+    for name in names:
+        source = _source(rec, name)
+        if source is not None and _holds_object(rec, source):
+            return source
+    return None
+
+
+def current_params_hash(indexer: str, rec: ZarrImageRecord) -> str:
+    """``current_params(indexer, rec)[1]``, the hash alone: the same files read, the
+    same errors raised, the JSON parsed and hashed only for bytes not seen lately.
+
+    Raises:
+        KeyError: ``indexer`` is not a generation-2 indexer.
+        ArtifactUnreadableError: a params or metadata file cannot be parsed.
+    """
+    spec = _BY_INDEXER[indexer]
+    sources = [_first_source(rec, spec.params_names)]
+    if spec.uses_rois:
+        sources.append(_source(rec, METADATA_ARTIFACT))
+    key = (indexer, *(None if s is None else (s[1][1], s[2]) for s in sources))
+    digest = _hashes.get(key)
+    if digest is None:  # parsed here: a metadata file that cannot be parsed raises here
+        digest = params_hash(_decide(rec, sources))
+        if sum(len(src[2]) for src in sources if src is not None) <= _CACHE_BYTES:
+            if len(_hashes) >= _CACHE_MAX:
+                _hashes.clear()
+            _hashes[key] = digest
+    return digest
+
+
+def _decide(rec: ZarrImageRecord, sources: list[_Source | None]) -> Any:
+    """The object hashed for the params source (and, for radon, the metadata's)."""
+    parsed = [_ABSENT if s is None else rec.parse_json(*s) for s in sources]
+    obj = dict(parsed[0]) if isinstance(parsed[0], dict) else {}
+    if len(parsed) == 1:
+        return obj
+    payload = parsed[1]
+    rois = payload.get("rois", []) if isinstance(payload, dict) else []
+    if not isinstance(rois, list):
+        rois = []
+    return {"params": obj, "rois": [dict(item) for item in rois if isinstance(item, dict)]}

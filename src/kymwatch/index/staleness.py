@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
-from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params
+from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params_hash
 from kymwatch.store import ZarrDataset, ZarrImageRecord, read_table_arrow
 
 __all__ = [
@@ -338,7 +338,7 @@ def _record(
     rec = ZarrImageRecord(ds, image_id)
     marker, marker_error = load_marker(rec, spec)
     try:
-        _, digest = current_params(spec.indexer, rec)
+        digest = current_params_hash(spec.indexer, rec)
     except (ArtifactUnreadableError, OSError) as e:
         return Staleness(
             image_id=image_id,

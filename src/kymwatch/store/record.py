@@ -51,6 +51,18 @@ def _file_name(name: str, fmt: ArtifactFormat) -> str:
     return artifact_file_name(name, fmt)
 
 
+@functools.lru_cache(maxsize=256)
+def _split_name(name: str, fmt: ArtifactFormat) -> tuple[str, str, str]:
+    """The file name of ``name`` in ``fmt`` under ``analysis/``: the path from there,
+    its folder (may be empty) and its base name."""
+    rel = artifact_file_name(name, fmt)
+    folder, _, base = rel.rpartition("/")
+    return os.sep + rel, folder, base
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 def _read_small_parquet(raw: bytes) -> pa.Table:
     """Parse a small parquet file held in memory.
 
@@ -168,10 +180,9 @@ class ZarrImageRecord:
     ) -> tuple[str, ArtifactFormat] | None:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         for fmt in formats:
-            rel = _file_name(name, fmt)
-            p = self._analysis + os.sep + rel
+            rel, folder, base = _split_name(name, fmt)
+            p = self._analysis + rel
             if self._listed is not None:
-                folder, _, base = rel.rpartition("/")
                 names = self._names(folder)
                 if names is not None:
                     if base in names:
@@ -228,7 +239,7 @@ class ZarrImageRecord:
     ) -> tuple[str, ArtifactFormat]:
         found = self.find_artifact_file(name, formats)
         if found is None:
-            looked = tuple(artifact_file_name(name, f) for f in formats)
+            looked = tuple(_file_name(name, f) for f in formats)
             raise ArtifactNotFoundError(self.image_id, name, looked)
         return found
 
@@ -270,12 +281,11 @@ class ZarrImageRecord:
         Opened with O_NOFOLLOW | O_NONBLOCK and checked with fstat, so neither a
         symlink swapped in nor a FIFO can redirect or block the read.
         """
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         if self._linked_folder(path):
             reason = "symbolic links are not followed (a folder on the way is one)"
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason)
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, _READ_FLAGS)
         except OSError as e:
             reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
@@ -345,7 +355,26 @@ class ZarrImageRecord:
         """Read artifact ``name`` from ``.json``, falling back to legacy ``.json.gz``
         (``found``: the file :meth:`find_artifact` just found, not looked up again)."""
         path, fmt = found or self._require_file(name, _JSON_FORMATS)
-        raw = self._read_bytes(name, path)
+        return self.parse_json(name, (path, fmt), self._read_bytes(name, path))
+
+    def read_artifact_bytes(self, name: str, found: tuple[str | Path, ArtifactFormat]) -> bytes:
+        """The bytes of the file :meth:`find_artifact_file` found for artifact ``name``
+        (read as every artifact is: no symbolic link, only a regular file).
+
+        Raises:
+            ArtifactUnreadableError: the file cannot be opened or read.
+        """
+        return self._read_bytes(name, found[0])
+
+    def parse_json(self, name: str, found: tuple[str | Path, ArtifactFormat], raw: bytes) -> Any:
+        """Parse ``raw``, the bytes of JSON artifact ``name`` read from ``found`` (as
+        :meth:`load_json` does).
+
+        Raises:
+            ArtifactUnreadableError: not JSON (or not gzip for ``.json.gz``).
+            ArtifactInvalidError: JSON nested too deeply to parse.
+        """
+        path, fmt = found
         try:
             text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
             return json.loads(text)
