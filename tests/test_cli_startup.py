@@ -170,7 +170,7 @@ def test_cli_names_the_manifest_file_the_index_writes() -> None:
     """The help text's manifest name (kept in the CLI to avoid importing the index) is
     the file the manifest indexer writes."""
     from kymwatch import cli
-    from kymwatch.index.manifest import MANIFEST_FILE
+    from kymwatch.index.manifest_doc import MANIFEST_FILE
 
     assert cli._MANIFEST_FILE == MANIFEST_FILE
 

@@ -23,7 +23,8 @@ from helpers_store import (
 from kymwatch.daemon import Batch, IndexState, RecordChange, Worker
 from kymwatch.daemon.changes import RECORD_METADATA
 from kymwatch.index import KymDataset, ManifestIndexer, build_manifest, load_manifest
-from kymwatch.index.manifest import dump_manifest, manifest_path, read_entry
+from kymwatch.index.manifest_doc import dump_manifest, manifest_path
+from kymwatch.index.manifest_entry import read_entry
 
 DATA = Path(__file__).parent / "data" / "manifest"
 CASES = ["gen1_demo_v01", "gen2_demo_ve", "gen2_demo_radon_roi", "kymflow_written"]
@@ -312,7 +313,7 @@ def test_worker_updates_manifest_for_metadata_only_change(tmp_path: Path) -> Non
 
 def test_analysis_keys_reach_as_deep_as_the_artifact_walker(tmp_path: Path) -> None:
     """A file nested as deep as artifacts may nest is listed, one level deeper is not."""
-    from kymwatch.index.manifest import analysis_keys
+    from kymwatch.index.manifest_entry import analysis_keys
     from kymwatch.store.scan import MAX_ARTIFACT_DEPTH
 
     root = make_v2_store(tmp_path / "store.zarr")

@@ -25,7 +25,8 @@ from helpers_store import (
     write_v2_record,
 )
 from kymwatch.index import build_manifest, load_manifest
-from kymwatch.index.manifest import ManifestSourceError, manifest_path
+from kymwatch.index.manifest_doc import manifest_path
+from kymwatch.index.manifest_entry import ManifestSourceError
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 LOG_FILE = "kymwatch.log"
-_MANIFEST_FILE = "manifest.json.gz"  # kymwatch.index.manifest.MANIFEST_FILE (test-pinned)
+_MANIFEST_FILE = "manifest.json.gz"  # kymwatch.index.manifest_doc.MANIFEST_FILE (test-pinned)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NOT_CURRENT = 0, 1, 2, 3, 4
 
@@ -311,7 +311,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
     from kymwatch.index.distributed import ClusterError, cluster_extractor, require_dask
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
-    from kymwatch.index.manifest import MANIFEST_FILE
+    from kymwatch.index.manifest_doc import MANIFEST_FILE
     from kymwatch.logconfig import configure_logging
 
     root = _store(args.store, "rebuild")

@@ -13,7 +13,8 @@ from kymwatch.index.base import (
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, default_indexers
 from kymwatch.index.kymdataset import KymDataset, log_outcome
-from kymwatch.index.manifest import ManifestIndexer, ManifestUpdate, build_manifest, load_manifest
+from kymwatch.index.manifest import ManifestIndexer, ManifestUpdate
+from kymwatch.index.manifest_doc import build_manifest, load_manifest
 from kymwatch.index.params import params_hash
 from kymwatch.index.partition import PartitionPolicy
 from kymwatch.index.registry import (
