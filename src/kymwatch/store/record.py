@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from kymwatch.errors import ArtifactInvalidError, ArtifactNotFoundError, ArtifactUnreadableError
+from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
+from kymwatch.store.artifactio import parse_json_bytes, parse_table_bytes, read_regular_file
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes
 from kymwatch.store.layout import (
     ANALYSIS_ARRAYS_DIR,
@@ -30,11 +30,6 @@ from kymwatch.store.layout import (
     validate_image_id,
 )
 from kymwatch.store.scan import walk_artifacts
-
-try:
-    from pyarrow._parquet import ParquetReader as _ParquetReader
-except ImportError:  # pragma: no cover - a pyarrow without it
-    _ParquetReader = None
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,42 +53,6 @@ def _split_name(name: str, fmt: ArtifactFormat) -> tuple[str, str, str]:
     rel = artifact_file_name(name, fmt)
     folder, _, base = rel.rpartition("/")
     return os.sep + rel, folder, base
-
-
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-
-
-def _read_small_parquet(raw: bytes) -> pa.Table:
-    """Parse a small parquet file held in memory.
-
-    ``pq.read_table`` builds a dataset per file and ``pq.ParquetFile`` adds Python-side
-    set-up (nested paths) that costs more than reading ten rows: the reader underneath
-    ``ParquetFile`` is used when this pyarrow has it. No pre-buffering or threads: the
-    bytes are in memory and few.
-    """
-    if _ParquetReader is not None:
-        try:
-            reader = _ParquetReader()
-            reader.open(pa.BufferReader(raw), pre_buffer=False)
-        except TypeError:  # another pyarrow's signature: the public way below
-            pass
-        else:
-            table: pa.Table = reader.read_all(use_threads=False)
-            return table
-    return pq.ParquetFile(pa.BufferReader(raw), pre_buffer=False).read(use_threads=False)
-
-
-def _read_fd(fd: int, size: int) -> bytes:
-    """Everything left in regular file ``fd`` (no Python file object): one read of one
-    byte more than the size ``fstat`` gave (a short read of a regular file is its end),
-    then, if the file grew meanwhile, reads until its end."""
-    first = os.read(fd, size + 1)
-    if len(first) <= size:
-        return first
-    parts = [first]
-    while chunk := os.read(fd, 1 << 16):
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 class ZarrImageRecord:
@@ -276,28 +235,12 @@ class ZarrImageRecord:
             folder = parent
 
     def _read_bytes(self, name: str, path: str | Path) -> bytes:
-        """The whole file, refusing symbolic links and anything but a regular file.
-
-        Opened with O_NOFOLLOW | O_NONBLOCK and checked with fstat, so neither a
-        symlink swapped in nor a FIFO can redirect or block the read.
-        """
+        """The whole file, refusing symbolic links (the file or a folder on the way)
+        and anything but a regular file (:func:`~kymwatch.store.artifactio.read_regular_file`)."""
         if self._linked_folder(path):
             reason = "symbolic links are not followed (a folder on the way is one)"
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason)
-        try:
-            fd = os.open(path, _READ_FLAGS)
-        except OSError as e:
-            reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
-            raise ArtifactUnreadableError(self.image_id, name, str(path), reason) from e
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ArtifactUnreadableError(self.image_id, name, str(path), "not a regular file")
-            return _read_fd(fd, st.st_size)
-        except OSError as e:
-            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
-        finally:
-            os.close(fd)
+        return read_regular_file(self.image_id, name, path)
 
     # -- writes ---------------------------------------------------------------------------
     def _before_write(self) -> None:
@@ -374,15 +317,7 @@ class ZarrImageRecord:
             ArtifactUnreadableError: not JSON (or not gzip for ``.json.gz``).
             ArtifactInvalidError: JSON nested too deeply to parse.
         """
-        path, fmt = found
-        try:
-            text = gzip.decompress(raw) if fmt is ArtifactFormat.JSON_GZ else raw
-            return json.loads(text)
-        except (OSError, EOFError, ValueError) as e:
-            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
-        except RecursionError as e:  # complete, but nested too deep to parse: not transient
-            reason = f"JSON nested too deeply to parse ({e})"
-            raise ArtifactInvalidError(self.image_id, name, str(path), reason) from e
+        return parse_json_bytes(self.image_id, name, found, raw)
 
     def load_df_parquet(self, name: str) -> pd.DataFrame:
         """Read artifact ``analysis/<name>.parquet``."""
@@ -433,14 +368,7 @@ class ZarrImageRecord:
         key = os.fspath(path)
         if cache is not None and key in cache:
             return cache[key]
-        raw = self._read_bytes(name, path)
-        try:
-            if fmt is ArtifactFormat.PARQUET:
-                table = _read_small_parquet(raw)
-            else:
-                table = pa_csv.read_csv(pa.BufferReader(gzip.decompress(raw)))
-        except (pa.ArrowException, OSError, EOFError, ValueError) as e:
-            raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
+        table = parse_table_bytes(self.image_id, name, (path, fmt), self._read_bytes(name, path))
         if cache is not None:
             cache[key] = table
         return table
