@@ -6,7 +6,8 @@ import math
 
 import pyarrow as pa
 
-from kymwatch.index.arrow_schema import convert_column, finish_table, infer_column
+from kymwatch.index.arrow_column import convert_column, infer_column
+from kymwatch.index.arrow_schema import finish_table
 
 
 def test_text_extra_column_is_typed_string_from_its_first_value() -> None:

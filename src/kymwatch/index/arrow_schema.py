@@ -2,55 +2,41 @@
 
 Indexers hand over each record's rows as read (:class:`RawRows`: an Arrow table, or
 column lists from JSON). A batch of records is converted at once: records whose raw
-columns have the same names and types are concatenated and each column is cast in one
-vectorised call where its type already fits; only a column that does not fit goes
-value by value through the policy's converters (and there a value that does not fit
-becomes null and is logged, ``value_coerced``, against the record it came from).
+columns have the same names and types are concatenated and each column is converted
+at once (:mod:`kymwatch.index.arrow_column`); a value that does not fit becomes null
+and is logged, ``value_coerced``, against the record it came from.
 Extra columns are typed by content over the whole table (:func:`finish_table`).
 pandas appears only at the API boundary (:mod:`kymwatch.index.frames`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kymwatch.errors import ArtifactInvalidError
-from kymwatch.index.schema import (
-    _COERCED,
-    _CONVERTERS,
-    TEXT_COLUMNS,
-    Coercions,
-    _is_null,
-    infer_dtype,
+from kymwatch.index.arrow_column import (
+    ARROW_TYPES,
+    Values,
+    convert_column,
+    first_valid,
+    infer_column,
 )
+from kymwatch.index.schema import Coercions
 from kymwatch.store.engine import IMAGE_ID
 
 __all__ = [
-    "ARROW_TYPES",
     "RawRows",
     "RowSpan",
     "conform_batch",
-    "convert_column",
     "empty_arrow",
     "finish_table",
-    "infer_column",
+    "unify",
 ]
-
-ARROW_TYPES: Mapping[str, pa.DataType] = {
-    "string": pa.string(),
-    "Int64": pa.int64(),
-    "float64": pa.float64(),
-    "boolean": pa.bool_(),
-}
-
-Values: TypeAlias = "pa.ChunkedArray | pa.Array | list[Any]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,132 +92,6 @@ class RowSpan:
     def follows(self, other: RowSpan) -> bool:
         """True when these rows come right after ``other``'s in the same batch table."""
         return self.batch is other.batch and self.start == other.start + other.count
-
-
-# -- one column -----------------------------------------------------------------------------
-def _fast(values: Values, dtype: str) -> pa.ChunkedArray | pa.Array | None:
-    """A vectorised conversion when the source type fits ``dtype`` losslessly, else None."""
-    target = ARROW_TYPES[dtype]
-    if isinstance(values, list):
-        if dtype == "boolean":
-            return None
-        try:
-            return pa.array(values, type=target, from_pandas=True)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError):
-            return None
-    t = values.type
-    if pa.types.is_null(t):
-        return pa.nulls(len(values), target)
-    if dtype == "Int64" and pa.types.is_floating(t):
-        # Whole numbers in range: a safe cast raises for anything else (a fraction, an
-        # infinity, beyond int64), which then goes value by value.
-        if pc.any(pc.is_nan(values)).as_py():
-            values = pc.if_else(pc.is_nan(values), pa.scalar(None, t), values)
-        return values.cast(pa.int64())
-    ok = (
-        (dtype == "string" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
-        or (dtype == "float64" and (pa.types.is_floating(t) or pa.types.is_integer(t)))
-        or (dtype == "Int64" and pa.types.is_integer(t) and t != pa.uint64())
-        or (dtype == "boolean" and pa.types.is_boolean(t))
-    )
-    if not ok:
-        return None
-    out = values if t == target else values.cast(target)
-    if dtype == "float64" and pa.types.is_floating(t) and _may_hold_nan(out):
-        out = pc.if_else(pc.is_nan(out), pa.scalar(None, target), out)
-    return out
-
-
-def _may_hold_nan(values: pa.ChunkedArray | pa.Array) -> bool:
-    """True if ``values`` holds a NaN: a finite sum (one pass, nothing allocated)
-    proves there is none; otherwise each value is checked."""
-    total = pc.sum(values).as_py()
-    if total is None or math.isfinite(total):
-        return False
-    return bool(pc.any(pc.is_nan(values)).as_py())
-
-
-def convert_column(values: Values, dtype: str) -> tuple[pa.ChunkedArray | pa.Array, list[int]]:
-    """``values`` converted to ``dtype``, and the positions of values that did not fit
-    (now null). Never raises for a value."""
-    try:
-        fast = _fast(values, dtype)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        fast = None  # e.g. uint64 beyond int64: the per-value path decides
-    if fast is not None:
-        return fast, []
-    conv = _CONVERTERS[dtype]
-    py = values if isinstance(values, list) else values.to_pylist()
-    out: list[Any] = []
-    bad: list[int] = []
-    for pos, v in enumerate(py):
-        if _is_null(v):
-            out.append(None)
-            continue
-        c = conv(v)
-        if c is _COERCED:
-            bad.append(pos)
-            c = None
-        out.append(c)
-    return pa.array(out, type=ARROW_TYPES[dtype], from_pandas=True), bad
-
-
-def _fractional_prefix(values: pa.ChunkedArray | pa.Array, size: int = 1024) -> bool:
-    """True if one of the first ``size`` values is a number that is not whole (or is
-    infinite): the column is then float64 whatever follows."""
-    head = values.slice(0, size)
-    arr = np.asarray(head.to_numpy(zero_copy_only=False), dtype="float64")
-    number = ~np.isnan(arr)
-    with np.errstate(invalid="ignore"):
-        whole = np.isfinite(arr) & (arr == np.round(arr))
-    return bool(np.any(number & ~whole))
-
-
-def _first_valid(values: pa.ChunkedArray | pa.Array) -> int | None:
-    """The position of the first non-null value (None if all are null), looking no
-    further than the chunk that holds it."""
-    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    at = 0
-    for chunk in chunks:
-        if chunk.null_count < len(chunk):
-            if chunk.null_count == 0:
-                return at
-            return at + int(pc.index(chunk.is_valid(), True).as_py())
-        at += len(chunk)
-    return None
-
-
-def infer_column(name: str, values: Values) -> str:
-    """The dtype an extra column gets from its values (the policy's ``infer_dtype``)."""
-    if name in TEXT_COLUMNS:
-        return "string"
-    if isinstance(values, list):
-        return infer_dtype(name, values)
-    t = values.type
-    if pa.types.is_null(t):
-        return "float64"
-    if pa.types.is_boolean(t):
-        return "boolean" if values.null_count < len(values) else "float64"
-    if pa.types.is_integer(t) and t != pa.uint64():
-        return "Int64"
-    if pa.types.is_floating(t):
-        if _fractional_prefix(values):  # the usual float column, decided at its start
-            return "float64"
-        arr = np.asarray(values.to_numpy(zero_copy_only=False), dtype="float64")
-        finite = arr[~np.isnan(arr)]
-        if not len(finite):
-            return "float64"
-        whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
-        return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        try:  # the first value alone first: Arrow's cast parses every value before failing
-            first = pc.index(values.is_valid(), True).as_py()
-            if first >= 0:
-                values.slice(first, 1).cast(pa.float64())
-            values.cast(pa.float64())
-        except (pa.ArrowException, ValueError):
-            return "string" if values.null_count < len(values) else "float64"
-    return infer_dtype(name, values.to_pylist())
 
 
 # -- batches --------------------------------------------------------------------------------
@@ -402,7 +262,7 @@ def finish_table(
             if col in columns:
                 continue
             values = table.column(col)
-            first = _first_valid(values)
+            first = first_valid(values)
             if first is not None:
                 firsts.append((first, pos, col))
             elif keep_null is None or col in keep_null:

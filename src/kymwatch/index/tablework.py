@@ -13,13 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from kymwatch.index.arrow_schema import (
-    RowSpan,
-    convert_column,
-    empty_arrow,
-    finish_table,
-    unify,
-)
+from kymwatch.index.arrow_column import convert_column
+from kymwatch.index.arrow_schema import RowSpan, empty_arrow, finish_table, unify
 from kymwatch.index.base import DatasetIndexer, extras_position
 from kymwatch.index.batch import Extracted
 from kymwatch.index.gather import align, gather_spans
