@@ -1,8 +1,9 @@
 """``KymDataset``: a dataset plus its indexers, and the table updates they drive.
 
-The library API (kymflow's) and the daemon's reports live here; the tables' cache,
-merges and writes are :mod:`~kymwatch.index.publish`'s, the multi-table rebuild pass
-and the chunked reads :mod:`~kymwatch.index.rebuildpass`'s.
+The library API (kymflow's) and the daemon's reports live here; reading and saving
+whole tables is :mod:`~kymwatch.index.tableaccess`'s, the tables' cache, merges and
+writes :mod:`~kymwatch.index.publish`'s, the multi-table rebuild pass and the chunked
+reads :mod:`~kymwatch.index.rebuildpass`'s.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import structlog
 
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, UpdateReport
 from kymwatch.index.batch import Extracted, extract_batch, extract_jobs
-from kymwatch.index.frames import to_frame, with_pandas_metadata
+from kymwatch.index.frames import to_frame
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.parted import PartedTables
 from kymwatch.index.partition import PartitionPolicy
 from kymwatch.index.publish import Merged, Publisher, report_of
 from kymwatch.index.rebuildpass import extract_in_chunks, rebuild_passes, record_stamp
-from kymwatch.store import Mode, ZarrDataset, write_table_arrow
+from kymwatch.index.tableaccess import TableAccess
+from kymwatch.store import Mode, ZarrDataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,7 @@ def log_outcome(outcome: RecordOutcome) -> None:
         )
 
 
-class KymDataset:
+class KymDataset(TableAccess):
     """A kymflow dataset with its indexers and dataset-level tables.
 
     kymflow's API: :meth:`rebuild`, :meth:`update_image` and :meth:`update_images`
@@ -117,61 +118,6 @@ class KymDataset:
                 return ix
         known = ", ".join(ix.name for ix in self.indexers)
         raise KeyError(f"no indexer named {ref!r} (known: {known})")
-
-    # -- tables ---------------------------------------------------------------------------
-    def load_tables(self, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
-        """Load (or refresh) tables; default: every indexer's table and every table on disk."""
-        if names is None:
-            names = {ix.table_name for ix in self.indexers} | set(self.store.list_table_names())
-        return {name: self.get_table(name) for name in sorted(names)}
-
-    def get_table(self, name: str) -> pd.DataFrame:
-        """Table ``name`` (empty with its schema if an indexer owns it but it is not built)."""
-        st = self._pub.read(name)
-        stamp = self._pub.stamps.get(name)
-        cached = self._pub.frames.get(name)
-        if cached is None or cached[0] != stamp or stamp is None:
-            cached = (stamp, to_frame(st.table))
-            self._pub.frames[name] = cached
-        return cached[1].copy(deep=False)
-
-    def get_arrow(self, name: str) -> pa.Table:
-        """Table ``name`` as Arrow (sorted by ``image_id``; no pandas conversion)."""
-        return self._pub.read(name).table
-
-    def table_image_ids(self, name: str) -> set[str]:
-        """The image ids that have rows in table ``name``."""
-        st = self._pub.read(name)
-        if st.ids or "image_id" not in st.table.column_names:
-            return set(st.ids)
-        return {str(v) for v in st.table.column("image_id").drop_null().to_pylist()}
-
-    def save_table(self, name: str, df: pd.DataFrame | None = None) -> None:
-        """Write table ``name`` atomically under the store lock, and cache it.
-
-        Without ``df`` the cached table is written (kymflow's ``save_table(name)``;
-        KeyError if it was never loaded). A frame is written as given; it is adopted
-        (typed, sorted) when read back.
-        """
-        self.store.check_writable()
-        if df is None:
-            if name not in self._pub.tables:
-                raise KeyError(f"table not loaded in cache: {name}")
-            table = self._pub.tables[name].table
-            if self._pub.indexer_for_table(name) is not None:
-                table = with_pandas_metadata(table)
-        else:
-            table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-        with self.store.table_lock():
-            path = self.store.table_path(name)
-            self._pub.stamps[name] = write_table_arrow(path, table, within=self.store.path)
-            self._pub.tables.pop(name, None)
-            self._pub.frames.pop(name, None)
-
-    def save_all_tables(self) -> None:
-        """Write every cached table."""
-        for name in list(self._pub.tables):
-            self.save_table(name)
 
     # -- indexing -------------------------------------------------------------------------
     def extract(self, ref: IndexerRef, image_id: str) -> tuple[RecordOutcome, pd.DataFrame | None]:
