@@ -4,6 +4,7 @@ arenas and mmap threshold, and trimming after big work; `kymwatch run` makes the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,62 @@ def test_tuning_switches_pyarrow_to_the_system_allocator() -> None:
     assert doc["again"] == doc["done"]
 
 
+_POOL_CHILD = """
+import json, sys
+from kymwatch.daemon import memory
+first = "--pyarrow-first" in sys.argv
+if first:
+    import pyarrow
+chosen = memory.use_system_allocator()
+import pyarrow as pa
+cpp = pa.default_memory_pool().backend_name  # Arrow's C++ default, before any switch
+done = memory.tune_process_memory()
+print(json.dumps({"chosen": chosen, "cpp": cpp, "reported": done["arrow_cpp_pool"],
+                  "pool": pa.default_memory_pool().backend_name}))
+"""
+
+
+def _pool_child(*args: str, pool: str | None = None) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if pool is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool
+    proc = subprocess.run(
+        [sys.executable, "-c", _POOL_CHILD, *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=True,
+        env=env,
+    )
+    doc: dict[str, object] = json.loads(proc.stdout)
+    return doc
+
+
+def test_system_allocator_chosen_before_pyarrow_is_imported() -> None:
+    """Called before pyarrow's import, the choice makes the system allocator Arrow's C++
+    default pool too (the one the parquet reader and writer use internally), and tuning
+    reports it."""
+    doc = _pool_child()
+    assert doc == {"chosen": True, "cpp": "system", "reported": "system", "pool": "system"}
+
+
+def test_system_allocator_too_late_after_pyarrow_is_imported() -> None:
+    """Once pyarrow is imported the C++ default pool is fixed: the choice says it came too
+    late, tuning reports the bundled pool that stays, and pyarrow's own default is still
+    switched to the system allocator."""
+    doc = _pool_child("--pyarrow-first")
+    assert doc["chosen"] is False
+    assert doc["cpp"] == doc["reported"] != "system"
+    assert doc["pool"] == "system"
+
+
+def test_system_allocator_keeps_a_pool_the_user_chose() -> None:
+    """A pool named in ARROW_DEFAULT_MEMORY_POOL is left as it is."""
+    doc = _pool_child(pool="mimalloc")
+    assert doc["chosen"] is False
+    assert doc["cpp"] == doc["reported"] == "mimalloc"
+
+
 def test_trim_never_raises() -> None:
     """Trimming answers a bool wherever it runs (a no-op without glibc)."""
     assert memory.trim() in (True, False)
@@ -53,7 +110,7 @@ def test_trim_never_raises() -> None:
 @pytest.mark.integration
 def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
     """`kymwatch run` tunes the process before indexing: `daemon_started` says the
-    pyarrow pool is the system allocator."""
+    pyarrow pool and Arrow's C++ default pool are the system allocator."""
     root = tmp_path / "dataset.zarr"
     shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
     daemon = DaemonProcess(root).start()
@@ -63,3 +120,4 @@ def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
         assert daemon.stop() == 0
     (started,) = daemon.events("daemon_started")
     assert started["memory"]["arrow_pool"] == "system"
+    assert started["memory"]["arrow_cpp_pool"] == "system"
