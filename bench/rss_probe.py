@@ -84,7 +84,7 @@ def _maps() -> dict[str, float]:
                     kind = "anon 1MiB (pymalloc?)"
                 elif size in (8 << 20, (8 << 20) + 4096):
                     kind = "anon 8MiB (stack?)"
-                elif size >= 60 << 20 and size <= 64 << 20 or "rw" not in head[1]:
+                elif (size >= 60 << 20 and size <= 64 << 20) or "rw" not in head[1]:
                     kind = "anon arena/guard"
                 else:
                     kind = "anon other"
@@ -142,6 +142,10 @@ def _malloc_info() -> dict[str, Any]:
     return {"arenas": [round(int(h) / 2**20, 1) for h in heaps]}
 
 
+def _line(stat: Any) -> str:
+    return f"{stat.size / 2**20:7.2f} MiB {stat.count:8d} {stat.traceback}"
+
+
 def snapshot(label: str, top: int = 0) -> dict[str, Any]:
     """The process's memory now (MiB)."""
     import gc
@@ -185,9 +189,9 @@ def snapshot(label: str, top: int = 0) -> dict[str, Any]:
         if top:
             snap = tracemalloc.take_snapshot()
             stats = snap.statistics("lineno")[:top]
-            doc["py_top"] = [f"{s.size / 2**20:7.2f} MiB {s.count:8d} {s.traceback}" for s in stats]
             files = snap.statistics("filename")[:top]
-            doc["py_files"] = [f"{s.size / 2**20:7.2f} MiB {s.count:8d} {s.traceback}" for s in files]
+            doc["py_top"] = [_line(s) for s in stats]
+            doc["py_files"] = [_line(s) for s in files]
     return doc
 
 
@@ -205,7 +209,8 @@ def _child(store: str, out: str, top: int) -> None:
 
     dump("import kymwatch.cli")
 
-    load, recon, init = runner.Daemon._load_state, reconciler.Reconciler.reconcile, runner.Daemon.run
+    load, init = runner.Daemon._load_state, runner.Daemon.run
+    recon = reconciler.Reconciler.reconcile
 
     def run(self: Any) -> None:
         dump("Daemon constructed (imports, indexers)")
@@ -240,8 +245,8 @@ def _child(store: str, out: str, top: int) -> None:
 # -- the driver -------------------------------------------------------------------------------
 def _prepare(work: Path, n: int, first_start: bool) -> Path:
     sys.path.insert(0, str(HERE))
-    import stores
     import storegen
+    import stores
 
     store = work / f"store-{n}"
     storegen.work_copy(n, store)
@@ -291,6 +296,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import measure  # noqa: F401  (tests/ on the path: the harness)
     import storegen
+
     from kymwatch.daemon import request_sync
 
     store = _prepare(opts.work, opts.records, opts.first_start)
