@@ -204,6 +204,13 @@ def _child(store: str, out: str, top: int) -> None:
             f.write(json.dumps(snapshot(label, top)) + "\n")
 
     dump("python")
+    if not os.environ.get("PROBE_LATE_POOL"):  # as `kymwatch run` does before its imports
+        try:
+            from kymwatch.daemon.memory import use_system_allocator
+
+            use_system_allocator()
+        except ImportError:  # a build without it
+            pass
     import kymwatch.cli  # noqa: F401
     from kymwatch.daemon import reconciler, runner
 
