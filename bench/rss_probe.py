@@ -209,6 +209,9 @@ def _child(store: str, out: str, top: int) -> None:
             from kymwatch.daemon.memory import use_system_allocator
 
             use_system_allocator()
+            from kymwatch.daemon.memory import skip_cloud_filesystems
+
+            skip_cloud_filesystems()
         except ImportError:  # a build without it
             pass
     import kymwatch.cli  # noqa: F401

@@ -82,9 +82,14 @@ def _number(
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import tune_process_memory, use_system_allocator
+    from kymwatch.daemon.memory import (
+        skip_cloud_filesystems,
+        tune_process_memory,
+        use_system_allocator,
+    )
 
     use_system_allocator()  # before pyarrow is imported: see kymwatch.daemon.memory
+    skip_cloud_filesystems()
     from kymwatch.daemon import Daemon
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.logconfig import (

@@ -29,7 +29,14 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["MMAP_THRESHOLD", "settings", "trim", "tune_process_memory", "use_system_allocator"]
+__all__ = [
+    "MMAP_THRESHOLD",
+    "settings",
+    "skip_cloud_filesystems",
+    "trim",
+    "tune_process_memory",
+    "use_system_allocator",
+]
 
 MMAP_THRESHOLD = 256 * 1024
 """Allocations from this size up are mapped (and unmapped when freed)."""
@@ -65,6 +72,32 @@ def use_system_allocator() -> bool:
     if "pyarrow" not in sys.modules:
         os.environ.setdefault(_POOL_ENV, "system")
     return os.environ.get(_POOL_ENV) == "system" and "pyarrow" not in sys.modules
+
+
+_CLOUD_FS = ("pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs", "pyarrow._hdfs")
+
+
+def skip_cloud_filesystems() -> bool:
+    """Import ``pyarrow.fs`` (``pyarrow.parquet`` imports it) without its S3, GCS, Azure
+    and HDFS file systems, which a daemon reading a local or mounted store never uses:
+    their libraries (``libarrow_s3``, the AWS SDK) were ~7 MiB of a daemon's RSS.
+
+    They are kept out only while ``pyarrow.fs`` is imported: ``pyarrow.fs.S3FileSystem``
+    then says it is not available, an explicit ``import pyarrow._s3fs`` still works.
+    Returns False (nothing done) if ``pyarrow.fs`` was imported already.
+    """
+    if "pyarrow.fs" in sys.modules:
+        return False
+    blocked = [m for m in _CLOUD_FS if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes its import fail
+    try:
+        import pyarrow.fs  # noqa: F401
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return True
 
 
 def settings() -> dict[str, object]:
