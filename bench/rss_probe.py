@@ -195,7 +195,7 @@ def snapshot(label: str, top: int = 0) -> dict[str, Any]:
     return doc
 
 
-def _child(store: str, out: str, top: int) -> None:
+def _child(store: str, out: str, top: int, extra: list[str]) -> None:
     """Run the daemon on ``store`` and append snapshots to ``out`` (one JSON per line)."""
     lock = threading.Lock()
 
@@ -249,7 +249,7 @@ def _child(store: str, out: str, top: int) -> None:
     threading.Thread(target=listen, name="probe", daemon=True).start()
     from kymwatch.cli import main
 
-    sys.exit(main(["run", store, "--log-level", "info"]))
+    sys.exit(main(["run", store, "--log-level", "info", *extra]))
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -298,10 +298,12 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--edits", type=int, default=20)
     p.add_argument("--burst", type=int, default=2_000)
+    p.add_argument("--polling", action="store_true", help="kymwatch run --polling")
     p.add_argument("--child", nargs=2, metavar=("STORE", "OUT"))
     opts = p.parse_args()
     if opts.child:
-        _child(*opts.child, opts.top if os.environ.get("PYTHONTRACEMALLOC") else 0)
+        top = opts.top if os.environ.get("PYTHONTRACEMALLOC") else 0
+        _child(*opts.child, top, ["--polling"] if opts.polling else [])
         return
     sys.path.insert(0, str(HERE))
     import measure  # noqa: F401  (tests/ on the path: the harness)
@@ -319,6 +321,7 @@ def main() -> None:
     if opts.tracemalloc:
         env["PYTHONTRACEMALLOC"] = "1"
     cmd = [sys.executable, __file__, str(opts.work), "--child", str(store), str(out)]
+    cmd += ["--polling"] if opts.polling else []
     with open(opts.work / "daemon.out", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

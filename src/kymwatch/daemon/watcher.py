@@ -115,8 +115,10 @@ class InotifyWatcher:
         self._adding = threading.Lock()
         self._path_of: dict[int, str] = {}
         self._wd_of: dict[str, int] = {}
-        self._wd_of_inode: dict[tuple[int, int], int] = {}
-        self._inode_of: dict[int, tuple[int, int]] = {}
+        # A folder's (device, inode) as one integer (a tuple of two cost ~2.4 MiB more
+        # at 30,000 watches).
+        self._wd_of_inode: dict[int, int] = {}
+        self._inode_of: dict[int, int] = {}
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -157,7 +159,7 @@ class InotifyWatcher:
                     return False
             try:
                 st = os.stat(path, follow_symlinks=False)
-                inode = (st.st_dev, st.st_ino)
+                inode = st.st_dev << 64 | st.st_ino
                 self._forget_alias(inode)
                 wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
             except OSError as e:
@@ -174,7 +176,7 @@ class InotifyWatcher:
                 self._inode_of[wd] = inode
             return True
 
-    def _forget_alias(self, inode: tuple[int, int]) -> None:
+    def _forget_alias(self, inode: int) -> None:
         """Unwatch a folder watched under another name: it was renamed while events
         were lost (an overflow). Its watch would report the new place under the old name,
         and the kernel would hand the same watch back for the new name."""
