@@ -299,6 +299,7 @@ def main() -> None:
     p.add_argument("--edits", type=int, default=20)
     p.add_argument("--burst", type=int, default=2_000)
     p.add_argument("--polling", action="store_true", help="kymwatch run --polling")
+    p.add_argument("--store", type=Path, help="run on this store as it is (no fresh copy)")
     p.add_argument("--child", nargs=2, metavar=("STORE", "OUT"))
     opts = p.parse_args()
     if opts.child:
@@ -311,7 +312,7 @@ def main() -> None:
 
     from kymwatch.daemon import request_sync
 
-    store = _prepare(opts.work, opts.records, opts.first_start)
+    store = opts.store or _prepare(opts.work, opts.records, opts.first_start)
     out = opts.work / "probe.jsonl"
     out.unlink(missing_ok=True)
     fifo = Path(str(out) + ".fifo")

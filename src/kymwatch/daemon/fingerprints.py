@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Iterable, Iterator, KeysView, Mapping, MutableMapping
+from itertools import starmap
 
 from kymwatch.store import Fingerprint, RecordFiles
 
@@ -22,6 +23,7 @@ __all__ = ["RecordFingerprints"]
 
 _FIELDS = 5  # size, mtime_ns, ctime_ns, inode, scanned_ns
 _SHARED_NAMES_MAX = 4096  # distinct sets of file names kept for sharing
+_ONE = struct.Struct(f"<{_FIELDS}q")
 
 
 class RecordFingerprints(MutableMapping[str, RecordFiles]):
@@ -67,11 +69,7 @@ class RecordFingerprints(MutableMapping[str, RecordFiles]):
         if isinstance(held, dict):
             return dict(held)
         names, packed = held
-        values = struct.unpack(f"<{len(names) * _FIELDS}q", packed)
-        return {
-            name: Fingerprint(*values[i * _FIELDS : (i + 1) * _FIELDS])
-            for i, name in enumerate(names)
-        }
+        return dict(zip(names, starmap(Fingerprint, _ONE.iter_unpack(packed)), strict=True))
 
     def __delitem__(self, image_id: str) -> None:
         del self._data[image_id]
