@@ -150,3 +150,25 @@ def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
     (started,) = daemon.events("daemon_started")
     assert started["memory"]["arrow_pool"] == "system"
     assert started["memory"]["arrow_cpp_pool"] == "system"
+
+
+def test_stale_counter_trims_after_a_full_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stale counter hands freed heap memory back after judging every record (a
+    full pass reads every record's markers and each table's stamps), not after the
+    few records of a batch."""
+    from kymwatch.daemon.stalecount import StaleCounter
+
+    root = tmp_path / "dataset.zarr"
+    shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
+    trims: list[bool] = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(True) or True)
+    counter = StaleCounter(root, lambda counts: None)
+    counter.mark_all()
+    counts = counter.run_pass()
+    assert counts and trims == [True]
+    some = next(iter(counter.stale_records().values()))
+    counter.mark(list(some)[:1] or ["e1"])
+    counter.run_pass()
+    assert trims == [True]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kymwatch._lazy import lazy_logger
+from kymwatch.daemon import memory
 from kymwatch.store import TABLES_DIR, iter_record_folders
 
 __all__ = ["StaleCounter", "tabled_gen2_indexers"]
@@ -144,6 +145,8 @@ class StaleCounter:
                 self.mark(ids)
             self._wake.clear()  # retried with the next mark, not in a hot loop
             return self._counts
+        if everything:  # hand back what reading every record and table freed
+            memory.trim()
         if counts != self._counts or self._stale != before:
             self._counts = counts
             self._publish(dict(counts))
