@@ -169,6 +169,7 @@ def snapshot(label: str, top: int = 0) -> dict[str, Any]:
         import pyarrow as pa
 
         doc["arrow"] = round(pa.total_allocated_bytes() / 2**20, 1)
+        doc["arrow_peak"] = round(pa.default_memory_pool().max_memory() / 2**20, 1)
         for name in ("jemalloc", "mimalloc"):
             try:
                 pool = getattr(pa, f"{name}_memory_pool")()
