@@ -172,3 +172,27 @@ def test_stale_counter_trims_after_a_full_pass(
     counter.mark(list(some)[:1] or ["e1"])
     counter.run_pass()
     assert trims == [True]
+
+
+def test_stale_counter_reads_table_stamps_dictionary_encoded(tmp_path: Path) -> None:
+    """The stamp columns the stale counter reads per slice come dictionary-encoded (one
+    string per distinct id, hash and version), other types as they are, and a slice's
+    stamps equal those of a plain read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kymwatch.index import staleness
+
+    root = tmp_path / "dataset.zarr"
+    shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
+    path = root / "tables" / "kym_velocity_events.parquet"
+    plain = pq.read_table(path, columns=["image_id", "params_hash", "analysis_version"])
+    read = staleness._read_stamp_columns(path)
+    assert all(pa.types.is_dictionary(f.type) for f in read.schema)
+    assert read.cast(plain.schema).equals(plain)
+    ids = sorted(set(plain.column("image_id").to_pylist()))[:2]
+    got, has, error = staleness._table_stamps(root, "kym_velocity_events", ids)
+    assert has and error is None and sorted(got) == ids
+    odd = tmp_path / "odd.parquet"
+    pq.write_table(pa.table({"image_id": ["e1"], "params_hash": pa.nulls(1), "x": [1]}), odd)
+    assert staleness._read_stamp_columns(odd).schema.field("params_hash").type == pa.null()
