@@ -92,3 +92,33 @@ def test_mapping_operations() -> None:
     del held[next(iter(held))]
     assert len(held) == 2
     assert held.keys() | {"x"} == set(list(records)[2:]) | {"x"}
+
+
+def test_a_packed_comparison_finds_exactly_the_changes_fingerprints_find() -> None:
+    """Comparing a packed scan with packed state lists the same changes as comparing their
+    fingerprints: unchanged, racily clean, resized, replaced (new inode), added and
+    removed files, a state saved without ctimes, and files listed in another order."""
+    from kymwatch.daemon.reconcile import diff_fingerprints
+    from kymwatch.store import UNKNOWN_CTIME
+
+    known = _store(12)
+    disk = {i: {n: Fingerprint(fp.size, fp.mtime_ns, fp.ctime_ns, fp.inode) for n, fp in f.items()}
+            for i, f in known.items()}  # fmt: skip
+    ids = list(known)
+    first = next(iter(known[ids[1]]))
+    fp = known[ids[1]][first]  # racily clean: changed after its scan began
+    known[ids[1]][first] = Fingerprint(fp.size, fp.mtime_ns, fp.ctime_ns, fp.inode, fp.ctime_ns)
+    name, fp = next(iter(disk[ids[2]].items()))
+    disk[ids[2]][name] = Fingerprint(fp.size + 1, fp.mtime_ns, fp.ctime_ns, fp.inode)
+    disk[ids[3]][name] = Fingerprint(fp.size, fp.mtime_ns, fp.ctime_ns, fp.inode + 1)
+    disk[ids[4]]["radon/extra.json"] = Fingerprint(1, 2, 3, 4)
+    del disk[ids[5]][next(iter(disk[ids[5]]))]
+    legacy = {n: Fingerprint(f.size, f.mtime_ns, UNKNOWN_CTIME, f.inode, f.ctime_ns + 1)
+              for n, f in known[ids[6]].items()}  # fmt: skip
+    known[ids[6]] = legacy
+    disk[ids[7]] = dict(reversed(disk[ids[7]].items()))
+    del disk[ids[8]]
+    disk["new-record"] = {"radon_report.json": Fingerprint(1, 2, 3, 4)}
+    expected = diff_fingerprints(disk, known)
+    assert diff_fingerprints(RecordFingerprints(disk), RecordFingerprints(known)) == expected
+    assert {c.image_id for c in expected} == {*ids[1:6], ids[8], "new-record"}

@@ -8,6 +8,14 @@ record is the tuple of its file names (one tuple, of interned names, shared by e
 record that has the same files) and the integers packed as int64 in one ``bytes``:
 ~4 MiB. Reading a record builds its files afresh, so a caller may change what it got
 without changing the state; storing one packs it.
+
+The reconcile compares a packed scan with the packed state record by record
+(:meth:`RecordFingerprints.unchanged`) without building fingerprints: files in name
+order, the identities
+(size, mtime, ctime, inode) of all files come first in the bytes, the scan times
+after them, and whether every file may be trusted by its identity alone (not racily
+clean, ctime known: see :meth:`~kymwatch.store.Fingerprint.same_as`) is decided once,
+when the record is stored.
 """
 
 from __future__ import annotations
@@ -15,15 +23,13 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Iterable, Iterator, KeysView, Mapping, MutableMapping
-from itertools import starmap
 
-from kymwatch.store import Fingerprint, RecordFiles
+from kymwatch.store import UNKNOWN_CTIME, Fingerprint, RecordFiles
 
 __all__ = ["RecordFingerprints"]
 
-_FIELDS = 5  # size, mtime_ns, ctime_ns, inode, scanned_ns
+_FIELDS = 5  # size, mtime_ns, ctime_ns, inode; scanned_ns
 _SHARED_NAMES_MAX = 4096  # distinct sets of file names kept for sharing
-_ONE = struct.Struct(f"<{_FIELDS}q")
 
 
 class RecordFingerprints(MutableMapping[str, RecordFiles]):
@@ -39,7 +45,8 @@ class RecordFingerprints(MutableMapping[str, RecordFiles]):
     __slots__ = ("_data", "_names")
 
     def __init__(self, records: Mapping[str, RecordFiles] | None = None) -> None:
-        self._data: dict[str, tuple[tuple[str, ...], bytes] | RecordFiles] = {}
+        # (names, identities then scan times as int64, every file trusted by identity)
+        self._data: dict[str, tuple[tuple[str, ...], bytes, bool] | RecordFiles] = {}
         self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
         if records:
             for image_id, files in records.items():
@@ -55,21 +62,41 @@ class RecordFingerprints(MutableMapping[str, RecordFiles]):
         return shared
 
     def __setitem__(self, image_id: str, files: RecordFiles) -> None:
-        names = self._shared(tuple(files))
-        values = [v for fp in files.values() for v in _fields(fp)]
+        ordered = sorted(files.items())  # one order for a scan and the state: comparable
+        names = self._shared(tuple(name for name, _ in ordered))
+        fps = [fp for _, fp in ordered]
+        values = [v for fp in fps for v in (fp.size, fp.mtime_ns, fp.ctime_ns, fp.inode)]
+        values += [fp.scanned_ns for fp in fps]
         try:
             packed = struct.pack(f"<{len(values)}q", *values)
         except struct.error:  # beyond int64: kept as it is
             self._data[image_id] = dict(files)
             return
-        self._data[image_id] = (names, packed)
+        trusted = all(not fp.racy and fp.ctime_ns != UNKNOWN_CTIME for fp in fps)
+        self._data[image_id] = (names, packed, trusted)
 
     def __getitem__(self, image_id: str) -> RecordFiles:
         held = self._data[image_id]
         if isinstance(held, dict):
             return dict(held)
-        names, packed = held
-        return dict(zip(names, starmap(Fingerprint, _ONE.iter_unpack(packed)), strict=True))
+        names, packed, _ = held
+        n = len(names)
+        v = struct.unpack(f"<{n * _FIELDS}q", packed)
+        return {
+            name: Fingerprint(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3], v[4 * n + i])
+            for i, name in enumerate(names)
+        }
+
+    def unchanged(self, image_id: str, scan: RecordFingerprints) -> bool:
+        """True when ``scan`` shows the very files this record was indexed from (the same
+        names, each with the same size, mtime, ctime and inode, none of them racily
+        clean): what comparing their fingerprints would say, without building them.
+        False means only "compare them" (a record held as a dict is never judged here)."""
+        mine, now = self._data.get(image_id), scan._data.get(image_id)
+        if not isinstance(mine, tuple) or not isinstance(now, tuple) or not mine[2]:
+            return False
+        identity = 4 * 8 * len(mine[0])
+        return mine[0] == now[0] and mine[1][:identity] == now[1][:identity]
 
     def __delitem__(self, image_id: str) -> None:
         del self._data[image_id]
@@ -103,7 +130,3 @@ class RecordFingerprints(MutableMapping[str, RecordFiles]):
 
     def __repr__(self) -> str:
         return f"RecordFingerprints({len(self._data)} records)"
-
-
-def _fields(fp: Fingerprint) -> tuple[int, int, int, int, int]:
-    return (fp.size, fp.mtime_ns, fp.ctime_ns, fp.inode, fp.scanned_ns)
