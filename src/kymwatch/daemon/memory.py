@@ -79,7 +79,8 @@ _CLOUD_FS = ("pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs", "pyarrow._hd
 
 def skip_cloud_filesystems() -> bool:
     """Import ``pyarrow.fs`` (``pyarrow.parquet`` imports it) without its S3, GCS, Azure
-    and HDFS file systems, which a daemon reading a local or mounted store never uses:
+    and HDFS file systems, which ``kymwatch run`` and ``rebuild`` on a local or mounted
+    store never use:
     their libraries (``libarrow_s3``, the AWS SDK) were ~7 MiB of a daemon's RSS.
 
     They are kept out only while ``pyarrow.fs`` is imported: ``pyarrow.fs.S3FileSystem``
