@@ -19,6 +19,9 @@ before the daemon allocates (they change the whole process, so tests that run a
   of being left in the heap once the threshold has drifted up.
 - :func:`trim` (``malloc_trim``) after big batches hands freed heap pages back.
 
+And one import-time saving, :func:`skip_cloud_filesystems` (made before pyarrow's
+import, as the allocator choice).
+
 Elsewhere these are no-ops (macOS, musl): nothing here raises.
 """
 
@@ -80,8 +83,8 @@ _CLOUD_FS = ("pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs", "pyarrow._hd
 def skip_cloud_filesystems() -> bool:
     """Import ``pyarrow.fs`` (``pyarrow.parquet`` imports it) without its S3, GCS, Azure
     and HDFS file systems, which ``kymwatch run`` and ``rebuild`` on a local or mounted
-    store never use:
-    their libraries (``libarrow_s3``, the AWS SDK) were ~7 MiB of a daemon's RSS.
+    store never use: their libraries (``libarrow_s3``, the AWS SDK) were ~7 MiB of a
+    daemon's RSS.
 
     They are kept out only while ``pyarrow.fs`` is imported: ``pyarrow.fs.S3FileSystem``
     then says it is not available, an explicit ``import pyarrow._s3fs`` still works.
