@@ -4,6 +4,7 @@ arenas and mmap threshold, and trimming after big work; `kymwatch run` makes the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,91 @@ def test_tuning_switches_pyarrow_to_the_system_allocator() -> None:
     assert doc["again"] == doc["done"]
 
 
+_POOL_CHILD = """
+import json, sys
+from kymwatch.daemon import memory
+first = "--pyarrow-first" in sys.argv
+if first:
+    import pyarrow
+chosen = memory.use_system_allocator()
+import pyarrow as pa
+cpp = pa.default_memory_pool().backend_name  # Arrow's C++ default, before any switch
+done = memory.tune_process_memory()
+print(json.dumps({"chosen": chosen, "cpp": cpp, "reported": done["arrow_cpp_pool"],
+                  "pool": pa.default_memory_pool().backend_name}))
+"""
+
+
+def _pool_child(*args: str, pool: str | None = None) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if pool is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool
+    proc = subprocess.run(
+        [sys.executable, "-c", _POOL_CHILD, *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=True,
+        env=env,
+    )
+    doc: dict[str, object] = json.loads(proc.stdout)
+    return doc
+
+
+def test_system_allocator_chosen_before_pyarrow_is_imported() -> None:
+    """Called before pyarrow's import, the choice makes the system allocator Arrow's C++
+    default pool too (the one the parquet reader and writer use internally), and tuning
+    reports it."""
+    doc = _pool_child()
+    assert doc == {"chosen": True, "cpp": "system", "reported": "system", "pool": "system"}
+
+
+def test_system_allocator_too_late_after_pyarrow_is_imported() -> None:
+    """Once pyarrow is imported the C++ default pool is fixed: the choice says it came too
+    late, tuning reports the bundled pool that stays, and pyarrow's own default is still
+    switched to the system allocator."""
+    doc = _pool_child("--pyarrow-first")
+    assert doc["chosen"] is False
+    assert doc["cpp"] == doc["reported"] != "system"
+    assert doc["pool"] == "system"
+
+
+def test_system_allocator_keeps_a_pool_the_user_chose() -> None:
+    """A pool named in ARROW_DEFAULT_MEMORY_POOL is left as it is."""
+    doc = _pool_child(pool="mimalloc")
+    assert doc["chosen"] is False
+    assert doc["cpp"] == doc["reported"] == "mimalloc"
+
+
+_FS_CHILD = """
+import io, json, sys
+from kymwatch.daemon import memory
+skipped = memory.skip_cloud_filesystems()
+import pyarrow as pa, pyarrow.fs, pyarrow.parquet as pq
+loaded = sorted(m for m in sys.modules if m in ("pyarrow._s3fs", "pyarrow._gcsfs"))
+buf = io.BytesIO()
+pq.write_table(pa.table({"image_id": ["e1"]}), buf)
+rows = pq.read_table(io.BytesIO(buf.getvalue())).num_rows
+try:
+    pyarrow.fs.S3FileSystem
+    s3 = "available"
+except ImportError:
+    s3 = "missing"
+import pyarrow._s3fs
+print(json.dumps({"skipped": skipped, "again": memory.skip_cloud_filesystems(),
+                  "loaded": loaded, "rows": rows, "s3": s3}))
+"""
+
+
+def test_cloud_filesystems_are_not_imported() -> None:
+    """pyarrow.fs is imported without its cloud file systems (parquet works, S3 is named
+    missing), and an explicit import of one still works afterwards."""
+    cmd = [sys.executable, "-c", _FS_CHILD]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT_S, check=True)
+    doc = json.loads(proc.stdout)
+    assert doc == {"skipped": True, "again": False, "loaded": [], "rows": 1, "s3": "missing"}
+
+
 def test_trim_never_raises() -> None:
     """Trimming answers a bool wherever it runs (a no-op without glibc)."""
     assert memory.trim() in (True, False)
@@ -53,7 +139,7 @@ def test_trim_never_raises() -> None:
 @pytest.mark.integration
 def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
     """`kymwatch run` tunes the process before indexing: `daemon_started` says the
-    pyarrow pool is the system allocator."""
+    pyarrow pool and Arrow's C++ default pool are the system allocator."""
     root = tmp_path / "dataset.zarr"
     shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
     daemon = DaemonProcess(root).start()
@@ -63,3 +149,50 @@ def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
         assert daemon.stop() == 0
     (started,) = daemon.events("daemon_started")
     assert started["memory"]["arrow_pool"] == "system"
+    assert started["memory"]["arrow_cpp_pool"] == "system"
+
+
+def test_stale_counter_trims_after_a_full_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stale counter hands freed heap memory back after judging every record (a
+    full pass reads every record's markers and each table's stamps), not after the
+    few records of a batch."""
+    from kymwatch.daemon.stalecount import StaleCounter
+
+    root = tmp_path / "dataset.zarr"
+    shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
+    trims: list[bool] = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(True) or True)
+    counter = StaleCounter(root, lambda counts: None)
+    counter.mark_all()
+    counts = counter.run_pass()
+    assert counts and trims == [True]
+    some = next(iter(counter.stale_records().values()))
+    counter.mark(list(some)[:1] or ["e1"])
+    counter.run_pass()
+    assert trims == [True]
+
+
+def test_stale_counter_reads_table_stamps_dictionary_encoded(tmp_path: Path) -> None:
+    """The stamp columns the stale counter reads per slice come dictionary-encoded (one
+    string per distinct id, hash and version), other types as they are, and a slice's
+    stamps equal those of a plain read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kymwatch.index import staleness
+
+    root = tmp_path / "dataset.zarr"
+    shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
+    path = root / "tables" / "kym_velocity_events.parquet"
+    plain = pq.read_table(path, columns=["image_id", "params_hash", "analysis_version"])
+    read = staleness._read_stamp_columns(path)
+    assert all(pa.types.is_dictionary(f.type) for f in read.schema)
+    assert read.cast(plain.schema).equals(plain)
+    ids = sorted(set(plain.column("image_id").to_pylist()))[:2]
+    got, has, error = staleness._table_stamps(root, "kym_velocity_events", ids)
+    assert has and error is None and sorted(got) == ids
+    odd = tmp_path / "odd.parquet"
+    pq.write_table(pa.table({"image_id": ["e1"], "params_hash": pa.nulls(1), "x": [1]}), odd)
+    assert staleness._read_stamp_columns(odd).schema.field("params_hash").type == pa.null()

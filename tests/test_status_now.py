@@ -106,6 +106,30 @@ def test_corrupt_problems_file_is_ignored(tmp_path: Path) -> None:
     assert load_problems(root, ["velocity_events"]) == {}
 
 
+def test_many_problems_share_their_equal_values(tmp_path: Path) -> None:
+    """Problems found in one batch, and problems restored from the file, hold one
+    looked-for list per indexer and one string per distinct value (a mixed store has a
+    missing artifact per record of the other generation), and still equal what was found."""
+    root = make_v2_store(tmp_path / "s.zarr")
+    ids = ["e1", UUID_ID]
+    for image_id in ids:
+        add_kym_record(root, image_id)
+    rep = _reporter(root, [100.0])
+    keys = ("velocity_events.parquet",)
+    missing = [_outcome(i, "velocity_events", OutcomeStatus.MISSING, keys=keys) for i in ids]
+    rep._track(missing, retrying=False)
+    first, second = (rep.status.problems[(i, "velocity_events")] for i in ids)
+    assert first["looked_for"] == ["velocity_events.parquet"]
+    assert first["looked_for"] is second["looked_for"]
+    assert first["since_utc"] is second["since_utc"]
+    assert save_problems(root, rep.status.problems)
+    back = load_problems(root, ["velocity_events"])
+    assert back == rep.status.problems
+    one, two = (back[(i, "velocity_events")] for i in ids)
+    assert one["looked_for"] is two["looked_for"]
+    assert one["since_utc"] is two["since_utc"] and one["problem"] is two["problem"]
+
+
 def test_reporter_saves_problems_when_they_change_at_most_every_30_s(tmp_path: Path) -> None:
     """A new problem is saved at the next publish, a later change only 30 s after the last
     save (fake clock), and at stop; a fixed problem leaves the saved file."""

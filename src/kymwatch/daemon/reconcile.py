@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from kymwatch.daemon.changes import RecordChange
+from kymwatch.daemon.fingerprints import RecordFingerprints
 from kymwatch.store import Fingerprint, RecordFiles, split_artifact_file
 
 __all__ = ["artifact_name_of", "diff_fingerprints", "route"]
@@ -32,7 +33,11 @@ def diff_fingerprints(
     changed: see :meth:`Fingerprint.same_as`. Unchanged records are not listed.
     """
     changes: list[RecordChange] = []
+    scan = disk if isinstance(disk, RecordFingerprints) else None
+    held = known if isinstance(known, RecordFingerprints) else None
     for image_id in sorted(disk.keys() | known.keys()):
+        if scan is not None and held is not None and held.unchanged(image_id, scan):
+            continue  # the same files, compared without building their fingerprints
         now, before = disk.get(image_id), known.get(image_id)
         if now is None or before is None:
             changes.append(RecordChange(image_id))

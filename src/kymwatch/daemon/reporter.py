@@ -18,7 +18,7 @@ import structlog
 
 from kymwatch.daemon.changes import Batch
 from kymwatch.daemon.debouncer import DUE_BY
-from kymwatch.daemon.problems import SAVE_EVERY_S, load_problems, save_problems
+from kymwatch.daemon.problems import SAVE_EVERY_S, SharedValues, load_problems, save_problems
 from kymwatch.daemon.progress import Progress, ProgressSink
 from kymwatch.daemon.sdnotify import Notifier
 from kymwatch.daemon.status import DaemonState, DaemonStatus
@@ -71,6 +71,7 @@ class Reporter:
         self._progress_published = 0.0
         self._problems_dirty = False
         self._problems_saved_at: float | None = None
+        self._shared = SharedValues()
 
     # -- state and liveness ---------------------------------------------------------------
     @property
@@ -143,7 +144,7 @@ class Reporter:
     def restore_problems(self, indexers: Iterable[str]) -> None:
         """Take over the problems the last daemon saved (before the startup reconcile,
         whose outcomes replace those of the records it re-indexes)."""
-        restored = load_problems(self.root, indexers)
+        restored = load_problems(self.root, indexers, self._shared)
         if restored:
             self.status.problems.update(restored)
             log.info("problems_restored", problems=len(restored))
@@ -282,6 +283,7 @@ class Reporter:
         )
 
     def _track(self, outcomes: Iterable[RecordOutcome], *, retrying: bool) -> None:
+        now = ""  # one string for the problems this batch found
         for o in outcomes:
             key = (o.image_id, o.indexer)
             if o.status in (OutcomeStatus.INDEXED, OutcomeStatus.REMOVED):
@@ -290,14 +292,16 @@ class Reporter:
                 continue
             self._problems_dirty = True
             before = self.status.problems.get(key)
+            if before is None and not now:
+                now = utc_now_iso()
             entry: dict[str, Any] = {
                 "image_id": o.image_id,
                 "indexer": o.indexer,
                 "problem": o.status.value,
-                "since_utc": before["since_utc"] if before else utc_now_iso(),
+                "since_utc": before["since_utc"] if before else now,
             }
             if o.status is OutcomeStatus.MISSING:
-                entry["looked_for"] = list(o.keys)
+                entry["looked_for"] = self._shared.looked_for(o.keys)
             else:
                 entry |= {"path": o.path, "error": o.error, "retrying": retrying}
             self.status.problems[key] = entry

@@ -25,12 +25,13 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
+from kymwatch.daemon.fingerprints import RecordFingerprints
 from kymwatch.daemon.reconcile import artifact_name_of
 from kymwatch.daemon.state_legacy import LEGACY_FILES, load_legacy
 from kymwatch.store import INDEX_DIR, Fingerprint, RecordFiles, store_is_whole
@@ -43,6 +44,7 @@ STATE_FILE = "kymwatch-state.sqlite"
 """The state database under ``index/`` (named apart from kymflow's ``index/`` files)."""
 
 _FORMAT = 2
+_FileRow = tuple[str, str, Fingerprint | None]  # (image_id, file, fingerprint; None: no files)
 _NO_FILES = b""  # row marker for a record that has no artifact files
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,7 +81,9 @@ class IndexState:
     and indexer versions.
 
     Attributes:
-        records: image_id → artifact file → fingerprint when last indexed.
+        records: image_id → artifact file → fingerprint when last indexed (held packed,
+            :class:`~kymwatch.daemon.fingerprints.RecordFingerprints`; any mapping given
+            is copied into one).
         schema_versions: indexer name → schema version its table was built with.
         tables: table name → fingerprint of the file the daemon last published.
         suspects: Records journaled by a daemon that stopped without saving: the
@@ -87,7 +91,7 @@ class IndexState:
             they are re-indexed whole at start.
     """
 
-    records: dict[str, RecordFiles] = field(default_factory=dict)
+    records: MutableMapping[str, RecordFiles] = field(default_factory=RecordFingerprints)
     schema_versions: dict[str, int] = field(default_factory=dict)
     tables: dict[str, Fingerprint] = field(default_factory=dict)
     suspects: set[str] = field(default_factory=set)
@@ -98,6 +102,10 @@ class IndexState:
     _pin: int | None = field(default=None, repr=False)  # fd of the db file our saves went to
     _loaded: tuple[int, int] | None = field(default=None, repr=False)  # (dev, ino) loaded
     _legacy: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, RecordFingerprints):
+            self.records = RecordFingerprints(self.records)
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
@@ -131,11 +139,9 @@ class IndexState:
             if meta.get("format") != str(_FORMAT):
                 raise ValueError(f"state format {meta.get('format')!r}")
             versions = {str(k): int(v) for k, v in json.loads(meta["schema_versions"]).items()}
-            records: dict[str, RecordFiles] = {}
-            for image_id, raw, fp in db.execute("SELECT image_id, file, fp FROM files"):
-                files = records.setdefault(str(image_id), {})
-                if raw != _NO_FILES:
-                    files[_name(bytes(raw))] = decode_fp(fp)
+            records = RecordFingerprints()
+            rows = db.execute("SELECT image_id, file, fp FROM files ORDER BY image_id")
+            records.load(_decoded(rows))
             tables = {str(n): decode_fp(fp) for n, fp in db.execute("SELECT * FROM published")}
             suspects = {str(i) for (i,) in db.execute("SELECT image_id FROM journal")}
         finally:
@@ -267,15 +273,15 @@ class IndexState:
                 db.execute("DELETE FROM files")
             else:
                 db.executemany("DELETE FROM files WHERE image_id = ?", [(i,) for i in ids])
-            rows = [
-                (image_id, _raw(name), encode_fp(fp))
-                for image_id in ids
-                if image_id in self.records
-                for name, fp in (self.records[image_id].items() or [("", None)])
-                if fp is not None
-            ]
-            empty = [(i, _NO_FILES, "") for i in ids if i in self.records and not self.records[i]]
-            db.executemany("INSERT INTO files VALUES (?, ?, ?)", rows + empty)
+            rows: list[tuple[str, bytes, str]] = []
+            for image_id in ids:
+                files = self.records.get(image_id)
+                if files is None:
+                    continue
+                if not files:
+                    rows.append((image_id, _NO_FILES, ""))
+                rows.extend((image_id, _raw(name), encode_fp(fp)) for name, fp in files.items())
+            db.executemany("INSERT INTO files VALUES (?, ?, ?)", rows)
             db.execute("DELETE FROM published")
             db.executemany(
                 "INSERT INTO published VALUES (?, ?)",
@@ -324,9 +330,9 @@ class IndexState:
             self.dirty = True  # the next save writes it
             self._failed(root, e)
 
-    def replace_records(self, records: dict[str, RecordFiles]) -> None:
+    def replace_records(self, records: Mapping[str, RecordFiles]) -> None:
         """Replace every record's fingerprints; the next save rewrites them all."""
-        self.records = records
+        self.records = RecordFingerprints(records)
         self.dirty, self._full = True, True
 
     def update_record(
@@ -358,6 +364,15 @@ class IndexState:
             if f in source:
                 updated[f] = source[f]
         self.records[image_id] = updated
+
+
+def _decoded(rows: Iterable[tuple[str, bytes, str]]) -> Iterator[_FileRow]:
+    """Rows of the ``files`` table as (image_id, file, fingerprint); None: no files."""
+    for image_id, raw, fp in rows:
+        if raw == _NO_FILES:
+            yield str(image_id), "", None
+        else:
+            yield str(image_id), _name(bytes(raw)), decode_fp(fp)
 
 
 def _remove_db(path: Path) -> None:

@@ -116,8 +116,10 @@ class InotifyWatcher:
         self._adding = threading.Lock()
         self._path_of: dict[int, str] = {}
         self._wd_of: dict[str, int] = {}
-        self._wd_of_inode: dict[tuple[int, int], int] = {}
-        self._inode_of: dict[int, tuple[int, int]] = {}
+        # A folder's (device, inode) as one integer (a tuple of two cost ~2.4 MiB more
+        # at 30,000 watches).
+        self._wd_of_inode: dict[int, int] = {}
+        self._inode_of: dict[int, int] = {}
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -176,7 +178,7 @@ class InotifyWatcher:
                     self._inode_of[wd] = inode
             return True
 
-    def _forget_alias(self, inode: tuple[int, int]) -> None:
+    def _forget_alias(self, inode: int) -> None:
         """Unwatch a folder watched under another name: it was renamed while events
         were lost (an overflow). Its watch would report the new place under the old name,
         and the kernel would hand the same watch back for the new name."""
@@ -354,7 +356,7 @@ class FolderWatcher:
         self._on_change = on_change
         self._fd: Any = InotifyFD()
         self._wd_of: dict[str, int] = {}
-        self._inode_of: dict[int, tuple[int, int] | None] = {}
+        self._inode_of: dict[int, int | None] = {}
         self._store_wds: set[int] = set()
         self._lock = threading.Lock()
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -432,13 +434,14 @@ class FolderWatcher:
         self._on_change()
 
 
-def _inode(path: str) -> tuple[int, int] | None:
-    """The (device, inode) of the folder at ``path``, None if there is none."""
+def _inode(path: str) -> int | None:
+    """The device and inode of the folder at ``path`` as one integer (a tuple costs more
+    than twice the memory per watch), None if there is none."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return st.st_dev << 64 | st.st_ino
 
 
 _STORE_SHAPE = frozenset({V2_MARKER, V3_MARKER, IMAGES_DIR})
