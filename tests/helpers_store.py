@@ -201,3 +201,29 @@ def legacy_radon_report(mean: float, *, roi_id: int = 1, note: str = "ok") -> di
         "vel_n_valid": 10,
         "note": note,
     }
+
+
+def write_mixed_generations(root: Path, n: int, *, without_artifacts: int) -> list[str]:
+    """A store of ``n`` records alternating generation 1 and 2 (sorted UUID ids, string
+    and UUID event ids, kymflow's layouts; most generation-2 records share their params);
+    record number ``without_artifacts`` has none. Returns the ids."""
+    make_v2_store(root)
+    ids = sorted(str(uuid.UUID(int=(k * 7919) << 64)) for k in range(1, n + 1))
+    for k, image_id in enumerate(ids):
+        write_v2_record(root, image_id)
+        if k == without_artifacts:
+            continue
+        if k % 2:
+            write_parquet_artifact(root, image_id, "velocity_events", events_frame(k % 4 + 1))
+            radon = {"roi_id": 1, "mean_velocity": k + 0.5, "n_valid": 3, "notes": "ok"}
+            write_json_artifact(root, image_id, "radon_report", radon)
+        else:
+            frame = gen2_events_frame(k % 3 + 1)
+            frame["detector"] = "v2"
+            write_parquet_artifact(root, image_id, "velocity_events/events", frame)
+            write_json_artifact(root, image_id, "velocity_events/params", {"thr": k % 3})
+            res = frame[["roi_id"]].head(1).assign(velocity=float(k))
+            write_parquet_artifact(root, image_id, "radon/results", res)
+            write_json_artifact(root, image_id, "radon/params", {"win": 16})
+            write_json_artifact(root, image_id, "metadata", {"rois": [{"roi_id": 1, "k": k}]})
+    return ids

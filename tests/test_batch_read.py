@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
 from helpers_store import (
     delete_record,
-    events_frame,
-    gen2_events_frame,
-    make_v2_store,
     write_json_artifact,
-    write_parquet_artifact,
-    write_v2_record,
+    write_mixed_generations,
 )
 from kymwatch.errors import ArtifactUnreadableError
 from kymwatch.index import KymDataset, OutcomeStatus, make_indexers
@@ -34,25 +29,7 @@ def _store(root: Path, n: int) -> tuple[Path, list[str]]:
     generation-2 records share their params), then damage among them: a corrupt events
     file, a half-written (truncated) radon results file, an unparseable params file, a
     record without artifacts and one whose record folder is gone."""
-    make_v2_store(root)
-    ids = sorted(str(uuid.UUID(int=(k * 7919) << 64)) for k in range(1, n + 1))
-    for k, image_id in enumerate(ids):
-        write_v2_record(root, image_id)
-        if k == 3:
-            continue  # no artifacts at all
-        if k % 2:
-            write_parquet_artifact(root, image_id, "velocity_events", events_frame(k % 4 + 1))
-            radon = {"roi_id": 1, "mean_velocity": k + 0.5, "n_valid": 3, "notes": "ok"}
-            write_json_artifact(root, image_id, "radon_report", radon)
-        else:
-            frame = gen2_events_frame(k % 3 + 1)
-            frame["detector"] = "v2"
-            write_parquet_artifact(root, image_id, "velocity_events/events", frame)
-            write_json_artifact(root, image_id, "velocity_events/params", {"thr": k % 3})
-            res = frame[["roi_id"]].head(1).assign(velocity=float(k))
-            write_parquet_artifact(root, image_id, "radon/results", res)
-            write_json_artifact(root, image_id, "radon/params", {"win": 16})
-            write_json_artifact(root, image_id, "metadata", {"rois": [{"roi_id": 1, "k": k}]})
+    ids = write_mixed_generations(root, n, without_artifacts=3)
     analysis = root / "images" / ids[2] / "analysis"
     (analysis / "velocity_events" / "events.parquet").write_bytes(b"PAR1 not really")
     results = root / "images" / ids[4] / "analysis" / "radon" / "results.parquet"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,11 +15,8 @@ import pytest
 from conformance import cases, copy_store
 from helpers_store import (
     events_frame,
-    gen2_events_frame,
-    make_v2_store,
-    write_json_artifact,
+    write_mixed_generations,
     write_parquet_artifact,
-    write_v2_record,
 )
 from kymwatch.index import (
     KymDataset,
@@ -47,24 +43,7 @@ def _mixed_store(root: Path, n: int) -> tuple[Path, list[str]]:
     """``n`` records alternating generation 1 and 2 (UUID ids, string and UUID event
     ids, kymflow's layouts), with one unreadable events file and one record without
     artifacts."""
-    make_v2_store(root)
-    ids = sorted(str(uuid.UUID(int=(k * 7919) << 64)) for k in range(1, n + 1))
-    for k, image_id in enumerate(ids):
-        write_v2_record(root, image_id)
-        if k == n - 1:
-            continue  # no artifacts at all
-        if k % 2:
-            write_parquet_artifact(root, image_id, "velocity_events", events_frame(k % 4 + 1))
-            radon = {"roi_id": 1, "mean_velocity": k + 0.5, "n_valid": 3, "notes": "ok"}
-            write_json_artifact(root, image_id, "radon_report", radon)
-        else:
-            frame = gen2_events_frame(k % 3 + 1)
-            frame["detector"] = "v2"
-            write_parquet_artifact(root, image_id, "velocity_events/events", frame)
-            write_json_artifact(root, image_id, "velocity_events/params", {"thr": k})
-            res = frame[["roi_id"]].head(1).assign(velocity=float(k))
-            write_parquet_artifact(root, image_id, "radon/results", res)
-            write_json_artifact(root, image_id, "metadata", {"rois": [{"roi_id": 1}]})
+    ids = write_mixed_generations(root, n, without_artifacts=n - 1)
     bad = root / "images" / ids[2] / "analysis" / "velocity_events" / "events.parquet"
     bad.write_bytes(b"PAR1 not really")
     return root, ids
