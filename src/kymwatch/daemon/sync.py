@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -120,7 +119,7 @@ def request_sync(root: Path, timeout: float = 60.0, poll: float = 0.02) -> dict[
     if not daemon_running(root):
         raise NoDaemonError(f"no kymwatch daemon is running on {root}")
     folder = root / SYNC_DIR
-    token = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+    token = f"{time.time_ns()}-{os.urandom(4).hex()}"
     request = folder / f"{token}{SYNC_REQUEST_SUFFIX}"
     done = folder / f"{token}.done"
     atomic_write_bytes(request, b"{}", fsync=False)

@@ -16,7 +16,6 @@ import contextlib
 import errno
 import os
 import stat
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,7 +33,7 @@ _TMP_SUFFIX = ".tmp"
 
 def temporary_sibling(path: Path) -> Path:
     """A fresh temporary path next to ``path`` (same folder, so same file system)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{_TMP_SUFFIX}")
 
 
 def make_folder(folder: Path, within: Path | None = None) -> None:
