@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kymwatch.index.arrow_column import convert_column, infer_column
-from kymwatch.index.arrow_schema import finish_table
+from kymwatch.index.arrow_schema import _joined_dtype, finish_table
 
 
 def test_text_extra_column_is_typed_string_from_its_first_value() -> None:
@@ -56,3 +58,34 @@ def test_extras_are_ordered_by_their_first_value_across_chunks() -> None:
     )
     out = finish_table(table, {"image_id": "string"}, 0, keep_null={"empty"})
     assert out.column_names == ["early", "late", "empty", "image_id"]
+
+
+_PART_VALUES = st.one_of(
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=6),
+    st.lists(st.one_of(st.none(), st.integers(0, 2**64 - 1)), max_size=6),
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(-(2**70), 2**70).map(float),
+        ),
+        max_size=6,
+    ),
+    st.lists(st.one_of(st.none(), st.booleans()), max_size=6),
+    st.lists(
+        st.one_of(st.none(), st.sampled_from(["1", "2.5", "01", "1.50", "nan", "x", "-3", ""])),
+        max_size=6,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(_PART_VALUES, min_size=2, max_size=4))
+def test_a_column_over_several_tables_is_typed_as_all_its_values_together(
+    parts: list[list[object]],
+) -> None:
+    """``unify`` types a column from each table's own verdict; that equals the policy's
+    verdict over every value of every table, whatever mix of types the tables hold."""
+    columns = [pa.chunked_array([pa.array(values)]) for values in parts]
+    together = [v for c in columns for v in c.to_pylist()]
+    assert _joined_dtype("score", columns) == infer_column("score", together)
