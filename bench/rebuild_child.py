@@ -32,10 +32,9 @@ def main() -> None:
     """Rebuild every table of the store named on the command line; print the measurements."""
     t_import = time.perf_counter()
     try:  # as `kymwatch rebuild` sets up the process, before pyarrow's import (if built)
-        from kymwatch.daemon.memory import skip_cloud_filesystems, use_system_allocator
+        from kymwatch.daemon.memory import use_system_allocator
 
         use_system_allocator()
-        skip_cloud_filesystems()
     except ImportError:
         pass
     import structlog

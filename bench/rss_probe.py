@@ -210,9 +210,6 @@ def _child(store: str, out: str, top: int, extra: list[str]) -> None:
             from kymwatch.daemon.memory import use_system_allocator
 
             use_system_allocator()
-            from kymwatch.daemon.memory import skip_cloud_filesystems
-
-            skip_cloud_filesystems()
         except ImportError:  # a build without it
             pass
     import kymwatch.cli  # noqa: F401

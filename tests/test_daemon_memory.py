@@ -102,35 +102,6 @@ def test_system_allocator_keeps_a_pool_the_user_chose() -> None:
     assert doc["cpp"] == doc["reported"] == "mimalloc"
 
 
-_FS_CHILD = """
-import io, json, sys
-from kymwatch.daemon import memory
-skipped = memory.skip_cloud_filesystems()
-import pyarrow as pa, pyarrow.fs, pyarrow.parquet as pq
-loaded = sorted(m for m in sys.modules if m in ("pyarrow._s3fs", "pyarrow._gcsfs"))
-buf = io.BytesIO()
-pq.write_table(pa.table({"image_id": ["e1"]}), buf)
-rows = pq.read_table(io.BytesIO(buf.getvalue())).num_rows
-try:
-    pyarrow.fs.S3FileSystem
-    s3 = "available"
-except ImportError:
-    s3 = "missing"
-import pyarrow._s3fs
-print(json.dumps({"skipped": skipped, "again": memory.skip_cloud_filesystems(),
-                  "loaded": loaded, "rows": rows, "s3": s3}))
-"""
-
-
-def test_cloud_filesystems_are_not_imported() -> None:
-    """pyarrow.fs is imported without its cloud file systems (parquet works, S3 is named
-    missing), and an explicit import of one still works afterwards."""
-    cmd = [sys.executable, "-c", _FS_CHILD]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT_S, check=True)
-    doc = json.loads(proc.stdout)
-    assert doc == {"skipped": True, "again": False, "loaded": [], "rows": 1, "s3": "missing"}
-
-
 def test_trim_never_raises() -> None:
     """Trimming answers a bool wherever it runs (a no-op without glibc)."""
     assert memory.trim() in (True, False)

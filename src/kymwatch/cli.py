@@ -94,14 +94,9 @@ def _number(
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import (
-        skip_cloud_filesystems,
-        tune_process_memory,
-        use_system_allocator,
-    )
+    from kymwatch.daemon.memory import tune_process_memory, use_system_allocator
 
     use_system_allocator()  # before pyarrow is imported: see kymwatch.daemon.memory
-    skip_cloud_filesystems()
     from kymwatch.daemon import Daemon
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.logconfig import (
@@ -314,15 +309,9 @@ def _dask_spec(text: str) -> ClusterSpec:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import (
-        skip_cloud_filesystems,
-        trim,
-        tune_process_memory,
-        use_system_allocator,
-    )
+    from kymwatch.daemon.memory import trim, tune_process_memory, use_system_allocator
 
     use_system_allocator()  # before pyarrow is imported: see kymwatch.daemon.memory
-    skip_cloud_filesystems()
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
     from kymwatch.index.distributed import ClusterError, cluster_extractor, require_dask
     from kymwatch.index.frames import skip_pyarrow_pandas_probe

@@ -19,8 +19,9 @@ before the daemon allocates (they change the whole process, so tests that run a
   of being left in the heap once the threshold has drifted up.
 - :func:`trim` (``malloc_trim``) after big batches hands freed heap pages back.
 
-And one import-time saving, :func:`skip_cloud_filesystems` (made before pyarrow's
-import, as the allocator choice).
+pyarrow's cloud file systems (S3 & co., ~7 MiB) are left as pyarrow loads them: keeping
+them out of ``pyarrow.fs`` also kept out its exit hook, and a process that imported one
+anyway (a plugin indexer reading from S3) could abort at exit.
 
 Elsewhere these are no-ops (macOS, musl): nothing here raises.
 """
@@ -35,7 +36,6 @@ import sys
 __all__ = [
     "MMAP_THRESHOLD",
     "settings",
-    "skip_cloud_filesystems",
     "trim",
     "tune_process_memory",
     "use_system_allocator",
@@ -75,33 +75,6 @@ def use_system_allocator() -> bool:
     if "pyarrow" not in sys.modules:
         os.environ.setdefault(_POOL_ENV, "system")
     return os.environ.get(_POOL_ENV) == "system" and "pyarrow" not in sys.modules
-
-
-_CLOUD_FS = ("pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs", "pyarrow._hdfs")
-
-
-def skip_cloud_filesystems() -> bool:
-    """Import ``pyarrow.fs`` (``pyarrow.parquet`` imports it) without its S3, GCS, Azure
-    and HDFS file systems, which ``kymwatch run`` and ``rebuild`` on a local or mounted
-    store never use: their libraries (``libarrow_s3``, the AWS SDK) were ~7 MiB of a
-    daemon's RSS.
-
-    They are kept out only while ``pyarrow.fs`` is imported: ``pyarrow.fs.S3FileSystem``
-    then says it is not available, an explicit ``import pyarrow._s3fs`` still works.
-    Returns False (nothing done) if ``pyarrow.fs`` was imported already.
-    """
-    if "pyarrow.fs" in sys.modules:
-        return False
-    blocked = [m for m in _CLOUD_FS if m not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes its import fail
-    try:
-        import pyarrow.fs  # noqa: F401
-    finally:
-        for name in blocked:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
-    return True
 
 
 def settings() -> dict[str, object]:
