@@ -40,7 +40,6 @@ __all__ = [
     "params_hash",
     "radon_params",
     "radon_params_hash",
-    "radon_rois",
     "velocity_events_params",
     "velocity_events_params_hash",
 ]
@@ -107,19 +106,13 @@ _ABSENT = object()
 _JSON = (ArtifactFormat.JSON, ArtifactFormat.JSON_GZ)
 
 
-def _load_json(rec: ZarrImageRecord, name: str) -> Any:
-    """The JSON artifact ``name``; ``_ABSENT`` when the record has no file of that name."""
-    found = rec.find_artifact_file(name, _JSON)
-    return _ABSENT if found is None else rec.load_json(name, found=found)
-
-
-def _first_object(rec: ZarrImageRecord, names: tuple[str, ...]) -> dict[str, Any]:
-    """The first of ``names`` that holds a JSON object (others are skipped), else ``{}``."""
-    for name in names:
-        payload = _load_json(rec, name)
-        if isinstance(payload, dict):
-            return dict(payload)
-    return {}
+def _sources(spec: AnalysisParams, rec: ZarrImageRecord) -> list[_Source | None]:
+    """The files that decide ``spec``'s params object: the first params file holding a
+    JSON object, and for an analysis with ROIs ``metadata.json``."""
+    sources = [_first_source(rec, spec.params_names)]
+    if spec.uses_rois:
+        sources.append(_source(rec, METADATA_ARTIFACT))
+    return sources
 
 
 def velocity_events_params(rec: ZarrImageRecord) -> dict[str, Any]:
@@ -128,7 +121,8 @@ def velocity_events_params(rec: ZarrImageRecord) -> dict[str, Any]:
     Raises:
         ArtifactUnreadableError: a params file exists but cannot be parsed.
     """
-    return _first_object(rec, VELOCITY_EVENTS.params_names)
+    obj: dict[str, Any] = _decide(rec, _sources(VELOCITY_EVENTS, rec))
+    return obj
 
 
 def velocity_events_params_hash(rec: ZarrImageRecord) -> str:
@@ -136,24 +130,15 @@ def velocity_events_params_hash(rec: ZarrImageRecord) -> str:
     return params_hash(velocity_events_params(rec))
 
 
-def radon_rois(rec: ZarrImageRecord) -> list[dict[str, Any]]:
-    """The ROI objects of ``metadata.json`` (key ``rois``): its object items, else ``[]``.
+def radon_params(rec: ZarrImageRecord) -> dict[str, Any]:
+    """The object kymflow hashes for radon: ``{"params": ..., "rois": ...}``, the ROIs
+    being the object items of ``metadata.json``'s ``rois`` (``[]`` without them).
 
     Raises:
-        ArtifactUnreadableError: ``metadata.json`` exists but cannot be parsed.
+        ArtifactUnreadableError: a params file or ``metadata.json`` cannot be parsed.
     """
-    payload = _load_json(rec, METADATA_ARTIFACT)
-    if not isinstance(payload, dict):
-        return []
-    rois = payload.get("rois", [])
-    if not isinstance(rois, list):
-        return []
-    return [dict(item) for item in rois if isinstance(item, dict)]
-
-
-def radon_params(rec: ZarrImageRecord) -> dict[str, Any]:
-    """The object kymflow hashes for radon: ``{"params": ..., "rois": ...}``."""
-    return {"params": _first_object(rec, RADON.params_names), "rois": radon_rois(rec)}
+    obj: dict[str, Any] = _decide(rec, _sources(RADON, rec))
+    return obj
 
 
 def radon_params_hash(rec: ZarrImageRecord) -> str:
@@ -172,8 +157,7 @@ def current_params(indexer: str, rec: ZarrImageRecord) -> tuple[dict[str, Any], 
         KeyError: ``indexer`` is not a generation-2 indexer.
         ArtifactUnreadableError: a params or metadata file cannot be parsed.
     """
-    spec = _BY_INDEXER[indexer]
-    obj = radon_params(rec) if spec.uses_rois else velocity_events_params(rec)
+    obj: dict[str, Any] = _decide(rec, _sources(_BY_INDEXER[indexer], rec))
     return obj, params_hash(obj)
 
 
@@ -212,8 +196,8 @@ def _holds_object(rec: ZarrImageRecord, source: _Source) -> bool:
 
 
 def _first_source(rec: ZarrImageRecord, names: tuple[str, ...]) -> _Source | None:
-    """The first of ``names`` that holds a JSON object (as :func:`_first_object` picks
-    it: the same files read in the same order), None when none does."""
+    """The first of ``names`` that holds a JSON object (files that hold something else
+    are skipped; one that cannot be parsed raises), None when none does."""
     for name in names:
         source = _source(rec, name)
         if source is not None and _holds_object(rec, source):
@@ -229,10 +213,7 @@ def current_params_hash(indexer: str, rec: ZarrImageRecord) -> str:
         KeyError: ``indexer`` is not a generation-2 indexer.
         ArtifactUnreadableError: a params or metadata file cannot be parsed.
     """
-    spec = _BY_INDEXER[indexer]
-    sources = [_first_source(rec, spec.params_names)]
-    if spec.uses_rois:
-        sources.append(_source(rec, METADATA_ARTIFACT))
+    sources = _sources(_BY_INDEXER[indexer], rec)
     key = (indexer, *(None if s is None else (s[1][1], s[2]) for s in sources))
     digest = _hashes.get(key)
     if digest is None:  # parsed here: a metadata file that cannot be parsed raises here
