@@ -60,3 +60,38 @@ def test_run_as_an_unknown_user_is_refused_with_one_line(tmp_path: Path, dry_run
     assert not units.exists()
     ok = kymwatch(*args, "--run-as", "root", "--dry-run")
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "s.zarr", "--quiet-ms", "250", "--settle-ms", "10", "--polling"],
+        ["config", "show", "s.zarr", "--json", "--quiet-ms", "400"],
+        ["status", "s.zarr", "--json"],
+        ["logs", "s.zarr", "-n", "5", "--level", "info"],
+        ["sync", "s.zarr", "--timeout", "3", "--strict"],
+        ["stale", "s.zarr", "--all"],
+        ["rebuild", "s.zarr", "--indexer", "velocity_events"],
+        ["init", "s.zarr", "-q"],
+        ["demo", "--keep"],
+        ["service", "install", "s.zarr", "--systemd", "--dry-run"],
+    ],
+)
+def test_a_commands_own_parser_parses_as_the_full_one(argv: list[str]) -> None:
+    """The parser built for the command named on the line (the others' many options
+    left out, for a quick start) gives the same namespace as the parser of every command."""
+    full = vars(build_parser().parse_args(argv))
+    own = vars(build_parser(argv[0]).parse_args(argv))
+    assert own == full
+
+
+def test_a_quick_commands_parser_leaves_out_run_and_service_options() -> None:
+    """`kymwatch status` does not build `run`'s options or import the service package's
+    parser: the list of commands is whole all the same."""
+    parser = build_parser("status")
+    commands = {name for name, _ in _parsers(parser)}
+    assert {"kymwatch run", "kymwatch service", "kymwatch status"} <= commands
+    quick_run = dict(_parsers(parser))["kymwatch run"]
+    own_run = dict(_parsers(build_parser("run")))["kymwatch run"]
+    assert "--quiet-ms" not in quick_run._option_string_actions
+    assert "--quiet-ms" in own_run._option_string_actions

@@ -34,6 +34,8 @@ __all__ = ["main"]
 
 _MANIFEST_FILE = "manifest.json.gz"  # kymwatch.index.manifest_doc.MANIFEST_FILE (test-pinned)
 
+_SERVICE_HELP = "run kymwatch as a systemd or launchd service"
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NOT_CURRENT = 0, 1, 2, 3, 4
 
 
@@ -247,8 +249,23 @@ class _UsageError(KymwatchError, ValueError):
 
 
 # -- parser --------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``kymwatch``."""
+_SERVICE = "service"
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word not starting with ``-`` (the top level
+    has no option taking a value), None if there is none."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``kymwatch``.
+
+    With ``command``, the options of the other commands that have many (``run``'s, which
+    ``config show`` repeats, and ``service``'s) are left out: their parsers are there for
+    the list of commands, empty. Building them all took ~10 ms of a quick command's start.
+    """
+    full = command is None
     p = _Parser(
         prog="kymwatch",
         description="Keep the dataset tables of a kymflow Zarr dataset up to date.",
@@ -264,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "store", help="a kymflow store, or a folder holding stores (in it or one level below)"
     )
-    add_options(run)
+    if full or command == "run":
+        add_options(run)
     run.set_defaults(func=cmd_run)
 
     cf = sub.add_parser("config", help="show the settings kymwatch run would use")
@@ -277,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("store", nargs="?", help="the kymflow dataset folder (optional)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
-    add_options(show)
+    if full or command == "config":
+        add_options(show)
     show.set_defaults(func=cmd_config)
 
     st = sub.add_parser(
@@ -383,16 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--keep", action="store_true", help="keep the demo store afterwards")
     dm.set_defaults(func=cmd_demo)
 
-    from kymwatch.service.command import add_service_parser, run_service_command
+    if full or command == _SERVICE:
+        from kymwatch.service.command import add_service_parser, run_service_command
 
-    add_service_parser(sub)
-    sub.choices["service"].set_defaults(func=run_service_command)
+        add_service_parser(sub, help=_SERVICE_HELP)
+        sub.choices[_SERVICE].set_defaults(func=run_service_command)
+    else:
+        sub.add_parser(_SERVICE, help=_SERVICE_HELP)
     return p  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kymwatch`` console script."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_in(words)).parse_args(words)
     try:
         code: int = args.func(args)
     except BrokenPipeError:

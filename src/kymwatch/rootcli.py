@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,6 +206,8 @@ def sync_root(root: Path, *, timeout: float, quiet: bool, strict: bool) -> int:
         if n:
             return (EXIT_NOT_CURRENT if strict else EXIT_OK), f"{n} record(s) not current"
         return EXIT_OK, "up to date"
+
+    from concurrent.futures import ThreadPoolExecutor  # not for status/sync/logs of one store
 
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(stores)))) as pool:
         results = list(pool.map(one, stores))

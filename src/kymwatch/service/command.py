@@ -75,7 +75,10 @@ def _add_common(parser: argparse.ArgumentParser, *, install: bool) -> None:
     )
 
 
-def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
+def add_service_parser(
+    subparsers: argparse._SubParsersAction[_P],
+    help: str = "run kymwatch as a systemd or launchd service",
+) -> _P:
     """Add ``service install`` and ``service uninstall`` to a CLI.
 
     The parsed namespace has ``service_command`` (``"install"`` or
@@ -85,13 +88,14 @@ def add_service_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
     Args:
         subparsers: The object returned by the main parser's ``add_subparsers()``
             (any ``ArgumentParser`` subclass as ``parser_class``).
+        help: The line that lists ``service`` among the CLI's commands.
 
     Returns:
         The ``service`` parser (of the subparsers' parser class).
     """
     service = subparsers.add_parser(
         "service",
-        help="run kymwatch as a systemd or launchd service",
+        help=help,
         description="Write or remove the service file that runs 'kymwatch run STORE' under "
         "systemd (Linux) or launchd (macOS). It prints the command that starts or stops it.",
     )
