@@ -198,3 +198,61 @@ def test_without_proc_locks_a_live_status_pid_answers(
     assert daemon_pid(store) is None
     status.write_text(json.dumps({"pid": 2**22 + 12345, "state": "watching"}))
     assert daemon_pid(store) is None
+
+
+def _status(store: Path, **doc: object) -> None:
+    path = store / "index" / "status.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"state": "watching", **doc}))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="Linux /proc only")
+def test_the_status_files_lock_descriptor_answers_without_the_lock_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the lock table empty (a stand-in for /proc/locks), the probe still finds the
+    holder through the descriptor the status file names, and only while that descriptor
+    holds this store's lock: another store's lock or a released one proves nothing."""
+    from kymwatch.daemon import instance
+
+    empty = tmp_path / "locks"
+    empty.write_text("")
+    monkeypatch.setattr(instance, "_PROC_LOCKS", str(empty))
+    store = make_v2_store(tmp_path / "s.zarr")
+    other = make_v2_store(tmp_path / "other.zarr")
+    lock, other_lock = DaemonLock(store), DaemonLock(other)
+    lock.acquire()
+    other_lock.acquire()
+    try:
+        assert lock.fd is not None and other_lock.fd is not None
+        _status(store, pid=os.getpid(), lock_fd=lock.fd)
+        assert daemon_pid(store) == os.getpid()
+        _status(store, pid=os.getpid(), lock_fd=other_lock.fd)
+        assert daemon_pid(store) is None
+        _status(store, pid=os.getpid(), lock_fd=lock.fd, state="stopped")
+        assert daemon_pid(store) is None
+        _status(store, pid=os.getpid())  # a file of a kymwatch without lock_fd
+        assert daemon_pid(store) is None
+        fd = lock.fd
+        _status(store, pid=os.getpid(), lock_fd=fd)
+    finally:
+        lock.release()
+        other_lock.release()
+    assert daemon_pid(store) is None  # the descriptor is closed (or reused without the lock)
+
+
+def test_a_running_daemons_status_names_its_lock_descriptor(tmp_path: Path) -> None:
+    """`kymwatch run` writes the descriptor of its lock into the status file, and that
+    descriptor is the one /proc/locks lists for the store folder."""
+    store = make_v2_store(tmp_path / "s.zarr")
+    with DaemonProcess(store) as d:
+        assert d.proc is not None
+        pid = d.proc.pid
+        doc = json.loads((store / "index" / "status.json").read_text())
+        assert doc["pid"] == pid and isinstance(doc["lock_fd"], int)
+        st = os.stat(store)
+        if os.path.exists("/proc/locks"):
+            from kymwatch.daemon.instance import _holds
+
+            assert _holds(pid, doc["lock_fd"], (st.st_dev, st.st_ino))
+        assert daemon_pid(store) == pid

@@ -7,11 +7,15 @@ start beside a running one. Only replacing the store folder (deleted and restore
 from a copy) creates a new, unlocked folder; the daemon notices that at its next
 reconcile and locks the new folder too (:meth:`DaemonLock.retake`).
 
-Asking whether a daemon runs never takes the lock: on Linux it reads
-``/proc/locks`` (which also names the holder's pid); elsewhere it checks the pid
-of the status file for a live process. A probe therefore cannot make a starting
-daemon fail, and needs no write access to the store (a read-only monitoring
-account can run ``kymwatch status``).
+Asking whether a daemon runs never takes the lock. On Linux it first asks the process
+the status file names: ``/proc/<pid>/fdinfo/<lock_fd>`` lists the locks of the
+descriptor the status file says holds the lock (a tenth of a millisecond); when that
+does not prove a daemon holds this store's lock (no status file, another account's
+process, a descriptor since closed), it reads ``/proc/locks``, which names every
+holder's pid (its first read in a process took 6-19 ms on the benchmark machine).
+Elsewhere it checks the pid of the status file for a live process. A probe therefore
+cannot make a starting daemon fail, and needs no write access to the store (a read-only
+monitoring account can run ``kymwatch status``).
 
 On a file system where a directory cannot be ``flock``-ed (some network file
 systems emulate ``flock`` with byte-range locks, which need a writable file), the
@@ -51,14 +55,25 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _lock_line_matches(line: str, identity: tuple[int, int]) -> bool:
+    """Whether a lock line of ``/proc/locks`` (or of a descriptor's ``fdinfo``, after
+    its ``lock:`` tag) is a granted write lock on the file ``identity``."""
+    dev, ino = identity
+    fields = line.split()
+    # "1: FLOCK  ADVISORY  WRITE 5587 fe:00:2154545 0 EOF"; waiters have "->".
+    if len(fields) < 6 or fields[1] == "->" or fields[3] != "WRITE":
+        return False
+    where = fields[5]
+    if where == f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}":
+        return True
+    # btrfs subvolumes and some overlay set-ups report an anonymous device (major 0)
+    # to stat() but the file system's own device in the lock table: match the inode.
+    return os.major(dev) == 0 and where.rsplit(":", 1)[-1] == str(ino)
+
+
 def _lock_holders(identity: tuple[int, int], locks_file: str | None = None) -> list[int] | None:
     """Pids holding a granted write lock on the file ``identity`` (device, inode);
     None if the kernel's lock table cannot be read (not Linux)."""
-    dev, ino = identity
-    wanted = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
-    # btrfs subvolumes and some overlay set-ups report an anonymous device (major 0)
-    # to stat() but the file system's own device in /proc/locks: match the inode.
-    anonymous = os.major(dev) == 0
     try:
         with open(locks_file or _PROC_LOCKS, encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
@@ -67,25 +82,38 @@ def _lock_holders(identity: tuple[int, int], locks_file: str | None = None) -> l
     pids = []
     for line in lines:
         fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 5587 fe:00:2154545 0 EOF"; waiters have "->".
-        if len(fields) < 6 or fields[1] == "->" or fields[3] != "WRITE":
-            continue
-        where = fields[5]
-        same = where == wanted or (anonymous and where.rsplit(":", 1)[-1] == str(ino))
-        if same and fields[4].isdigit():
+        if _lock_line_matches(line, identity) and fields[4].isdigit():
             pids.append(int(fields[4]))
     return pids
 
 
-def _status_pid(root: Path) -> int | None:
+def _holds(pid: int, fd: int, identity: tuple[int, int]) -> bool:
+    """Whether descriptor ``fd`` of process ``pid`` holds a write lock on the file
+    ``identity`` (False when that cannot be read: another account's process, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    tag = "lock:"
+    return any(
+        _lock_line_matches(line[len(tag) :], identity) for line in lines if line.startswith(tag)
+    )
+
+
+def _status_claim(root: Path) -> tuple[int, int | None] | None:
+    """The pid of the status file, and the descriptor it says holds the lock (None when
+    it names none); None when there is no such file, or it says stopped."""
     try:
         doc = json.loads((root / INDEX_DIR / "status.json").read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict) or doc.get("state") == "stopped":
         return None
-    pid = doc.get("pid")
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+    pid, fd = doc.get("pid"), doc.get("lock_fd")
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
+        return None
+    return pid, fd if isinstance(fd, int) and not isinstance(fd, bool) and fd >= 0 else None
 
 
 def _alive(pid: int) -> bool:
@@ -104,14 +132,21 @@ def daemon_pid(root: Path) -> int | None:
     Read-only and lock-free: it never takes (or creates) a lock, so it is safe to
     call at any moment, from any account that can read the store.
     """
-    for target in (root, root / INDEX_DIR / FALLBACK_LOCK_FILE):
-        identity = _identity(target)
+    claim = _status_claim(root)
+    claimed_pid, claimed_fd = claim if claim is not None else (None, None)
+    identities = [_identity(t) for t in (root, root / INDEX_DIR / FALLBACK_LOCK_FILE)]
+    if (
+        claimed_pid is not None
+        and claimed_fd is not None
+        and any(i is not None and _holds(claimed_pid, claimed_fd, i) for i in identities)
+    ):
+        return claimed_pid
+    for identity in identities:
         if identity is None:
             continue
         holders = _lock_holders(identity)
         if holders is None:  # no /proc/locks (macOS): trust a live status pid
-            pid = _status_pid(root)
-            return pid if pid is not None and _alive(pid) else None
+            return claimed_pid if claimed_pid is not None and _alive(claimed_pid) else None
         if holders:
             return holders[0]
     return None
@@ -139,6 +174,12 @@ class DaemonLock:
     def held(self) -> bool:
         """True while this object holds the lock."""
         return self._fd is not None
+
+    @property
+    def fd(self) -> int | None:
+        """The descriptor holding the lock (None while not held); the status file names
+        it so that probes find the lock without reading ``/proc/locks``."""
+        return self._fd
 
     def acquire(self) -> None:
         """Take the lock, or raise DaemonRunningError naming the holder's pid."""

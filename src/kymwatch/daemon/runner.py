@@ -238,6 +238,7 @@ class Daemon:
             DaemonRunningError: another daemon already watches this store.
         """
         self._lock.acquire()
+        self.status.lock_fd = self._lock.fd
         try:
             with self._signals():
                 self._run_locked()
@@ -365,7 +366,9 @@ class Daemon:
     def _relock(self) -> None:
         """Lock the store folder again if it was replaced (deleted, then restored):
         otherwise a second daemon could start on it."""
-        if not self._lock.retake():
+        held = self._lock.retake()
+        self.status.lock_fd = self._lock.fd
+        if not held:
             log.error("daemon_lock_lost", store=str(self.root))
             self.reporter.error("daemon_lock_lost")
             self.stop()

@@ -75,6 +75,7 @@ class DaemonStatus:
 
     store: str
     pid: int = field(default_factory=os.getpid)
+    lock_fd: int | None = None  # the descriptor of the daemon lock (kymwatch.daemon.instance)
     state: DaemonState = DaemonState.STARTING
     watch_mode: str = ""
     watch_reason: str = ""
@@ -121,6 +122,7 @@ class DaemonStatus:
             "schema_version": STATUS_SCHEMA_VERSION,
             "store": self.store,
             "pid": self.pid,
+            "lock_fd": self.lock_fd,
             "state": self.state.value,
             "watch_mode": self.watch_mode,
             "watch_reason": self.watch_reason,
