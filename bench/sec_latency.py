@@ -89,9 +89,27 @@ def method_overhead(n: int = 200) -> dict[str, Any]:
     }
 
 
-def _has_row(store: Path, table: str, image_id: str, marker: float) -> bool:
+PARTS_WRITER = "atomic, parts"
+"""The atomic writer, timed on the part file holding the record: a daemon run with
+``--partition-rows`` (readers of ``tables/<name>/``, not kymflow's single file)."""
+
+
+def table_file(store: Path, table: str, image_id: str, parts: bool) -> Path:
+    """The file a reader of ``table`` waits on: the part holding ``image_id`` when the
+    table is kept as parts (``tables/<name>/_parts.json``), else ``tables/<name>.parquet``."""
+    if parts:
+        from kymwatch.store.parts import parts_folder, read_layout
+
+        folder = parts_folder(store, table)
+        layout = read_layout(folder)
+        if layout is not None:
+            return folder / layout.files[layout.part_of(image_id)]
+    return store / "tables" / f"{table}.parquet"
+
+
+def _has_row(path: Path, table: str, image_id: str, marker: float) -> bool:
     col = storegen.MARKER_COLUMN[table]
-    t = pq.read_table(store / "tables" / f"{table}.parquet", columns=["image_id", col])
+    t = pq.read_table(path, columns=["image_id", col])
     rows = t.filter(pc.equal(t["image_id"], image_id))
     return rows.num_rows > 0 and bool(pc.all(pc.equal(rows[col], marker)).as_py())
 
@@ -107,9 +125,21 @@ def window_ms(ctx: Ctx) -> float:
     return float(ctx.opts.settle_ms if features.has_option("--settle-ms") else ctx.opts.quiet_ms)
 
 
+def _partition(store: Path, n: int, rng: random.Random) -> None:
+    """Make the daemon cut its large tables into parts before the timing: one untimed
+    edit of each artifact kind (the first write of a table past ``--partition-rows``
+    rewrites it whole, as parts), then a sync."""
+    for kind in storegen.KINDS:
+        i = rng.randrange(n)
+        path = storegen.artifact_path(store, i, kind)
+        storegen.atomic_write(path, storegen.artifact_bytes(i, kind, -1.0))
+    sync(store)
+
+
 def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str) -> dict[str, Any]:
     rng = random.Random(seed)
     quiet = ctx.opts.quiet_ms
+    parts = writer == PARTS_WRITER
     edits = [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
     if writer == "inplace":  # private inodes: an in-place write must not reach the cache
         for e in {(e.index, e.kind) for e in edits}:
@@ -118,16 +148,19 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
     waits: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
     misses = 0
     meter = LoadMeter()
-    write = storegen.atomic_write if writer == "atomic" else storegen.inplace_write
-    with Daemon(store, quiet_ms=quiet, extra=daemon_args(ctx)) as d:
+    write = storegen.inplace_write if writer == "inplace" else storegen.atomic_write
+    extra = daemon_args(ctx) + (["--partition-rows", str(ctx.opts.partition_rows)] * parts)
+    with Daemon(store, quiet_ms=quiet, extra=extra) as d:
         sync(store)
+        if parts:
+            _partition(store, n, rng)
         time.sleep(0.5)
         for k, edit in enumerate(edits):
             marker = 10_000.0 + seed * 1000 + k
             table = edit.table
             path = storegen.artifact_path(store, edit.index, edit.kind)
             data = storegen.artifact_bytes(edit.index, edit.kind, marker)
-            tpath = store / "tables" / f"{table}.parquet"
+            tpath = table_file(store, table, edit.image_id, parts)
             before = _stamp(tpath)
             _, w0 = d.schedstat()
             write(path, data)
@@ -135,7 +168,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
             while True:
                 seen = wait_publish(tpath, before)
                 before = _stamp(tpath)
-                if _has_row(store, table, edit.image_id, marker):
+                if _has_row(tpath, table, edit.image_id, marker):
                     break
                 misses += 1  # a version without our row (another table's batch); keep waiting
             out[table].append((seen - t_write) * 1000)
@@ -258,6 +291,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "settle_available": settle,
         "window_ms": window_ms(ctx),
         "daemon_args": daemon_args(ctx),
+        "partition_rows": o.partition_rows,
         "method_overhead_ms": method_overhead(),
     }
     per_size = []
@@ -268,7 +302,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
             per_size += [{"records": n, "writer": w, "error": why} for w in o.latency_writers]
             continue
         sec_scale.ensure_template(ctx, n)
-        for writer in o.latency_writers:
+        writers = list(o.latency_writers)
+        if n in o.latency_parts_sizes and features.has_option("--partition-rows"):
+            writers.append(PARTS_WRITER)
+        for writer in writers:
             try:
                 per_size.append(_size(ctx, n, writer))
             except Exception as e:  # one writer's failure keeps the others' figures

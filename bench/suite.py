@@ -64,6 +64,8 @@ FULL = {
     "latency_samples": 150,
     "latency_samples_large": 60,
     "latency_writers": ["atomic", "inplace"],
+    "latency_parts_sizes": [50_000],
+    "partition_rows": 200_000,
     "inplace_fraction": 0.67,
     "cold_sizes": [10_000],
     "cli_store": 10_000,
@@ -89,6 +91,8 @@ QUICK = {
     "latency_samples": 30,
     "latency_samples_large": 20,
     "latency_writers": ["atomic", "inplace"],
+    "latency_parts_sizes": [1000],
+    "partition_rows": 2_000,
     "inplace_fraction": 0.5,
     "cold_sizes": [1000],
     "cli_store": 1000,
@@ -137,6 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latency-writers",
         type=lambda t: [w for w in t.split(",") if w],
         help="atomic (.partial + rename), inplace (to_parquet in place); default both",
+    )
+    p.add_argument(
+        "--latency-parts-sizes",
+        type=_ints,
+        help="sizes also timed on the parts of a daemon run with --partition-rows (50k)",
+    )
+    p.add_argument(
+        "--partition-rows", type=int, help="--partition-rows of that daemon (default 200000)"
     )
     p.add_argument(
         "--inplace-fraction", type=float, help="in-place edits as a fraction of atomic (0.67)"
