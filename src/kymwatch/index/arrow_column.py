@@ -100,24 +100,25 @@ def _float64(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return values if values.type == pa.float64() else values.cast(pa.float64())
 
 
-def _not_whole(arr: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Per value of a float64 column: true for a number that is not whole, finite and
-    below 2**63 in magnitude (a fraction, an infinity, beyond int64), false for such a
-    whole number and for NaN (not a number: ``v == v`` is false), null for null."""
-    whole = pc.and_(pc.less(pc.abs(arr), pa.scalar(2.0**63)), pc.equal(arr, pc.round(arr)))
-    return pc.and_not(pc.equal(arr, arr), whole)
+def _not_whole(arr: pa.ChunkedArray | pa.Array, *, int64: bool) -> pa.ChunkedArray | pa.Array:
+    """Per value of a float64 column: true for a number that is not a whole finite one
+    (a fraction, an infinity; with ``int64``, also one of 2**63 or more in magnitude),
+    false for such a whole number and for NaN (not a number: ``v == v`` is false), null
+    for null."""
+    fits = pc.less(pc.abs(arr), pa.scalar(2.0**63)) if int64 else pc.is_finite(arr)
+    return pc.and_not(pc.equal(arr, arr), pc.and_(fits, pc.equal(arr, pc.round(arr))))
 
 
 def _fractional_prefix(values: pa.ChunkedArray | pa.Array, size: int = 1024) -> bool:
     """True if one of the first ``size`` values is a number that is not whole (or is
-    infinite, or beyond int64): the column is then float64 whatever follows."""
+    infinite): the column is then float64 whatever follows."""
     head = _float64(values.slice(0, size))
     # The usual float column: a fraction among its first values (three kernels; a
     # NaN differs from its rounding too, hence the check of the value found).
     first = pc.index(pc.not_equal(head, pc.round(head)), True).as_py()
     if first >= 0 and not math.isnan(head[first].as_py()):
         return True
-    return bool(pc.any(_not_whole(head)).as_py())
+    return bool(pc.any(_not_whole(head, int64=False)).as_py())
 
 
 def first_valid(values: pa.ChunkedArray | pa.Array) -> int | None:
@@ -151,7 +152,7 @@ def infer_column(name: str, values: Values) -> str:
         if _fractional_prefix(values):  # the usual float column, decided at its start
             return "float64"
         arr = _float64(values)
-        if pc.any(_not_whole(arr)).as_py():
+        if pc.any(_not_whole(arr, int64=True)).as_py():
             return "float64"
         numbers = pc.sum(pc.equal(arr, arr)).as_py()  # not null, not NaN
         return "Int64" if numbers else "float64"
