@@ -23,6 +23,7 @@ from kymwatch.index import registry
 from kymwatch.index.arrow_column import _fractional_prefix, convert_column, infer_column
 from kymwatch.index.arrow_schema import _owners
 from kymwatch.index.dtypename import dtype_name
+from kymwatch.index.gather import _increasing
 from kymwatch.index.schema import _as_bool, _is_null, _number, _text, infer_dtype
 from kymwatch.store.arrowints import concat_ranges, repeat_each, shift_into
 from kymwatch.store.engine import SortedTable, id_ranges
@@ -132,6 +133,16 @@ def test_repeat_and_ranges_equal_numpys(counts: list[int]) -> None:
     pieces = [(base, 2 * k, 2 * k + c, k - 2) for k, c in enumerate(counts)]
     shift_into(out, pieces)
     assert out.tolist() == [v + d for b, s, e, d in pieces for v in b[s:e]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 4)), max_size=8))
+def test_gathered_order_check_is_numpys(ranges: list[tuple[int, int]]) -> None:
+    """The check that gathered spans are already in order says what numpy's check of
+    the concatenated positions said (empty spans included)."""
+    begins, counts = [b for b, _ in ranges], [c for _, c in ranges]
+    order = np.concatenate([np.arange(b, b + c) for b, c in ranges] or [np.arange(0)])
+    assert _increasing(begins, counts) == bool(np.all(order[1:] > order[:-1]))
 
 
 @settings(max_examples=300, deadline=None)
