@@ -207,6 +207,7 @@ class SortedTable:
         # The new offsets after the first, as pieces (see shift_into): a kept id's old
         # one shifted by the rows added or removed before it, a new id's the rows so far.
         pieces: list[tuple[array[int], int, int, int]] = []
+        added: array[int] = array("q")  # the new ids' offsets, referred to by pieces
         at = 0  # rows of the new table so far
         changed = False
         prev_i = 0
@@ -218,7 +219,8 @@ class SortedTable:
             if stop_row > start_row:
                 segments.append(self.table.slice(start_row, stop_row - start_row))
             new_ids.extend(self.ids[prev_i:stop_i])
-            pieces.append((offsets, prev_i + 1, stop_i + 1, at - start_row))
+            if stop_i > prev_i:
+                pieces.append((offsets, prev_i + 1, stop_i + 1, at - start_row))
             at += stop_row - start_row
 
         for image_id in sorted(replace):
@@ -233,7 +235,12 @@ class SortedTable:
                 segments.append(rows)
                 new_ids.append(image_id)
                 at += new_len
-                pieces.append((array("q", [at]), 0, 1, 0))
+                last = pieces[-1] if pieces else None
+                if last is not None and last[0] is added and last[2] == len(added):
+                    pieces[-1] = (added, last[1], last[2] + 1, 0)  # ids added one after another
+                else:
+                    pieces.append((added, len(added), len(added) + 1, 0))
+                added.append(at)
                 if not changed:
                     old = self.table.slice(offsets[i], old_len)
                     changed = old_len != new_len or not old.equals(rows)
