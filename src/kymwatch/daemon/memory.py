@@ -53,7 +53,6 @@ import os
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from importlib.machinery import ModuleSpec
-from importlib.metadata import entry_points
 from types import ModuleType
 
 __all__ = [
@@ -138,6 +137,8 @@ def numpy_needed(
         return f"{NUMPY_ENV}={env[NUMPY_ENV].strip()}"
     if dask:
         return "dask"
+    from importlib.metadata import entry_points  # here: only kymwatch run/rebuild ask
+
     plugins = {ep.name for ep in entry_points(group=_PLUGIN_GROUP)}
     used = plugins if indexers is None else plugins & set(indexers)
     if used:
