@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 from array import array
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -340,6 +341,31 @@ def test_numpy_is_needed_only_by_dask_plugins_or_the_switch() -> None:
         "KYMWATCH_NUMPY=1"
     )
     assert memory.numpy_needed(None, dask=True, env={}) == "dask"
+
+
+def test_installed_plugins_keep_numpy_unless_indexers_name_only_builtins() -> None:
+    """An installed plug-in keeps numpy when the indexers are chosen per store or name
+    it; ``--indexers`` naming built-ins only keeps numpy out all the same."""
+    site = Path(__file__).parent / "data" / "plugin" / "site"
+    code = (
+        "from kymwatch.daemon.memory import numpy_needed\n"
+        "print(numpy_needed(None, dask=False, env={}))\n"
+        "print(numpy_needed(['event_counts', 'kym_radon'], dask=False, env={}))\n"
+        "print(numpy_needed(['kym_radon', 'velocity_events'], dask=False, env={}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.splitlines() == [
+        "plug-in indexers: event_counts",
+        "plug-in indexers: event_counts",
+        "None",
+    ]
 
 
 def test_numpy_kept_out_fails_clearly_and_arrow_still_works() -> None:
