@@ -28,8 +28,9 @@ Elsewhere these are no-ops (macOS, musl): nothing here raises.
 **numpy is kept out** of a daemon that does not need it (:func:`keep_numpy_out`, called
 before pyarrow is imported). pyarrow ≥ 16 runs without numpy, but imports it at its own
 import whenever it can (``lib.pyx``: ``try: import numpy``, then initialises numpy's C
-API); that alone is ~47 MiB of the daemon's resident memory (measured 2026-11-26:
-pyarrow + a parquet round trip, 120 vs 72 MiB). kymwatch's own daemon paths are
+API); that costs the daemon 11-23 MiB of resident memory at 10k records, 16 of them
+at import (measured 2026-11-26, ``bench/ANALYSIS.md``; more in a process that lets
+pyarrow import pandas too). kymwatch's own daemon paths are
 Arrow-native (no numpy: ``tests/test_nonumpy*.py``); what needs numpy is pandas (the
 DataFrame API, plug-in indexers returning DataFrames) and Dask. So numpy is kept out
 only when neither can run: no ``--dask``, no plug-in indexer among those configured
