@@ -212,6 +212,12 @@ def _child(store: str, out: str, top: int, extra: list[str]) -> None:
             use_system_allocator()
         except ImportError:  # a build without it
             pass
+        try:  # numpy kept out as `kymwatch run` does (KYMWATCH_NUMPY=1 keeps it)
+            from kymwatch.daemon.memory import keep_numpy_out
+
+            keep_numpy_out(None, dask=False)
+        except ImportError:  # a build without it
+            pass
     import kymwatch.cli  # noqa: F401
     from kymwatch.daemon import reconciler, runner
 

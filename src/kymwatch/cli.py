@@ -179,9 +179,16 @@ def _dask_spec(text: str) -> ClusterSpec:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import trim, tune_process_memory, use_system_allocator
+    from kymwatch.daemon.memory import (
+        keep_numpy_out,
+        trim,
+        tune_process_memory,
+        use_system_allocator,
+    )
 
     use_system_allocator()  # before pyarrow is imported: see kymwatch.daemon.memory
+    requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
+    keep_numpy_out(requested, dask=args.dask is not None)  # before pyarrow is imported too
     from kymwatch.index import KymDataset, ManifestIndexer, make_indexers, select_indexers
     from kymwatch.index.distributed import ClusterError, cluster_extractor, require_dask
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
@@ -193,7 +200,6 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         require_dask()  # without it: one line saying how to install it (exit 2)
     tune_process_memory()  # freed table buffers go back to the system: see daemon.memory
     configure_logging(level=args.log_level, console="auto")
-    requested = [n for v in args.indexer for n in _indexer_names(v) or ()] if args.indexer else None
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
     skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
     # One pass over the records for every table that shares artifacts (table by table on

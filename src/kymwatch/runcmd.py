@@ -28,9 +28,14 @@ EXIT_OK = 0  # as kymwatch.cli.EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import tune_process_memory, use_system_allocator
+    from kymwatch.daemon.memory import keep_numpy_out, tune_process_memory, use_system_allocator
 
     use_system_allocator()  # before pyarrow is imported: see kymwatch.daemon.memory
+    root, many = resolve_target(args.store)
+    opts = resolve(args, root, parent=not many)
+    # Before pyarrow is imported too; ROOT's settings: a store's file that asks for Dask
+    # needs KYMWATCH_NUMPY=1 (any indexer named there is a plug-in only if one is installed).
+    keep_numpy_out(opts["indexers"], dask=opts["dask"] is not None)
     from kymwatch.daemon import Daemon
     from kymwatch.index.frames import skip_pyarrow_pandas_probe
     from kymwatch.logconfig import (
@@ -40,8 +45,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         service_console_format,
     )
 
-    root, many = resolve_target(args.store)
-    opts = resolve(args, root, parent=not many)
     if opts["dask"] is not None:
         from kymwatch.index.distributed import require_dask
 

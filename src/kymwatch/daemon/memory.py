@@ -24,6 +24,26 @@ them out of ``pyarrow.fs`` also kept out its exit hook, and a process that impor
 anyway (a plugin indexer reading from S3) could abort at exit.
 
 Elsewhere these are no-ops (macOS, musl): nothing here raises.
+
+**numpy is kept out** of a daemon that does not need it (:func:`keep_numpy_out`, called
+before pyarrow is imported). pyarrow ≥ 16 runs without numpy, but imports it at its own
+import whenever it can (``lib.pyx``: ``try: import numpy``, then initialises numpy's C
+API); that costs the daemon 11-23 MiB of resident memory at 10k records, 16 of them
+at import (measured 2026-11-26, ``bench/ANALYSIS.md``; more in a process that lets
+pyarrow import pandas too). kymwatch's own daemon paths are
+Arrow-native (no numpy: ``tests/test_nonumpy*.py``); what needs numpy is pandas (the
+DataFrame API, plug-in indexers returning DataFrames) and Dask. So numpy is kept out
+only when neither can run: no ``--dask``, no plug-in indexer among those configured
+(without ``--indexers``: no plug-in installed), and ``KYMWATCH_NUMPY`` unset (``1``
+keeps it, for plug-in authors). The mechanism is an import hook first on
+``sys.meta_path`` that refuses ``numpy`` and its submodules with a
+``ModuleNotFoundError`` saying why and how to keep numpy, rather than a ``None`` in
+``sys.modules`` ("import of numpy halted", and gone if any code pops the entry). It
+stays for the life of the process, and must: pyarrow decided at its import that numpy
+is absent and never initialised numpy's C API, so numpy arrays handed to it later
+could crash the process; a clear ``ImportError`` (which code with optional numpy
+support catches) is the only safe answer. ``importlib.util.find_spec("numpy")`` raises
+that error too.
 """
 
 from __future__ import annotations
@@ -32,9 +52,15 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Collection, Mapping, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 __all__ = [
     "MMAP_THRESHOLD",
+    "NUMPY_ENV",
+    "keep_numpy_out",
+    "numpy_needed",
     "settings",
     "trim",
     "tune_process_memory",
@@ -62,6 +88,14 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 _SETTINGS: dict[str, object] = {}
 _POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+NUMPY_ENV = "KYMWATCH_NUMPY"
+"""Set to ``1`` to keep numpy importable in ``kymwatch run`` / ``rebuild``."""
+_PLUGIN_GROUP = "kymwatch.indexers"  # kymwatch.index.registry.ENTRY_POINT_GROUP
+_NUMPY_REFUSED = (
+    "numpy is kept out of this kymwatch process: pyarrow was loaded without it, to save"
+    " memory, as only kymwatch's own indexers run. A plug-in that needs numpy or pandas:"
+    f" run kymwatch with {NUMPY_ENV}=1"
+)
 
 
 def use_system_allocator() -> bool:
@@ -77,9 +111,64 @@ def use_system_allocator() -> bool:
     return os.environ.get(_POOL_ENV) == "system" and "pyarrow" not in sys.modules
 
 
+class _NumpyRefused:
+    """A ``sys.meta_path`` finder under which ``import numpy`` (or a submodule) fails
+    with a ``ModuleNotFoundError`` that says why (see the module docstring)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname == "numpy" or fullname.startswith("numpy."):
+            raise ModuleNotFoundError(_NUMPY_REFUSED, name=fullname)
+        return None
+
+
+def numpy_needed(
+    indexers: Collection[str] | None, *, dask: bool, env: Mapping[str, str] = os.environ
+) -> str | None:
+    """Why this process must keep numpy importable, or None if nothing it runs needs it.
+
+    Args:
+        indexers: The configured indexer names (None: chosen per store, and every
+            installed plug-in runs).
+        dask: A Dask cluster is configured (Dask needs numpy and pandas).
+        env: The environment (``KYMWATCH_NUMPY=1`` keeps numpy).
+    """
+    if env.get(NUMPY_ENV, "").strip() not in ("", "0"):
+        return f"{NUMPY_ENV}={env[NUMPY_ENV].strip()}"
+    if dask:
+        return "dask"
+    from importlib.metadata import entry_points  # here: only kymwatch run/rebuild ask
+
+    plugins = {ep.name for ep in entry_points(group=_PLUGIN_GROUP)}
+    used = plugins if indexers is None else plugins & set(indexers)
+    if used:
+        return "plug-in indexers: " + ", ".join(sorted(used))
+    return None
+
+
+def keep_numpy_out(indexers: Collection[str] | None, *, dask: bool) -> bool:
+    """Keep numpy out of this process if nothing it will run needs it (see
+    :func:`numpy_needed`) and neither numpy nor pyarrow is imported yet; call it before
+    pyarrow is imported. Returns True if numpy is now kept out. ``daemon_started``
+    logs the outcome as ``memory.numpy``."""
+    if any(isinstance(f, _NumpyRefused) for f in sys.meta_path):
+        return True
+    reason = numpy_needed(indexers, dask=dask)
+    if reason is not None:
+        _SETTINGS["numpy"] = f"allowed ({reason})"
+    elif "numpy" in sys.modules or "pyarrow" in sys.modules:
+        _SETTINGS["numpy"] = "allowed (imported before kymwatch ran)"
+    else:
+        sys.meta_path.insert(0, _NumpyRefused())
+        _SETTINGS["numpy"] = "kept out"
+        return True
+    return False
+
+
 def settings() -> dict[str, object]:
-    """What :func:`tune_process_memory` set in this process (``daemon_started`` logs it
-    as ``memory``; empty when it was not called)."""
+    """What :func:`tune_process_memory` and :func:`keep_numpy_out` set in this process
+    (``daemon_started`` logs it as ``memory``; empty when they were not called)."""
     return dict(_SETTINGS)
 
 

@@ -12,7 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -97,15 +96,29 @@ def convert_column(values: Values, dtype: str) -> tuple[pa.ChunkedArray | pa.Arr
     return pa.array(out, type=ARROW_TYPES[dtype], from_pandas=True), bad
 
 
+def _float64(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return values if values.type == pa.float64() else values.cast(pa.float64())
+
+
+def _not_whole(arr: pa.ChunkedArray | pa.Array, *, int64: bool) -> pa.ChunkedArray | pa.Array:
+    """Per value of a float64 column: true for a number that is not a whole finite one
+    (a fraction, an infinity; with ``int64``, also one of 2**63 or more in magnitude),
+    false for such a whole number and for NaN (not a number: ``v == v`` is false), null
+    for null."""
+    fits = pc.less(pc.abs(arr), pa.scalar(2.0**63)) if int64 else pc.is_finite(arr)
+    return pc.and_not(pc.equal(arr, arr), pc.and_(fits, pc.equal(arr, pc.round(arr))))
+
+
 def _fractional_prefix(values: pa.ChunkedArray | pa.Array, size: int = 1024) -> bool:
     """True if one of the first ``size`` values is a number that is not whole (or is
     infinite): the column is then float64 whatever follows."""
-    head = values.slice(0, size)
-    arr = np.asarray(head.to_numpy(zero_copy_only=False), dtype="float64")
-    number = ~np.isnan(arr)
-    with np.errstate(invalid="ignore"):
-        whole = np.isfinite(arr) & (arr == np.round(arr))
-    return bool(np.any(number & ~whole))
+    head = _float64(values.slice(0, size))
+    # The usual float column: a fraction among its first values (three kernels; a
+    # NaN differs from its rounding too, hence the check of the value found).
+    first = pc.index(pc.not_equal(head, pc.round(head)), True).as_py()
+    if first >= 0 and not math.isnan(head[first].as_py()):
+        return True
+    return bool(pc.any(_not_whole(head, int64=False)).as_py())
 
 
 def first_valid(values: pa.ChunkedArray | pa.Array) -> int | None:
@@ -138,12 +151,11 @@ def infer_column(name: str, values: Values) -> str:
     if pa.types.is_floating(t):
         if _fractional_prefix(values):  # the usual float column, decided at its start
             return "float64"
-        arr = np.asarray(values.to_numpy(zero_copy_only=False), dtype="float64")
-        finite = arr[~np.isnan(arr)]
-        if not len(finite):
+        arr = _float64(values)
+        if pc.any(_not_whole(arr, int64=True)).as_py():
             return "float64"
-        whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
-        return "Int64" if whole and bool(np.all(np.abs(finite) < 2**63)) else "float64"
+        numbers = pc.sum(pc.equal(arr, arr)).as_py()  # not null, not NaN
+        return "Int64" if numbers else "float64"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         try:  # the first value alone first: Arrow's cast parses every value before failing
             first = pc.index(values.is_valid(), True).as_py()

@@ -11,11 +11,12 @@ pandas appears only at the API boundary (:mod:`kymwatch.index.frames`).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from kymwatch.errors import ArtifactInvalidError
@@ -27,6 +28,7 @@ from kymwatch.index.arrow_column import (
     infer_column,
 )
 from kymwatch.index.schema import Coercions
+from kymwatch.store.arrowints import repeat_each
 from kymwatch.store.engine import IMAGE_ID
 
 __all__ = [
@@ -123,8 +125,8 @@ def _group_columns(group: Sequence[RawRows]) -> dict[str, Values]:
 
 def _owners(group: Sequence[RawRows], positions: list[int]) -> list[int]:
     """The index in ``group`` of the record each row position belongs to."""
-    offsets = np.cumsum([0] + [r.num_rows for r in group])
-    return (np.searchsorted(offsets, positions, side="right") - 1).tolist()  # type: ignore[no-any-return]
+    offsets = list(accumulate((r.num_rows for r in group), initial=0))
+    return [bisect_right(offsets, p) - 1 for p in positions]
 
 
 def _stamp(group: Sequence[RawRows], name: str) -> pa.Array:
@@ -133,9 +135,8 @@ def _stamp(group: Sequence[RawRows], name: str) -> pa.Array:
     counts = [r.num_rows for r in group]
     if len(set(values)) == 1:
         return pa.array(values[:1] * sum(counts), pa.string())
-    # One string per record, repeated by a vectorised take (no per-row Python objects).
-    index = np.repeat(np.arange(len(values), dtype=np.int64), counts)
-    return pa.array(values, pa.string()).take(pa.array(index))
+    # One string per record, repeated by Arrow (no per-row Python objects).
+    return repeat_each(pa.array(values, pa.string()), counts)
 
 
 def _conform_group(

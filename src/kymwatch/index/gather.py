@@ -5,12 +5,12 @@ table)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from itertools import accumulate
 
-import numpy as np
 import pyarrow as pa
 
 from kymwatch.index.arrow_schema import RowSpan, unify
+from kymwatch.store.arrowints import concat_ranges
 from kymwatch.store.engine import concat
 
 __all__ = ["align", "gather_spans", "one_table"]
@@ -69,8 +69,8 @@ def gather_spans(spans: Sequence[RowSpan]) -> pa.Table:
     table = concat([align(t, schema) or t for t in tables])
     if len(units) == len(spans):  # every span is its own unit, in order
         return table
-    starts = np.cumsum([0] + [u.count for u in units])
-    index: list[np.ndarray[Any, Any]] = []
+    starts = list(accumulate((u.count for u in units), initial=0))
+    begins: list[int] = []
     pos = 0  # the next unit taken as a slice (in span order)
     for span in spans:
         k = where.get(id(span.batch))
@@ -79,14 +79,25 @@ def gather_spans(spans: Sequence[RowSpan]) -> pa.Table:
                 units[pos].start <= span.start < units[pos].start + units[pos].count
             ):
                 pos += 1
-            begin = starts[pos] + span.start - units[pos].start
+            begins.append(starts[pos] + span.start - units[pos].start)
         else:
-            begin = starts[k] + span.start
-        index.append(np.arange(begin, begin + span.count, dtype=np.int64))
-    order = np.concatenate(index)
-    if bool(np.all(order[1:] > order[:-1])) and len(order) == table.num_rows:
+            begins.append(starts[k] + span.start)
+    counts = [span.count for span in spans]
+    if sum(counts) == table.num_rows and _increasing(begins, counts):
         return table  # already in order
-    return table.take(pa.array(order))
+    return table.take(concat_ranges(begins, counts))
+
+
+def _increasing(begins: Sequence[int], counts: Sequence[int]) -> bool:
+    """Whether the positions of the ranges ``begins[i]`` (``counts[i]`` long), one after
+    the other, are strictly increasing."""
+    last = -1
+    for begin, count in zip(begins, counts, strict=True):
+        if count:
+            if begin <= last:
+                return False
+            last = begin + count - 1
+    return True
 
 
 def one_table(spans: Sequence[RowSpan]) -> list[RowSpan]:

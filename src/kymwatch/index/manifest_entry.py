@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from kymwatch.index.dtypename import dtype_name
 from kymwatch.store import ANALYSIS_DIR, IMAGES_DIR
 from kymwatch.store.scan import MAX_ARTIFACT_DEPTH
 
@@ -74,16 +73,6 @@ def group_attrs(folder: Path) -> dict[str, Any] | None:
     return attrs
 
 
-def _dtype_name(raw: Any) -> str:
-    """numpy's name of a zarr dtype (``"<u2"`` → ``"uint16"``), as ``str(arr.dtype)``."""
-    try:
-        if isinstance(raw, list):
-            return str(np.dtype([tuple(f) for f in raw]))
-        return str(np.dtype(raw))
-    except (TypeError, ValueError):
-        return str(raw)
-
-
 def _array_meta(folder: Path) -> tuple[list[Any], str, list[Any] | None] | None:
     """(shape, dtype, chunks) of the zarr array in ``folder``; None if there is none."""
     path = folder / "zarr.json"
@@ -104,7 +93,7 @@ def _array_meta(folder: Path) -> tuple[list[Any], str, list[Any] | None] | None:
         shape, dtype, chunks = v2.get("shape"), v2.get("dtype"), v2.get("chunks")
     if not isinstance(shape, list):
         raise ManifestSourceError(path, "array metadata has no shape")
-    return list(shape), _dtype_name(dtype), list(chunks) if chunks is not None else None
+    return list(shape), dtype_name(dtype), list(chunks) if chunks is not None else None
 
 
 def _acquired_ns(analysis: Path) -> int | None:

@@ -24,6 +24,7 @@ It follows the data kymflow writes (see ``docs/layout.md``, "Schema policy"):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import structlog
 
@@ -91,6 +91,31 @@ def _loaded_pandas() -> Any:
     return sys.modules.get("pandas")
 
 
+@dataclass(frozen=True, slots=True)
+class _Kinds:
+    """The scalar types each per-value rule accepts: Python's, plus numpy's once some
+    code imported numpy (before that no value can be a numpy one, and the daemon runs
+    without numpy: see :mod:`kymwatch.daemon.memory`)."""
+
+    bools: tuple[type[Any], ...] = (bool,)
+    ints: tuple[type[Any], ...] = (int,)
+    floats: tuple[type[Any], ...] = (float, Decimal)
+    arrays: tuple[type[Any], ...] = ()
+
+
+_PLAIN = _Kinds()
+
+
+@functools.cache
+def _numpy_kinds(np: Any) -> _Kinds:
+    return _Kinds((bool, np.bool_), (int, np.integer), (float, np.floating, Decimal), (np.ndarray,))
+
+
+def _kinds() -> _Kinds:
+    np = sys.modules.get("numpy")
+    return _PLAIN if np is None else _numpy_kinds(np)
+
+
 def _is_series(values: Any) -> bool:
     pd = _loaded_pandas()
     return pd is not None and isinstance(values, pd.Series)
@@ -102,7 +127,10 @@ def _is_null(v: Any) -> bool:
     pd = _loaded_pandas()
     if pd is not None and (v is pd.NA or v is pd.NaT):
         return True
-    if isinstance(v, float | np.floating):
+    if isinstance(v, float):
+        return math.isnan(v)
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(v, np.floating):
         return bool(np.isnan(v))
     return False
 
@@ -111,18 +139,19 @@ def _text(v: Any) -> Any:
     """The text form of any value (never coerced)."""
     if isinstance(v, str):
         return v
-    if isinstance(v, bool | np.bool_):
+    k = _kinds()
+    if isinstance(v, k.bools):
         return "True" if v else "False"
-    if isinstance(v, int | np.integer):
+    if isinstance(v, k.ints):
         return str(int(v))
-    if isinstance(v, float | np.floating | Decimal):
+    if isinstance(v, k.floats):
         f = float(v)
         if math.isfinite(f) and f.is_integer() and abs(f) < 2**63:
             return str(int(f))
         return repr(f)
     if isinstance(v, bytes):
         return v.decode("utf-8", errors="replace")
-    if isinstance(v, np.ndarray):
+    if isinstance(v, k.arrays):
         v = v.tolist()
     if isinstance(v, dict | list | tuple):
         return json.dumps(v, default=str)
@@ -131,11 +160,12 @@ def _text(v: Any) -> Any:
 
 def _number(v: Any) -> Any:
     """``v`` as an int or float (a boolean as 0 or 1), or _COERCED."""
-    if isinstance(v, bool | np.bool_):
+    k = _kinds()
+    if isinstance(v, k.bools):
         return int(v)
-    if isinstance(v, int | np.integer):
+    if isinstance(v, k.ints):
         return int(v)
-    if isinstance(v, float | np.floating | Decimal):
+    if isinstance(v, k.floats):
         return float(v)
     if isinstance(v, str):
         s = v.strip()
@@ -169,9 +199,10 @@ def _as_float(v: Any) -> Any:
 
 
 def _as_bool(v: Any) -> Any:
-    if isinstance(v, bool | np.bool_):
+    k = _kinds()
+    if isinstance(v, k.bools):
         return bool(v)
-    if isinstance(v, int | np.integer) and int(v) in (0, 1):
+    if isinstance(v, k.ints) and int(v) in (0, 1):
         return bool(v)
     if isinstance(v, str) and v.strip().lower() in _BOOL_TEXT:
         return _BOOL_TEXT[v.strip().lower()]
@@ -182,6 +213,7 @@ _CONVERTERS = {"string": _text, "Int64": _as_int, "float64": _as_float, "boolean
 
 
 def _series(values: list[Any], dtype: str, index: pd.Index | None = None) -> pd.Series:
+    import numpy as np  # the DataFrame API: pandas needs numpy anyway
     import pandas as pd
 
     if dtype == "float64":
@@ -212,6 +244,8 @@ def infer_dtype(name: str, values: Any) -> str:
         if pd.api.types.is_integer_dtype(kind):
             return "Int64"
         if pd.api.types.is_float_dtype(kind):
+            import numpy as np  # a Series: pandas imported it
+
             arr = values.to_numpy(dtype="float64", na_value=np.nan)
             finite = arr[~np.isnan(arr)]
             whole = bool(np.all(np.isfinite(finite) & (finite == np.round(finite))))
@@ -229,7 +263,8 @@ def infer_dtype(name: str, values: Any) -> str:
     seen = [v for v in _pylist(values) if not _is_null(v)]
     if not seen:
         return "float64"
-    if all(isinstance(v, bool | np.bool_) for v in seen):
+    bools = _kinds().bools
+    if all(isinstance(v, bools) for v in seen):
         return "boolean"
     nums: list[Any] = []
     for v in seen:

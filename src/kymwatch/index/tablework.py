@@ -9,8 +9,8 @@ extra columns are typed from the merged rows alone (:func:`finish_table`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
-import numpy as np
 import pyarrow as pa
 
 from kymwatch.index.arrow_column import convert_column
@@ -136,6 +136,6 @@ def merge_rebuild(
         parts.sort(key=lambda p: p[0])
     table = gather_spans([span for _, span in parts])
     ids = tuple(i for i, _ in parts)
-    offsets = np.cumsum([0] + [s.count for _, s in parts])
+    offsets = accumulate((s.count for _, s in parts), initial=0)
     table = finish_table(table, ix.columns, extras_at, keep_null)
     return SortedTable.of(table, ids, offsets)

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pyarrow as pa
 
 from kymwatch.errors import (
@@ -33,6 +32,7 @@ from kymwatch.store.tables import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = ["Mode", "ZarrDataset", "detect_zarr_format", "utc_now_iso"]
@@ -145,6 +145,8 @@ class ZarrDataset:
         image_id: str | None = None,
     ) -> ZarrImageRecord:
         """Create a record holding pixel array ``arr``; the id is a new uuid4 by default."""
+        import numpy as np  # here: the daemon never adds images and runs without numpy
+
         self.check_writable()
         arr = np.asarray(arr)
         image_id = image_id or uuid.uuid4().hex

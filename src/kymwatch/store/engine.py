@@ -9,6 +9,10 @@ no string sort). Whether the edit changed anything is decided on the replaced ro
 alone. A table that is not sorted (written by kymflow, which appends) is sorted once,
 stably, when it is adopted.
 
+Row offsets are a stdlib ``array("q")`` (compact, indexed as Python ints); their bulk
+arithmetic runs in Arrow on a zero-copy view of it (:mod:`kymwatch.store.arrowints`):
+the daemon's engine needs no numpy (see :mod:`kymwatch.daemon.memory`).
+
 The engine knows nothing of column types: callers (the schema policy of
 :mod:`kymwatch.index`, or :meth:`ZarrDataset.replace_rows_for_image_id`) give it rows
 already in the table's schema, or let :func:`concat` promote them.
@@ -16,15 +20,16 @@ already in the table's schema, or let :func:`concat` promote them.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from kymwatch.store.arrowints import as_int64s, shift_into
 
 __all__ = ["CHUNK_ROWS", "IMAGE_ID", "SortedTable", "chunk_rows", "compact", "concat", "id_ranges"]
 
@@ -124,10 +129,11 @@ def id_ranges(ids: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]] | 
         if not ordered:
             return None
     # In a sorted column a new id starts wherever the value differs from the previous one.
-    differs = pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.concatenate(([True], differs)))
-    distinct = col.take(pa.array(starts)).to_pylist()
-    return [str(v) for v in distinct], [*starts.tolist(), n]
+    differs = pc.not_equal(col.slice(1), col.slice(0, n - 1))
+    after = pc.indices_nonzero(differs).cast(pa.int64())  # row k + 1 starts an id
+    starts = pa.concat_arrays([pa.array([0], pa.int64()), pc.add(after, 1)])
+    distinct = col.take(starts).to_pylist()
+    return [str(v) for v in distinct], [*as_int64s(starts).tolist(), n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,20 +143,18 @@ class SortedTable:
     Attributes:
         table: The rows.
         ids: The distinct image ids, sorted.
-        offsets: ``offsets[i]:offsets[i + 1]`` are the rows of ``ids[i]`` (int64, one
-            more than ``ids``).
+        offsets: ``offsets[i]:offsets[i + 1]`` are the rows of ``ids[i]`` (an
+            ``array("q")``, one more than ``ids``; never changed once built).
     """
 
     table: pa.Table
     ids: tuple[str, ...]
-    offsets: npt.NDArray[np.int64]
+    offsets: array[int]
 
     @classmethod
-    def of(
-        cls, table: pa.Table, ids: Sequence[str], offsets: Sequence[int] | npt.NDArray[np.int64]
-    ) -> SortedTable:
+    def of(cls, table: pa.Table, ids: Sequence[str], offsets: Iterable[int]) -> SortedTable:
         """A sorted table from its rows, ids and row offsets (taken as they are)."""
-        return cls(table, tuple(ids), np.asarray(offsets, dtype=np.int64))
+        return cls(table, tuple(ids), array("q", offsets))
 
     @classmethod
     def adopt(cls, table: pa.Table, key: str = IMAGE_ID) -> tuple[SortedTable, bool]:
@@ -188,10 +192,6 @@ class SortedTable:
         start, count = self.range_of(image_id)
         return self.table.slice(start, count)
 
-    def counts(self) -> dict[str, int]:
-        """image_id → number of rows, for the records that have rows."""
-        return dict(zip(self.ids, np.diff(self.offsets).tolist(), strict=True))
-
     def splice(self, replace: Mapping[str, pa.Table | None]) -> tuple[SortedTable, bool]:
         """Replace the rows of the records in ``replace`` (None or no rows: remove them).
 
@@ -201,36 +201,48 @@ class SortedTable:
         """
         n = len(self.ids)
         offsets = self.offsets
-        tail = int(offsets[-1])  # rows without an id (adopted tables only) stay last
+        tail = offsets[-1]  # rows without an id (adopted tables only) stay last
         segments: list[pa.Table] = []
         new_ids: list[str] = []
-        # Row counts per kept or new id, as arrays: offsets are their running sum.
-        counts: list[npt.NDArray[np.int64]] = []
+        # The new offsets after the first, as pieces (see shift_into): a kept id's old
+        # one shifted by the rows added or removed before it, a new id's the rows so far.
+        pieces: list[tuple[array[int], int, int, int]] = []
+        added: array[int] = array("q")  # the new ids' offsets, referred to by pieces
+        at = 0  # rows of the new table so far
         changed = False
         prev_i = 0
 
         def keep(stop_i: int) -> None:
             """Keep the ids ``prev_i:stop_i`` and their rows, as they are."""
-            start_row, stop_row = int(offsets[prev_i]), int(offsets[stop_i])
+            nonlocal at
+            start_row, stop_row = offsets[prev_i], offsets[stop_i]
             if stop_row > start_row:
                 segments.append(self.table.slice(start_row, stop_row - start_row))
             new_ids.extend(self.ids[prev_i:stop_i])
-            counts.append(np.diff(offsets[prev_i : stop_i + 1]))
+            if stop_i > prev_i:
+                pieces.append((offsets, prev_i + 1, stop_i + 1, at - start_row))
+            at += stop_row - start_row
 
         for image_id in sorted(replace):
             rows = replace[image_id]
             i = bisect_left(self.ids, image_id, prev_i)
             keep(i)
             present = i < n and self.ids[i] == image_id
-            old_len = int(offsets[i + 1] - offsets[i]) if present else 0
+            old_len = offsets[i + 1] - offsets[i] if present else 0
             new_len = 0 if rows is None else rows.num_rows
             if new_len:
                 assert rows is not None
                 segments.append(rows)
                 new_ids.append(image_id)
-                counts.append(np.array([new_len], dtype=np.int64))
+                at += new_len
+                last = pieces[-1] if pieces else None
+                if last is not None and last[0] is added and last[2] == len(added):
+                    pieces[-1] = (added, last[1], last[2] + 1, 0)  # ids added one after another
+                else:
+                    pieces.append((added, len(added), len(added) + 1, 0))
+                added.append(at)
                 if not changed:
-                    old = self.table.slice(int(offsets[i]), old_len)
+                    old = self.table.slice(offsets[i], old_len)
                     changed = old_len != new_len or not old.equals(rows)
             elif old_len:
                 changed = True
@@ -239,7 +251,6 @@ class SortedTable:
         if tail < self.table.num_rows:
             segments.append(self.table.slice(tail))
         table = compact(concat(segments)) if segments else self.table.schema.empty_table()
-        new_offsets = np.concatenate(
-            [np.zeros(1, dtype=np.int64), np.cumsum(np.concatenate(counts))]
-        )
-        return SortedTable(table, tuple(new_ids), new_offsets.astype(np.int64)), changed
+        new_offsets: array[int] = array("q", [0])
+        shift_into(new_offsets, pieces)
+        return SortedTable(table, tuple(new_ids), new_offsets), changed

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,6 +31,7 @@ from kymwatch.store.layout import (
 from kymwatch.store.scan import walk_artifacts
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from kymwatch.store.dataset import ZarrDataset
@@ -112,6 +112,7 @@ class ZarrImageRecord:
 
     def load_array(self) -> np.ndarray[Any, Any]:
         """The pixel array ``data`` of this record."""
+        import numpy as np  # here: the daemon never reads pixels and runs without numpy
         import zarr
 
         arr = zarr.open_array(str(self.path / "data"), mode="r")
