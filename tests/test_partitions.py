@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +277,70 @@ def test_export_is_planned_now_only_when_the_loop_is_idle(tmp_path: Path) -> Non
     now[0] = 101.0
     daemon.duties.export(force=True)
     assert daemon.schedule.deadline(Task.EXPORT) == 106.0
+
+
+class _Deferred(Executor):
+    """An executor that runs what it is given only when told (the exporter thread,
+    held between the moment its jobs are made and the moment they are written)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], None]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.calls.append(lambda: future.set_result(fn(*args, **kwargs)))
+        return future
+
+    def run(self) -> None:
+        for call in self.calls:
+            call()
+        self.calls.clear()
+
+
+def test_an_export_started_before_an_edit_leaves_the_export_due(plain_v2_store: Path) -> None:
+    """An export made from the cached table, then an edit published before the exporter
+    writes it: the edit does not wait for the export; the export that lands reflects the
+    table before the edit and stays due; the next one equals a fresh rebuild."""
+    root = plain_v2_store
+    ids = _records(root, 12)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(KVE)
+    held = _Deferred()
+    future = kd.start_export(force=True, executor=held)
+    assert future is not None and not future.done()
+
+    write_parquet_artifact(root, ids[3], "velocity_events/events", gen2_events_frame(9))
+    assert kd.update_images_report(KVE, [ids[3]]).table_written
+    held.run()
+    assert future.result() == [KVE]
+    exported = _export(root, KVE)
+    assert (exported["image_id"] == ids[3]).sum() == 4  # the rows before the edit
+    layout = read_layout(parts_folder(root, KVE))
+    version = export_version(root / "tables" / f"{KVE}.parquet")
+    assert layout is not None and version is not None and version < layout.version
+    assert kd.parted.due(force=True) == [KVE]
+    assert kd.export_tables(force=True) == [KVE]
+    pd.testing.assert_frame_equal(_export(root, KVE), _fresh(root, KVE))
+    assert kd.parted.due(force=True) == []
+
+
+def test_an_export_does_not_overwrite_a_file_replaced_meanwhile(plain_v2_store: Path) -> None:
+    """kymflow rewriting tables/<name>.parquet while an export is being encoded wins: the
+    export is dropped (its temporary removed), and the next read takes kymflow's file."""
+    root = plain_v2_store
+    ids = _records(root, 10)
+    kd = _daemon_kd(root)
+    kd.rebuild_report(VE)
+    kd.export_tables(force=True)
+    write_parquet_artifact(root, ids[0], VE, events_frame(3, start_s=90.0))
+    kd.update_images_report(VE, [ids[0]])
+    held = _Deferred()
+    future = kd.start_export(force=True, executor=held)
+    assert future is not None
+    theirs = _export(root, VE).iloc[:5]
+    theirs.to_parquet(root / "tables" / f"{VE}.parquet", index=False)
+    held.run()
+    assert future.result() == []
+    pd.testing.assert_frame_equal(_export(root, VE), theirs)
+    assert not list((root / "tables").glob(".*.tmp"))
+    assert len(_daemon_kd(root).get_table(VE)) == 5

@@ -38,6 +38,7 @@ _HOUSEKEEPING = frozenset(
     }
 )
 _SAVE = frozenset({Task.SAVE_STATE})
+_EXPORT_CHECK_S = 0.05  # how often the loop looks whether the exporter thread is done
 _TABLE_CHECK_S = 2.0  # how often the tables' fingerprints are compared with the state's
 
 
@@ -115,7 +116,7 @@ class Duties:
             elif task is Task.SAVE_STATE:
                 self.save_state()
             elif task is Task.EXPORT:
-                self.export(force=self.idle())
+                self.export(force=self.idle(), wait=False)
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
             self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
 
@@ -139,13 +140,39 @@ class Duties:
         if due is not None:
             self.schedule.no_later_than(Task.EXPORT, self.clock() if self.idle() else due)
 
-    def export(self, *, force: bool) -> None:
+    def export(self, *, force: bool, wait: bool = True) -> None:
         """Export the partitioned tables that are due (all of them with ``force``); after
-        a failure, try again ``export_interval_s`` later."""
+        a failure, try again ``export_interval_s`` later.
+
+        Without ``wait`` the export is written on the exporter thread while the loop goes
+        on (the encode of a 500k-row table is ~150 ms: edits meanwhile would wait for it);
+        the loop looks every ``_EXPORT_CHECK_S`` whether it ended. With ``wait`` (sync,
+        start) it is written now, after the one on the exporter thread ended.
+        """
         self.schedule.cancel(Task.EXPORT)
+        retry = self.clock() + self.config.export_interval_s
+        if not wait:
+            ended = self.worker.export_ended()
+            if ended is None:  # still writing
+                self.schedule.at(Task.EXPORT, self.clock() + _EXPORT_CHECK_S)
+                return
+            if ended and self.worker.next_export() is not None:
+                if not self.worker.start_export(force=force):
+                    self.schedule.at(Task.EXPORT, retry)
+                    return
+                if self.worker.export_ended() is None:
+                    self.schedule.at(Task.EXPORT, self.clock() + _EXPORT_CHECK_S)
+                    return
+            if ended is False:
+                self.schedule.at(Task.EXPORT, retry)
+                return
+            self.plan_export()
+            return
+        # Before the table lock: the exporter thread takes it to replace its file.
+        self.worker.export_ended(wait=True)
         with self._table_lock() as locked:
             if locked and self.worker.export_tables(force=force) is None:
-                self.schedule.at(Task.EXPORT, self.clock() + self.config.export_interval_s)
+                self.schedule.at(Task.EXPORT, retry)
                 return
         self.plan_export()
 

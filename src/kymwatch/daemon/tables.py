@@ -81,6 +81,16 @@ class TableKeeper:
             if published is None and current is not None and not self.state.migrated:
                 self.state.note_table(self.root, ix.table_name, current)  # a new state adopts it
                 published = current
+            elif current != published and current == self.kd.exported_stamp(ix.table_name):
+                # Our own export, replaced on the exporter thread and not collected yet.
+                self.state.note_table(self.root, ix.table_name, current)
+                published = current
+            elif current is None and self.kd.parted.layout(ix.table_name) is not None:
+                # A partitioned table whose single file is not written yet (its export
+                # runs on the exporter thread) or was deleted: the parts are the table,
+                # the export is made again from them.
+                self.kd.parted.unexported.setdefault(ix.table_name, float("-inf"))
+                continue
             tables.append(planner.TableInfo(ix.name, ix.schema_version, published, current))
         work = planner.tables_to_rebuild(
             tables,

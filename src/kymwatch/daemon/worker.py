@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import structlog
@@ -103,6 +104,7 @@ class Worker:
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
+        self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
 
     def refresh_indexers(self) -> None:
@@ -167,9 +169,11 @@ class Worker:
 
     def export_tables(self, *, force: bool = False) -> list[str] | None:
         """Write the single file of each partitioned table whose export is due (every
-        one with ``force``); returns their names, or None after a failure, which is
-        logged (``table_export_failed``; the parts keep the rows, the caller retries).
+        one with ``force``), after the export running on the exporter thread (if any)
+        ended; returns their names, or None after a failure, which is logged
+        (``table_export_failed``; the parts keep the rows, the caller retries).
         """
+        self.export_ended(wait=True)
         try:
             names = self.kd.export_tables(force=force)
         except Exception as e:
@@ -178,6 +182,37 @@ class Worker:
         for name in names:
             self.note_published(name)
         return names
+
+    def start_export(self, *, force: bool = False) -> bool:
+        """Start the due exports on the exporter thread (the loop goes on indexing);
+        False if that failed (logged as ``table_export_failed``). One runs at a time."""
+        if self._exporting is not None:
+            return True
+        try:
+            self._exporting = self.kd.start_export(force=force)
+        except Exception as e:
+            log.exception("table_export_failed", error=str(e))
+            return False
+        return True
+
+    def export_ended(self, *, wait: bool = False) -> bool | None:
+        """Whether the export on the exporter thread ended: None while it runs (only
+        without ``wait``), True when it ended well (or none ran), False when it failed
+        (logged as ``table_export_failed``). The tables it wrote are noted as published."""
+        future = self._exporting
+        if future is None:
+            return True
+        if not wait and not future.done():
+            return None
+        self._exporting = None
+        try:
+            names = future.result()
+        except Exception as e:
+            log.error("table_export_failed", error=str(e), exception=repr(e))
+            return False
+        for name in names:
+            self.note_published(name)
+        return True
 
     def next_export(self) -> float | None:
         """Clock time at which a partitioned table's export falls due (None: none is)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from kymwatch.index.partition import PartitionPolicy
 from kymwatch.index.publish import Merged, Publisher, report_of
 from kymwatch.index.rebuildpass import extract_in_chunks, rebuild_passes, record_stamp
 from kymwatch.index.tableaccess import TableAccess
-from kymwatch.store import Mode, ZarrDataset
+from kymwatch.store import Fingerprint, Mode, ZarrDataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -347,6 +348,20 @@ class KymDataset(TableAccess):
         its parts (a crash between the two) is due at once.
         """
         return self._pub.export(force=force)
+
+    def exported_stamp(self, name: str) -> Fingerprint | None:
+        """The fingerprint of ``tables/<name>.parquet`` as this object's last export of
+        it wrote it (None: it exported none)."""
+        return self._pub.exported.get(name)
+
+    def start_export(
+        self, *, force: bool = False, executor: Executor | None = None
+    ) -> Future[list[str]] | None:
+        """:meth:`export_tables` on a thread of its own (or ``executor``), so that edits
+        go on while a large export is encoded; the future gives the tables written. None
+        when no export is due. See :meth:`kymwatch.index.publish.Publisher.start_export`.
+        """
+        return self._pub.start_export(force=force, executor=executor)
 
     def _report(self, m: Merged, *, log_outcomes: bool) -> UpdateReport:
         self.last_report = report_of(m, log_outcome if log_outcomes else None)

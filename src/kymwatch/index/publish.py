@@ -12,9 +12,10 @@ merge, its start and its finish.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from kymwatch.index.arrow_schema import empty_arrow
 from kymwatch.index.base import DatasetIndexer, RecordOutcome, UpdateReport
 from kymwatch.index.batch import Extracted
 from kymwatch.index.frames import with_pandas_metadata
-from kymwatch.index.parted import PartedTables
+from kymwatch.index.parted import ExportJob, PartedTables
 from kymwatch.index.partition import PartPlan, plan_parts
 from kymwatch.index.schema import Coercions
 from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
@@ -95,6 +96,9 @@ class Publisher:
         self.stamps: dict[str, Fingerprint | None] = {}
         self.part_stamps: dict[str, Fingerprint | None] = {}
         self.foreign: set[str] = set()  # tables read in another program's schema
+        # The single file of each partitioned table as the last export wrote it (it may
+        # land on the exporter thread, before the daemon's state has noted it).
+        self.exported: dict[str, Fingerprint] = {}
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -267,6 +271,21 @@ class Publisher:
         partitioned table not read yet is read first: an export older than its parts
         (a crash between the two) is due at once.
         """
+        return self._write_exports(self._export_jobs(force=force))
+
+    def start_export(
+        self, *, force: bool = False, executor: Executor | None = None
+    ) -> Future[list[str]] | None:
+        """Start :meth:`export` on the exporter thread (or ``executor``); None when no
+        export is due. The jobs are made now, from the cached tables: edits published
+        meanwhile do not wait for the encode, and an export they make stale stays due.
+        """
+        jobs = self._export_jobs(force=force)
+        if not jobs:
+            return None
+        return (executor or _exporter()).submit(self._write_exports, jobs, _EXPORT_LOCK_WAIT_S)
+
+    def _export_jobs(self, *, force: bool) -> list[ExportJob]:
         for ix in self._indexers():  # parts on disk not read yet: is their export stale?
             if ix.table_name not in self.tables and self.parted.layout(ix.table_name):
                 self.read(ix.table_name)
@@ -275,11 +294,43 @@ class Publisher:
             return []
         self.store.check_writable()
         with self.store.table_lock():
-            for name in names:
-                st = self.read(name)
-                self.stamps[name] = self.parted.export(name, st.table)
-                self.frames.pop(name, None)
-        return names
+            return [self.parted.export_job(name, self.read(name).table) for name in names]
+
+    def _write_exports(self, jobs: Sequence[ExportJob], lock_wait_s: float = -1) -> list[str]:
+        """Encode each export without the table lock, replace each file under it (a job
+        whose lock was not had within ``lock_wait_s`` is left due)."""
+        written = []
+        for job in jobs:
+            with self.parted.staged_export(job) as commit:
+                try:
+                    lock = self.store.table_lock(timeout=lock_wait_s)
+                    lock.__enter__()
+                except TimeoutError:  # another process holds it (a rebuild): later
+                    continue
+                try:  # the cache's stamp follows before the loop can read the table
+                    stamp = commit()
+                    if stamp is not None:
+                        self.stamps[job.name] = self.exported[job.name] = stamp
+                        self.frames.pop(job.name, None)
+                        written.append(job.name)
+                finally:
+                    lock.__exit__(None, None, None)
+        return written
+
+
+_EXPORT_LOCK_WAIT_S = 1.0
+"""Longest wait of the exporter thread for the table lock; the export then stays due."""
+_exporter_pool: ThreadPoolExecutor | None = None
+_exporter_lock = threading.Lock()
+
+
+def _exporter() -> ThreadPoolExecutor:
+    """The thread that writes exports beside the daemon's loop (created on first use)."""
+    global _exporter_pool
+    with _exporter_lock:
+        if _exporter_pool is None:
+            _exporter_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kymwatch-export")
+        return _exporter_pool
 
 
 def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> UpdateReport:

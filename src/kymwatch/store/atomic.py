@@ -128,6 +128,38 @@ def atomic_write_bytes(
     atomic_write(path, write, fsync=fsync, within=within)
 
 
+@contextlib.contextmanager
+def staged_write(
+    path: Path, write: Callable[[Path], None], *, within: Path | None = None
+) -> Iterator[Callable[[], None]]:
+    """Write the next content of ``path`` now, replace ``path`` with it later.
+
+    ``write`` fills a temporary sibling, whose data is flushed; the block gets a function
+    that renames it over ``path`` (and flushes the folder). If the block does not call it,
+    the temporary is removed and ``path`` is left as it is: the caller can take a lock
+    only around the rename, and check under it that ``path`` is still the one it saw.
+    ``within`` as in :func:`atomic_write`.
+    """
+    make_folder(path.parent, within)
+    tmp = temporary_sibling(path)
+    try:
+        write(tmp)
+        _deny_others_write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+        def replace() -> None:
+            tmp.replace(path)
+            fsync_dir(path.parent)
+
+        yield replace
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete leftover temporaries of :func:`atomic_write` in ``folder`` (after a crash).
 
