@@ -79,11 +79,13 @@ class Reporter:
         """The daemon's current state."""
         return self.status.state
 
-    def set_state(self, state: DaemonState) -> None:
-        """Change the state; a change is published at once."""
+    def set_state(self, state: DaemonState, *, publish: bool = True) -> None:
+        """Change the state; a change is published at once, unless ``publish`` is False
+        (then the next publication carries it: a heartbeat, or the next change)."""
         if state != self.status.state:
             self.status.state = state
-            self.publish()
+            if publish:
+                self.publish()
 
     def publish(self) -> None:
         """Write the status file and send a systemd ``STATUS=`` line (the heartbeat)."""
