@@ -118,7 +118,8 @@ def instrument() -> None:
     debouncer.Debouncer.due = due  # type: ignore[method-assign]
     _wrap(indexing.ChunkedIndexing, "index", "index")
     _wrap(worker.Worker, "process", "process")
-    from kymwatch.daemon import choice, reporter, runner, tables as dtables
+    from kymwatch.daemon import choice, reporter, runner
+    from kymwatch.daemon import tables as dtables
 
     _wrap(reporter.Reporter, "publish", "status")
     _wrap(reporter.Reporter, "batch_done", "batch_done")

@@ -8,17 +8,36 @@ ids, string event ids, both generations); the oracle is a fresh rebuild.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import assert_tables_match_rebuild
+from harness import WAIT_S, assert_tables_match_rebuild
 from helpers_loop import add_kym_record, kym_events
-from helpers_store import make_v2_store, write_parquet_artifact
-from kymwatch.daemon import Daemon, DaemonConfig, DaemonState, DaemonStatus, RecordChange
+from helpers_store import (
+    legacy_radon_report,
+    make_v2_store,
+    write_json_artifact,
+    write_parquet_artifact,
+)
+from kymwatch.daemon import (
+    Batch,
+    Daemon,
+    DaemonConfig,
+    DaemonState,
+    DaemonStatus,
+    IndexState,
+    RecordChange,
+)
+from kymwatch.index.publish import Publisher
+from kymwatch.store import tables as tables_module
 
 
 def _ids(n: int) -> list[str]:
@@ -113,3 +132,100 @@ def test_a_heartbeat_during_a_quiet_chunk_shows_indexing(tmp_path: Path) -> None
     assert daemon.indexing.index([_edit(store, _ids(2)[0])], 0.0, source="events")
     assert seen == ["indexing"]
     daemon.state.close()
+
+
+def test_a_batch_syncs_the_tables_folder_once_after_every_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch writing two tables fsyncs each file's data before its rename and the
+    ``tables/`` folder once, after both renames and before the batch returns."""
+    ids = _ids(3)
+    store, daemon = _daemon(tmp_path, ids)
+    write_json_artifact(store, ids[2], "radon_report", legacy_radon_report(2.25))
+    change = _edit(store, ids[2])  # both tables change
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, Path.replace
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        if "tables" in path.parts:
+            calls.append(f"{kind}:{path.name if kind == 'dir' else 'data'}")
+        real_fsync(fd)
+
+    def replace(path: Path, target: Any) -> Any:
+        if Path(target).parent.name == "tables":
+            calls.append(f"rename:{Path(target).name}")
+        return real_replace(path, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    result = daemon.worker.process(Batch((change,), 0.0))
+    assert sorted(result.tables) == ["radon_report", "velocity_events"]
+    renames = [i for i, c in enumerate(calls) if c.startswith("rename:")]
+    assert len(renames) == 2, calls
+    assert calls.count("dir:tables") == 1, calls
+    assert calls.index("dir:tables") > max(renames), calls
+    assert calls.count("file:data") == 2 and calls.index("file:data") < min(renames), calls
+    for i in renames:  # each rename follows a data fsync (its own file's, on its thread)
+        assert "file:data" in calls[:i], calls
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_a_folder_that_cannot_be_synced_fails_the_batch_and_the_cache_rereads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync of ``tables/`` that fails (EIO) fails the batch; the in-memory copy does
+    not follow, and the next batch reads the renamed files, ending equal to a rebuild."""
+    ids = _ids(3)
+    store, daemon = _daemon(tmp_path, ids)
+
+    def broken(folder: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(folder))
+
+    monkeypatch.setattr(tables_module, "fsync_dir", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        daemon.worker.process(Batch((_edit(store, ids[0]),), 0.0))
+    monkeypatch.undo()
+    daemon.worker.process(Batch((_edit(store, ids[1]),), 0.0))
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_the_journal_commits_beside_the_merge_and_before_any_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash journal is committed on its own thread while the batch is extracted and
+    merged, and every table rename of the batch waits for that commit."""
+    ids = _ids(3)
+    store, daemon = _daemon(tmp_path, ids)
+    order: list[str] = []
+    merging, renamed = threading.Event(), threading.Event()
+    real_note, real_merge, real_replace = IndexState.note_publishing, Publisher.merge, Path.replace
+
+    def note_publishing(self: IndexState, root: Path, image_ids: Any) -> None:
+        assert threading.current_thread() is not threading.main_thread()
+        assert merging.wait(WAIT_S)  # the loop thread went on to the merge meanwhile
+        renamed.wait(0.5)  # a rename not held back by the journal would come here
+        real_note(self, root, image_ids)
+        order.append("journal")
+
+    def merge(self: Publisher, *a: Any, **k: Any) -> Any:
+        merging.set()
+        return real_merge(self, *a, **k)
+
+    def replace(path: Path, target: Any) -> Any:
+        if Path(target).parent.name == "tables":
+            order.append("rename")
+            renamed.set()
+        return real_replace(path, target)
+
+    monkeypatch.setattr(IndexState, "note_publishing", note_publishing)
+    monkeypatch.setattr(Publisher, "merge", merge)
+    monkeypatch.setattr(Path, "replace", replace)
+    result = daemon.worker.process(Batch((_edit(store, ids[1]),), 0.0))
+    assert result.tables == ["velocity_events"]
+    assert order == ["journal", "rename"], order
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -35,6 +36,7 @@ from kymwatch.store import (
     ZarrDataset,
     read_table_arrow,
     start_table_writes,
+    sync_table_folders,
     table_fingerprint,
 )
 from kymwatch.store.engine import CHUNK_ROWS
@@ -68,6 +70,7 @@ class Writing:
     merged: Merged
     plan: PartPlan | None
     futures: list[Future[Fingerprint]]
+    paths: list[Path]
 
 
 class Publisher:
@@ -187,24 +190,33 @@ class Publisher:
             files = self.parted.files(name, plan)
         else:
             files = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
-        return Writing(m, plan, start_table_writes(files, within=self.store.path))
+        futures = start_table_writes(files, within=self.store.path)
+        return Writing(m, plan, futures, [path for path, _ in files])
 
     def finish(self, writing: Sequence[Writing | None]) -> None:
-        """Wait for every write; the cache follows each table whose files were all
-        written, then the first failure is raised (else the tables are exported if the
-        policy exports at once)."""
+        """Wait for every write, then sync the written files' folders (once each: the
+        batch's tables share ``tables/``); the cache follows each table whose files were
+        all written, then the first failure is raised (else the tables are exported if
+        the policy exports at once)."""
         error: Exception | None = None
+        done: list[tuple[Writing, list[Fingerprint]]] = []
         for w in writing:
             if w is None:
                 continue
-            name = w.merged.ix.table_name
             try:
-                stamps = [f.result() for f in w.futures]
+                done.append((w, [f.result() for f in w.futures]))
             except Exception as e:
                 for f in w.futures:  # every write of the table has ended
                     f.exception()
                 error = error or e
-                continue
+        try:  # the renames survive a power cut from here on (a layout may name them)
+            sync_table_folders([p for w, _ in done for p in w.paths])
+        except Exception as e:  # the cache stays behind: the next read takes the files
+            if error is not None:
+                raise error from e
+            raise
+        for w, stamps in done:
+            name = w.merged.ix.table_name
             if w.plan is not None:
                 self.parted.commit(name, w.plan)
                 if not self.store.table_path(name).exists():
@@ -224,6 +236,8 @@ class Publisher:
         self,
         extracted: Sequence[tuple[DatasetIndexer, list[str], Sequence[Extracted]]],
         start: float,
+        *,
+        before_write: Callable[[], object] | None = None,
     ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
         """Merge each indexer's results into its table (as an update) and write each
         changed table as soon as it is merged, under one hold of the table lock.
@@ -232,6 +246,9 @@ class Publisher:
         largest one's encode is the longest, so it starts first and the smaller tables'
         merges and encodes go on beside it (a generation-1 events edit at 10k: the
         100k-row table's write started ~12 ms into the batch instead of ~20 ms).
+
+        ``before_write`` is called once, before the first write starts (none if no
+        table changed): the daemon's crash journal is committed beside the merges.
 
         Returns:
             The merged tables, in the order of ``extracted``, and the error of each
@@ -251,6 +268,9 @@ class Publisher:
                         unreadable[ix.name] = e
                         continue
                     merged[k] = m
+                    if m.changed and before_write is not None:
+                        before_write()
+                        before_write = None
                     writing.append(self.start(m))
             finally:
                 self.finish(writing)
