@@ -25,6 +25,7 @@ from helpers_store import (
     legacy_radon_report,
     make_v2_store,
     write_json_artifact,
+    write_mixed_generations,
     write_parquet_artifact,
 )
 from kymwatch.daemon import (
@@ -36,6 +37,7 @@ from kymwatch.daemon import (
     IndexState,
     RecordChange,
 )
+from kymwatch.index import publish
 from kymwatch.index.publish import Publisher
 from kymwatch.store import tables as tables_module
 
@@ -227,5 +229,58 @@ def test_the_journal_commits_beside_the_merge_and_before_any_rename(
     result = daemon.worker.process(Batch((_edit(store, ids[1]),), 0.0))
     assert result.tables == ["velocity_events"]
     assert order == ["journal", "rename"], order
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def _mixed(tmp_path: Path) -> tuple[Path, list[str], Daemon]:
+    store = tmp_path / "mixed.zarr"
+    ids = write_mixed_generations(store, 6, without_artifacts=4)
+    daemon = Daemon(DaemonConfig(store=store))  # chooses all four indexers
+    assert daemon.indexing.index([RecordChange(i) for i in ids], 0.0, source="reconcile")
+    return store, ids, daemon
+
+
+def _count_merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    merged: list[str] = []
+    real = publish.merge_update
+
+    def merge_update(current: Any, results: Any, ix: Any) -> Any:
+        merged.append(ix.table_name)
+        return real(current, results, ix)
+
+    monkeypatch.setattr(publish, "merge_update", merge_update)
+    return merged
+
+
+def test_a_table_without_rows_of_the_record_before_or_after_is_not_merged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generation-1 radon edit also runs kym_radon (both read ``radon_report``), which
+    finds no artifact of its own: with no rows of that record before or after, its table
+    is neither merged nor written, and every table still equals a rebuild."""
+    store, ids, daemon = _mixed(tmp_path)
+    gen1 = ids[1]
+    radon = {"roi_id": 1, "mean_velocity": 9.75, "n_valid": 5, "notes": "redone"}
+    write_json_artifact(store, gen1, "radon_report", radon)
+    merged = _count_merges(monkeypatch)
+    result = daemon.worker.process(Batch((RecordChange(gen1, frozenset({"radon_report"})),), 0.0))
+    assert result.tables == ["radon_report"]
+    assert merged == ["radon_report"]
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_a_record_losing_its_rows_is_still_merged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generation-2 record whose radon results are deleted had rows in kym_radon: its
+    table is merged and rewritten without them."""
+    store, ids, daemon = _mixed(tmp_path)
+    gen2 = ids[2]
+    (store / "images" / gen2 / "analysis" / "radon" / "results.parquet").unlink()
+    merged = _count_merges(monkeypatch)
+    result = daemon.worker.process(Batch((RecordChange(gen2),), 0.0))
+    assert "kym_radon" in merged and "kym_radon" in result.tables
     daemon.state.close()
     assert_tables_match_rebuild(store, tmp_path / "scratch")

@@ -163,12 +163,18 @@ class Publisher:
         if replace_all:
             table = merge_rebuild(current, results, ix)
             return Merged(ix, ids, results, table, True, start, current, None)
-        table, changed = merge_update(current, results, ix)
         # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
         name = ix.table_name
-        changed = changed or ix.table_name in self.foreign
-        changed = changed or (self.stamps.get(name) is None and self.part_stamps.get(name) is None)
+        must = name in self.foreign
+        must = must or (self.stamps.get(name) is None and self.part_stamps.get(name) is None)
         touched = frozenset(o.image_id for o, _ in results if not o.keeps_old_rows)
+        if not must and _no_rows_before_or_after(current, results):
+            # e.g. kym_radon for a generation-1 radon edit (both read radon_report): no
+            # merge, whose typing pass over the table would hold the GIL while the other
+            # table's writer thread waits to start
+            return Merged(ix, ids, results, current, False, start, current, touched)
+        table, changed = merge_update(current, results, ix)
+        changed = changed or must
         table = table if changed else current
         return Merged(ix, ids, results, table, changed, start, current, touched)
 
@@ -324,6 +330,17 @@ def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> 
     return UpdateReport(
         ix.name, ix.table_name, outcomes, len(table), rows_written, m.changed, duration_ms
     )
+
+
+def _no_rows_before_or_after(current: SortedTable, results: Sequence[Extracted]) -> bool:
+    """True when no re-indexed record has rows, in the table or in its new extraction
+    (its artifact is missing, or holds no rows), so a merge would change nothing."""
+    for o, span in results:
+        if o.keeps_old_rows:
+            continue
+        if (span is not None and span.count > 0) or current.range_of(o.image_id)[1] > 0:
+            return False
+    return True
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:
