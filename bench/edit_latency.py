@@ -35,6 +35,9 @@ def session(store: Path, n: int, edits: int, seed: int, src: Path, tag: int) -> 
     os.environ["PYTHONPATH"] = str(src.resolve())
     rng = random.Random(seed)
     lat: dict[str, list[float]] = {}
+    waits: list[float] = []  # the daemon's threads runnable but not running, per edit
+    cpu: list[float] = []  # the daemon's CPU time, per edit
+    seq: list[float] = []  # every latency, in edit order
     with Daemon(store, quiet_ms=300, extra=["--settle-ms", "20"]) as d:
         sync(store)
         time.sleep(0.5)
@@ -46,6 +49,7 @@ def session(store: Path, n: int, edits: int, seed: int, src: Path, tag: int) -> 
             data = storegen.artifact_bytes(i, kind, marker)
             tpath = store / "tables" / f"{table}.parquet"
             before = _stamp(tpath)
+            c0, w0 = d.schedstat()
             storegen.atomic_write(path, data)
             t_write = time.perf_counter()
             while True:
@@ -54,10 +58,14 @@ def session(store: Path, n: int, edits: int, seed: int, src: Path, tag: int) -> 
                 if _has_row(store, table, storegen.image_id(i), marker):
                     break
             lat.setdefault(table, []).append((seen - t_write) * 1000)
+            seq.append((seen - t_write) * 1000)
+            c1, w1 = d.schedstat()
+            waits.append((w1 - w0) * 1000)
+            cpu.append((c1 - c0) * 1000)
             time.sleep(rng.uniform(0.1, 0.3))
         batches = [e for e in d.events("batch_indexed") if e.get("source") == "events"]
     worker = [float(e["duration_ms"]) for e in batches if e.get("records") == 1]
-    return {"latency_ms": lat, "worker_ms": worker}
+    return {"latency_ms": lat, "worker_ms": worker, "wait_ms": waits, "cpu_ms": cpu, "seq": seq}
 
 
 def _fmt(xs: list[float]) -> str:
@@ -95,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
             if xs:
                 print(f"{name:8s} {t:20s} {_fmt(xs)}")
         print(f"{name:8s} worker ms/batch  {_fmt([x for o in runs for x in o['worker_ms']])}")
+        print(f"{name:8s} run-queue wait   {_fmt([x for o in runs for x in o['wait_ms']])}")
+        print(f"{name:8s} daemon CPU/edit  {_fmt([x for o in runs for x in o['cpu_ms']])}")
+        minus = [x - w for o in runs for x, w in zip(o["seq"], o["wait_ms"], strict=True)]
+        print(f"{name:8s} latency - wait   {_fmt(minus)}")
     if a.out:
         a.out.write_text(json.dumps(res))
 
