@@ -42,13 +42,29 @@ def table_path(root: Path, name: str) -> Path:
     return root / TABLES_DIR / f"{validate_table_name(name)}.parquet"
 
 
+_locks: dict[str, FileLock] = {}  # one lock object per lock file, as is_singleton does
+_locks_guard = threading.Lock()
+_held = threading.local()  # per thread: lock file → how deep this thread holds it
+
+
+def _lock_of(path: str) -> FileLock:
+    """The lock object of a lock file (made once: filelock's singleton lookup resolves
+    the path anew on every call, ~0.15 ms)."""
+    with _locks_guard:
+        lock = _locks.get(path)
+        if lock is None:
+            lock = _locks[path] = FileLock(path, is_singleton=True)
+        return lock
+
+
 @contextlib.contextmanager
 def table_lock(root: Path, timeout: float = -1) -> Iterator[FileLock]:
     """Hold the inter-process lock that serialises table read-modify-writes on one dataset.
 
-    A context manager. It is re-entrant within a thread (all calls share one lock object
-    per lock file), excludes other threads and processes, and is released by the OS if
-    the holder dies.
+    A context manager. It is re-entrant within a thread (a thread that holds it already
+    goes on at once, without filelock's bookkeeping: the daemon's batch takes it around
+    the publisher, which takes it again), excludes other threads and processes, and is
+    released by the OS if the holder dies.
 
     Args:
         root: The dataset folder; the lock file is ``index/tables.lock``.
@@ -56,10 +72,23 @@ def table_lock(root: Path, timeout: float = -1) -> Iterator[FileLock]:
             ``filelock.Timeout`` is raised.
     """
     lock_dir = root / INDEX_DIR
+    path = str(lock_dir / _LOCK_NAME)
+    depths: dict[str, int] = _held.__dict__.setdefault("depths", {})
+    if depths.get(path, 0) > 0:  # held by this thread: re-entered
+        depths[path] += 1
+        try:
+            yield _lock_of(path)
+        finally:
+            depths[path] -= 1
+        return
     lock_dir.mkdir(exist_ok=True)  # never the store itself: it may be gone
-    lock = FileLock(lock_dir / _LOCK_NAME, is_singleton=True)
+    lock = _lock_of(path)
     with lock.acquire(timeout=timeout):
-        yield lock
+        depths[path] = 1
+        try:
+            yield lock
+        finally:
+            depths[path] = 0
 
 
 def table_fingerprint(path: Path) -> Fingerprint | None:
