@@ -119,14 +119,14 @@ def test_a_large_chunk_still_publishes_indexing_before_its_work(
 
 
 def test_a_heartbeat_during_a_quiet_chunk_shows_indexing(tmp_path: Path) -> None:
-    """The state of a quiet chunk is set, only not written: any publication meanwhile
-    (a heartbeat while a table lock is awaited) carries ``indexing``."""
+    """The state of a quiet chunk is set, only not written: the loop's duties (run
+    between two waits for a table lock held elsewhere) write it, ``indexing``."""
     store, daemon = _daemon(tmp_path, _ids(2))
     seen: list[str] = []
     real = daemon.worker.process
 
     def process(batch: Any, *, final: bool = False) -> Any:
-        daemon.reporter.publish()  # what a heartbeat between lock waits does
+        daemon.duties.run()  # what runs between two waits for a table lock held elsewhere
         seen.append(json.loads((store / "index" / "status.json").read_text())["state"])
         return real(batch, final=final)
 
