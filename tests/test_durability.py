@@ -108,9 +108,9 @@ def test_the_journal_is_durable_before_the_table_is_published(
 
     real_write = atomic._replacing
 
-    def replacing(path: Path, *, fsync: bool) -> Any:
+    def replacing(path: Path, *, fsync: bool, **kw: Any) -> Any:
         order.append(f"write:{Path(path).parent.name}/{Path(path).name}:fsync={fsync}")
-        return real_write(path, fsync=fsync)
+        return real_write(path, fsync=fsync, **kw)
 
     monkeypatch.setattr(IndexState, "note_publishing", note_publishing)
     monkeypatch.setattr(atomic, "_replacing", replacing)

@@ -97,7 +97,9 @@ class Duties:
             self.schedule.at(Task.WATCHDOG, now)
 
     def run(self) -> None:
-        """Run every housekeeping duty that is due and set its next deadline."""
+        """Run every housekeeping duty that is due and set its next deadline (and
+        publish a state change left unwritten, see ``Reporter.publish_state``)."""
+        self.reporter.publish_state()
         now = self.clock()
         for task in self.schedule.due(now, _HOUSEKEEPING):
             if task is Task.WATCHDOG:

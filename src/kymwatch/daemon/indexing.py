@@ -38,6 +38,12 @@ log = structlog.get_logger(__name__)
 _SMALLEST_CHUNK = 20
 _TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
 _PROGRESS_AFTER = 100  # reconcile work of at least this many records shows progress
+_QUIET_STATE_UP_TO = _SMALLEST_CHUNK
+"""Chunks of at most this many records do not publish the ``indexing`` state before
+their work: they take milliseconds, and the status write (~1-2 ms) would sit between a
+record becoming due and its table's replacement. Their status is written once, after
+the tables (state ``watching`` again, with the chunk's outcomes); a heartbeat during a
+long wait (a table lock held by another process) shows ``indexing``."""
 
 
 class ChunkedIndexing:
@@ -177,7 +183,8 @@ class ChunkedIndexing:
             self.schedule.at(Task.RECONCILE, self.clock())
         prev = self.reporter.state
         if prev is DaemonState.WATCHING:
-            self.reporter.set_state(DaemonState.INDEXING)
+            loud = len(batch) > _QUIET_STATE_UP_TO
+            self.reporter.set_state(DaemonState.INDEXING, publish=loud)
         try:
             return self._work_on(batch, source=source, final=final)
         finally:  # back to watching: publishes the status with this chunk's outcomes

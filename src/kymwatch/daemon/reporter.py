@@ -71,6 +71,7 @@ class Reporter:
         self._progress_published = 0.0
         self._problems_dirty = False
         self._problems_saved_at: float | None = None
+        self._state_unpublished = False  # set_state(publish=False) not written yet
         self._shared = SharedValues()
 
     # -- state and liveness ---------------------------------------------------------------
@@ -79,14 +80,27 @@ class Reporter:
         """The daemon's current state."""
         return self.status.state
 
-    def set_state(self, state: DaemonState) -> None:
-        """Change the state; a change is published at once."""
+    def set_state(self, state: DaemonState, *, publish: bool = True) -> None:
+        """Change the state; a change is published at once, unless ``publish`` is False
+        (then the next publication carries it: :meth:`publish_state`, a heartbeat, or
+        the next change)."""
         if state != self.status.state:
             self.status.state = state
+            if publish:
+                self.publish()
+            else:
+                self._state_unpublished = True
+
+    def publish_state(self) -> None:
+        """Publish a state change made with ``publish=False``, if any is unwritten (the
+        loop's duties call this: work that lasts, e.g. a wait for the table lock, shows
+        its state)."""
+        if self._state_unpublished:
             self.publish()
 
     def publish(self) -> None:
         """Write the status file and send a systemd ``STATUS=`` line (the heartbeat)."""
+        self._state_unpublished = False
         self.status.queue_depth = self.queue_depth()
         self.status.watches = self.watch_count()
         p = self._progress

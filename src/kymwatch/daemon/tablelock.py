@@ -47,10 +47,10 @@ def hold_table_lock(
         try:
             lock.__enter__()
         except TimeoutError:
+            between()  # first: a status written before the log line tells of the wait
             if first:
                 log.info("table_lock_wait", path=str(store.index_path))
                 first = False
-            between()
             continue
         try:
             yield True

@@ -14,7 +14,7 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -106,6 +106,13 @@ class Worker:
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
         self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
+        self._journal_thread: ThreadPoolExecutor | None = None
+
+    def _journal(self) -> ThreadPoolExecutor:
+        """The thread that commits each batch's crash journal (created on first use)."""
+        if self._journal_thread is None:
+            self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="kymwatch-journal")
+        return self._journal_thread
 
     def refresh_indexers(self) -> None:
         """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
@@ -132,15 +139,22 @@ class Worker:
         # The scan's start is remembered with each fingerprint: a file changed within the
         # timestamp granularity of it is "racily clean" and re-read by the next reconcile.
         # Files changed in that very tick are waited out and scanned again.
-        fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
-        recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
-        present = {r.image_id: r.path for r in recs if r.exists()}
-        fresh.update(scan_records_settled(self.kd.path, present))
+        done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
+        # The crash journal is committed (an fsync) on its own thread meanwhile; the
+        # tables wait for it before their first write (see ``_update``).
+        journal = self._journal().submit(self.state.note_publishing, self.kd.path, list(done))
+        try:
+            fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
+            recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
+            present = {r.image_id: r.path for r in recs if r.exists()}
+            fresh.update(scan_records_settled(self.kd.path, present))
+            work = {name: ids for name, ids in by_indexer.items() if ids}
+            reports = self._update(work, journal.result)
+        finally:  # nothing else uses the state's database while the journal commits
+            journal.result()
         names = (artifact_name_of(f) for files in fresh.values() for f in files or ())
         result.artifacts = {name for name in names if name is not None}
-        done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
-        self.state.note_publishing(self.kd.path, done)
-        for report in self._update({name: ids for name, ids in by_indexer.items() if ids}):
+        for report in reports:
             name = report.indexer
             if report.table_written:
                 result.tables.append(report.table_name)
@@ -255,13 +269,20 @@ class Worker:
                 duration_ms=update.duration_ms,
             )
 
-    def _update(self, work: dict[str, list[str]]) -> list[UpdateReport]:
+    def _update(
+        self, work: dict[str, list[str]], journaled: Callable[[], object]
+    ) -> list[UpdateReport]:
         """``update_batch_report`` (the batch's tables written at the same time), and a
         whole rebuild of each table whose file turns out to be damaged (merging into it
-        would lose every other record)."""
+        would lose every other record). ``journaled`` returns once the batch's records
+        are in the crash journal: no table is written before."""
         if not work:
             return []
-        reports, unreadable = self.kd.update_batch_report(work, log_outcomes=False)
+        reports, unreadable = self.kd.update_batch_report(
+            work, log_outcomes=False, before_write=journaled
+        )
+        if unreadable:
+            journaled()
         for name, e in unreadable.items():
             report = self.kd.rebuild_report(name, log_outcomes=False)
             log.warning(

@@ -310,7 +310,11 @@ class KymDataset(TableAccess):
         return self._report(merged, log_outcomes=log_outcomes)
 
     def update_batch_report(
-        self, work: Mapping[str, Sequence[str]], *, log_outcomes: bool = True
+        self,
+        work: Mapping[str, Sequence[str]],
+        *,
+        log_outcomes: bool = True,
+        before_write: Callable[[], object] | None = None,
     ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
         """Re-index records with several indexers at once (a daemon's batch): each
         table is merged as by :meth:`update_images_report`, then every changed table
@@ -324,6 +328,9 @@ class KymDataset(TableAccess):
         Args:
             work: Indexer name → the image ids it re-indexes.
             log_outcomes: Log each record's outcome.
+            before_write: Called once before the first table write starts (not at all
+                if no table changes): a daemon waits there for its crash journal,
+                committed meanwhile on another thread.
 
         Returns:
             The report of each indexer whose table could be read, and the error of each
@@ -338,7 +345,7 @@ class KymDataset(TableAccess):
         else:
             reads = [self._read(ix, ids) for ix, ids in jobs]
         extracted = [(ix, ids, r) for (ix, ids), r in zip(jobs, reads, strict=True)]
-        merged, unreadable = self._pub.publish(extracted, start)
+        merged, unreadable = self._pub.publish(extracted, start, before_write=before_write)
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
 
     def export_tables(self, *, force: bool = False) -> list[str]:

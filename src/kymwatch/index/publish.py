@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -36,6 +37,7 @@ from kymwatch.store import (
     ZarrDataset,
     read_table_arrow,
     start_table_writes,
+    sync_table_folders,
     table_fingerprint,
 )
 from kymwatch.store.engine import CHUNK_ROWS
@@ -69,6 +71,7 @@ class Writing:
     merged: Merged
     plan: PartPlan | None
     futures: list[Future[Fingerprint]]
+    paths: list[Path]
 
 
 class Publisher:
@@ -164,12 +167,18 @@ class Publisher:
         if replace_all:
             table = merge_rebuild(current, results, ix)
             return Merged(ix, ids, results, table, True, start, current, None)
-        table, changed = merge_update(current, results, ix)
         # Rewrite only when the content differs: re-indexing unchanged records is a no-op.
         name = ix.table_name
-        changed = changed or ix.table_name in self.foreign
-        changed = changed or (self.stamps.get(name) is None and self.part_stamps.get(name) is None)
+        must = name in self.foreign
+        must = must or (self.stamps.get(name) is None and self.part_stamps.get(name) is None)
         touched = frozenset(o.image_id for o, _ in results if not o.keeps_old_rows)
+        if not must and _no_rows_before_or_after(current, results):
+            # e.g. kym_radon for a generation-1 radon edit (both read radon_report): no
+            # merge, whose typing pass over the table would hold the GIL while the other
+            # table's writer thread waits to start
+            return Merged(ix, ids, results, current, False, start, current, touched)
+        table, changed = merge_update(current, results, ix)
+        changed = changed or must
         table = table if changed else current
         return Merged(ix, ids, results, table, changed, start, current, touched)
 
@@ -191,24 +200,33 @@ class Publisher:
             files = self.parted.files(name, plan)
         else:
             files = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
-        return Writing(m, plan, start_table_writes(files, within=self.store.path))
+        futures = start_table_writes(files, within=self.store.path)
+        return Writing(m, plan, futures, [path for path, _ in files])
 
     def finish(self, writing: Sequence[Writing | None]) -> None:
-        """Wait for every write; the cache follows each table whose files were all
-        written, then the first failure is raised (else the tables are exported if the
-        policy exports at once)."""
+        """Wait for every write, then sync the written files' folders (once each: the
+        batch's tables share ``tables/``); the cache follows each table whose files were
+        all written, then the first failure is raised (else the tables are exported if
+        the policy exports at once)."""
         error: Exception | None = None
+        done: list[tuple[Writing, list[Fingerprint]]] = []
         for w in writing:
             if w is None:
                 continue
-            name = w.merged.ix.table_name
             try:
-                stamps = [f.result() for f in w.futures]
+                done.append((w, [f.result() for f in w.futures]))
             except Exception as e:
                 for f in w.futures:  # every write of the table has ended
                     f.exception()
                 error = error or e
-                continue
+        try:  # the renames survive a power cut from here on (a layout may name them)
+            sync_table_folders([p for w, _ in done for p in w.paths])
+        except Exception as e:  # the cache stays behind: the next read takes the files
+            if error is not None:
+                raise error from e
+            raise
+        for w, stamps in done:
+            name = w.merged.ix.table_name
             if w.plan is not None:
                 self.parted.commit(name, w.plan)
                 if not self.store.table_path(name).exists():
@@ -228,6 +246,8 @@ class Publisher:
         self,
         extracted: Sequence[tuple[DatasetIndexer, list[str], Sequence[Extracted]]],
         start: float,
+        *,
+        before_write: Callable[[], object] | None = None,
     ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
         """Merge each indexer's results into its table (as an update) and write each
         changed table as soon as it is merged, under one hold of the table lock.
@@ -236,6 +256,9 @@ class Publisher:
         largest one's encode is the longest, so it starts first and the smaller tables'
         merges and encodes go on beside it (a generation-1 events edit at 10k: the
         100k-row table's write started ~12 ms into the batch instead of ~20 ms).
+
+        ``before_write`` is called once, before the first write starts (none if no
+        table changed): the daemon's crash journal is committed beside the merges.
 
         Returns:
             The merged tables, in the order of ``extracted``, and the error of each
@@ -255,6 +278,9 @@ class Publisher:
                         unreadable[ix.name] = e
                         continue
                     merged[k] = m
+                    if m.changed and before_write is not None:
+                        before_write()
+                        before_write = None
                     writing.append(self.start(m))
             finally:
                 self.finish(writing)
@@ -355,6 +381,17 @@ def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> 
     return UpdateReport(
         ix.name, ix.table_name, outcomes, len(table), rows_written, m.changed, duration_ms
     )
+
+
+def _no_rows_before_or_after(current: SortedTable, results: Sequence[Extracted]) -> bool:
+    """True when no re-indexed record has rows, in the table or in its new extraction
+    (its artifact is missing, or holds no rows), so a merge would change nothing."""
+    for o, span in results:
+        if o.keeps_old_rows:
+            continue
+        if (span is not None and span.count > 0) or current.range_of(o.image_id)[1] > 0:
+            return False
+    return True
 
 
 def _with_kept_rows(o: RecordOutcome, table: SortedTable) -> RecordOutcome:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # imported on first use: they pull in pandas, pyarrow, zarr
         read_table_arrow,
         read_table_file,
         start_table_writes,
+        sync_table_folders,
         table_fingerprint,
         write_table_arrow,
         write_table_file,
@@ -72,6 +73,7 @@ __getattr__, __dir__ = lazy_exports(
         "write_table_arrow": "tables",
         "write_table_file": "tables",
         "start_table_writes": "tables",
+        "sync_table_folders": "tables",
     },
 )
 
@@ -119,6 +121,7 @@ __all__ = [
     "split_artifact_file",
     "start_table_writes",
     "store_is_whole",
+    "sync_table_folders",
     "table_fingerprint",
     "utc_now_iso",
     "validate_image_id",

@@ -7,7 +7,9 @@ Files written here never keep the others-write bit, whatever the umask.
 Durability (``fsync=True``, the default): the file's data is fsynced before the
 rename and its folder after it, so once the call returns the new file survives a
 power cut too, not only a killed process (without the folder's fsync the rename
-itself may be lost and the old file come back).
+itself may be lost and the old file come back). A caller that replaces several files
+of one folder at once may leave the folder's fsync to itself (``sync_folder=False``)
+and sync the folder once after the last rename, before anything relies on them.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def make_folder(folder: Path, within: Path | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
+def _replacing(path: Path, *, fsync: bool, sync_folder: bool = True) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
@@ -64,7 +66,7 @@ def _replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
             finally:
                 os.close(fd)
         tmp.replace(path)
-        if fsync:
+        if fsync and sync_folder:
             fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
@@ -102,6 +104,7 @@ def atomic_write(
     *,
     fsync: bool = True,
     within: Path | None = None,
+    sync_folder: bool = True,
 ) -> None:
     """Write ``path`` atomically: ``write`` gets a temporary path to fill.
 
@@ -111,9 +114,11 @@ def atomic_write(
         fsync: Flush the data to disk before the rename (crash safety).
         within: A folder that must exist already (the store): missing folders are
             created below it only (see :func:`make_folder`).
+        sync_folder: With ``fsync``, also flush the folder after the rename; False
+            leaves that to the caller (:func:`fsync_dir`, once for several files).
     """
     make_folder(path.parent, within)
-    with _replacing(path, fsync=fsync) as tmp:
+    with _replacing(path, fsync=fsync, sync_folder=sync_folder) as tmp:
         write(tmp)
 
 
