@@ -307,7 +307,8 @@ def test_parse_store_path_reads_oddly_written_paths_as_pathlib_does(
 ) -> None:
     """An event path with doubled slashes, ``.`` components or a trailing slash (parsed by
     pathlib, not split by hand) classifies as its plain spelling does."""
-    odd = [f"{ROOT}//{rel}", f"{ROOT}/./{rel}", f"{ROOT}/{rel}/", f"{ROOT}/{rel.replace('/', '//')}"]
+    doubled = rel.replace("/", "//")
+    odd = [f"{ROOT}//{rel}", f"{ROOT}/./{rel}", f"{ROOT}/{rel}/", f"{ROOT}/{doubled}"]
     for path in odd:
         assert parse_store_path(ROOT, path) == expected, path
 
