@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import profile as spyprof
 import random
 import shutil
@@ -36,6 +37,19 @@ def _prepare(n: int, dest: Path, tables: Path) -> Path:
     (dest / "index").mkdir(exist_ok=True)
     stores.seed_state(dest)
     return dest
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _settle(d: Daemon, idle_cpu_s: float = 0.02, most_s: float = 120.0) -> None:
@@ -63,6 +77,7 @@ def _run(src: Path, store: Path, idx: list[int], marker: float, spy: bool) -> di
             time.sleep(1.0)
         n_batches = len(d.events("batch_indexed"))
         cpu0 = d.cpu_seconds()
+        threads0 = _thread_cpu(d.pid)
         _, w0 = d.schedstat()
         t0 = time.perf_counter()
         storegen.write_artifacts(store, idx, marker)
@@ -70,6 +85,8 @@ def _run(src: Path, store: Path, idx: list[int], marker: float, spy: bool) -> di
         sync(store)
         t2 = time.perf_counter()
         cpu = d.cpu_seconds() - cpu0
+        threads = _thread_cpu(d.pid)
+        main_cpu = threads.get(d.pid, 0.0) - threads0.get(d.pid, 0.0)
         wait = d.schedstat()[1] - w0
         if proc is not None:
             spyprof._finish(proc, raw, raw.stem, f"{src}: burst ({t2 - t0:.2f} s)")
@@ -81,6 +98,7 @@ def _run(src: Path, store: Path, idx: list[int], marker: float, spy: bool) -> di
         "write_s": round(t1 - t0, 3),
         "after_write_s": round(t2 - t1, 3),
         "daemon_cpu_s": round(cpu, 3),
+        "main_thread_cpu_s": round(main_cpu, 3),
         "runqueue_wait_s": round(wait, 3),
         "batches": len(batches),
         "batch_records": [b.get("records") for b in batches],
