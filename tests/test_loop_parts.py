@@ -199,6 +199,27 @@ def test_chunk_size_keeps_a_third_of_a_chunk_for_records_when_writes_alone_take_
     assert chunk_size(c, target_s=0.5, smallest=20, largest=1000) == 300
 
 
+@pytest.mark.parametrize(("fixed", "per_record"), [(0.1, 0.001), (0.15, 0.002), (0.3, 0.001)])
+def test_a_burst_backlog_takes_two_chunks_more_than_the_fewest_that_fit_the_target(
+    fixed: float, per_record: float
+) -> None:
+    """A backlog of 2,000 records (after a one-record batch) takes at most two chunks
+    more than the fewest that fit the 0.5 s target (5 when each chunk costs 0.1 s plus
+    1 ms a record: a handful), none above the target (chunks that cost ``fixed +
+    per_record * records``, as measured in a burst at 10k records)."""
+    c = costs((1, fixed + per_record))
+    left, chunks = 2000, []
+    while left:
+        size = min(left, chunk_size(c, target_s=0.5, smallest=20, largest=1000))
+        seconds = fixed + per_record * size
+        c = c.add(size, seconds)
+        chunks.append(seconds)
+        left -= size
+    fewest = math.ceil(2000 / int((0.5 - fixed) / per_record))
+    assert len(chunks) <= fewest + 2, chunks
+    assert max(chunks) <= 0.5 + 1e-9
+
+
 def test_chunk_costs_fit_the_recent_chunks_and_distrust_a_falling_line() -> None:
     """The model follows the last eight chunks; a noisy line where more records cost less
     puts every second on the records (the cautious reading: smaller chunks); empty or
