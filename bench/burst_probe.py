@@ -8,7 +8,8 @@ hard-link copy of the bench's cached store (tables from ``--tables``, state seed
 both artifacts of ``--burst`` records as ``sec_burst`` does, then calls the sync barrier.
 Prints one JSON line per run: wall (first write → sync returns), write time, the daemon's
 CPU and run-queue wait over the burst, its ``batch_indexed`` lines (records per batch) and
-the marker check. ``--spy`` records a py-spy profile of each run into ``bench/out/profiles``.
+the marker check. ``--spy`` records a py-spy profile of each run into ``bench/out/profiles``,
+``--strace`` counts its system calls there (``strace -c -f``).
 Base and new alternate so that the shared machine's load falls on both alike.
 """
 
@@ -20,6 +21,8 @@ import os
 import profile as spyprof
 import random
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -64,7 +67,9 @@ def _settle(d: Daemon, idle_cpu_s: float = 0.02, most_s: float = 120.0) -> None:
         last = now
 
 
-def _run(src: Path, store: Path, idx: list[int], marker: float, spy: bool) -> dict[str, object]:
+def _run(
+    src: Path, store: Path, idx: list[int], marker: float, spy: bool, trace: bool = False
+) -> dict[str, object]:
     env = {"PYTHONPATH": str(src)}
     d = Daemon(store, quiet_ms=300, extra=["--settle-ms", "20"])
     d.proc.env.update(env)
@@ -73,6 +78,10 @@ def _run(src: Path, store: Path, idx: list[int], marker: float, spy: bool) -> di
         _settle(d)
         raw = spyprof.OUT / f"probe-{src.parent.name}-{int(marker)}.raw"
         proc = spyprof._record_pid(d.pid, raw) if spy else None
+        if trace:  # system calls of every thread, counted (strace -c)
+            out = spyprof.OUT / f"strace-{src.parent.name}-{int(marker)}.txt"
+            cmd = ["strace", "-c", "-f", "-p", str(d.pid), "-o", str(out)]
+            proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         if proc is not None:
             time.sleep(1.0)
         n_batches = len(d.events("batch_indexed"))
@@ -88,7 +97,10 @@ def _run(src: Path, store: Path, idx: list[int], marker: float, spy: bool) -> di
         threads = _thread_cpu(d.pid)
         main_cpu = threads.get(d.pid, 0.0) - threads0.get(d.pid, 0.0)
         wait = d.schedstat()[1] - w0
-        if proc is not None:
+        if proc is not None and trace:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        elif proc is not None:
             spyprof._finish(proc, raw, raw.stem, f"{src}: burst ({t2 - t0:.2f} s)")
         batches = d.events("batch_indexed")[n_batches:]
     ok = stores.records_with_marker(store, idx, marker)
@@ -114,6 +126,7 @@ def main() -> None:
     p.add_argument("--burst", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--spy", action="store_true")
+    p.add_argument("--strace", action="store_true")
     p.add_argument("--tables", type=Path, default=None)
     opts = p.parse_args()
     measure.quiet_logging()
@@ -127,7 +140,8 @@ def main() -> None:
         for src in opts.src:
             marker += 1
             store = _prepare(n, work / "probe-store", tables)
-            print(json.dumps(_run(src.resolve(), store, idx, marker, opts.spy)), flush=True)
+            got = _run(src.resolve(), store, idx, marker, opts.spy, opts.strace)
+            print(json.dumps(got), flush=True)
 
 
 if __name__ == "__main__":
