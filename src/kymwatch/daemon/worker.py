@@ -30,6 +30,7 @@ from kymwatch.index import (
     log_outcome,
 )
 from kymwatch.store import (
+    Listing,
     RecordFiles,
     ZarrImageRecord,
     scan_records_settled,
@@ -133,12 +134,13 @@ class Worker:
         fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
         recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
         present = {r.image_id: r.path for r in recs if r.exists()}
-        fresh.update(scan_records_settled(self.kd.path, present))
+        listed: dict[str, Listing] = {}  # the scan's listings: the reads list nothing again
+        fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
         names = (artifact_name_of(f) for files in fresh.values() for f in files or ())
         result.artifacts = {name for name in names if name is not None}
         done: dict[str, set[str]] = {c.image_id: set() for c in batch.changes}
         self.state.note_publishing(self.kd.path, done)
-        for report in self._update({name: ids for name, ids in by_indexer.items() if ids}):
+        for report in self._update({n: ids for n, ids in by_indexer.items() if ids}, listed):
             name = report.indexer
             if report.table_written:
                 result.tables.append(report.table_name)
@@ -220,13 +222,15 @@ class Worker:
                 duration_ms=update.duration_ms,
             )
 
-    def _update(self, work: dict[str, list[str]]) -> list[UpdateReport]:
+    def _update(
+        self, work: dict[str, list[str]], listed: dict[str, Listing] | None = None
+    ) -> list[UpdateReport]:
         """``update_batch_report`` (the batch's tables written at the same time), and a
         whole rebuild of each table whose file turns out to be damaged (merging into it
         would lose every other record)."""
         if not work:
             return []
-        reports, unreadable = self.kd.update_batch_report(work, log_outcomes=False)
+        reports, unreadable = self.kd.update_batch_report(work, log_outcomes=False, listed=listed)
         for name, e in unreadable.items():
             report = self.kd.rebuild_report(name, log_outcomes=False)
             log.warning(
