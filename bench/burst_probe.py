@@ -1,16 +1,18 @@
 """By-hand measurement: the daemon's CPU and wall time over one burst, base vs new code.
 
 Run as ``python bench/burst_probe.py SRC [SRC ...] [--records 10000] [--burst 2000]
-[--rounds 2] [--spy]``: for each round and each source tree SRC (a folder holding
-``kymwatch/``, e.g. an exported ``src/`` of another commit), one after the other on a fresh
-hard-link copy of the bench's cached store (tables from ``--tables``, state seeded), a
-``kymwatch run`` of that tree watches the store (``PYTHONPATH=SRC``); the burst rewrites
-both artifacts of ``--burst`` records as ``sec_burst`` does, then calls the sync barrier.
-Prints one JSON line per run: wall (first write → sync returns), write time, the daemon's
-CPU and run-queue wait over the burst, its ``batch_indexed`` lines (records per batch) and
-the marker check. ``--spy`` records a py-spy profile of each run into ``bench/out/profiles``,
-``--strace`` counts its system calls there (``strace -c -f``).
-Base and new alternate so that the shared machine's load falls on both alike.
+[--rounds 2] [--spy] [--strace] [--tables DIR]``: for each round and each source tree SRC
+(a folder holding ``kymwatch/``, e.g. an exported ``src/`` of another commit), one after
+the other on a fresh hard-link copy of the bench's cached store (tables from ``--tables``,
+by default those of an indexed template in ``bench/out/cache``; state seeded), a ``kymwatch
+run`` of that tree watches the store (``PYTHONPATH=SRC``), waited until idle; the burst
+rewrites both artifacts of ``--burst`` records as ``sec_burst`` does, then calls the sync
+barrier. Prints one JSON line per run: wall (first write → sync returns), write time, the
+daemon's CPU (all threads and the main thread's) and run-queue wait over the burst, its
+``batch_indexed`` lines (records per batch) and the marker check. ``--spy`` records a
+py-spy profile of each run into ``bench/out/profiles``, ``--strace`` counts its system
+calls there (``strace -c -f``). Base and new alternate so that the shared machine's load
+falls on both alike.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ import measure
 import storegen
 import stores
 from measure import Daemon, sync
-
-TEMPLATE = Path("/work/main/bench/out/cache")
 
 
 def _prepare(n: int, dest: Path, tables: Path) -> Path:
@@ -131,7 +131,12 @@ def main() -> None:
     opts = p.parse_args()
     measure.quiet_logging()
     n = opts.records
-    tables = opts.tables or next(TEMPLATE.glob(f"indexed-{n}x10-*")) / "tables"
+    if opts.tables is None:  # any indexed template of this size (state is seeded afresh)
+        found = sorted(storegen.CACHE.glob(f"indexed-{n}x{storegen.ROWS_PER_RECORD}-*"))
+        if not found:
+            p.error(f"no indexed {n}-record template in {storegen.CACHE}: pass --tables")
+        opts.tables = found[-1] / "tables"
+    tables = opts.tables
     work = storegen.OUT / "work"
     spyprof.OUT.mkdir(parents=True, exist_ok=True)
     idx = random.Random(opts.burst).sample(range(n), opts.burst)
