@@ -149,3 +149,35 @@ def test_cached_params_hash_equals_the_hash_of_the_params_read(tmp_path: Path) -
         with pytest.raises(ArtifactUnreadableError) as e:
             current_params_hash("kym_radon", ZarrImageRecord(ds, gen2[0]))
         assert e.value.path == str(meta)
+
+
+def test_reads_primed_with_the_scans_listings_equal_reads_that_list_and_list_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads of records primed with the fingerprint scan's folder listings (the daemon's
+    batch) give the outcomes and rows of reads that list the folders themselves, damaged
+    and removed records included, without listing any folder again."""
+    from kymwatch.store import Listing, scan_records_settled
+
+    store, ids = _store(tmp_path / "s.zarr", 14)
+    ds = ZarrDataset(store)
+    ixs = make_indexers(ALL)
+    jobs = [(ixs[0], ids), (ixs[1], ids[5:]), (ixs[2], ids[::-1]), (ixs[3], ids[:9])]
+    plain = extract_jobs(ds, jobs, chunk=4)
+    present = {i: store / "images" / i for i in ids if (store / "images" / i).is_dir()}
+    listed: dict[str, Listing] = {}
+    scan_records_settled(store, present, listings=listed)
+    assert listed[ids[1]][""] == frozenset(os.listdir(present[ids[1]] / "analysis"))
+    calls: list[str] = []
+    real = os.listdir
+
+    def counting(path: str) -> list[str]:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    primed = extract_jobs(ds, jobs, chunk=4, listed=listed)
+    for got, want in zip(primed, plain, strict=True):
+        assert [o for o, _ in got] == [o for o, _ in want]
+        assert [_rows(p) for p in got] == [_rows(p) for p in want]
+    assert [p for p in calls if ids[8] not in p] == []  # only the removed record is listed

@@ -12,6 +12,7 @@ import pytest
 
 from kymwatch.daemon import (
     Backoff,
+    ChunkCosts,
     DaemonConfig,
     RecordChange,
     Schedule,
@@ -151,15 +152,84 @@ def test_tables_rebuilt_only_with_a_state_and_for_a_reason() -> None:
     ]
 
 
+def costs(*observed: tuple[int, float]) -> ChunkCosts:
+    """Chunk costs that measured ``observed`` (records, seconds), oldest first."""
+    out = ChunkCosts()
+    for records, seconds in observed:
+        out = out.add(records, seconds)
+    return out
+
+
 @pytest.mark.parametrize(
-    ("per_record", "expected"),
-    [(None, 20), (0.0, 20), (0.005, 100), (0.0001, 1000), (1.0, 20)],
+    ("observed", "expected"),
+    [
+        ((), 20),  # nothing measured yet: the smallest chunk
+        (((50, 0.25),), 100),  # one size only: all on the records (5 ms each)
+        (((20, 0.0),), 80),  # free records, one size: no more than 4x what was seen
+        (((20, 2.0),), 20),  # slow records: never below the smallest
+        (((500, 0.05), (1000, 0.1)), 1000),  # fast records: at most the largest
+    ],
 )
 def test_chunk_size_targets_a_duration_within_bounds(
-    per_record: float | None, expected: int
+    observed: tuple[tuple[int, float], ...], expected: int
 ) -> None:
     """Chunks aim at the target duration, bounded by the smallest and largest sizes."""
-    assert chunk_size(per_record, target_s=0.5, smallest=20, largest=1000) == expected
+    assert chunk_size(costs(*observed), target_s=0.5, smallest=20, largest=1000) == expected
+
+
+def test_chunk_size_pays_a_chunks_fixed_cost_once() -> None:
+    """A chunk's fixed cost (its table writes) is not spread over its records: after a
+    one-record batch of 150 ms and a 20-record chunk of 188 ms (2 ms a record), the next
+    chunk is the 175 records that fill 0.5 s, not 0.5 s / 9.4 ms = 53."""
+    model = costs((1, 0.150), (20, 0.188)).model()
+    assert model is not None
+    assert model == pytest.approx((0.148, 0.002))
+    c = costs((1, 0.150), (20, 0.188))
+    assert chunk_size(c, target_s=0.5, smallest=20, largest=1000) == 80  # 4x the largest seen
+    c = c.add(80, 0.308)
+    assert chunk_size(c, target_s=0.5, smallest=20, largest=1000) == 176
+
+
+def test_chunk_size_keeps_a_third_of_a_chunk_for_records_when_writes_alone_take_long() -> None:
+    """With writes of 0.6 s per chunk (a huge table) and a target of 0.5 s, a chunk still
+    gets 0.3 s of records (never just the smallest chunk, each paying 0.6 s of writes)."""
+    c = costs((20, 0.62), (100, 0.70), (400, 1.0))
+    fixed, per_record = c.model() or (0.0, 0.0)
+    assert (fixed, per_record) == pytest.approx((0.6, 0.001))
+    assert chunk_size(c, target_s=0.5, smallest=20, largest=1000) == 300
+
+
+@pytest.mark.parametrize(("fixed", "per_record"), [(0.1, 0.001), (0.15, 0.002), (0.3, 0.001)])
+def test_a_burst_backlog_takes_two_chunks_more_than_the_fewest_that_fit_the_target(
+    fixed: float, per_record: float
+) -> None:
+    """A backlog of 2,000 records (after a one-record batch) takes at most two chunks
+    more than the fewest that fit the 0.5 s target (5 when each chunk costs 0.1 s plus
+    1 ms a record: a handful), none above the target (chunks that cost ``fixed +
+    per_record * records``, as measured in a burst at 10k records)."""
+    c = costs((1, fixed + per_record))
+    left, chunks = 2000, []
+    while left:
+        size = min(left, chunk_size(c, target_s=0.5, smallest=20, largest=1000))
+        seconds = fixed + per_record * size
+        c = c.add(size, seconds)
+        chunks.append(seconds)
+        left -= size
+    fewest = math.ceil(2000 / int((0.5 - fixed) / per_record))
+    assert len(chunks) <= fewest + 2, chunks
+    assert max(chunks) <= 0.5 + 1e-9
+
+
+def test_chunk_costs_fit_the_recent_chunks_and_distrust_a_falling_line() -> None:
+    """The model follows the last eight chunks; a noisy line where more records cost less
+    puts every second on the records (the cautious reading: smaller chunks); empty or
+    nonsense measurements are ignored."""
+    c = costs(*[(10, 1.0)] * 5, *[(k, 0.1 + 0.001 * k) for k in (50, 100, 150, 200) * 2])
+    assert len(c.observed) == 8
+    assert c.model() == pytest.approx((0.1, 0.001))
+    falling = costs((10, 0.5), (100, 0.2))
+    assert falling.model() == pytest.approx((0.0, 0.7 / 110))
+    assert costs((0, 1.0), (5, math.nan)).observed == ()
 
 
 # -- config ----------------------------------------------------------------------------------

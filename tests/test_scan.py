@@ -94,3 +94,30 @@ def test_fs_stamp_is_the_file_systems_time(tmp_path: Path) -> None:
     touched = (tmp_path / "index" / ".scan-stamp").stat().st_mtime_ns
     assert stamp < touched and touched >= ctime
     assert fs_stamp(tmp_path / "missing") is None
+
+
+def test_a_settled_scan_hands_out_each_records_folder_listings(tmp_path: Path) -> None:
+    """With ``listings``, each record gets the names of every folder its last scan listed
+    (temporary files and non-artifacts included, as ``os.listdir`` gives them), keyed
+    by the folder below ``analysis/``; a rescanned racy record gets its new listing."""
+    folder, ctime = record(tmp_path)
+    analysis = folder / "analysis"
+    (analysis / "velocity_events").mkdir()
+    (analysis / "velocity_events" / "events.parquet").write_bytes(b"x")
+    (analysis / "notes.txt").write_text("n")
+    (analysis / "radon_report.json.ab12.partial").write_text("{")
+    fake = FakeStamps(ctime, ctime, ctime + 10**9)
+    listings: dict[str, dict[str, frozenset[str]]] = {}
+
+    def wait(seconds: float) -> None:
+        fake.wait(seconds)
+        (analysis / "late.json").write_text("{}")  # lands before the rescan
+
+    scan_records_settled(tmp_path, {REC: folder}, stamp=fake.stamp, wait=wait, listings=listings)
+    assert listings == {
+        REC: {
+            "": frozenset(os.listdir(analysis)),
+            "velocity_events": frozenset({"events.parquet"}),
+        }
+    }
+    assert "late.json" in listings[REC][""] and "notes.txt" in listings[REC][""]

@@ -299,3 +299,24 @@ def test_scan_fingerprint_changes_on_atomic_replace(tmp_path: Path) -> None:
     atomic_write_bytes(target, b"{}")
     assert scan_record(rec) != first
     assert scan_dataset(tmp_path / "missing") == {}
+
+
+@pytest.mark.parametrize(("rel", "expected"), PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_parse_store_path_reads_oddly_written_paths_as_pathlib_does(
+    rel: str, expected: StorePath
+) -> None:
+    """An event path with doubled slashes, ``.`` components or a trailing slash (parsed by
+    pathlib, not split by hand) classifies as its plain spelling does."""
+    doubled = rel.replace("/", "//")
+    odd = [f"{ROOT}//{rel}", f"{ROOT}/./{rel}", f"{ROOT}/{rel}/", f"{ROOT}/{doubled}"]
+    for path in odd:
+        assert parse_store_path(ROOT, path) == expected, path
+
+
+def test_parse_store_path_never_takes_a_relative_root_for_a_prefix() -> None:
+    """With a relative root, a relative path that starts with the root's name is still
+    read relative to the store (pathlib's reading): ``store/images/r1`` is no record."""
+    root = Path("store.zarr")
+    assert parse_store_path(root, "store.zarr/images/r1") == StorePath(PathKind.OUTSIDE)
+    assert parse_store_path(root, "images/r1") == StorePath(PathKind.RECORD, "r1")
+    assert parse_store_path(Path("/"), "/images/r1") == StorePath(PathKind.RECORD, "r1")

@@ -79,6 +79,9 @@ def configure_logging(
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
+            # A call below the level ends here, before the time stamp and the rest: the
+            # daemon makes a debug call per file event and per record indexed.
+            structlog.stdlib.filter_by_level,
             *_SHARED,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from kymwatch.daemon.observer import ObserverWatcher, observer_class
     from kymwatch.daemon.planner import (
+        ChunkCosts,
         TableInfo,
         chunk_size,
         forget_artifacts,
@@ -68,6 +69,7 @@ __getattr__, __dir__ = lazy_exports(
         "decide_watch_mode": "mounts",
         "find_mount": "mounts",
         "native_watch_mode": "mounts",
+        "ChunkCosts": "planner",
         "TableInfo": "planner",
         "chunk_size": "planner",
         "forget_artifacts": "planner",
@@ -119,6 +121,7 @@ __all__ = [
     "Batch",
     "BatchResult",
     "ChangeKind",
+    "ChunkCosts",
     "Daemon",
     "DaemonConfig",
     "DaemonLock",

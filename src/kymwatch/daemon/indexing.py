@@ -90,7 +90,7 @@ class ChunkedIndexing:
         self.schedule, self.stale, self._stop = schedule, stale, stopping
         self._table_lock, self._between = table_lock, between
         self._request_rescan = request_rescan
-        self.seconds_per_record: float | None = None
+        self.costs = planner.ChunkCosts()
 
     def index(
         self,
@@ -154,7 +154,7 @@ class ChunkedIndexing:
         ok, i = True, 0
         while True:
             size = planner.chunk_size(
-                self.seconds_per_record,
+                self.costs,
                 target_s=self.config.chunk_target_s,
                 smallest=min(_SMALLEST_CHUNK, self.config.batch_records),
                 largest=self.config.batch_records,
@@ -203,10 +203,7 @@ class ChunkedIndexing:
             self.reporter.batch_failed(e, len(batch))
             self._request_rescan("batch_failed")
             return False
-        if batch:
-            per = (time.perf_counter() - start) / len(batch)
-            old = self.seconds_per_record
-            self.seconds_per_record = per if old is None else 0.7 * old + 0.3 * per
+        self.costs = self.costs.add(len(batch), time.perf_counter() - start)
         now = self.clock()
         for retry in result.retry:
             self.push_back((retry.change,), now, delay_s=retry.delay_s)

@@ -8,8 +8,9 @@ plain values, so it is tested without threads, files or clocks:
   the only place that decides "table missing, replaced behind our back or of
   another schema → rebuild"; :func:`forget_artifacts` turns that into ordinary,
   chunked work,
-- how big the next chunk of work is (:func:`chunk_size`), so the loop gets its
-  turn (heartbeat, watchdog, stop) between chunks of a long piece of work.
+- how big the next chunk of work is (:func:`chunk_size`, from the measured costs of
+  the last chunks, :class:`ChunkCosts`), so the loop gets its turn (heartbeat,
+  watchdog, stop) between chunks of a long piece of work.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from kymwatch.daemon.changes import RecordChange
 from kymwatch.daemon.reconcile import artifact_name_of, diff_fingerprints
 from kymwatch.store import Fingerprint, RecordFiles
 
-__all__ = ["TableInfo", "chunk_size", "forget_artifacts", "plan_reconcile", "tables_to_rebuild"]
+__all__ = [
+    "ChunkCosts",
+    "TableInfo",
+    "chunk_size",
+    "forget_artifacts",
+    "plan_reconcile",
+    "tables_to_rebuild",
+]
 
 
 def plan_reconcile(
@@ -133,17 +141,73 @@ def forget_artifacts(
     }
 
 
-def chunk_size(
-    seconds_per_record: float | None, *, target_s: float, smallest: int, largest: int
-) -> int:
+_COSTS_KEPT = 8  # recent chunks the cost model is fitted to
+_GROWTH = 4  # a chunk is at most this many times the largest one measured
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkCosts:
+    """The sizes and durations of the last chunks of work, and the cost model fitted to
+    them: a chunk takes a fixed time (its table writes: merge, encode, fsync, whatever
+    its size) plus a time per record (reading and typing its artifacts).
+
+    Attributes:
+        observed: ``(records, seconds)`` of the last chunks, oldest first.
+    """
+
+    observed: tuple[tuple[int, float], ...] = ()
+
+    def add(self, records: int, seconds: float) -> ChunkCosts:
+        """These costs with one more chunk measured (the oldest one dropped)."""
+        if records <= 0 or not seconds >= 0:
+            return self
+        return ChunkCosts((*self.observed, (records, seconds))[-_COSTS_KEPT:])
+
+    def model(self) -> tuple[float, float] | None:
+        """``(fixed seconds per chunk, seconds per record)``; None before any chunk.
+
+        A least-squares line through the chunks measured, when they differ in size; a
+        fixed time is never negative nor above the shortest chunk's time. Without two
+        sizes, or when the line says that more records cost less (noise), every second
+        is put on the records: the cautious reading (smaller chunks).
+        """
+        obs = self.observed
+        if not obs:
+            return None
+        n = len(obs)
+        mean_k = sum(k for k, _ in obs) / n
+        mean_t = sum(t for _, t in obs) / n
+        var = sum((k - mean_k) ** 2 for k, _ in obs)
+        slope = sum((k - mean_k) * (t - mean_t) for k, t in obs) / var if var else 0.0
+        if slope <= 0:
+            return 0.0, sum(t for _, t in obs) / sum(k for k, _ in obs)
+        fixed = min(max(mean_t - slope * mean_k, 0.0), min(t for _, t in obs))
+        return fixed, slope
+
+
+def chunk_size(costs: ChunkCosts, *, target_s: float, smallest: int, largest: int) -> int:
     """How many records to index in the next chunk so it takes about ``target_s``.
 
+    The fixed time of a chunk (its table writes) is paid once whatever its size, so
+    the records fill what the target leaves of it: a chunk of records that take 2 ms
+    each, and 150 ms of writes, holds 175 records, not the 52 that 0.5 s divided by
+    the average per record of a 20-record chunk (9.5 ms) would give. When the fixed
+    time alone nears the target (a very large table), a chunk gets records worth at
+    least half of it, so at most two thirds of its time go to the writes. A chunk is
+    at most ``_GROWTH`` times the largest one measured (the model is not trusted far
+    beyond what it saw).
+
     Args:
-        seconds_per_record: Recent average cost of one record (None before any).
+        costs: The recent chunks (their cost model).
         target_s: Wanted duration of one chunk.
-        smallest: Lower bound (a table write per chunk has a fixed cost).
+        smallest: Lower bound.
         largest: Upper bound.
     """
-    if seconds_per_record is None or seconds_per_record <= 0:
+    model = costs.model()
+    if model is None:
         return smallest
-    return max(smallest, min(largest, int(target_s / seconds_per_record)))
+    fixed, per_record = model
+    budget = max(target_s - fixed, fixed / 2)
+    wanted = int(budget / per_record) if per_record > 0 else largest
+    seen = max(k for k, _ in costs.observed)
+    return max(smallest, min(largest, _GROWTH * seen, wanted))

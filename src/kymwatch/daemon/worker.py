@@ -31,6 +31,7 @@ from kymwatch.index import (
     log_outcome,
 )
 from kymwatch.store import (
+    Listing,
     RecordFiles,
     ZarrImageRecord,
     scan_records_settled,
@@ -147,9 +148,10 @@ class Worker:
             fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
             recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
             present = {r.image_id: r.path for r in recs if r.exists()}
-            fresh.update(scan_records_settled(self.kd.path, present))
+            listed: dict[str, Listing] = {}  # the scan's listings: the reads list nothing again
+            fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
             work = {name: ids for name, ids in by_indexer.items() if ids}
-            reports = self._update(work, journal.result)
+            reports = self._update(work, journal.result, listed)
         finally:  # nothing else uses the state's database while the journal commits
             journal.result()
         names = (artifact_name_of(f) for files in fresh.values() for f in files or ())
@@ -270,7 +272,10 @@ class Worker:
             )
 
     def _update(
-        self, work: dict[str, list[str]], journaled: Callable[[], object]
+        self,
+        work: dict[str, list[str]],
+        journaled: Callable[[], object],
+        listed: dict[str, Listing] | None = None,
     ) -> list[UpdateReport]:
         """``update_batch_report`` (the batch's tables written at the same time), and a
         whole rebuild of each table whose file turns out to be damaged (merging into it
@@ -279,7 +284,7 @@ class Worker:
         if not work:
             return []
         reports, unreadable = self.kd.update_batch_report(
-            work, log_outcomes=False, before_write=journaled
+            work, log_outcomes=False, before_write=journaled, listed=listed
         )
         if unreadable:
             journaled()

@@ -9,7 +9,7 @@ table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each r
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -21,7 +21,7 @@ from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, ex
 from kymwatch.index.frames import from_frame, is_frame
 from kymwatch.index.gather import gather_spans, one_table
 from kymwatch.index.indexers import raw_reader
-from kymwatch.store import ZarrDataset, ZarrImageRecord
+from kymwatch.store import Listing, ZarrDataset, ZarrImageRecord
 
 __all__ = [
     "ChunkResult",
@@ -162,7 +162,11 @@ def extract_chunk(
 
 
 def extract_jobs(
-    store: ZarrDataset, jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]], *, chunk: int
+    store: ZarrDataset,
+    jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]],
+    *,
+    chunk: int,
+    listed: Mapping[str, Listing] | None = None,
 ) -> list[list[Extracted]]:
     """Read each job's records ``ids`` with its indexer (a daemon's batch: each indexer
     with its own records): each job's outcomes and typed rows, in its ``ids`` order.
@@ -172,6 +176,8 @@ def extract_jobs(
     :func:`extract_chunk`); each indexer's outcome for a record is the one reading it
     alone gives. Records are read ``chunk`` at a time (the union of the jobs' ids, in
     the order they first appear), each chunk's rows typed at once per indexer.
+    ``listed`` gives records' folders as a scan just listed them (the daemon's
+    fingerprint scan, taken before the reads): they are not listed again.
 
     Raises:
         InvalidNameError: an id is not a valid record id.
@@ -185,21 +191,25 @@ def extract_jobs(
     done: list[dict[str, Extracted]] = [{} for _ in jobs]
     for n in range(n_chunks):
         subjobs = [(ix, by_chunk[n]) for (ix, _), by_chunk in zip(jobs, parts, strict=True)]
-        reads = _read_records(store, subjobs)
+        reads = _read_records(store, subjobs, listed)
         for (ix, ids), read, out in zip(subjobs, reads, done, strict=True):
             out.update(zip(ids, _typed(ix, read), strict=True))
     return [[out[i] for i in ids] for (_, ids), out in zip(jobs, done, strict=True)]
 
 
 def _read_records(
-    store: ZarrDataset, jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]]
+    store: ZarrDataset,
+    jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]],
+    listed: Mapping[str, Listing] | None = None,
 ) -> list[list[RecordOutcome | RawRows]]:
     """Each job's reads of its ``ids`` (in that order), every record read through one
-    snapshot for all the jobs that name it (in the order they first name it)."""
+    snapshot for all the jobs that name it (in the order they first name it), primed
+    with its folders' names where ``listed`` has them."""
+    known: Mapping[str, Listing] = listed or {}
     reads: list[list[RecordOutcome | RawRows]] = [[] for _ in jobs]
     if all(ids is jobs[0][1] for _, ids in jobs):  # one list of records (a rebuild's chunk)
         for image_id in jobs[0][1] if jobs else ():
-            rec = ZarrImageRecord(store, image_id, snapshot=True)
+            rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
             for k, (ix, _) in enumerate(jobs):
                 reads[k].append(_read(ix, rec))
         return reads
@@ -211,7 +221,7 @@ def _read_records(
                 ks.append(k)
     got: list[dict[str, RecordOutcome | RawRows]] = [{} for _ in jobs]
     for image_id, ks in wanted.items():
-        rec = ZarrImageRecord(store, image_id, snapshot=True)
+        rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
         for k in ks:
             got[k][image_id] = _read(jobs[k][0], rec)
     for k, (_, ids) in enumerate(jobs):

@@ -26,7 +26,7 @@ from kymwatch.index.partition import PartitionPolicy
 from kymwatch.index.publish import Merged, Publisher, report_of
 from kymwatch.index.rebuildpass import extract_in_chunks, rebuild_passes, record_stamp
 from kymwatch.index.tableaccess import TableAccess
-from kymwatch.store import Fingerprint, Mode, ZarrDataset
+from kymwatch.store import Fingerprint, Listing, Mode, ZarrDataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -315,6 +315,7 @@ class KymDataset(TableAccess):
         *,
         log_outcomes: bool = True,
         before_write: Callable[[], object] | None = None,
+        listed: Mapping[str, Listing] | None = None,
     ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
         """Re-index records with several indexers at once (a daemon's batch): each
         table is merged as by :meth:`update_images_report`, then every changed table
@@ -331,6 +332,8 @@ class KymDataset(TableAccess):
             before_write: Called once before the first table write starts (not at all
                 if no table changes): a daemon waits there for its crash journal,
                 committed meanwhile on another thread.
+            listed: Records' folders as a scan just listed them (the daemon's
+                fingerprint scan, taken before the reads), not listed again.
 
         Returns:
             The report of each indexer whose table could be read, and the error of each
@@ -341,7 +344,7 @@ class KymDataset(TableAccess):
         start = time.perf_counter()
         jobs = [(self.indexer(name), list(dict.fromkeys(ids))) for name, ids in work.items()]
         if self.extractor is None:  # each record read once for every indexer naming it
-            reads = extract_jobs(self.store, jobs, chunk=_CHUNK)
+            reads = extract_jobs(self.store, jobs, chunk=_CHUNK, listed=listed)
         else:
             reads = [self._read(ix, ids) for ix, ids in jobs]
         extracted = [(ix, ids, r) for (ix, ids), r in zip(jobs, reads, strict=True)]

@@ -34,6 +34,7 @@ from kymwatch.store.root import (
 from kymwatch.store.scan import (
     UNKNOWN_CTIME,
     Fingerprint,
+    Listing,
     RecordFiles,
     fs_stamp,
     iter_record_folders,
@@ -87,6 +88,7 @@ __all__ = [
     "ArtifactFormat",
     "ArtifactRef",
     "Fingerprint",
+    "Listing",
     "Mode",
     "PathKind",
     "RecordFiles",

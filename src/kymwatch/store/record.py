@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,16 +65,27 @@ class ZarrImageRecord:
     With ``snapshot``, artifact look-ups list each ``analysis/`` folder once (one
     ``scandir``, no ``lstat`` per name and format) and the symbolic-link checks of a
     folder are made once: for one pass of reads (the indexers' batches), not for an
-    object kept while files change.
+    object kept while files change. ``listed`` (snapshot mode) gives folders as a scan
+    just listed them (:func:`~kymwatch.store.scan_records_settled`'s ``listings``),
+    which are then not listed again.
     """
 
-    def __init__(self, dataset: ZarrDataset, image_id: str, *, snapshot: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: ZarrDataset,
+        image_id: str,
+        *,
+        snapshot: bool = False,
+        listed: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.dataset = dataset
         self.image_id = validate_image_id(image_id)
         # Plain strings on the hot path (one record read per artifact change).
         self._dir = os.path.join(dataset.images_dir, image_id)
         self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
-        self._listed: dict[str, frozenset[str] | None] | None = {} if snapshot else None
+        self._listed: dict[str, frozenset[str] | None] | None = None
+        if snapshot:
+            self._listed = dict(listed) if listed else {}
         self._links: dict[str, bool] | None = {} if snapshot else None
         # Tables read in this snapshot: two indexers reading one file parse it once.
         self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None

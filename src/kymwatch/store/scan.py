@@ -34,6 +34,7 @@ __all__ = [
     "RACY_MARGIN_NS",
     "UNKNOWN_CTIME",
     "Fingerprint",
+    "Listing",
     "RecordFiles",
     "fs_stamp",
     "iter_record_folders",
@@ -46,6 +47,10 @@ __all__ = [
 
 RecordFiles = dict[str, "Fingerprint"]
 """Artifact file name (relative to ``analysis/``) → fingerprint."""
+
+Listing = dict[str, frozenset[str]]
+"""A record's folder (relative to ``analysis/``: ``""`` for it, ``velocity_events`` for
+a sub-folder) → the names of its entries, as one ``scandir`` found them."""
 
 UNKNOWN_CTIME = -1
 """``ctime_ns`` of a fingerprint saved by a kymwatch that did not record it (state format 1)."""
@@ -152,6 +157,7 @@ def scan_records_settled(
     stamp: Callable[[Path], int | None] = fs_stamp,
     wait: Callable[[float], None] = time.sleep,
     max_waits: int = 200,
+    listings: dict[str, Listing] | None = None,
 ) -> dict[str, RecordFiles]:
     """Fingerprints of the given records, taken so that none is racily clean if possible.
 
@@ -170,10 +176,13 @@ def scan_records_settled(
         stamp: Takes a stamp (injected in tests).
         wait: Sleeps (injected in tests).
         max_waits: Waits of 1 ms allowed in all.
+        listings: If given, receives per record the names in each folder its last scan
+            listed (:data:`Listing`): what a snapshot reader of the same records would
+            list again (``ZarrImageRecord(..., listed=...)``).
     """
     first = stamp(root)
     start = scan_stamp(root) if first is None else first
-    out = {image_id: scan_record(path, start) for image_id, path in records.items()}
+    out = {i: scan_record(path, start, _listing(listings, i)) for i, path in records.items()}
     if first is None:
         return out
     waits = 0
@@ -189,7 +198,16 @@ def scan_records_settled(
             now = stamp(root)
         if now is None or now <= newest:
             break  # re-read by the next reconcile instead
-        out.update({i: scan_record(records[i], now) for i in racy})
+        out.update({i: scan_record(records[i], now, _listing(listings, i)) for i in racy})
+    return out
+
+
+def _listing(listings: dict[str, Listing] | None, image_id: str) -> Listing | None:
+    """A fresh listing for ``image_id`` in ``listings`` (None if none are kept)."""
+    if listings is None:
+        return None
+    out: Listing = {}
+    listings[image_id] = out
     return out
 
 
@@ -198,20 +216,33 @@ MAX_ARTIFACT_DEPTH = 32
 files are no artifacts for any reader (a guard against runaway nesting)."""
 
 
-def walk_artifacts(analysis: str | Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+def walk_artifacts(
+    analysis: str | Path, listing: Listing | None = None
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Every artifact file under an ``analysis/`` folder: (name relative to it, entry).
 
     The one walker of artifact files (the scans' fingerprints and
     ``ZarrImageRecord.list_analysis_keys`` both use it): temporary names are skipped,
     symbolic links are not followed, folders that vanish or cannot be read are skipped.
+
+    Args:
+        analysis: The ``analysis/`` folder.
+        listing: If given, receives the names of every folder listed (see
+            :data:`Listing`), so a reader of the same files need not list them again.
     """
     stack: list[tuple[str, str, int]] = [(os.fspath(analysis), "", 0)]
     while stack:
         folder, prefix, depth = stack.pop()
         try:
             entries = list(os.scandir(folder))
-        except OSError:  # gone, not a folder, or unreadable: the indexers report what they find
+        except (FileNotFoundError, NotADirectoryError):  # gone: nothing in it
+            if listing is not None:
+                listing[prefix[:-1]] = frozenset()
             continue
+        except OSError:  # unreadable: the indexers report what they find
+            continue
+        if listing is not None:
+            listing[prefix[:-1]] = frozenset(entry.name for entry in entries)
         for entry in entries:
             name = entry.name
             if is_temporary_name(name):
@@ -248,15 +279,16 @@ def iter_record_folders(root: Path, skipped: list[str] | None = None) -> Iterato
             skipped.append(entry.path)
 
 
-def scan_record(record_path: Path, stamp: int = 0) -> RecordFiles:
+def scan_record(record_path: Path, stamp: int = 0, listing: Listing | None = None) -> RecordFiles:
     """Fingerprints of every artifact file of one record (empty if it has none).
 
     Args:
         record_path: The record folder.
         stamp: The scan's :func:`scan_stamp` (0: unknown, never racy).
+        listing: If given, receives the names in each folder listed (:data:`Listing`).
     """
     out: RecordFiles = {}
-    for rel, entry in walk_artifacts(os.path.join(record_path, ANALYSIS_DIR)):
+    for rel, entry in walk_artifacts(os.path.join(record_path, ANALYSIS_DIR), listing):
         try:
             out[rel] = Fingerprint.of(entry.stat(follow_symlinks=False), stamp)
         except OSError:  # removed while scanning, or not stat-able (a folder without x)

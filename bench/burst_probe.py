@@ -1,0 +1,153 @@
+"""By-hand measurement: the daemon's CPU and wall time over one burst, base vs new code.
+
+Run as ``python bench/burst_probe.py SRC [SRC ...] [--records 10000] [--burst 2000]
+[--rounds 2] [--spy] [--strace] [--tables DIR]``: for each round and each source tree SRC
+(a folder holding ``kymwatch/``, e.g. an exported ``src/`` of another commit), one after
+the other on a fresh hard-link copy of the bench's cached store (tables from ``--tables``,
+by default those of an indexed template in ``bench/out/cache``; state seeded), a ``kymwatch
+run`` of that tree watches the store (``PYTHONPATH=SRC``), waited until idle; the burst
+rewrites both artifacts of ``--burst`` records as ``sec_burst`` does, then calls the sync
+barrier. Prints one JSON line per run: wall (first write → sync returns), write time, the
+daemon's CPU (all threads and the main thread's) and run-queue wait over the burst, its
+``batch_indexed`` lines (records per batch) and the marker check. ``--spy`` records a
+py-spy profile of each run into ``bench/out/profiles``, ``--strace`` counts its system
+calls there (``strace -c -f``). Base and new alternate so that the shared machine's load
+falls on both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import profile as spyprof
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import measure
+import storegen
+import stores
+from measure import Daemon, sync
+
+
+def _prepare(n: int, dest: Path, tables: Path) -> Path:
+    storegen.work_copy(n, dest)
+    shutil.copytree(tables, dest / "tables")
+    (dest / "index").mkdir(exist_ok=True)
+    stores.seed_state(dest)
+    return dest
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _settle(d: Daemon, idle_cpu_s: float = 0.02, most_s: float = 120.0) -> None:
+    """Wait until the daemon is idle (its start-up stale-analysis pass done)."""
+    deadline = time.monotonic() + most_s
+    last = d.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = d.cpu_seconds()
+        if now - last < idle_cpu_s:
+            return
+        last = now
+
+
+def _run(
+    src: Path, store: Path, idx: list[int], marker: float, spy: bool, trace: bool = False
+) -> dict[str, object]:
+    env = {"PYTHONPATH": str(src)}
+    d = Daemon(store, quiet_ms=300, extra=["--settle-ms", "20"])
+    d.proc.env.update(env)
+    with d:
+        sync(store)
+        _settle(d)
+        raw = spyprof.OUT / f"probe-{src.parent.name}-{int(marker)}.raw"
+        proc = spyprof._record_pid(d.pid, raw) if spy else None
+        if trace:  # system calls of every thread, counted (strace -c)
+            out = spyprof.OUT / f"strace-{src.parent.name}-{int(marker)}.txt"
+            cmd = ["strace", "-c", "-f", "-p", str(d.pid), "-o", str(out)]
+            proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        if proc is not None:
+            time.sleep(1.0)
+        n_batches = len(d.events("batch_indexed"))
+        cpu0 = d.cpu_seconds()
+        threads0 = _thread_cpu(d.pid)
+        _, w0 = d.schedstat()
+        t0 = time.perf_counter()
+        storegen.write_artifacts(store, idx, marker)
+        t1 = time.perf_counter()
+        sync(store)
+        t2 = time.perf_counter()
+        cpu = d.cpu_seconds() - cpu0
+        threads = _thread_cpu(d.pid)
+        main_cpu = threads.get(d.pid, 0.0) - threads0.get(d.pid, 0.0)
+        wait = d.schedstat()[1] - w0
+        if proc is not None and trace:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        elif proc is not None:
+            spyprof._finish(proc, raw, raw.stem, f"{src}: burst ({t2 - t0:.2f} s)")
+        batches = d.events("batch_indexed")[n_batches:]
+    ok = stores.records_with_marker(store, idx, marker)
+    return {
+        "src": str(src),
+        "total_s": round(t2 - t0, 3),
+        "write_s": round(t1 - t0, 3),
+        "after_write_s": round(t2 - t1, 3),
+        "daemon_cpu_s": round(cpu, 3),
+        "main_thread_cpu_s": round(main_cpu, 3),
+        "runqueue_wait_s": round(wait, 3),
+        "batches": len(batches),
+        "batch_records": [b.get("records") for b in batches],
+        "ok": stores.markers_ok(ok),
+    }
+
+
+def main() -> None:
+    """Alternate the source trees over the rounds; print one JSON line per run."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("src", nargs="+", type=Path)
+    p.add_argument("--records", type=int, default=10_000)
+    p.add_argument("--burst", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--spy", action="store_true")
+    p.add_argument("--strace", action="store_true")
+    p.add_argument("--tables", type=Path, default=None)
+    opts = p.parse_args()
+    measure.quiet_logging()
+    n = opts.records
+    if opts.tables is None:  # any indexed template of this size (state is seeded afresh)
+        found = sorted(storegen.CACHE.glob(f"indexed-{n}x{storegen.ROWS_PER_RECORD}-*"))
+        if not found:
+            p.error(f"no indexed {n}-record template in {storegen.CACHE}: pass --tables")
+        opts.tables = found[-1] / "tables"
+    tables = opts.tables
+    work = storegen.OUT / "work"
+    spyprof.OUT.mkdir(parents=True, exist_ok=True)
+    idx = random.Random(opts.burst).sample(range(n), opts.burst)
+    marker = 30_000.0
+    for _ in range(opts.rounds):
+        for src in opts.src:
+            marker += 1
+            store = _prepare(n, work / "probe-store", tables)
+            got = _run(src.resolve(), store, idx, marker, opts.spy, opts.strace)
+            print(json.dumps(got), flush=True)
+
+
+if __name__ == "__main__":
+    main()
