@@ -43,7 +43,7 @@ def load_legacy(root: Path) -> tuple[dict[str, RecordFiles], dict[str, int], set
         raise ValueError(f"state format {meta.get('format')!r}")
     saved_ns = os.stat(meta_path).st_mtime_ns
     with pa.OSFile(str(index / _FILES)) as f:
-        cols = pq.read_table(f).to_pydict()
+        cols = pq.read_table(f, use_threads=False).to_pydict()
     records: dict[str, RecordFiles] = {}
     for image_id, name, size, mtime_ns, inode in zip(
         cols["image_id"], cols["file"], cols["size"], cols["mtime_ns"], cols["inode"], strict=True

@@ -305,7 +305,7 @@ def _read_stamp_columns(path: Path) -> pa.Table:
         have = [c for c in _STAMP_COLUMNS if c in schema.names]
         text = [c for c in have if pa.types.is_string(schema.field(c).type)]
         f.seek(0)
-        return pq.ParquetFile(f, read_dictionary=text).read(columns=have)
+        return pq.ParquetFile(f, read_dictionary=text).read(columns=have, use_threads=False)
 
 
 def _is_text_dictionary(t: pa.DataType) -> bool:

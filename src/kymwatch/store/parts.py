@@ -105,7 +105,7 @@ def read_parts(folder: Path, layout: PartLayout) -> pa.Table:
     tables = []
     for name in layout.files:
         with pa.OSFile(str(folder / name)) as f:
-            tables.append(pq.ParquetFile(f).read())
+            tables.append(pq.ParquetFile(f).read(use_threads=False))
     return pa.concat_tables(tables, promote_options="permissive")
 
 

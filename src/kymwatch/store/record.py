@@ -336,7 +336,9 @@ class ZarrImageRecord:
         path, _ = self._require(name, (ArtifactFormat.PARQUET,))
         raw = self._read_bytes(name, path)
         try:
-            df: pd.DataFrame = pq.ParquetFile(pa.BufferReader(raw)).read().to_pandas()
+            df: pd.DataFrame = (
+                pq.ParquetFile(pa.BufferReader(raw)).read(use_threads=False).to_pandas()
+            )
         except (pa.ArrowException, OSError, ValueError) as e:
             raise ArtifactUnreadableError(self.image_id, name, str(path), str(e)) from e
         return df
