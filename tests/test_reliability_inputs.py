@@ -424,7 +424,8 @@ class DiskFull:
     """Makes atomic writes of matching files fail with ENOSPC half-way, while ``on`` is set.
 
     It wraps ``kymwatch.store.atomic._replacing``, the one place every atomic write of
-    kymwatch (tables, state, status, sync answers) goes through.
+    kymwatch (tables, state, status, sync answers) goes through, but the export of a
+    partitioned table (``staged_write``: encoded first, replaced later under the lock).
     """
 
     def __init__(self, match: Callable[[Path], bool]) -> None:
@@ -439,8 +440,8 @@ class DiskFull:
         real = atomic._replacing
 
         @contextlib.contextmanager
-        def replacing(path: Path, *, fsync: bool) -> Iterator[Path]:
-            with real(path, fsync=fsync) as tmp:
+        def replacing(path: Path, *, fsync: bool, **options: bool) -> Iterator[Path]:
+            with real(path, fsync=fsync, **options) as tmp:
                 yield tmp
                 if self.on.is_set() and self.match(Path(path)):
                     os.truncate(tmp, os.path.getsize(tmp) // 2)
