@@ -107,8 +107,13 @@ def table_file(store: Path, table: str, image_id: str, parts: bool) -> Path:
     return store / "tables" / f"{table}.parquet"
 
 
-def _has_row(path: Path, table: str, image_id: str, marker: float) -> bool:
+def _has_row(
+    store: Path, table: str, image_id: str, marker: float, path: Path | None = None
+) -> bool:
+    """Whether ``image_id``'s rows in ``table`` carry ``marker`` (read from ``path``,
+    by default the single file ``tables/<table>.parquet``)."""
     col = storegen.MARKER_COLUMN[table]
+    path = path or store / "tables" / f"{table}.parquet"
     t = pq.read_table(path, columns=["image_id", col])
     rows = t.filter(pc.equal(t["image_id"], image_id))
     return rows.num_rows > 0 and bool(pc.all(pc.equal(rows[col], marker)).as_py())
@@ -168,7 +173,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
             while True:
                 seen = wait_publish(tpath, before)
                 before = _stamp(tpath)
-                if _has_row(tpath, table, edit.image_id, marker):
+                if _has_row(store, table, edit.image_id, marker, tpath):
                     break
                 misses += 1  # a version without our row (another table's batch); keep waiting
             out[table].append((seen - t_write) * 1000)
