@@ -12,10 +12,9 @@ merge, its start and its finish.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +40,7 @@ from kymwatch.store import (
     table_fingerprint,
 )
 from kymwatch.store.engine import CHUNK_ROWS
+from kymwatch.store.tables import LazyPool
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -346,17 +346,8 @@ class Publisher:
 
 _EXPORT_LOCK_WAIT_S = 1.0
 """Longest wait of the exporter thread for the table lock; the export then stays due."""
-_exporter_pool: ThreadPoolExecutor | None = None
-_exporter_lock = threading.Lock()
-
-
-def _exporter() -> ThreadPoolExecutor:
-    """The thread that writes exports beside the daemon's loop (created on first use)."""
-    global _exporter_pool
-    with _exporter_lock:
-        if _exporter_pool is None:
-            _exporter_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kymwatch-export")
-        return _exporter_pool
+_exporter = LazyPool(1, "kymwatch-export")
+"""The thread that writes exports beside the daemon's loop."""
 
 
 def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> UpdateReport:

@@ -139,17 +139,23 @@ def read_table_file(path: Path) -> pd.DataFrame:
     return df
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+class LazyPool:
+    """A thread pool of the process, created on first use (calling the object gives it)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._workers, self._name = workers, name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=self._name)
+            return self._pool
 
 
-def _writers() -> ThreadPoolExecutor:
-    """The threads that write a batch's tables (created on first use)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kymwatch-write")
-        return _pool
+_writers = LazyPool(4, "kymwatch-write")
+"""The threads that write a batch's tables."""
 
 
 def write_table_arrow(
