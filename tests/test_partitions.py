@@ -58,6 +58,17 @@ def _export(root: Path, name: str) -> pd.DataFrame:
     return df
 
 
+def _exported_then_edited(root: Path, ids: list[str], name: str, rows: int) -> KymDataset:
+    """A daemon's dataset: ``name`` rebuilt as parts and exported, then record ``ids[0]``
+    re-analysed (``rows`` generation-1 events) and updated, its export left due."""
+    kd = _daemon_kd(root)
+    kd.rebuild_report(name)
+    kd.export_tables(force=True)
+    write_parquet_artifact(root, ids[0], VE, events_frame(rows, start_s=50.0 + rows))
+    kd.update_images_report(name, [ids[0]])
+    return kd
+
+
 def test_export_equals_the_parts_and_a_fresh_rebuild(plain_v2_store: Path) -> None:
     """A table past the threshold is written as several parts; the exported single file,
     the parts read as a dataset and a fresh rebuild are the same table."""
@@ -106,12 +117,7 @@ def test_a_crash_between_part_write_and_export_is_recovered(plain_v2_store: Path
     """Parts written but not exported (the daemon died): the next dataset reads the
     parts, sees the export is stale, and exports at once; nothing is lost."""
     root = plain_v2_store
-    ids = _records(root, 10)
-    kd = _daemon_kd(root)
-    kd.rebuild_report(VE)
-    kd.export_tables(force=True)
-    write_parquet_artifact(root, ids[0], VE, events_frame(7, start_s=50.0))
-    kd.update_images_report(VE, [ids[0]])
+    kd = _exported_then_edited(root, _records(root, 10), VE, rows=7)
     del kd  # "crash": the export was never made
 
     again = _daemon_kd(root)
@@ -328,12 +334,7 @@ def test_an_export_does_not_overwrite_a_file_replaced_meanwhile(plain_v2_store: 
     """kymflow rewriting tables/<name>.parquet while an export is being encoded wins: the
     export is dropped (its temporary removed), and the next read takes kymflow's file."""
     root = plain_v2_store
-    ids = _records(root, 10)
-    kd = _daemon_kd(root)
-    kd.rebuild_report(VE)
-    kd.export_tables(force=True)
-    write_parquet_artifact(root, ids[0], VE, events_frame(3, start_s=90.0))
-    kd.update_images_report(VE, [ids[0]])
+    kd = _exported_then_edited(root, _records(root, 10), VE, rows=3)
     held = _Deferred()
     future = kd.start_export(force=True, executor=held)
     assert future is not None
@@ -344,3 +345,25 @@ def test_an_export_does_not_overwrite_a_file_replaced_meanwhile(plain_v2_store: 
     pd.testing.assert_frame_equal(_export(root, VE), theirs)
     assert not list((root / "tables").glob(".*.tmp"))
     assert len(_daemon_kd(root).get_table(VE)) == 5
+
+
+@pytest.mark.integration
+def test_a_deleted_export_of_a_partitioned_table_is_made_again_from_its_parts(
+    tmp_path: Path,
+) -> None:
+    """Deleting tables/<name>.parquet of a partitioned table makes the daemon export it
+    again from its parts (they are the table), not rebuild the table from every record;
+    the file is back by the next sync and equals a fresh rebuild."""
+    from harness import DaemonProcess, assert_tables_match_rebuild
+    from helpers_store import make_v2_store
+
+    root = make_v2_store(tmp_path / "store.zarr")
+    _records(root, 12)
+    with DaemonProcess(root, "--partition-rows", "20") as daemon:
+        daemon.sync()
+        assert read_layout(parts_folder(root, KVE)) is not None
+        (root / "tables" / f"{KVE}.parquet").unlink()
+        daemon.sync()
+        assert (root / "tables" / f"{KVE}.parquet").exists()
+        assert daemon.events("table_rebuilt") == []
+    assert_tables_match_rebuild(root, tmp_path / "scratch")

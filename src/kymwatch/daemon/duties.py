@@ -155,20 +155,16 @@ class Duties:
         retry = self.clock() + self.config.export_interval_s
         if not wait:
             ended = self.worker.export_ended()
-            if ended is None:  # still writing
-                self.schedule.at(Task.EXPORT, self.clock() + _EXPORT_CHECK_S)
-                return
             if ended and self.worker.next_export() is not None:
-                if not self.worker.start_export(force=force):
-                    self.schedule.at(Task.EXPORT, retry)
-                    return
-                if self.worker.export_ended() is None:
-                    self.schedule.at(Task.EXPORT, self.clock() + _EXPORT_CHECK_S)
-                    return
-            if ended is False:
+                ended = (
+                    self.worker.export_ended() if self.worker.start_export(force=force) else False
+                )
+            if ended is None:  # writing on the exporter thread: look again soon
+                self.schedule.at(Task.EXPORT, self.clock() + _EXPORT_CHECK_S)
+            elif ended is False:
                 self.schedule.at(Task.EXPORT, retry)
-                return
-            self.plan_export()
+            else:
+                self.plan_export()
             return
         # Before the table lock: the exporter thread takes it to replace its file.
         self.worker.export_ended(wait=True)
