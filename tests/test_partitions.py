@@ -285,6 +285,38 @@ def test_export_is_planned_now_only_when_the_loop_is_idle(tmp_path: Path) -> Non
     assert daemon.schedule.deadline(Task.EXPORT) == 106.0
 
 
+def test_a_steady_stream_of_edits_exports_by_age_not_after_each_edit(tmp_path: Path) -> None:
+    """Chunks ending 0.3 s apart: the export is planned at most export_idle_s ahead and
+    never forced while they go on (the first part write's age makes it due after
+    export_interval_s); once the stream stops, it is forced export_idle_s later."""
+    from helpers_store import make_v2_store
+    from kymwatch.daemon import Daemon, DaemonConfig
+    from kymwatch.daemon.schedule import Task
+
+    now = [100.0]
+    root = make_v2_store(tmp_path / "store.zarr")
+    config = DaemonConfig(root, partition_rows=1, export_interval_s=5.0, export_idle_s=1.0)
+    daemon = Daemon(config, clock=lambda: now[0])
+    daemon.kd.parted.unexported[VE] = 100.0  # the first part write, not exported
+    ends = [100.0 + 0.3 * k for k in range(12)]
+    for end in ends:
+        now[0] = end
+        daemon.duties.between_chunks(False)  # runs the export planned before, unforced
+        deadline = daemon.schedule.deadline(Task.EXPORT)
+        assert deadline is not None and end < deadline <= end + 1.0
+        assert not daemon.duties.idle_for_export(end + 0.29)
+    assert VE in daemon.kd.parted.unexported
+    daemon.schedule.cancel(Task.EXPORT)  # as Duties.export does before planning again
+    daemon.duties.plan_export()
+    assert daemon.schedule.deadline(Task.EXPORT) == pytest.approx(ends[-1] + 1.0)
+    assert daemon.duties.idle_for_export(ends[-1] + 1.0)
+    daemon.kd.parted.unexported[VE] = 99.0  # older than export_interval_s at the next plan
+    now[0] = 104.5
+    daemon.duties.between_chunks(False)  # due by age: started on the exporter thread
+    assert daemon.worker.export_ended(wait=True)
+    assert VE not in daemon.kd.parted.unexported
+
+
 class _Deferred(Executor):
     """An executor that runs what it is given only when told (the exporter thread,
     held between the moment its jobs are made and the moment they are written)."""

@@ -3,9 +3,9 @@
 :class:`Duties` runs the housekeeping deadlines that are due (systemd watchdog ping,
 heartbeat, event-source check, table check, throttled state save, export of
 partitioned tables) and sets their next deadlines. It also plans the export of
-partitioned tables: at once when the loop is idle, else when the oldest unexported
-part write is ``export_interval_s`` old. It never indexes: the loop calls it between
-two batches and between two chunks of one piece of work.
+partitioned tables: once the loop has been idle for ``export_idle_s``, else when the
+oldest unexported part write is ``export_interval_s`` old. It never indexes: the loop
+calls it between two batches and between two chunks of one piece of work.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class Duties:
         self.source, self.debouncer = source, debouncer
         self._table_lock, self._request_rescan = table_lock, request_rescan
         self._more_chunks = False  # the loop is between two chunks of one piece of work
+        self._worked_at = float("-inf")  # when the last chunk of work ended
 
     def start(self, now: float) -> None:
         """Set the first deadlines of the periodic duties."""
@@ -118,7 +119,7 @@ class Duties:
             elif task is Task.SAVE_STATE:
                 self.save_state()
             elif task is Task.EXPORT:
-                self.export(force=self.idle(), wait=False)
+                self.export(force=self.idle_for_export(now), wait=False)
         if self.state.dirty and not self.schedule.pending(Task.SAVE_STATE):
             self.schedule.at(Task.SAVE_STATE, now + self.config.state_save_interval_s)
 
@@ -126,6 +127,7 @@ class Duties:
         """The duties between two chunks of work; ``more``: chunks of it are left (the
         loop is not idle: no export is forced meanwhile)."""
         self._more_chunks = more
+        self._worked_at = self.clock()
         self.plan_export()
         self.run()
         self._more_chunks = False
@@ -134,13 +136,23 @@ class Duties:
         """No change pending and no chunk of work left."""
         return not (len(self.debouncer) or self._more_chunks)
 
+    def idle_for_export(self, now: float) -> bool:
+        """The loop is idle and has done no work for ``export_idle_s``: every
+        unexported partitioned table may be exported."""
+        return self.idle() and now >= self._worked_at + self.config.export_idle_s
+
     def plan_export(self) -> None:
-        """Schedule the export of partitioned tables: now if the loop is idle, else when
-        the oldest unexported part write is ``export_interval_s`` old (the next batch
-        plans again, so an export waits for the end of the work, never spins)."""
+        """Schedule the export of partitioned tables: once the loop has been idle for
+        ``export_idle_s``, else when the oldest unexported part write is
+        ``export_interval_s`` old (the next batch plans again, so an export waits for
+        the end of the work, never spins; a steady stream of edits gets one export per
+        ``export_interval_s``, not one after each edit)."""
         due = self.worker.next_export()
         if due is not None:
-            self.schedule.no_later_than(Task.EXPORT, self.clock() if self.idle() else due)
+            if self.idle():
+                quiet = max(self.clock(), self._worked_at + self.config.export_idle_s)
+                due = min(due, quiet)
+            self.schedule.no_later_than(Task.EXPORT, due)
 
     def export(self, *, force: bool, wait: bool = True) -> None:
         """Export the partitioned tables that are due (all of them with ``force``); after
