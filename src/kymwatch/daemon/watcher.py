@@ -1,7 +1,9 @@
-"""Event sources: where file changes come from. The only module importing watchdog.
+"""Event sources: where file changes come from. The only modules importing watchdog
+are this one, :mod:`kymwatch.daemon.inotify` and :mod:`kymwatch.daemon.observer`.
 
 :class:`InotifyWatcher` watches narrowly with one inotify instance (watchdog's
-``InotifyFD``): the store root, ``images/``, each record folder and each record's
+``InotifyFD`` reader, without its state per watch: :mod:`kymwatch.daemon.inotify`):
+the store root, ``images/``, each record folder and each record's
 ``analysis/`` tree — about two watches per record, never pixel-chunk folders.
 :class:`kymwatch.daemon.polling.PollingWatcher` is for file systems where inotify
 sees no remote writes (FUSE, NFS, SMB/CIFS, ...). :class:`FolderWatcher` watches the
@@ -105,21 +107,20 @@ class InotifyWatcher:
 
     def __init__(self, root: Path, sink: EventSink) -> None:
         from watchdog.observers.inotify_c import InotifyConstants as C
-        from watchdog.observers.inotify_c import InotifyFD
+
+        from kymwatch.daemon.inotify import LeanInotifyFD
 
         self.root, self.sink = root, sink
         self._C = C
-        self._fd: Any = InotifyFD()
+        self._fd = LeanInotifyFD(self)
         self._lock = threading.Lock()
         # Held across the whole of _add: the inotify thread (a folder created) and the
         # daemon's rewatch (after an overflow) may add the same folder at once.
         self._adding = threading.Lock()
+        # The only state kept per watch (~30,000 at 10k records): its folder's path.
+        # Whether a path is watched already, and under which other name a renamed
+        # folder was watched, the kernel says (one watch per folder, see _add).
         self._path_of: dict[int, str] = {}
-        self._wd_of: dict[str, int] = {}
-        # A folder's (device, inode) as one integer (a tuple of two cost ~2.4 MiB more
-        # at 30,000 watches).
-        self._wd_of_inode: dict[int, int] = {}
-        self._inode_of: dict[int, int] = {}
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -130,7 +131,6 @@ class InotifyWatcher:
         self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE | C.IN_ATTRIB
         # A record folder: also a .zattrs rewritten in place (kymflow's manifest reads it).
         self._mask_record = self._mask_dirs | C.IN_CLOSE_WRITE
-        self._id = f"kymwatch-{id(self)}"
 
     @property
     def watch_count(self) -> int:
@@ -152,51 +152,33 @@ class InotifyWatcher:
         return bool(self._fd.is_alive())
 
     # -- watch management -----------------------------------------------------------------
-    def _add(self, path: str, mask: int) -> bool:
-        """Watch ``path``; False if it was watched already or cannot be watched."""
+    def _add(self, path: str, mask: int) -> bool | None:
+        """Watch ``path``: True if newly watched, False if it was watched already, None
+        if it cannot be watched.
+
+        The kernel keeps one watch per folder and hands it back when the folder is
+        watched again, under any name: a watch known under another path is a folder
+        renamed while events were lost (an overflow), now known by its new name.
+        """
         with self._adding:
-            with self._lock:
-                if path in self._wd_of:
-                    return False
-            inode = _inode(path)
             try:
-                if inode is not None:
-                    self._forget_alias(inode)
-                wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
+                wd = self._fd.add_watch(os.fsencode(path), mask)
             except OSError as e:
                 if e.errno == 13:  # EACCES: an unreadable folder; its chmod back is an IN_ATTRIB
                     log.warning("watch_failed", path=path, error=str(e))
                 elif e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
                     log.error("watch_failed", path=path, error=str(e))
                     self.sink(Rescan("watch_failed"))
-                return False
+                return None
             with self._lock:
+                if self._path_of.get(wd) == path:
+                    return False
                 self._path_of[wd] = path
-                self._wd_of[path] = wd
-                if inode is not None:
-                    self._wd_of_inode[inode] = wd
-                    self._inode_of[wd] = inode
             return True
-
-    def _forget_alias(self, inode: int) -> None:
-        """Unwatch a folder watched under another name: it was renamed while events
-        were lost (an overflow). Its watch would report the new place under the old name,
-        and the kernel would hand the same watch back for the new name."""
-        with self._lock:
-            wd = self._wd_of_inode.get(inode)
-            if wd is None:
-                return
-            self._drop(wd)
-        self._fd.remove_callbacks([(wd, self._id)])
 
     def _drop(self, wd: int) -> None:
         """Forget watch ``wd`` (``self._lock`` held)."""
-        path = self._path_of.pop(wd, None)
-        if path is not None and self._wd_of.get(path) == wd:
-            del self._wd_of[path]
-        inode = self._inode_of.pop(wd, None)
-        if inode is not None and self._wd_of_inode.get(inode) == wd:
-            del self._wd_of_inode[inode]
+        self._path_of.pop(wd, None)
 
     def _remove_under(self, prefix: str) -> None:
         with self._lock:
@@ -206,15 +188,13 @@ class InotifyWatcher:
             for wd in gone:
                 self._drop(wd)
         if gone:
-            self._fd.remove_callbacks([(wd, self._id) for wd in gone])
+            self._fd.remove_watches(gone)
 
     def _watch_analysis(self, folder: str) -> None:
-        if not self._add(folder, self._mask_files):
-            with self._lock:
-                if folder not in self._wd_of:  # failed or gone, not merely watched already
-                    return
-            # Already watched: still look for sub-folders, which may have appeared while
-            # events were lost (an overflow's rewatch must find them).
+        if self._add(folder, self._mask_files) is None:
+            return  # failed or gone
+        # Watched already or not: look for sub-folders, which may have appeared while
+        # events were lost (an overflow's rewatch must find them).
         try:
             subdirs = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
         except OSError:
@@ -242,7 +222,7 @@ class InotifyWatcher:
                 return  # the store vanished since the check above: a rescan follows
         self._watch_sync_folder()
         images = os.path.join(root, IMAGES_DIR)
-        if not self._add(images, self._mask_dirs) and images not in self._wd_of:
+        if self._add(images, self._mask_dirs) is None:
             return
         try:
             records = [e.path for e in os.scandir(images) if is_valid_image_id(e.name)]
