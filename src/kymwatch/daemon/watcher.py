@@ -121,6 +121,8 @@ class InotifyWatcher:
         # Whether a path is watched already, and under which other name a renamed
         # folder was watched, the kernel says (one watch per folder, see _add).
         self._path_of: dict[int, str] = {}
+        # During a rewatch: the watches the kernel handed back (see rewatch).
+        self._seen: set[int] | None = None
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -139,7 +141,7 @@ class InotifyWatcher:
 
     def start(self) -> None:
         self._fd.start()
-        self.rewatch()
+        self._watch_all()
 
     def stop(self) -> None:
         self._fd.stop()
@@ -171,6 +173,8 @@ class InotifyWatcher:
                     self.sink(Rescan("watch_failed"))
                 return None
             with self._lock:
+                if self._seen is not None:
+                    self._seen.add(wd)
                 if self._path_of.get(wd) == path:
                     return False
                 self._path_of[wd] = path
@@ -210,26 +214,57 @@ class InotifyWatcher:
             self._watch_analysis(analysis)
 
     def rewatch(self) -> None:
-        """Watch everything that should be watched and is not (idempotent)."""
+        """Watch everything that should be watched and is not (idempotent), and forget
+        the watches of folders that are not where they were watched any more.
+
+        After a loss of events the watcher cannot know which folders went (deleted, or
+        renamed out of the store, perhaps replaced under their name: their watches' end,
+        ``IN_IGNORED``, was lost with the rest). The kernel does: every folder the
+        rewatch visits hands back its watch (the same one under a new name), so the
+        watches not handed back are of folders gone from where they were watched.
+        """
+        with self._lock:
+            self._seen = set()
+        try:
+            complete = self._watch_all()
+        finally:
+            with self._lock:
+                seen, self._seen = self._seen, None
+        if complete:
+            self._forget_all_but(seen)
+
+    def _forget_all_but(self, seen: set[int]) -> None:
+        """Forget (and remove) every watch but ``seen``."""
+        with self._lock:
+            gone = [wd for wd in self._path_of if wd not in seen]
+            for wd in gone:
+                self._drop(wd)
+        if gone:  # a folder renamed out of the store would report under its old name
+            self._fd.remove_watches(gone)
+
+    def _watch_all(self) -> bool:
+        """Watch every folder that should be watched and is not; False if the records
+        could not be listed (the store gone or going)."""
         root = os.fspath(self.root)
         if not os.path.isdir(root):
-            return  # store gone: nothing to watch (and nothing to create) until it is back
+            return False  # store gone: nothing to watch (nor to create) until it is back
         self._add(root, self._mask_dirs)
         if store_is_whole(Path(root)):  # never create index/ in a store being deleted
             try:
                 make_folder(Path(root, SYNC_DIR), within=Path(root))
             except OSError:
-                return  # the store vanished since the check above: a rescan follows
+                return False  # the store vanished since the check above: a rescan follows
         self._watch_sync_folder()
         images = os.path.join(root, IMAGES_DIR)
         if self._add(images, self._mask_dirs) is None:
-            return
+            return False
         try:
             records = [e.path for e in os.scandir(images) if is_valid_image_id(e.name)]
         except OSError:
-            return
+            return False
         for rec in records:
             self._watch_record(rec)
+        return True
 
     def _watch_sync_folder(self) -> None:
         """Watch ``index/`` and ``index/sync/`` (again, after someone deleted
@@ -306,7 +341,7 @@ class InotifyWatcher:
         name = os.path.basename(path)
         rel = os.path.relpath(path, images).split(os.sep)
         if parent == root and name == IMAGES_DIR:
-            self.rewatch()
+            self._watch_all()
         elif path in (os.path.join(root, INDEX_DIR), os.path.join(root, SYNC_DIR)):
             self._watch_sync_folder()
         elif parent == images and is_valid_image_id(name):
