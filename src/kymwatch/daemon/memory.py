@@ -186,7 +186,8 @@ def settings() -> dict[str, object]:
 
 
 def tune_process_memory() -> dict[str, object]:
-    """Make the settings above, once per process; returns what was set."""
+    """Make the settings above, once per process, and release the library pages that
+    loading the imports so far touched; returns what was set."""
     done = _SETTINGS
     try:
         import pyarrow as pa
@@ -198,6 +199,8 @@ def tune_process_memory() -> dict[str, object]:
     except Exception as e:  # an old pyarrow: keep its pool
         done["arrow_pool_error"] = f"{type(e).__name__}: {e}"
     if _LIBC is not None:
+        if "library_pages" not in done:  # those loading pyarrow & co. touched, once
+            release_library_pages()
         done["library_pages"] = "released when trimming"
         done["malloc_arena_max"] = _MAX_ARENAS if _LIBC.mallopt(_M_ARENA_MAX, _MAX_ARENAS) else None
         ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
