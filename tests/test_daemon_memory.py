@@ -146,6 +146,24 @@ def test_releasable_pages_are_only_unwritten_private_library_pages() -> None:
     ]
 
 
+@pytest.mark.skipif(memory._LIBC is None, reason="glibc only")
+def test_trim_releases_library_pages_at_most_every_ten_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a tuned process the library pages go with the first trim, not with every chunk
+    of a burst: again only once the interval has passed (fake clock)."""
+    clock = [1000.0]
+    released: list[float] = []
+    monkeypatch.setattr(memory, "_clock", lambda: clock[0])
+    monkeypatch.setattr(memory, "release_library_pages", lambda: released.append(clock[0]) or 1)
+    monkeypatch.setitem(memory._SETTINGS, "library_pages", "released when trimming")
+    monkeypatch.setattr(memory, "_RELEASED", {})
+    for step in (0.0, 0.5, 3.0, 9.9, 10.0, 12.0, 19.9, 20.0):
+        clock[0] = 1000.0 + step
+        memory.trim()
+    assert released == [1000.0, 1010.0, 1020.0]
+
+
 _RELEASE_CHILD = """
 import json, sys
 from kymwatch.daemon import memory

@@ -64,6 +64,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
@@ -71,6 +72,7 @@ from types import ModuleType
 __all__ = [
     "MMAP_THRESHOLD",
     "NUMPY_ENV",
+    "RELEASE_EVERY_S",
     "keep_numpy_out",
     "numpy_needed",
     "release_library_pages",
@@ -86,6 +88,11 @@ _MAX_ARENAS = 2
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
 _M_ARENA_MAX = -8
 _MADV_DONTNEED = 4
+RELEASE_EVERY_S = 10.0
+"""Library pages are released by :func:`trim` at most this often (12-16 ms of CPU each,
+and what is used again is faulted back in)."""
+_RELEASED: dict[str, float] = {}
+_clock = time.monotonic
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -212,11 +219,14 @@ def tune_process_memory() -> dict[str, object]:
 def trim() -> bool:
     """Return freed heap memory to the system (glibc ``malloc_trim``) and, once
     :func:`tune_process_memory` ran, unmap the library pages not written
-    (:func:`release_library_pages`); True if some memory was handed back."""
+    (:func:`release_library_pages`, at most every :data:`RELEASE_EVERY_S`: a burst
+    trims after each of its chunks); True if some memory was handed back."""
     if _LIBC is None:
         return False
     trimmed = bool(_LIBC.malloc_trim(0))
-    if "library_pages" in _SETTINGS:
+    now = _clock()
+    if "library_pages" in _SETTINGS and now >= _RELEASED.get("next", now):
+        _RELEASED["next"] = now + RELEASE_EVERY_S
         trimmed |= release_library_pages() > 0
     return trimmed
 
