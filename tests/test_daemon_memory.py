@@ -141,8 +141,8 @@ def test_releasable_pages_are_only_unwritten_private_library_pages() -> None:
     read-only data, writable data, shared mappings, data files or anonymous memory."""
     got = memory.releasable(_SMAPS.splitlines(keepends=True))
     assert got == [
-        (0x7F0000000000, 0x7F0000400000, 2048),
-        (0x7F0000600000, 0x7F0000700000, 300),
+        (0x7F0000000000, 0x7F0000400000, 2048, "/venv/pyarrow/libarrow.so.2600"),
+        (0x7F0000600000, 0x7F0000700000, 300, "/venv/pyarrow/lib.cpython-311.so"),
     ]
 
 

@@ -245,19 +245,26 @@ def release_library_pages() -> int:
     madvise = _LIBC.madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     released = 0
-    for start, stop, kib in ranges:
+    for start, stop, kib, path in ranges:
+        # Still that library's mapping (checked microseconds before, not ~10 ms: a
+        # library unloaded meanwhile and its range reused for data would be zeroed).
+        try:
+            if os.readlink(f"/proc/self/map_files/{start:x}-{stop:x}") != path:
+                continue
+        except OSError:  # gone, or a kernel that does not show it: keep the pages
+            continue
         if madvise(start, stop - start, _MADV_DONTNEED) == 0:
             released += kib
     return released
 
 
-def releasable(smaps: Iterable[str]) -> list[tuple[int, int, int]]:
+def releasable(smaps: Iterable[str]) -> list[tuple[int, int, int, str]]:
     """The mappings of ``/proc/<pid>/smaps`` whose resident pages may be unmapped:
-    ``(start, stop, resident KiB)`` of each private, not writable mapping of a shared
+    ``(start, stop, resident KiB, path)`` of each private, not writable mapping of a shared
     library (``*.so`` or ``*.so.*``) with resident pages and none of its own
     (``Anonymous: 0 kB``: a relocated or otherwise written page would be lost)."""
-    out: list[tuple[int, int, int]] = []
-    current: list[int] | None = None  # start, stop, rss, anonymous
+    out: list[tuple[int, int, int, str]] = []
+    current: tuple[list[int], str] | None = None  # [start, stop, rss, anonymous], path
     for line in smaps:
         head = line.split()
         if not head:
@@ -269,15 +276,17 @@ def releasable(smaps: Iterable[str]) -> list[tuple[int, int, int]]:
             base = os.path.basename(name)
             if perms[1] == "-" and perms[3] == "p" and (base.endswith(".so") or ".so." in base):
                 start, stop = (int(x, 16) for x in head[0].split("-"))
-                current = [start, stop, 0, -1]
+                current = [start, stop, 0, -1], " ".join(head[5:])
         elif current is not None and head[0] == "Rss:":
-            current[2] = int(head[1])
+            current[0][2] = int(head[1])
         elif current is not None and head[0] == "Anonymous:":
-            current[3] = int(head[1])
+            current[0][3] = int(head[1])
     _close(current, out)
     return out
 
 
-def _close(mapping: list[int] | None, out: list[tuple[int, int, int]]) -> None:
-    if mapping is not None and mapping[2] > 0 and mapping[3] == 0:
-        out.append((mapping[0], mapping[1], mapping[2]))
+def _close(mapping: tuple[list[int], str] | None, out: list[tuple[int, int, int, str]]) -> None:
+    if mapping is not None:
+        (start, stop, rss, anonymous), path = mapping
+        if rss > 0 and anonymous == 0:
+            out.append((start, stop, rss, path))
