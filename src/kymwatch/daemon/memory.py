@@ -27,9 +27,10 @@ before the daemon allocates (they change the whole process, so tests that run a
   daemon's file-backed RSS went from ~80 to ~30 MiB (``bench/ANALYSIS.md``, session 6).
   Only mappings of libraries (``*.so*``), private, not writable and without a page
   of their own (``Anonymous: 0``: no relocated or written page, which would be lost)
-  are released, read from ``/proc/self/smaps`` each time (12-16 ms of CPU); a library
-  is never unmapped meanwhile (Python does not unload extension modules). Tuning
-  releases those the imports touched, before the daemon starts.
+  are released, read from ``/proc/self/smaps`` each time (12-17 ms of CPU), each one
+  checked through ``/proc/self/map_files`` just before (a library unloaded meanwhile,
+  its range reused for data, would be zeroed; Python does not unload extension
+  modules). Tuning releases those the imports touched, before the daemon starts.
 
 pyarrow's cloud file systems (S3 & co., ~7 MiB) are left as pyarrow loads them: keeping
 them out of ``pyarrow.fs`` also kept out its exit hook, and a process that imported one
