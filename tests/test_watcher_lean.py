@@ -103,9 +103,12 @@ def test_a_watch_costs_the_watcher_its_path_and_little_more(tmp_path: Path) -> N
 def overflow_while_held(root: Path, image_id: str, sink: HeldSink) -> None:
     """Fill the watcher's inotify queue past its limit while ``sink`` holds the thread:
     every event after that is lost (the kernel queues one overflow event instead)."""
+    limit = int(QUEUE_LIMIT.read_text())
+    if limit > 1 << 17:
+        pytest.skip(f"fs.inotify.max_queued_events is {limit}: too many files to overflow it")
     assert sink.held.wait(WAIT_S), "the watcher reported nothing"
     flood = root / "images" / image_id / "analysis"
-    for i in range(int(QUEUE_LIMIT.read_text()) // 2 + 100):
+    for i in range(limit // 2 + 100):
         (flood / f"f{i}.tmp").touch()  # IN_CREATE + IN_CLOSE_WRITE each
 
 
