@@ -107,6 +107,126 @@ def test_trim_never_raises() -> None:
     assert memory.trim() in (True, False)
 
 
+_SMAPS = """\
+7f0000000000-7f0000400000 r-xp 00000000 08:01 11 /venv/pyarrow/libarrow.so.2600
+Rss:                2048 kB
+Anonymous:             0 kB
+7f0000400000-7f0000500000 r--p 00400000 08:01 11 /venv/pyarrow/libarrow.so.2600
+Rss:                 512 kB
+Anonymous:           256 kB
+7f0000500000-7f0000600000 rw-p 00500000 08:01 11 /venv/pyarrow/libarrow.so.2600
+Rss:                 128 kB
+Anonymous:           128 kB
+7f0000600000-7f0000700000 r--p 00000000 08:01 12 /venv/pyarrow/lib.cpython-311.so
+Rss:                 300 kB
+Anonymous:             0 kB
+7f0000700000-7f0000800000 r--s 00000000 08:01 13 /usr/lib/libshared.so
+Rss:                  64 kB
+Anonymous:             0 kB
+7f0000800000-7f0000900000 r--p 00000000 08:01 14 /data/store/tables/events.parquet
+Rss:                 512 kB
+Anonymous:             0 kB
+7f0000900000-7f0000a00000 r-xp 00000000 08:01 15 /usr/lib/libz.so.1.3
+Rss:                   0 kB
+Anonymous:             0 kB
+7f0000a00000-7f0000b00000 rw-p 00000000 00:00 0
+Rss:                1024 kB
+Anonymous:          1024 kB
+"""
+
+
+def test_releasable_pages_are_only_unwritten_private_library_pages() -> None:
+    """Of a process's mappings only a shared library's private, read-only ones with
+    resident pages and no written (anonymous) page may be released: never relocated
+    read-only data, writable data, shared mappings, data files or anonymous memory."""
+    got = memory.releasable(_SMAPS.splitlines(keepends=True))
+    assert got == [
+        (0x7F0000000000, 0x7F0000400000, 2048, "/venv/pyarrow/libarrow.so.2600"),
+        (0x7F0000600000, 0x7F0000700000, 300, "/venv/pyarrow/lib.cpython-311.so"),
+    ]
+
+
+@pytest.mark.skipif(memory._LIBC is None, reason="glibc only")
+def test_trim_releases_library_pages_at_most_every_ten_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a tuned process the library pages go with the first trim, not with every chunk
+    of a burst: again only once the interval has passed (fake clock)."""
+    clock = [1000.0]
+    released: list[float] = []
+    monkeypatch.setattr(memory, "_clock", lambda: clock[0])
+    monkeypatch.setattr(memory, "release_library_pages", lambda: released.append(clock[0]) or 1)
+    monkeypatch.setitem(memory._SETTINGS, "library_pages", "released when trimming")
+    monkeypatch.setattr(memory, "_RELEASED", {})
+    for step in (0.0, 0.5, 3.0, 9.9, 10.0, 12.0, 19.9, 20.0):
+        clock[0] = 1000.0 + step
+        memory.trim()
+    assert released == [1000.0, 1010.0, 1020.0]
+
+
+_RELEASE_CHILD = """
+import json, sys
+from kymwatch.daemon import memory
+memory.use_system_allocator()
+import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+
+def file_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+
+def work():
+    t = pa.table({"image_id": [f"id{i % 97}" for i in range(20_000)], "x": range(20_000)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(t, sink)
+    back = pq.read_table(pa.BufferReader(sink.getvalue()))
+    return back.equals(t), pc.sum(back["x"]).as_py()
+
+if "--tuned" in sys.argv:
+    memory.tune_process_memory()
+first = work()
+before = file_kib()
+trimmed = memory.trim()
+after = file_kib()
+print(json.dumps({"before": before, "after": after, "first": first, "again": work(),
+                  "settings": memory.settings()}))
+"""
+
+
+def _release_child(*args: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _RELEASE_CHILD, *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=True,
+    )
+    doc: dict[str, object] = json.loads(proc.stdout)
+    return doc
+
+
+@pytest.mark.skipif(memory._LIBC is None, reason="glibc only")
+def test_trim_in_a_tuned_process_releases_library_pages_and_work_goes_on() -> None:
+    """After tuning, a trim unmaps most of pyarrow's resident library pages (tens of
+    MiB), and the same parquet write, read and sum run again with the same results,
+    their pages faulted back in."""
+    doc = _release_child("--tuned")
+    assert isinstance(doc["before"], int) and isinstance(doc["after"], int)
+    assert doc["before"] - doc["after"] > 10 * 1024, doc
+    assert doc["first"] == doc["again"] == [True, sum(range(20_000))]
+    assert doc["settings"]["library_pages"] == "released when trimming"  # type: ignore[index]
+
+
+@pytest.mark.skipif(memory._LIBC is None, reason="glibc only")
+def test_trim_keeps_library_pages_of_a_process_not_tuned() -> None:
+    """A process that did not tune its memory (a test running a Daemon, a library user)
+    keeps its library pages mapped when the daemon's code trims."""
+    doc = _release_child()
+    assert isinstance(doc["before"], int) and isinstance(doc["after"], int)
+    assert doc["before"] - doc["after"] < 2 * 1024, doc
+    assert doc["first"] == doc["again"]
+
+
 @pytest.mark.integration
 def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
     """`kymwatch run` tunes the process before indexing: `daemon_started` says the

@@ -10,9 +10,9 @@ The source depends only on the observer interface (``schedule``, ``start``,
 drives the very same code with watchdog's ``InotifyObserver``
 (``tests/test_observer_source.py``).
 
-This is the daemon's second module that imports watchdog, as uvicorn keeps each
-reload backend in its own file; like :mod:`kymwatch.daemon.watcher` it imports it
-on first use only.
+This is one of the daemon's three modules that import watchdog (with
+:mod:`kymwatch.daemon.watcher` and :mod:`kymwatch.daemon.inotify`), as uvicorn keeps
+each reload backend in its own file; like them it imports it on first use only.
 """
 
 from __future__ import annotations

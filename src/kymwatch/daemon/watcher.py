@@ -1,12 +1,14 @@
-"""Event sources: where file changes come from. The only module importing watchdog.
+"""Event sources: where file changes come from. The only modules importing watchdog
+are this one, :mod:`kymwatch.daemon.inotify` and :mod:`kymwatch.daemon.observer`.
 
 :class:`InotifyWatcher` watches narrowly with one inotify instance (watchdog's
-``InotifyFD``): the store root, ``images/``, each record folder and each record's
+``InotifyFD`` reader, without its state per watch: :mod:`kymwatch.daemon.inotify`):
+the store root, ``images/``, each record folder and each record's
 ``analysis/`` tree — about two watches per record, never pixel-chunk folders.
 :class:`kymwatch.daemon.polling.PollingWatcher` is for file systems where inotify
-sees no remote writes (FUSE, NFS, SMB/CIFS, ...). :class:`FolderWatcher` watches the
-folders of a folder of stores (``kymwatch run ROOT``), each alone, for entries that
-appear or go.
+sees no remote writes (FUSE, NFS, SMB/CIFS, ...). :class:`FolderWatcher`
+(:mod:`kymwatch.daemon.folderwatch`, exported here too) watches the folders of a folder
+of stores (``kymwatch run ROOT``), each alone, for entries that appear or go.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +24,7 @@ import structlog
 
 from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan, Signal
 from kymwatch.daemon.classify import SYNC_DIR
+from kymwatch.daemon.folderwatch import FolderWatcher
 from kymwatch.store import (
     ANALYSIS_DIR,
     IMAGES_DIR,
@@ -31,7 +34,6 @@ from kymwatch.store import (
     store_is_whole,
 )
 from kymwatch.store.atomic import make_folder
-from kymwatch.store.root import V2_MARKER, V3_MARKER
 
 __all__ = [
     "EventSink",
@@ -105,21 +107,22 @@ class InotifyWatcher:
 
     def __init__(self, root: Path, sink: EventSink) -> None:
         from watchdog.observers.inotify_c import InotifyConstants as C
-        from watchdog.observers.inotify_c import InotifyFD
+
+        from kymwatch.daemon.inotify import LeanInotifyFD
 
         self.root, self.sink = root, sink
         self._C = C
-        self._fd: Any = InotifyFD()
+        self._fd = LeanInotifyFD(self)
         self._lock = threading.Lock()
         # Held across the whole of _add: the inotify thread (a folder created) and the
         # daemon's rewatch (after an overflow) may add the same folder at once.
         self._adding = threading.Lock()
+        # The only state kept per watch (~30,000 at 10k records): its folder's path.
+        # Whether a path is watched already, and under which other name a renamed
+        # folder was watched, the kernel says (one watch per folder, see _add).
         self._path_of: dict[int, str] = {}
-        self._wd_of: dict[str, int] = {}
-        # A folder's (device, inode) as one integer (a tuple of two cost ~2.4 MiB more
-        # at 30,000 watches).
-        self._wd_of_inode: dict[int, int] = {}
-        self._inode_of: dict[int, int] = {}
+        # During a rewatch: the watches the kernel handed back (see rewatch).
+        self._seen: set[int] | None = None
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -130,7 +133,6 @@ class InotifyWatcher:
         self._mask_files = dirs | selfs | flags | C.IN_MODIFY | C.IN_CLOSE_WRITE | C.IN_ATTRIB
         # A record folder: also a .zattrs rewritten in place (kymflow's manifest reads it).
         self._mask_record = self._mask_dirs | C.IN_CLOSE_WRITE
-        self._id = f"kymwatch-{id(self)}"
 
     @property
     def watch_count(self) -> int:
@@ -139,7 +141,7 @@ class InotifyWatcher:
 
     def start(self) -> None:
         self._fd.start()
-        self.rewatch()
+        self._watch_all()
 
     def stop(self) -> None:
         self._fd.stop()
@@ -152,51 +154,35 @@ class InotifyWatcher:
         return bool(self._fd.is_alive())
 
     # -- watch management -----------------------------------------------------------------
-    def _add(self, path: str, mask: int) -> bool:
-        """Watch ``path``; False if it was watched already or cannot be watched."""
+    def _add(self, path: str, mask: int) -> bool | None:
+        """Watch ``path``: True if newly watched, False if it was watched already, None
+        if it cannot be watched.
+
+        The kernel keeps one watch per folder and hands it back when the folder is
+        watched again, under any name: a watch known under another path is a folder
+        renamed while events were lost (an overflow), now known by its new name.
+        """
         with self._adding:
-            with self._lock:
-                if path in self._wd_of:
-                    return False
-            inode = _inode(path)
             try:
-                if inode is not None:
-                    self._forget_alias(inode)
-                wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
+                wd = self._fd.add_watch(os.fsencode(path), mask)
             except OSError as e:
                 if e.errno == 13:  # EACCES: an unreadable folder; its chmod back is an IN_ATTRIB
                     log.warning("watch_failed", path=path, error=str(e))
                 elif e.errno not in (2, 20):  # ENOENT / ENOTDIR: gone already, nothing to watch
                     log.error("watch_failed", path=path, error=str(e))
                     self.sink(Rescan("watch_failed"))
-                return False
+                return None
             with self._lock:
+                if self._seen is not None:
+                    self._seen.add(wd)
+                if self._path_of.get(wd) == path:
+                    return False
                 self._path_of[wd] = path
-                self._wd_of[path] = wd
-                if inode is not None:
-                    self._wd_of_inode[inode] = wd
-                    self._inode_of[wd] = inode
             return True
-
-    def _forget_alias(self, inode: int) -> None:
-        """Unwatch a folder watched under another name: it was renamed while events
-        were lost (an overflow). Its watch would report the new place under the old name,
-        and the kernel would hand the same watch back for the new name."""
-        with self._lock:
-            wd = self._wd_of_inode.get(inode)
-            if wd is None:
-                return
-            self._drop(wd)
-        self._fd.remove_callbacks([(wd, self._id)])
 
     def _drop(self, wd: int) -> None:
         """Forget watch ``wd`` (``self._lock`` held)."""
-        path = self._path_of.pop(wd, None)
-        if path is not None and self._wd_of.get(path) == wd:
-            del self._wd_of[path]
-        inode = self._inode_of.pop(wd, None)
-        if inode is not None and self._wd_of_inode.get(inode) == wd:
-            del self._wd_of_inode[inode]
+        self._path_of.pop(wd, None)
 
     def _remove_under(self, prefix: str) -> None:
         with self._lock:
@@ -206,15 +192,13 @@ class InotifyWatcher:
             for wd in gone:
                 self._drop(wd)
         if gone:
-            self._fd.remove_callbacks([(wd, self._id) for wd in gone])
+            self._fd.remove_watches(gone)
 
     def _watch_analysis(self, folder: str) -> None:
-        if not self._add(folder, self._mask_files):
-            with self._lock:
-                if folder not in self._wd_of:  # failed or gone, not merely watched already
-                    return
-            # Already watched: still look for sub-folders, which may have appeared while
-            # events were lost (an overflow's rewatch must find them).
+        if self._add(folder, self._mask_files) is None:
+            return  # failed or gone
+        # Watched already or not: look for sub-folders, which may have appeared while
+        # events were lost (an overflow's rewatch must find them).
         try:
             subdirs = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
         except OSError:
@@ -230,26 +214,57 @@ class InotifyWatcher:
             self._watch_analysis(analysis)
 
     def rewatch(self) -> None:
-        """Watch everything that should be watched and is not (idempotent)."""
+        """Watch everything that should be watched and is not (idempotent), and forget
+        the watches of folders that are not where they were watched any more.
+
+        After a loss of events the watcher cannot know which folders went (deleted, or
+        renamed out of the store, perhaps replaced under their name: their watches' end,
+        ``IN_IGNORED``, was lost with the rest). The kernel does: every folder the
+        rewatch visits hands back its watch (the same one under a new name), so the
+        watches not handed back are of folders gone from where they were watched.
+        """
+        with self._lock:
+            self._seen = set()
+        try:
+            complete = self._watch_all()
+        finally:
+            with self._lock:
+                seen, self._seen = self._seen, None
+        if complete:
+            self._forget_all_but(seen)
+
+    def _forget_all_but(self, seen: set[int]) -> None:
+        """Forget (and remove) every watch but ``seen``."""
+        with self._lock:
+            gone = [wd for wd in self._path_of if wd not in seen]
+            for wd in gone:
+                self._drop(wd)
+        if gone:  # a folder renamed out of the store would report under its old name
+            self._fd.remove_watches(gone)
+
+    def _watch_all(self) -> bool:
+        """Watch every folder that should be watched and is not; False if the records
+        could not be listed (the store gone or going)."""
         root = os.fspath(self.root)
         if not os.path.isdir(root):
-            return  # store gone: nothing to watch (and nothing to create) until it is back
+            return False  # store gone: nothing to watch (nor to create) until it is back
         self._add(root, self._mask_dirs)
         if store_is_whole(Path(root)):  # never create index/ in a store being deleted
             try:
                 make_folder(Path(root, SYNC_DIR), within=Path(root))
             except OSError:
-                return  # the store vanished since the check above: a rescan follows
+                return False  # the store vanished since the check above: a rescan follows
         self._watch_sync_folder()
         images = os.path.join(root, IMAGES_DIR)
-        if not self._add(images, self._mask_dirs) and images not in self._wd_of:
-            return
+        if self._add(images, self._mask_dirs) is None:
+            return False
         try:
             records = [e.path for e in os.scandir(images) if is_valid_image_id(e.name)]
         except OSError:
-            return
+            return False
         for rec in records:
             self._watch_record(rec)
+        return True
 
     def _watch_sync_folder(self) -> None:
         """Watch ``index/`` and ``index/sync/`` (again, after someone deleted
@@ -326,123 +341,10 @@ class InotifyWatcher:
         name = os.path.basename(path)
         rel = os.path.relpath(path, images).split(os.sep)
         if parent == root and name == IMAGES_DIR:
-            self.rewatch()
+            self._watch_all()
         elif path in (os.path.join(root, INDEX_DIR), os.path.join(root, SYNC_DIR)):
             self._watch_sync_folder()
         elif parent == images and is_valid_image_id(name):
             self._watch_record(path)
         elif len(rel) >= 2 and rel[1] == ANALYSIS_DIR and not is_temporary_name(name):
             self._watch_analysis(path)
-
-
-class FolderWatcher:
-    """Watches folders of a folder of stores (``kymwatch run ROOT``), each alone (not
-    recursively): plain folders for entries created, deleted or renamed (a store
-    appearing or going), stores for their marker or ``images/`` going (a store
-    being deleted in place).
-
-    ``on_change`` is called on the watcher's thread for every such event, and for an
-    event overflow (what changed is then unknown: the caller rescans anyway). Linux
-    only (see :func:`inotify_available`); elsewhere the caller rescans periodically.
-
-    Args:
-        on_change: Called (without arguments, from another thread) after a change.
-    """
-
-    def __init__(self, on_change: Callable[[], None]) -> None:
-        from watchdog.observers.inotify_c import InotifyConstants as C
-        from watchdog.observers.inotify_c import InotifyFD
-
-        self._on_change = on_change
-        self._fd: Any = InotifyFD()
-        self._wd_of: dict[str, int] = {}
-        self._inode_of: dict[int, int | None] = {}
-        self._store_wds: set[int] = set()
-        self._lock = threading.Lock()
-        selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW
-        self._mask = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM | selfs
-        self._store_mask = C.IN_DELETE | C.IN_MOVED_FROM | selfs
-        self._id = f"kymwatch-folders-{id(self)}"
-
-    @property
-    def watch_count(self) -> int:
-        """Number of folders watched."""
-        with self._lock:
-            return len(self._wd_of)
-
-    def start(self) -> None:
-        """Start the watcher's thread (no folder is watched before :meth:`watch`)."""
-        self._fd.start()
-
-    def stop(self) -> None:
-        """Stop watching and end the thread."""
-        self._fd.stop()
-        if self._fd.is_alive():
-            self._fd.join()
-
-    def watch(self, folders: Iterable[Path], stores: Iterable[Path] = ()) -> None:
-        """Watch exactly ``folders`` and ``stores`` from now on (kept if already watched)."""
-        plain = {os.fspath(f) for f in folders}
-        kinds = {os.fspath(s): True for s in stores} | dict.fromkeys(plain, False)
-        now = {path: _inode(path) for path in kinds}
-        with self._lock:
-            # A path whose folder is not the one watched any more (renamed away, another
-            # renamed onto it) is watched anew: its old watch follows the other folder.
-            gone = [
-                (p, wd)
-                for p, wd in self._wd_of.items()
-                if p not in kinds or self._inode_of.get(wd) != now[p]
-            ]
-            for p, wd in gone:
-                del self._wd_of[p]
-                self._inode_of.pop(wd, None)
-                self._store_wds.discard(wd)
-            new = kinds.keys() - self._wd_of.keys()
-        if gone:
-            self._fd.remove_callbacks([(wd, self._id) for _, wd in gone])
-        for path in sorted(new):
-            mask = self._store_mask if kinds[path] else self._mask
-            try:
-                wd = self._fd.add_callback(os.fsencode(path), mask, self, self._id)
-            except OSError as e:  # gone, or unreadable: the next scan says so
-                log.debug("watch_failed", path=path, error=str(e))
-                continue
-            with self._lock:
-                self._wd_of[path] = wd
-                self._inode_of[wd] = now[path]
-                if kinds[path]:
-                    self._store_wds.add(wd)
-
-    # -- watchdog callbacks (run on the InotifyFD thread) -------------------------------
-    def on_event(self, event: Any) -> None:
-        with self._lock:
-            in_store = event.wd in self._store_wds
-        if not in_store or not event.name or os.fsdecode(event.name) in _STORE_SHAPE:
-            self._on_change()
-
-    def on_watch_deleted(self, wd: int) -> None:
-        with self._lock:
-            for path, w in list(self._wd_of.items()):
-                if w == wd:
-                    del self._wd_of[path]
-            self._inode_of.pop(wd, None)
-            self._store_wds.discard(wd)
-        self._on_change()
-
-    def on_queue_overflow(self) -> None:
-        log.warning("events_lost", reason="inotify_overflow", watcher="folders")
-        self._on_change()
-
-
-def _inode(path: str) -> int | None:
-    """The device and inode of the folder at ``path`` as one integer (a tuple costs more
-    than twice the memory per watch), None if there is none."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None
-    return st.st_dev << 64 | st.st_ino
-
-
-_STORE_SHAPE = frozenset({V2_MARKER, V3_MARKER, IMAGES_DIR})
-"""The entries whose removal makes a folder no store any more."""
