@@ -13,12 +13,6 @@ anonymous vs file-backed RSS (``smaps_rollup``), glibc's heap counters
 with ``--tracemalloc`` the Python allocations by line. The store is a hard-link
 copy of the cached kymflow-shaped store of :mod:`storegen` with the template
 tables installed (a restart) or without tables and state (``--first-start``).
-
-File-backed RSS moves with the daemon's trims: ``kymwatch run`` unmaps the library pages
-it never wrote (``kymwatch.daemon.memory``), so a step right after a trim shows ~5 MiB
-of them and one after edits ~40 (what the edits faulted back in). Compare builds at the
-same step, and the steady state after the edits, not right after a burst's trim. Run
-with a source tree of another commit by ``PYTHONPATH=OTHER/src``, base and new alternating.
 """
 
 from __future__ import annotations

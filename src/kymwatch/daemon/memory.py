@@ -17,20 +17,7 @@ before the daemon allocates (they change the whole process, so tests that run a
   its own, up to eight per core, each keeping its free pages), and a fixed **mmap
   threshold**, so large buffers (a table's columns) are mapped and unmapped instead
   of being left in the heap once the threshold has drifted up.
-- :func:`trim` (``malloc_trim``) after big batches hands freed heap pages back, and
-  (once :func:`tune_process_memory` ran) the **pages of shared libraries** the process
-  mapped but never wrote: their code and read-only data (pyarrow's libraries alone map
-  ~75 MiB, mostly touched once, while loading and resolving symbols). They count in the
-  process's RSS as long as they are mapped; ``madvise(MADV_DONTNEED)`` unmaps them from
-  this process only (the page cache keeps them, shared and reclaimable, and what the
-  daemon runs again is faulted back in from there, a minor fault per 64 KiB): a 10k
-  daemon's file-backed RSS went from ~80 to ~30 MiB (``bench/ANALYSIS.md``, session 6).
-  Only mappings of libraries (``*.so*``), private, not writable and without a page
-  of their own (``Anonymous: 0``: no relocated or written page, which would be lost)
-  are released, read from ``/proc/self/smaps`` each time (12-17 ms of CPU), each one
-  checked through ``/proc/self/map_files`` just before (a library unloaded meanwhile,
-  its range reused for data, would be zeroed; Python does not unload extension
-  modules). Tuning releases those the imports touched, before the daemon starts.
+- :func:`trim` (``malloc_trim``) after big batches hands freed heap pages back.
 
 pyarrow's cloud file systems (S3 & co., ~7 MiB) are left as pyarrow loads them: keeping
 them out of ``pyarrow.fs`` also kept out its exit hook, and a process that imported one
@@ -65,18 +52,15 @@ import ctypes
 import ctypes.util
 import os
 import sys
-import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 __all__ = [
     "MMAP_THRESHOLD",
     "NUMPY_ENV",
-    "RELEASE_EVERY_S",
     "keep_numpy_out",
     "numpy_needed",
-    "release_library_pages",
     "settings",
     "trim",
     "tune_process_memory",
@@ -88,12 +72,6 @@ MMAP_THRESHOLD = 256 * 1024
 _MAX_ARENAS = 2
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
 _M_ARENA_MAX = -8
-_MADV_DONTNEED = 4
-RELEASE_EVERY_S = 10.0
-"""Library pages are released by :func:`trim` at most this often (12-16 ms of CPU each,
-and what is used again is faulted back in)."""
-_RELEASED: dict[str, float] = {}
-_clock = time.monotonic
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -195,8 +173,7 @@ def settings() -> dict[str, object]:
 
 
 def tune_process_memory() -> dict[str, object]:
-    """Make the settings above, once per process, and release the library pages that
-    loading the imports so far touched; returns what was set."""
+    """Make the settings above, once per process; returns what was set."""
     done = _SETTINGS
     try:
         import pyarrow as pa
@@ -208,9 +185,6 @@ def tune_process_memory() -> dict[str, object]:
     except Exception as e:  # an old pyarrow: keep its pool
         done["arrow_pool_error"] = f"{type(e).__name__}: {e}"
     if _LIBC is not None:
-        if "library_pages" not in done:  # those loading pyarrow & co. touched, once
-            release_library_pages()
-        done["library_pages"] = "released when trimming"
         done["malloc_arena_max"] = _MAX_ARENAS if _LIBC.mallopt(_M_ARENA_MAX, _MAX_ARENAS) else None
         ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         done["malloc_mmap_threshold"] = MMAP_THRESHOLD if ok else None
@@ -218,76 +192,7 @@ def tune_process_memory() -> dict[str, object]:
 
 
 def trim() -> bool:
-    """Return freed heap memory to the system (glibc ``malloc_trim``) and, once
-    :func:`tune_process_memory` ran, unmap the library pages not written
-    (:func:`release_library_pages`, at most every :data:`RELEASE_EVERY_S`: a burst
-    trims after each of its chunks); True if some memory was handed back."""
+    """Return freed heap memory to the system (glibc ``malloc_trim``); True if some was."""
     if _LIBC is None:
         return False
-    trimmed = bool(_LIBC.malloc_trim(0))
-    now = _clock()
-    if "library_pages" in _SETTINGS and now >= _RELEASED.get("next", now):
-        _RELEASED["next"] = now + RELEASE_EVERY_S
-        trimmed |= release_library_pages() > 0
-    return trimmed
-
-
-def release_library_pages() -> int:
-    """Unmap from this process the resident pages of shared libraries it never wrote
-    (see the module docstring); returns how many KiB were resident in them. 0 where
-    this cannot be done (not Linux with glibc, no ``/proc``)."""
-    if _LIBC is None:
-        return 0
-    try:
-        with open("/proc/self/smaps") as f:
-            ranges = releasable(f)
-    except OSError:
-        return 0
-    madvise = _LIBC.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    released = 0
-    for start, stop, kib, path in ranges:
-        # Still that library's mapping (checked microseconds before, not ~10 ms: a
-        # library unloaded meanwhile and its range reused for data would be zeroed).
-        try:
-            if os.readlink(f"/proc/self/map_files/{start:x}-{stop:x}") != path:
-                continue
-        except OSError:  # gone, or a kernel that does not show it: keep the pages
-            continue
-        if madvise(start, stop - start, _MADV_DONTNEED) == 0:
-            released += kib
-    return released
-
-
-def releasable(smaps: Iterable[str]) -> list[tuple[int, int, int, str]]:
-    """The mappings of ``/proc/<pid>/smaps`` whose resident pages may be unmapped:
-    ``(start, stop, resident KiB, path)`` of each private, not writable mapping of a shared
-    library (``*.so`` or ``*.so.*``) with resident pages and none of its own
-    (``Anonymous: 0 kB``: a relocated or otherwise written page would be lost)."""
-    out: list[tuple[int, int, int, str]] = []
-    current: tuple[list[int], str] | None = None  # [start, stop, rss, anonymous], path
-    for line in smaps:
-        head = line.split()
-        if not head:
-            continue
-        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
-            _close(current, out)
-            current = None
-            perms, name = head[1], head[5] if len(head) > 5 else ""
-            base = os.path.basename(name)
-            if perms[1] == "-" and perms[3] == "p" and (base.endswith(".so") or ".so." in base):
-                start, stop = (int(x, 16) for x in head[0].split("-"))
-                current = [start, stop, 0, -1], " ".join(head[5:])
-        elif current is not None and head[0] == "Rss:":
-            current[0][2] = int(head[1])
-        elif current is not None and head[0] == "Anonymous:":
-            current[0][3] = int(head[1])
-    _close(current, out)
-    return out
-
-
-def _close(mapping: tuple[list[int], str] | None, out: list[tuple[int, int, int, str]]) -> None:
-    if mapping is not None:
-        (start, stop, rss, anonymous), path = mapping
-        if rss > 0 and anonymous == 0:
-            out.append((start, stop, rss, path))
+    return bool(_LIBC.malloc_trim(0))
