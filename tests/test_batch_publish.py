@@ -114,11 +114,11 @@ def test_gen2_rows_in_the_same_batch_keep_their_columns(plain_v2_store: Path) ->
     assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
 
 
-def test_the_largest_table_is_merged_and_written_first(
+def test_the_smallest_table_is_merged_and_written_first(
     plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The table with the most cached rows starts its write first; reports keep the
-    work's order."""
+    """The table with the fewest cached rows (the generation-1 table a generation-1
+    edit's user waits for) starts its write first; reports keep the work's order."""
     import kymwatch.index.publish as publish_module
 
     kd, ids = _store(plain_v2_store, 3)
@@ -140,7 +140,7 @@ def test_the_largest_table_is_merged_and_written_first(
     monkeypatch.setattr(publish_module, "start_table_writes", spying)
     reports, _ = kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
 
-    assert started == [KVE, VE]
+    assert started == [VE, KVE]
     assert [r.table_name for r in reports] == [VE, KVE]
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
     assert fresh.rebuild(VE).equals(kd.get_table(VE))
