@@ -145,3 +145,31 @@ def test_the_smallest_table_is_merged_and_written_first(
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
     assert fresh.rebuild(VE).equals(kd.get_table(VE))
     assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
+
+
+def test_an_edit_is_written_before_its_table_is_compacted(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-record edit hands the writer its spliced table as cut (no copy on the way to
+    the write); the cached copy is compacted once written, and equals the file and a
+    fresh rebuild."""
+    kd, ids = _store(plain_v2_store, 5)
+    kd.update_batch_report({VE: ids})
+    assert kd.get_arrow(VE).column(0).num_chunks == 1
+    write_parquet_artifact(plain_v2_store, ids[2], VE, events_frame(4, start_s=55.0))
+    chunks: list[int] = []
+    real = tables_module.write_table_arrow
+
+    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        chunks.append(table.column(0).num_chunks)
+        return real(path, table, **kwargs)
+
+    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    kd.update_batch_report({VE: [ids[2]]})
+
+    assert chunks == [3]  # the rows before, the new rows, the rows after
+    cached = kd.get_arrow(VE)
+    assert cached.column(0).num_chunks == 1
+    assert pq.read_table(kd.store.table_path(VE)).equals(cached)
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    assert fresh.rebuild(VE).equals(kd.get_table(VE))

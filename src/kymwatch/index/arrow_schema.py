@@ -213,6 +213,8 @@ def conform_batch(
             if j in coerced:
                 raw = raws[i]
                 coerced[j].log(image_id=raw.image_id, indexer=indexer, path=raw.path)
+    if all(t is not None for t in out):  # the usual case: no empty table built
+        return [t for t in out if t is not None]
     empty = RowSpan(empty_arrow(columns), 0, 0)
     return [empty if t is None else t for t in out]
 
