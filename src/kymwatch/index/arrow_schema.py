@@ -316,9 +316,9 @@ def finish_table(
     declared = list(columns)
     at = len(declared) if extras_at is None else extras_at
     order = declared[:at] + extras + declared[at:]
-    if order == names and table.schema.metadata is None:
-        if all(data[c] is own[c] for c in order):
-            return table  # nothing changed (a merge's usual case): no new table built
+    unchanged = order == names and all(data[c] is own[c] for c in order)
+    if unchanged and table.schema.metadata is None:
+        return table  # nothing changed (a merge's usual case): no new table built
     return pa.table({c: data[c] for c in order})
 
 
