@@ -239,3 +239,34 @@ def test_a_burst_writes_its_tables_at_the_same_time(
     assert events.index(f"start {KVE}") < events.index(f"end {VE}")
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
     assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
+
+
+def test_the_encoder_options_are_chosen_on_the_callers_thread(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each table's encoder options are chosen by the batch's own thread before its write
+    is handed over (a writer thread would wait for the GIL between the merges), and the
+    writer uses those very options."""
+    kd, ids = _store(plain_v2_store, 3)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=80.0))
+    chosen: list[tuple[str, object]] = []
+    used: list[object] = []
+    real_options, real_write = tables_module.write_options, tables_module.write_table_arrow
+
+    def options(table: pa.Table) -> dict[str, object]:
+        out = real_options(table)
+        chosen.append((threading.current_thread().name, out))
+        return out
+
+    def writing(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        used.append(kwargs.get("options"))
+        return real_write(path, table, **kwargs)
+
+    monkeypatch.setattr(tables_module, "write_options", options)
+    monkeypatch.setattr(tables_module, "write_table_arrow", writing)
+    kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
+
+    assert [thread for thread, _ in chosen] == [threading.current_thread().name] * 2
+    assert [o for _, o in chosen] == used
+    assert pq.read_table(kd.store.table_path(VE)).equals(kd.get_arrow(VE))
