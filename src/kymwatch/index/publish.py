@@ -264,9 +264,10 @@ class Publisher:
         holds the records of both generations), and its write is the shortest. In a
         batch of at most :data:`ONE_BY_ONE_RECORDS` records (an edit) each write starts
         once the previous one ended, the next table merged meanwhile: the first table's
-        encode has the CPU to itself (10k records, in process: ``velocity_events``
-        visible 34 ms after the call instead of 40, ``kym_velocity_events`` 99 instead
-        of 88). A larger batch writes its tables at the same time (throughput).
+        encode has the CPU to itself (10k records, in process, p50: ``velocity_events``
+        renamed 15 ms after the call instead of 27 largest first and at the same time,
+        ``kym_velocity_events`` 45 instead of 42; ``bench/edit_order.py``). A larger
+        batch writes its tables at the same time (throughput).
 
         ``before_write`` is called once, before the first write starts (none if no
         table changed): the daemon's crash journal is committed beside the merges.
