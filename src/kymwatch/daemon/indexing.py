@@ -224,11 +224,12 @@ def gc_paused(pause: bool) -> Iterator[None]:
     """With ``pause``, hold off Python's cyclic garbage collector for the block (it runs
     at the next allocation after it, if due).
 
-    A full collection scans every object the daemon keeps (~100,000-160,000 at 10k
-    records: state, imports, cached tables' wrappers) and holds the GIL for 40-85 ms;
-    one fell into an edit every ~30 edits (measured in process), the edit's latency
-    tail. An edit allocates little; its garbage waits until its tables are written.
-    A long chunk (a burst, a reconcile) keeps the collector on: its garbage could grow.
+    A full collection scans every object the process keeps (~90,000-170,000 at 10k
+    records: imports, state, cached tables' wrappers) and holds the GIL for 40-100 ms
+    (measured in process). A watching daemon allocates mostly while a batch works, so
+    that is where a collection falls due; paused, it runs once the batch's tables are
+    written. An edit allocates little; a long chunk (a burst, a reconcile) keeps the
+    collector on: its garbage could grow.
     """
     if not pause or not gc.isenabled():
         yield
