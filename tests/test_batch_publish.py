@@ -114,11 +114,11 @@ def test_gen2_rows_in_the_same_batch_keep_their_columns(plain_v2_store: Path) ->
     assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
 
 
-def test_the_largest_table_is_merged_and_written_first(
+def test_the_smallest_table_is_merged_and_written_first(
     plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The table with the most cached rows starts its write first; reports keep the
-    work's order."""
+    """The table with the fewest cached rows (the generation-1 table a generation-1
+    edit's user waits for) starts its write first; reports keep the work's order."""
     import kymwatch.index.publish as publish_module
 
     kd, ids = _store(plain_v2_store, 3)
@@ -140,8 +140,133 @@ def test_the_largest_table_is_merged_and_written_first(
     monkeypatch.setattr(publish_module, "start_table_writes", spying)
     reports, _ = kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
 
-    assert started == [KVE, VE]
+    assert started == [VE, KVE]
     assert [r.table_name for r in reports] == [VE, KVE]
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
     assert fresh.rebuild(VE).equals(kd.get_table(VE))
     assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
+
+
+def test_an_edit_is_written_before_its_table_is_compacted(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-record edit hands the writer its spliced table as cut (no copy on the way to
+    the write); the cached copy is compacted once written, and equals the file and a
+    fresh rebuild."""
+    kd, ids = _store(plain_v2_store, 5)
+    kd.update_batch_report({VE: ids})
+    assert kd.get_arrow(VE).column(0).num_chunks == 1
+    write_parquet_artifact(plain_v2_store, ids[2], VE, events_frame(4, start_s=55.0))
+    chunks: list[int] = []
+    real = tables_module.write_table_arrow
+
+    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        chunks.append(table.column(0).num_chunks)
+        return real(path, table, **kwargs)
+
+    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    kd.update_batch_report({VE: [ids[2]]})
+
+    assert chunks == [3]  # the rows before, the new rows, the rows after
+    cached = kd.get_arrow(VE)
+    assert cached.column(0).num_chunks == 1
+    assert pq.read_table(kd.store.table_path(VE)).equals(cached)
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    assert fresh.rebuild(VE).equals(kd.get_table(VE))
+
+
+def _spy_writes(monkeypatch: pytest.MonkeyPatch, wait_s: float) -> list[str]:
+    """Record each table write's start and end; the write of ``VE`` first waits (at most
+    ``wait_s``) for another write to start, and records whether one did."""
+    events: list[str] = []
+    other_started = threading.Event()
+    real = tables_module.write_table_arrow
+
+    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        events.append(f"start {path.stem}")
+        if path.stem == VE:
+            events.append(f"overlapped {other_started.wait(timeout=wait_s)}")
+        else:
+            other_started.set()
+        try:
+            return real(path, table, **kwargs)
+        finally:
+            events.append(f"end {path.stem}")
+
+    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    return events
+
+
+def test_an_edit_writes_its_tables_one_after_another(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-record edit feeding two tables starts the larger table's write only once
+    the smaller one's has ended; both then equal a fresh rebuild."""
+    kd, ids = _store(plain_v2_store, 4)
+    gen2 = str(uuid.uuid4())  # a generation-2 record: only the generation-2 table grows
+    (plain_v2_store / "images" / gen2).mkdir()
+    write_parquet_artifact(plain_v2_store, gen2, "velocity_events/events", gen2_events_frame(6))
+    kd.update_batch_report({VE: [*ids, gen2], KVE: [*ids, gen2]})
+    write_parquet_artifact(plain_v2_store, ids[1], VE, events_frame(2, start_s=30.0))
+    events = _spy_writes(monkeypatch, wait_s=1.0)  # long enough for the other to start
+
+    kd.update_batch_report({VE: [ids[1]], KVE: [ids[1]]})
+
+    assert events == [
+        f"start {VE}", "overlapped False", f"end {VE}", f"start {KVE}", f"end {KVE}"
+    ]  # fmt: skip
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    assert fresh.rebuild(VE).equals(kd.get_table(VE))
+    assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
+
+
+def test_a_burst_writes_its_tables_at_the_same_time(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of more records than an edit has starts every table's write without
+    waiting for the others (the first write waits here until the second one starts)."""
+    from kymwatch.index.publish import ONE_BY_ONE_RECORDS
+
+    kd, ids = _store(plain_v2_store, ONE_BY_ONE_RECORDS + 1)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    for k, image_id in enumerate(ids):
+        write_parquet_artifact(plain_v2_store, image_id, VE, events_frame(2, start_s=k + 0.5))
+    events = _spy_writes(monkeypatch, wait_s=60.0)
+
+    kd.update_batch_report({VE: ids, KVE: ids})
+
+    assert "overlapped True" in events
+    assert events.index(f"start {KVE}") < events.index(f"end {VE}")
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([VE, KVE]))
+    assert fresh.rebuild(KVE).equals(kd.get_table(KVE))
+
+
+def test_the_encoder_options_are_chosen_on_the_callers_thread(
+    plain_v2_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each table's encoder options are chosen by the batch's own thread before its write
+    is handed over (a writer thread would wait for the GIL between the merges), and the
+    writer uses those very options."""
+    kd, ids = _store(plain_v2_store, 3)
+    kd.update_batch_report({VE: ids, KVE: ids})
+    write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=80.0))
+    chosen: list[tuple[str, object]] = []
+    used: list[object] = []
+    real_options, real_write = tables_module.write_options, tables_module.write_table_arrow
+
+    def options(table: pa.Table) -> dict[str, object]:
+        out = real_options(table)
+        chosen.append((threading.current_thread().name, out))
+        return out
+
+    def writing(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+        used.append(kwargs.get("options"))
+        return real_write(path, table, **kwargs)
+
+    monkeypatch.setattr(tables_module, "write_options", options)
+    monkeypatch.setattr(tables_module, "write_table_arrow", writing)
+    kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
+
+    assert [thread for thread, _ in chosen] == [threading.current_thread().name] * 2
+    assert [o for _, o in chosen] == used
+    assert pq.read_table(kd.store.table_path(VE)).equals(kd.get_arrow(VE))

@@ -284,3 +284,50 @@ def test_a_record_losing_its_rows_is_still_merged(
     assert "kym_radon" in merged and "kym_radon" in result.tables
     daemon.state.close()
     assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_the_garbage_collector_waits_out_an_edit_but_not_a_burst(tmp_path: Path) -> None:
+    """Python's cyclic collector is off while a one-record chunk is indexed and on again
+    after it; a chunk of more records than an edit keeps it on; tables match a rebuild."""
+    import gc
+
+    from kymwatch.daemon.indexing import GC_PAUSED_UP_TO
+
+    ids = _ids(GC_PAUSED_UP_TO + 1)
+    store, daemon = _daemon(tmp_path, ids)
+    seen: list[tuple[int, bool]] = []
+    real = daemon.worker.process
+
+    def process(batch: Any, *, final: bool = False) -> Any:
+        seen.append((len(batch), gc.isenabled()))
+        return real(batch, final=final)
+
+    daemon.worker.process = process  # type: ignore[method-assign]
+    assert gc.isenabled()
+    assert daemon.indexing.index([_edit(store, ids[1])], 0.0, source="events")
+    assert gc.isenabled()
+    assert daemon.indexing.index([_edit(store, i) for i in ids], 0.0, source="events")
+    assert seen == [(1, False), (len(ids), True)]
+    assert gc.isenabled()
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_a_paused_collector_is_left_as_the_caller_had_it() -> None:
+    """Pausing restores the collector even when the block raises, and leaves a collector
+    the caller had turned off turned off."""
+    import gc
+
+    from kymwatch.daemon.indexing import gc_paused
+
+    with pytest.raises(RuntimeError), gc_paused(True):
+        assert not gc.isenabled()
+        raise RuntimeError("batch failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused(True):
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

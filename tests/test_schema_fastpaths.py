@@ -60,6 +60,49 @@ def test_extras_are_ordered_by_their_first_value_across_chunks() -> None:
     assert out.column_names == ["early", "late", "empty", "image_id"]
 
 
+def _finished_events() -> pa.Table:
+    """A generation-2 events table as a merge leaves it: declared columns, UUID ids,
+    kymflow-style string event ids, extras typed (``t0_s`` whole: Int64)."""
+    ids = ["0f8e0c1a-8e51-4d0b-9a57-3c1f5d3b0a11", "7c2d9b4e-1f6a-4e3b-8c5d-2a9e0f1b6c77"]
+    raw = pa.table(
+        {
+            "event_id": pa.chunked_array([["e1", "e2"], ["e1", "e2"]]),
+            "t_start_s": pa.chunked_array([[0.5, math.nan], [1.25, 2.0]]),
+            "detector": pa.chunked_array([[None, "threshold"], ["threshold", None]]),
+            "t0_s": pa.chunked_array([[1.0, 2.0], [None, 4.0]]),
+            "image_id": pa.chunked_array([[ids[0]] * 2, [ids[1]] * 2]),
+        }
+    )
+    return finish_table(raw, _DECLARED, 1)
+
+
+_DECLARED = {"event_id": "string", "t_start_s": "float64", "image_id": "string"}
+
+
+def test_a_typed_table_that_needs_nothing_is_returned_as_it_is() -> None:
+    """Finishing an already finished table as typed (a merge's usual case) builds no
+    new table and gives what the full typing pass gives."""
+    table = _finished_events()
+    assert table.column("t_start_s").null_count == 1  # the NaN became null once
+    assert table.column_names == ["event_id", "t0_s", "detector", "t_start_s", "image_id"]
+    assert table.schema.field("t0_s").type == pa.int64()
+    assert finish_table(table, _DECLARED, 1, typed=True) is table
+    assert finish_table(table, _DECLARED, 1).equals(table)
+
+
+def test_a_typed_table_is_still_retyped_and_reordered_by_its_content() -> None:
+    """As typed, an extra column whose content now calls for another dtype is converted
+    (a fraction spliced in where whole numbers were) and the extras are reordered by
+    their first value, exactly as the full pass does."""
+    table = _finished_events()
+    fraction = pa.chunked_array([[None, None], [None, 4.5]], pa.float64())
+    spliced = table.set_column(table.column_names.index("t0_s"), "t0_s", fraction)
+    typed = finish_table(spliced, _DECLARED, 1, typed=True)
+    assert typed.equals(finish_table(spliced, _DECLARED, 1))
+    assert typed.schema.field("t0_s").type == pa.float64()
+    assert typed.column_names == ["event_id", "detector", "t0_s", "t_start_s", "image_id"]
+
+
 _NUMERIC_TEXT = ["1", "2.5", "01", "1.50", "nan", "x", "-3", ""]
 _PART = st.one_of(  # (Arrow type, values) of one table's column
     st.tuples(st.just(pa.int64()), st.lists(st.none() | st.integers(-(2**63), 2**63 - 1))),

@@ -156,6 +156,27 @@ def test_a_splice_copies_only_the_chunks_next_to_the_edit() -> None:
     assert spliced.rows_of(image_id).column("v").to_pylist() == [-1, -2, -3]
 
 
+def test_a_deferred_compaction_copies_nothing_until_asked() -> None:
+    """A splice that defers its compaction keeps every chunk's buffers (the pieces of the
+    edited chunk included) and the same rows; compacting it later gives what an
+    immediate compaction gives, and a compact table compacts to itself."""
+    st_, _ = SortedTable.adopt(compact(_uuid_table(26_400, 10, 33)))
+    image_id = st_.ids[13_000]
+    new_rows = _table([image_id] * 3, [-1, -2, -3])
+    deferred, changed = st_.splice({image_id: new_rows}, defer_compact=True)
+    now, _ = st_.splice({image_id: new_rows})
+    assert changed and deferred.table.equals(now.table)
+    assert deferred.table.column(0).num_chunks == 33 + 2  # the edited chunk cut, not copied
+    assert _data_pointers(deferred.table) - {(p, n) for p, n in _data_pointers(now.table)}
+    later = deferred.compacted()
+    assert later.table.equals(now.table) and later.ids == now.ids
+    assert [len(c) for c in later.table.column(0).chunks] == [
+        len(c) for c in now.table.column(0).chunks
+    ]
+    assert later.offsets == now.offsets
+    assert now.compacted() is now
+
+
 def test_edits_keep_about_one_copy_of_the_rows_in_memory() -> None:
     """No chunk of an edited table holds on to buffers over twice the size of its rows."""
     st_, _ = SortedTable.adopt(_uuid_table(6000, 10, 1))  # one chunk, as read whole

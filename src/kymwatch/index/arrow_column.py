@@ -158,8 +158,8 @@ def infer_column(name: str, values: Values) -> str:
         return "Int64" if numbers else "float64"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         try:  # the first value alone first: Arrow's cast parses every value before failing
-            first = pc.index(values.is_valid(), True).as_py()
-            if first >= 0:
+            first = first_valid(values)  # no pass over the whole column
+            if first is not None:
                 values.slice(first, 1).cast(pa.float64())
             values.cast(pa.float64())
         except (pa.ArrowException, ValueError):

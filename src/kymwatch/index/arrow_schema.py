@@ -213,6 +213,8 @@ def conform_batch(
             if j in coerced:
                 raw = raws[i]
                 coerced[j].log(image_id=raw.image_id, indexer=indexer, path=raw.path)
+    if all(t is not None for t in out):  # the usual case: no empty table built
+        return [t for t in out if t is not None]
     empty = RowSpan(empty_arrow(columns), 0, 0)
     return [empty if t is None else t for t in out]
 
@@ -266,24 +268,42 @@ def finish_table(
     columns: Mapping[str, str],
     extras_at: int | None,
     keep_null: Collection[str] | None = None,
+    *,
+    typed: bool = False,
 ) -> pa.Table:
     """The table with its extra columns typed by content over all its rows, ordered by
     the first row holding a value in them (then by position; all-null ones last, and
-    kept only if in ``keep_null``; None keeps every one), and declared columns typed."""
+    kept only if in ``keep_null``; None keeps every one), and declared columns typed.
+
+    ``typed``: every column already holds converted values (rows of
+    :func:`conform_batch` and of tables this function finished, as a merge splices
+    them), so a column whose Arrow type is already its dtype's is kept as it is. Its
+    conversion would change nothing, yet cost a pass over the column (the NaN check of
+    each float column: ~0.1 ms per 100,000 rows, over half of a one-record merge).
+    """
     data: dict[str, pa.ChunkedArray | pa.Array] = {}
     n = table.num_rows
+    names = table.column_names  # a list made anew on each call: asked once
+    have = set(names)
+    own = dict(zip(names, table.columns, strict=True))  # one wrapper per column
+
+    def typed_as(values: pa.ChunkedArray, dtype: str) -> pa.ChunkedArray | pa.Array:
+        if typed and values.type == ARROW_TYPES[dtype]:
+            return values
+        return convert_column(values, dtype)[0]
+
     for col, dtype in columns.items():
-        if col in table.column_names:
-            data[col], _ = convert_column(table.column(col), dtype)
+        if col in have:
+            data[col] = typed_as(own[col], dtype)
         else:
             data[col] = pa.nulls(n, ARROW_TYPES[dtype])
     extras: list[str] = []
     if extras_at is not None:
         firsts = []
-        for pos, col in enumerate(table.column_names):
+        for pos, col in enumerate(names):
             if col in columns:
                 continue
-            values = table.column(col)
+            values = own[col]
             first = first_valid(values)
             if first is not None:
                 firsts.append((first, pos, col))
@@ -291,11 +311,14 @@ def finish_table(
                 firsts.append((n, pos, col))
         extras = [col for _, _, col in sorted(firsts)]
         for col in extras:
-            values = table.column(col)
-            data[col], _ = convert_column(values, infer_column(col, values))
+            values = own[col]
+            data[col] = typed_as(values, infer_column(col, values))
     declared = list(columns)
     at = len(declared) if extras_at is None else extras_at
     order = declared[:at] + extras + declared[at:]
+    unchanged = order == names and all(data[c] is own[c] for c in order)
+    if unchanged and table.schema.metadata is None:
+        return table  # nothing changed (a merge's usual case): no new table built
     return pa.table({c: data[c] for c in order})
 
 

@@ -21,12 +21,13 @@ def align(rows: pa.Table, schema: pa.Schema) -> pa.Table | None:
     or holds values of another type."""
     if rows.schema.equals(schema):
         return rows
-    if not set(rows.column_names) <= set(schema.names):
+    have = set(rows.column_names)  # a list made anew on each call: asked once
+    if not have <= set(schema.names):
         return None
     n = rows.num_rows
     cols = []
     for f in schema:
-        if f.name not in rows.column_names:
+        if f.name not in have:
             cols.append(pa.nulls(n, f.type))
             continue
         col = rows.column(f.name)

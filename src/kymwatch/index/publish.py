@@ -45,9 +45,13 @@ from kymwatch.store.tables import LazyPool
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Merged", "Publisher", "Writing", "report_of"]
+__all__ = ["ONE_BY_ONE_RECORDS", "Merged", "Publisher", "Writing", "report_of"]
 
 log = structlog.get_logger(__name__)
+
+ONE_BY_ONE_RECORDS = 16
+"""A batch of at most this many records writes its tables one after another, smallest
+first (see :meth:`Publisher.publish`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +238,8 @@ class Publisher:
             else:
                 self.stamps[name] = stamps[0]
             self.part_stamps[name] = self.parted.stamp(name)
-            self.tables[name] = w.merged.table
+            # compacted now that it is written (an edit's merge leaves that for later)
+            self.tables[name] = w.merged.table.compacted()
             self.frames.pop(name, None)
             self.foreign.discard(name)
         if error is not None:
@@ -250,12 +255,19 @@ class Publisher:
         before_write: Callable[[], object] | None = None,
     ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
         """Merge each indexer's results into its table (as an update) and write each
-        changed table as soon as it is merged, under one hold of the table lock.
+        changed table once it is merged, under one hold of the table lock.
 
-        The tables are merged largest first (by the rows of their cached copy): the
-        largest one's encode is the longest, so it starts first and the smaller tables'
-        merges and encodes go on beside it (a generation-1 events edit at 10k: the
-        100k-row table's write started ~12 ms into the batch instead of ~20 ms).
+        The tables are merged smallest first (by the rows of their cached copy): the
+        smallest one is the one the user of an edited record waits for when a record
+        feeds two (a generation-1 events artifact feeds ``velocity_events`` and, as
+        kymflow's generation-2 lookup falls back on it, ``kym_velocity_events``, which
+        holds the records of both generations), and its write is the shortest. In a
+        batch of at most :data:`ONE_BY_ONE_RECORDS` records (an edit) each write starts
+        once the previous one ended, the next table merged meanwhile: the first table's
+        encode has the CPU to itself (10k records, in process, p50: ``velocity_events``
+        renamed 15 ms after the call instead of 27 largest first and at the same time,
+        ``kym_velocity_events`` 45 instead of 42; ``bench/edit_order.py``). A larger
+        batch writes its tables at the same time (throughput).
 
         ``before_write`` is called once, before the first write starts (none if no
         table changed): the daemon's crash journal is committed beside the merges.
@@ -267,9 +279,10 @@ class Publisher:
         merged: dict[int, Merged] = {}
         unreadable: dict[str, TableUnreadableError] = {}
         writing: list[Writing | None] = []
-        order = sorted(range(len(extracted)), key=lambda k: -self._cached_rows(extracted[k][0]))
+        order = sorted(range(len(extracted)), key=lambda k: self._cached_rows(extracted[k][0]))
+        one_by_one = len({i for _, ids, _ in extracted for i in ids}) <= ONE_BY_ONE_RECORDS
         with self.store.table_lock():
-            try:  # each table's write starts as soon as it is merged
+            try:
                 for k in order:
                     ix, ids, results = extracted[k]
                     try:
@@ -281,6 +294,9 @@ class Publisher:
                     if m.changed and before_write is not None:
                         before_write()
                         before_write = None
+                    if one_by_one:  # the previous write ends first (a failure: in finish)
+                        for f in (f for w in writing if w is not None for f in w.futures):
+                            f.exception()
                     writing.append(self.start(m))
             finally:
                 self.finish(writing)

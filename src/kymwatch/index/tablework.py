@@ -21,7 +21,13 @@ from kymwatch.index.gather import align, gather_spans
 from kymwatch.index.schema import Coercions
 from kymwatch.store.engine import SortedTable, concat
 
-__all__ = ["adopt", "merge_rebuild", "merge_update"]
+__all__ = ["DEFER_COMPACT_RECORDS", "adopt", "merge_rebuild", "merge_update"]
+
+DEFER_COMPACT_RECORDS = 16
+"""An update of at most this many records leaves its table uncompacted (two more
+chunks per record at most: the encode does not notice them); the publisher compacts
+it once its files are written (:meth:`SortedTable.compacted`). A larger update (a
+burst) compacts at once: thousands of chunks would slow the encode."""
 
 
 def adopt(raw: pa.Table, ix: DatasetIndexer | None, coerced: Coercions) -> tuple[SortedTable, bool]:
@@ -55,7 +61,11 @@ def merge_update(
     current: SortedTable, results: Sequence[Extracted], ix: DatasetIndexer
 ) -> tuple[SortedTable, bool]:
     """``current`` with the rows of the re-indexed records replaced (records whose
-    artifact is unreadable or invalid keep theirs), and whether anything changed."""
+    artifact is unreadable or invalid keep theirs), and whether anything changed.
+
+    The table of an update of few records may be left uncompacted
+    (:data:`DEFER_COMPACT_RECORDS`): whoever keeps it calls
+    :meth:`~kymwatch.store.engine.SortedTable.compacted` after using it."""
     extras_at = extras_position(ix)
     replace: dict[str, pa.Table | None] = {}
     keep_null = _all_null_columns(current.table) if extras_at is not None else set()
@@ -79,7 +89,7 @@ def merge_update(
                 batch = batches[key]
                 aligned[o.image_id] = None if batch is None else batch.slice(span.start, span.count)
     if all(a is not None or replace[i] is None for i, a in aligned.items()):
-        st, changed = current.splice(aligned)
+        st, changed = current.splice(aligned, defer_compact=len(aligned) <= DEFER_COMPACT_RECORDS)
         if extras_at is None:
             return st, changed
         table = _finish(st.table, ix, keep_null)
@@ -101,7 +111,7 @@ def _finish(table: pa.Table, ix: DatasetIndexer, keep_null: set[str]) -> pa.Tabl
     (as a rebuild of no rows)."""
     if not table.num_rows:
         return empty_arrow(ix.columns)
-    return finish_table(table, ix.columns, extras_position(ix), keep_null)
+    return finish_table(table, ix.columns, extras_position(ix), keep_null, typed=True)
 
 
 def merge_rebuild(
@@ -137,5 +147,5 @@ def merge_rebuild(
     table = gather_spans([span for _, span in parts])
     ids = tuple(i for i, _ in parts)
     offsets = accumulate((s.count for _, s in parts), initial=0)
-    table = finish_table(table, ix.columns, extras_at, keep_null)
+    table = finish_table(table, ix.columns, extras_at, keep_null, typed=True)
     return SortedTable.of(table, ids, offsets)

@@ -192,12 +192,20 @@ class SortedTable:
         start, count = self.range_of(image_id)
         return self.table.slice(start, count)
 
-    def splice(self, replace: Mapping[str, pa.Table | None]) -> tuple[SortedTable, bool]:
+    def splice(
+        self, replace: Mapping[str, pa.Table | None], *, defer_compact: bool = False
+    ) -> tuple[SortedTable, bool]:
         """Replace the rows of the records in ``replace`` (None or no rows: remove them).
 
         The new rows must have this table's schema (see :func:`concat`). Returns the new
         table and whether any replaced row differs (rows of records not named are
         never compared).
+
+        The result is compacted (:func:`compact`) unless ``defer_compact``: then it keeps
+        the pieces the splice cut (two more chunks per record at most) and the caller
+        calls :meth:`compacted` once it has time (a daemon's edit: after its table is
+        written; the copy of the chunk around the edit, ~0.5 ms for a 100,000-row
+        table, was on the way to the write).
         """
         n = len(self.ids)
         offsets = self.offsets
@@ -250,7 +258,15 @@ class SortedTable:
         keep(n)
         if tail < self.table.num_rows:
             segments.append(self.table.slice(tail))
-        table = compact(concat(segments)) if segments else self.table.schema.empty_table()
+        table = concat(segments) if segments else self.table.schema.empty_table()
+        if not defer_compact:
+            table = compact(table)
         new_offsets: array[int] = array("q", [0])
         shift_into(new_offsets, pieces)
         return SortedTable(table, tuple(new_ids), new_offsets), changed
+
+    def compacted(self) -> SortedTable:
+        """This table with its rows compacted (:func:`compact`; itself if nothing to
+        combine), after a splice that deferred it."""
+        table = compact(self.table)
+        return self if table is self.table else SortedTable(table, self.ids, self.offsets)
