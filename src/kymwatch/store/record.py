@@ -17,7 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
-from kymwatch.store.artifactio import parse_json_bytes, parse_table_bytes, read_regular_file
+from kymwatch.store.artifactio import (
+    parse_json_bytes,
+    parse_table_bytes,
+    read_if_present,
+    read_regular_file,
+)
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes
 from kymwatch.store.layout import (
     ANALYSIS_ARRAYS_DIR,
@@ -62,12 +67,15 @@ class ZarrImageRecord:
     :class:`ArtifactNotFoundError` when no file exists and
     :class:`ArtifactUnreadableError` when a file exists but cannot be parsed.
 
-    With ``snapshot``, artifact look-ups list each ``analysis/`` folder once (one
-    ``scandir``, no ``lstat`` per name and format) and the symbolic-link checks of a
-    folder are made once: for one pass of reads (the indexers' batches), not for an
-    object kept while files change. ``listed`` (snapshot mode) gives folders as a scan
-    just listed them (:func:`~kymwatch.store.scan_records_settled`'s ``listings``),
-    which are then not listed again.
+    With ``snapshot``, artifact look-ups list ``analysis/`` once (one ``scandir``,
+    no ``lstat`` per name and format, the symbolic links among its entries seen in
+    the listing); a name in one of its folders is looked up by opening it (one
+    system call finds and opens the file, whose bytes are kept for the read that
+    follows); the symbolic-link checks of a folder are made once: for one pass of
+    reads (the indexers' batches), not for an object kept while files change.
+    ``listed`` (snapshot mode) gives folders as a scan just listed them
+    (:func:`~kymwatch.store.scan_records_settled`'s ``listings``), which are then not
+    listed again.
     """
 
     def __init__(
@@ -87,6 +95,14 @@ class ZarrImageRecord:
         if snapshot:
             self._listed = dict(listed) if listed else {}
         self._links: dict[str, bool] | None = {} if snapshot else None
+        # Snapshot: analysis/'s entries -> whether a symbolic link (from its scandir);
+        # the link check of each folder under analysis/ ("" for it), made once; the
+        # files of sub-folders looked up by opening them -> found; what those opens
+        # read (the bytes, or why they cannot be read), until read.
+        self._entry_links: dict[str, bool] = {}
+        self._rel_links: dict[str, bool] = {}
+        self._probed: dict[str, bool] = {}
+        self._opened: dict[str, bytes | ArtifactUnreadableError] = {}
         # Tables read in this snapshot: two indexers reading one file parse it once.
         self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None
 
@@ -159,6 +175,10 @@ class ZarrImageRecord:
                     if base in names:
                         return p, fmt
                     continue
+                if folder and "/" not in folder and self._listed.get("") is not None:
+                    if self._probe(name, p, folder):
+                        return p, fmt
+                    continue
             try:
                 os.lstat(p)
             except PermissionError as e:
@@ -168,9 +188,40 @@ class ZarrImageRecord:
             return p, fmt
         return None
 
+    def _probe(self, name: str, path: str, folder: str) -> bool:
+        """Whether file ``path`` of artifact ``name`` (in ``analysis/<folder>``) exists
+        (snapshot mode), found by opening and reading it: its bytes, or why it cannot
+        be read, are kept for :meth:`_read_bytes`. Under a folder that is a symbolic
+        link it is looked up as a plain record does (the read then refuses it)."""
+        known = self._probed.get(path)
+        if known is not None:
+            return known
+        if self._linked_rel(folder):
+            try:
+                os.lstat(path)
+                found = True
+            except PermissionError as e:
+                raise ArtifactUnreadableError(self.image_id, name, path, str(e)) from e
+            except OSError:
+                found = False
+        else:
+            try:
+                got: bytes | ArtifactUnreadableError | None = read_if_present(
+                    self.image_id, name, path
+                )
+            except ArtifactUnreadableError as e:
+                got = e
+            found = got is not None
+            if got is not None:
+                self._opened[path] = got
+        self._probed[path] = found
+        return found
+
     def _names(self, folder: str) -> frozenset[str] | None:
         """The entries of ``analysis/<folder>`` (snapshot mode), listed once; None when
-        the folder cannot be listed (then each name is looked up on its own)."""
+        the folder cannot be listed (then each name is looked up on its own), and for
+        a folder of ``analysis/`` that a scan did not list (its names are looked up by
+        opening them: one system call each, fewer than a listing's)."""
         listed = self._listed
         assert listed is not None
         if folder in listed:
@@ -178,13 +229,22 @@ class ZarrImageRecord:
         parent, _, base = folder.rpartition("/")
         if folder:
             above = self._names(parent)
-            if above is not None and base not in above:
-                listed[folder] = frozenset()
-                return listed[folder]
+            if above is not None:
+                if base not in above:
+                    listed[folder] = frozenset()
+                    return listed[folder]
+                if not parent:
+                    return None
+        path = os.path.join(self._analysis, folder)
         try:
-            names: frozenset[str] | None = frozenset(
-                os.listdir(os.path.join(self._analysis, folder))
-            )
+            if folder:
+                names: frozenset[str] | None = frozenset(os.listdir(path))
+            else:
+                with os.scandir(path) as entries:
+                    links = self._entry_links
+                    for entry in entries:
+                        links[entry.name] = entry.is_symlink()
+                names = frozenset(links)
         except (FileNotFoundError, NotADirectoryError):
             names = frozenset()
         except OSError:  # e.g. a folder one may search but not list
@@ -226,14 +286,33 @@ class ZarrImageRecord:
     def _linked_folder(self, path: str | Path) -> bool:
         """True if the record folder or a folder between it and ``path`` is a symlink
         (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        folder = os.path.dirname(os.fspath(path))
+        p = os.fspath(path)
         links = self._links
         if links is None:
-            return self._linked_chain(folder)
+            return self._linked_chain(os.path.dirname(p))
+        analysis = self._analysis
+        if p.startswith(analysis) and p[len(analysis) : len(analysis) + 1] == os.sep:
+            return self._linked_rel(p[len(analysis) + 1 :].rpartition(os.sep)[0])
+        folder = os.path.dirname(p)
         key = "chain:" + folder
         known = links.get(key)
         if known is None:
             known = links[key] = self._linked_chain(folder)
+        return known
+
+    def _linked_rel(self, folder: str) -> bool:
+        """:meth:`_linked_folder` for the files of ``analysis/<folder>`` (snapshot mode,
+        once per folder; a folder of ``analysis/`` listed by this record is known to be
+        a link or not from its listing)."""
+        known = self._rel_links.get(folder)
+        if known is None:
+            if not folder:
+                known = self._is_link(self._analysis) or self._is_link(self._dir)
+            elif "/" not in folder and folder in self._entry_links:
+                known = self._entry_links[folder] or self._linked_rel("")
+            else:
+                known = self._linked_chain(os.path.join(self._analysis, folder))
+            self._rel_links[folder] = known
         return known
 
     def _linked_chain(self, folder: str) -> bool:
@@ -248,7 +327,14 @@ class ZarrImageRecord:
 
     def _read_bytes(self, name: str, path: str | Path) -> bytes:
         """The whole file, refusing symbolic links (the file or a folder on the way)
-        and anything but a regular file (:func:`~kymwatch.store.artifactio.read_regular_file`)."""
+        and anything but a regular file (:func:`~kymwatch.store.artifactio.read_regular_file`);
+        a file a snapshot's look-up has just read is not read again."""
+        if self._opened:
+            got = self._opened.pop(os.fspath(path), None)
+            if isinstance(got, ArtifactUnreadableError):
+                raise got
+            if got is not None:
+                return got
         if self._linked_folder(path):
             reason = "symbolic links are not followed (a folder on the way is one)"
             raise ArtifactUnreadableError(self.image_id, name, str(path), reason)
