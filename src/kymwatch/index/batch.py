@@ -9,7 +9,7 @@ table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each r
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -32,6 +32,9 @@ __all__ = [
     "extract_jobs",
     "passes",
 ]
+
+Reader = Callable[[ZarrImageRecord], RawRows]
+"""A built-in indexer's reader of one record's raw rows (:func:`raw_reader`)."""
 
 Extracted = tuple[RecordOutcome, RowSpan | None]
 """A record's outcome and, for INDEXED, its rows in the table schema."""
@@ -88,16 +91,23 @@ def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
     return raw
 
 
-def _read(ix: DatasetIndexer, rec: ZarrImageRecord) -> RecordOutcome | RawRows:
+def _read(
+    ix: DatasetIndexer, rec: ZarrImageRecord, reader: Reader | None
+) -> RecordOutcome | RawRows:
+    """``ix``'s reading of ``rec`` (``reader``: its :func:`raw_reader`, or None)."""
     image_id = rec.image_id
     # A built-in indexer finds no artifact in a removed record (checked below); another
     # indexer might not look: ask first.
-    if raw_reader(ix) is None and not rec.exists():
+    if reader is None and not rec.exists():
         return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
     failed: RecordOutcome | None = None
     raw: RawRows | None = None
     try:
-        raw = _read_one(ix, rec)
+        if reader is not None:
+            raw = reader(rec)
+            raw.check()
+        else:
+            raw = _read_one(ix, rec)
     except ArtifactNotFoundError as e:
         failed = RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for)
     except ArtifactUnreadableError as e:
@@ -207,11 +217,13 @@ def _read_records(
     with its folders' names where ``listed`` has them."""
     known: Mapping[str, Listing] = listed or {}
     reads: list[list[RecordOutcome | RawRows]] = [[] for _ in jobs]
+    readers = [raw_reader(ix) for ix, _ in jobs]
     if all(ids is jobs[0][1] for _, ids in jobs):  # one list of records (a rebuild's chunk)
+        each = [(ix, reader, reads[k]) for k, ((ix, _), reader) in enumerate(zip(jobs, readers))]
         for image_id in jobs[0][1] if jobs else ():
             rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
-            for k, (ix, _) in enumerate(jobs):
-                reads[k].append(_read(ix, rec))
+            for ix, reader, out in each:
+                out.append(_read(ix, rec, reader))
         return reads
     wanted: dict[str, list[int]] = {}
     for k, (_, ids) in enumerate(jobs):
@@ -223,7 +235,7 @@ def _read_records(
     for image_id, ks in wanted.items():
         rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
         for k in ks:
-            got[k][image_id] = _read(jobs[k][0], rec)
+            got[k][image_id] = _read(jobs[k][0], rec, readers[k])
     for k, (_, ids) in enumerate(jobs):
         reads[k] = [got[k][i] for i in ids]
     return reads

@@ -60,6 +60,16 @@ def _split_name(name: str, fmt: ArtifactFormat) -> tuple[str, str, str]:
     return os.sep + rel, folder, base
 
 
+_Candidate = tuple[str, str, str, ArtifactFormat]
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(name: str, formats: tuple[ArtifactFormat, ...]) -> tuple[_Candidate, ...]:
+    """The files of ``name`` in each of ``formats``, in order: :func:`_split_name`'s
+    path, folder and base name, and the format."""
+    return tuple((*_split_name(name, fmt), fmt) for fmt in formats)
+
+
 class ZarrImageRecord:
     """A record group ``images/<image_id>/`` with its artifacts.
 
@@ -102,6 +112,7 @@ class ZarrImageRecord:
         self._entry_links: dict[str, bool] = {}
         self._rel_links: dict[str, bool] = {}
         self._probed: dict[str, bool] = {}
+        self._probing: set[str] = set()
         self._opened: dict[str, bytes | ArtifactUnreadableError] = {}
         # Tables read in this snapshot: two indexers reading one file parse it once.
         self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None
@@ -166,16 +177,17 @@ class ZarrImageRecord:
         self, name: str, formats: Sequence[ArtifactFormat]
     ) -> tuple[str, ArtifactFormat] | None:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
-        for fmt in formats:
-            rel, folder, base = _split_name(name, fmt)
+        cands = _candidates(name, formats if isinstance(formats, tuple) else tuple(formats))
+        listed = self._listed
+        for rel, folder, base, fmt in cands:
             p = self._analysis + rel
-            if self._listed is not None:
-                names = self._names(folder)
+            if listed is not None:
+                names = listed[folder] if folder in listed else self._names(folder)
                 if names is not None:
                     if base in names:
                         return p, fmt
                     continue
-                if folder and "/" not in folder and self._listed.get("") is not None:
+                if folder in self._probing:
                     if self._probe(name, p, folder):
                         return p, fmt
                     continue
@@ -233,7 +245,9 @@ class ZarrImageRecord:
                 if base not in above:
                     listed[folder] = frozenset()
                     return listed[folder]
-                if not parent:
+                if not parent:  # probed, not listed
+                    self._probing.add(folder)
+                    listed[folder] = None
                     return None
         path = os.path.join(self._analysis, folder)
         try:
