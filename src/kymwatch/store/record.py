@@ -77,12 +77,12 @@ class ZarrImageRecord:
     :class:`ArtifactNotFoundError` when no file exists and
     :class:`ArtifactUnreadableError` when a file exists but cannot be parsed.
 
-    With ``snapshot``, artifact look-ups list ``analysis/`` once (one ``scandir``,
-    no ``lstat`` per name and format, the symbolic links among its entries seen in
-    the listing); a name in one of its folders is looked up by opening it (one
+    With ``snapshot``, artifact look-ups list ``analysis/`` once (no ``lstat`` per
+    name and format); a name in one of its folders is looked up by opening it (one
     system call finds and opens the file, whose bytes are kept for the read that
-    follows); the symbolic-link checks of a folder are made once: for one pass of
-    reads (the indexers' batches), not for an object kept while files change.
+    follows: a listing costs several); the symbolic-link checks of a folder are made
+    once: for one pass of reads (the indexers' batches), not for an object kept
+    while files change.
     ``listed`` (snapshot mode) gives folders as a scan just listed them
     (:func:`~kymwatch.store.scan_records_settled`'s ``listings``), which are then not
     listed again.
@@ -105,11 +105,9 @@ class ZarrImageRecord:
         if snapshot:
             self._listed = dict(listed) if listed else {}
         self._links: dict[str, bool] | None = {} if snapshot else None
-        # Snapshot: analysis/'s entries -> whether a symbolic link (from its scandir);
-        # the link check of each folder under analysis/ ("" for it), made once; the
-        # files of sub-folders looked up by opening them -> found; what those opens
-        # read (the bytes, or why they cannot be read), until read.
-        self._entry_links: dict[str, bool] = {}
+        # Snapshot: the link check of each folder under analysis/ ("" for it), made
+        # once; the files of its folders looked up by opening them -> found, and what
+        # those opens read (the bytes, or why they cannot be read) until read.
         self._rel_links: dict[str, bool] = {}
         self._probed: dict[str, bool] = {}
         self._probing: set[str] = set()
@@ -249,16 +247,10 @@ class ZarrImageRecord:
                     self._probing.add(folder)
                     listed[folder] = None
                     return None
-        path = os.path.join(self._analysis, folder)
         try:
-            if folder:
-                names: frozenset[str] | None = frozenset(os.listdir(path))
-            else:
-                with os.scandir(path) as entries:
-                    links = self._entry_links
-                    for entry in entries:
-                        links[entry.name] = entry.is_symlink()
-                names = frozenset(links)
+            names: frozenset[str] | None = frozenset(
+                os.listdir(os.path.join(self._analysis, folder))
+            )
         except (FileNotFoundError, NotADirectoryError):
             names = frozenset()
         except OSError:  # e.g. a folder one may search but not list
@@ -316,14 +308,13 @@ class ZarrImageRecord:
 
     def _linked_rel(self, folder: str) -> bool:
         """:meth:`_linked_folder` for the files of ``analysis/<folder>`` (snapshot mode,
-        once per folder; a folder of ``analysis/`` listed by this record is known to be
-        a link or not from its listing)."""
+        once per folder)."""
         known = self._rel_links.get(folder)
         if known is None:
             if not folder:
                 known = self._is_link(self._analysis) or self._is_link(self._dir)
-            elif "/" not in folder and folder in self._entry_links:
-                known = self._entry_links[folder] or self._linked_rel("")
+            elif "/" not in folder:
+                known = self._linked_rel("") or self._is_link(self._analysis + os.sep + folder)
             else:
                 known = self._linked_chain(os.path.join(self._analysis, folder))
             self._rel_links[folder] = known
