@@ -219,7 +219,9 @@ def _read_records(
     reads: list[list[RecordOutcome | RawRows]] = [[] for _ in jobs]
     readers = [raw_reader(ix) for ix, _ in jobs]
     if all(ids is jobs[0][1] for _, ids in jobs):  # one list of records (a rebuild's chunk)
-        each = [(ix, reader, reads[k]) for k, ((ix, _), reader) in enumerate(zip(jobs, readers))]
+        each = [
+            (ix, reader, out) for (ix, _), reader, out in zip(jobs, readers, reads, strict=True)
+        ]
         for image_id in jobs[0][1] if jobs else ():
             rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
             for ix, reader, out in each:
