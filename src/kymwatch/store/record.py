@@ -89,11 +89,18 @@ class ZarrImageRecord(ArtifactFiles):
 
     # -- metadata -------------------------------------------------------------------------
     def exists(self) -> bool:
-        """True while the record folder exists (a symbolic link to a folder is no record)."""
+        """True while the record folder exists (a symbolic link to a folder is no record).
+
+        Always looked up (a snapshot asks after a failed read: was the record removed
+        meanwhile?); a snapshot keeps what it says of the record folder as that
+        folder's symbolic-link check, if none was made yet (one ``lstat`` less)."""
         try:
-            return stat.S_ISDIR(os.lstat(self._dir).st_mode)
+            mode = os.lstat(self._dir).st_mode
         except OSError:
             return False
+        if self._links is not None:
+            self._links.setdefault(self._dir, stat.S_ISLNK(mode))
+        return stat.S_ISDIR(mode)
 
     @property
     def attrs(self) -> dict[str, Any]:
