@@ -2,9 +2,10 @@
 
 Each record's artifact is read on its own (one bad record never stops the others: any
 exception becomes its outcome); the rows of the whole chunk are then converted to the
-table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each record's
-``analysis/`` folders are listed once for all the indexers of a chunk (a snapshot
-:class:`~kymwatch.store.ZarrImageRecord`).
+table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each record is
+read through one snapshot :class:`~kymwatch.store.ZarrImageRecord` for all the
+indexers of a chunk (``analysis/`` listed once, each file opened once:
+:mod:`kymwatch.store.lookup`).
 """
 
 from __future__ import annotations

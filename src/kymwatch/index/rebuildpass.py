@@ -2,8 +2,8 @@
 
 :func:`rebuild_passes` groups the indexers that read a common artifact
 (:func:`~kymwatch.index.batch.passes`) and reads every record once per group, in
-chunks (:func:`~kymwatch.index.batch.extract_chunk`: each record's folders are listed
-and a file both indexers read is parsed once); then it hands each table of the group
+chunks (:func:`~kymwatch.index.batch.extract_chunk`: each record's ``analysis/`` is
+listed once and a file both indexers read is parsed once); then it hands each table of the group
 to the caller, which merges and publishes it. Only one pass's rows are in memory at a
 time. With a recheck, records that appeared or changed while they were read outside
 the table lock are read again under it (:func:`record_stamp` tells). An update of one
