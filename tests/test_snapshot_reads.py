@@ -7,6 +7,7 @@ the same rows and the same refusals as a record that looks each name up
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from helpers_store import write_mixed_generations
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
-from kymwatch.index import OutcomeStatus, make_indexers
+from kymwatch.index import KymDataset, OutcomeStatus, make_indexers
 from kymwatch.index.batch import extract_batch, extract_chunk, passes
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ArtifactFormat, ZarrDataset, ZarrImageRecord
@@ -182,3 +183,41 @@ def test_read_if_present_tells_nothing_there_from_unreadable(tmp_path: Path) -> 
     ):
         with pytest.raises(ArtifactUnreadableError, match=reason):
             read_if_present("r1", "x", tmp_path / name)
+
+
+@pytest.mark.parametrize("recheck", [False, True])
+def test_a_rebuild_lists_analysis_once_over_its_passes(
+    tmp_path: Path, calls: Counter[str], recheck: bool
+) -> None:
+    """A rebuild of every table (two passes) lists each record's analysis/ in its first
+    pass only, and gives the outcomes and rows of one table rebuilt at a time; with a
+    recheck, a record that gained an artifact between the passes is read again."""
+    ds, ids = _store(tmp_path, 6)
+    kd = KymDataset(ds.path, "a", indexers=make_indexers(list(ALL)))
+    gained = Path(ds.images_dir) / ids[1] / "analysis" / "radon" / "results.parquet"
+    done = [0]
+
+    def after_chunk() -> None:
+        """After the first pass's chunk: a generation-1 record gains kym_radon's file."""
+        done[0] += 1
+        if done[0] == 1 and recheck:
+            gained.parent.mkdir()
+            shutil.copy(
+                Path(ds.images_dir) / ids[0] / "analysis" / "radon" / "results.parquet", gained
+            )
+
+    calls.clear()
+    reports = {
+        r.table_name: r for r in kd.rebuild_reports(recheck=recheck, after_chunk=after_chunk)
+    }
+    if not recheck:
+        assert calls["listdir analysis"] == len(ids), calls
+    fresh = KymDataset(ds.path, "a", indexers=make_indexers(list(ALL)))
+    for name in ALL:
+        one = fresh.rebuild_report(name)
+        assert [(o.image_id, o.status, o.rows) for o in reports[name].outcomes] == [
+            (o.image_id, o.status, o.rows) for o in one.outcomes
+        ], name
+        assert reports[name].table_rows == one.table_rows
+    radon = {o.image_id: o.status for o in reports["kym_radon"].outcomes}
+    assert radon[ids[1]] is (OutcomeStatus.INDEXED if recheck else OutcomeStatus.MISSING)
