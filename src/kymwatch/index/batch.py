@@ -2,14 +2,15 @@
 
 Each record's artifact is read on its own (one bad record never stops the others: any
 exception becomes its outcome); the rows of the whole chunk are then converted to the
-table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each record's
-``analysis/`` folders are listed once for all the indexers of a chunk (a snapshot
-:class:`~kymwatch.store.ZarrImageRecord`).
+table schema at once (:func:`kymwatch.index.arrow_schema.conform_batch`). Each record is
+read through one snapshot :class:`~kymwatch.store.ZarrImageRecord` for all the
+indexers of a chunk (``analysis/`` listed once, each file opened once:
+:mod:`kymwatch.store.lookup`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -32,6 +33,9 @@ __all__ = [
     "extract_jobs",
     "passes",
 ]
+
+Reader = Callable[[ZarrImageRecord], RawRows]
+"""A built-in indexer's reader of one record's raw rows (:func:`raw_reader`)."""
 
 Extracted = tuple[RecordOutcome, RowSpan | None]
 """A record's outcome and, for INDEXED, its rows in the table schema."""
@@ -88,16 +92,23 @@ def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
     return raw
 
 
-def _read(ix: DatasetIndexer, rec: ZarrImageRecord) -> RecordOutcome | RawRows:
+def _read(
+    ix: DatasetIndexer, rec: ZarrImageRecord, reader: Reader | None
+) -> RecordOutcome | RawRows:
+    """``ix``'s reading of ``rec`` (``reader``: its :func:`raw_reader`, or None)."""
     image_id = rec.image_id
     # A built-in indexer finds no artifact in a removed record (checked below); another
     # indexer might not look: ask first.
-    if raw_reader(ix) is None and not rec.exists():
+    if reader is None and not rec.exists():
         return RecordOutcome(image_id, ix.name, OutcomeStatus.REMOVED)
     failed: RecordOutcome | None = None
     raw: RawRows | None = None
     try:
-        raw = _read_one(ix, rec)
+        if reader is not None:
+            raw = reader(rec)
+            raw.check()
+        else:
+            raw = _read_one(ix, rec)
     except ArtifactNotFoundError as e:
         failed = RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for)
     except ArtifactUnreadableError as e:
@@ -142,7 +153,12 @@ def _conform(ix: DatasetIndexer, raws: Sequence[RawRows]) -> list[RowSpan | str]
 
 
 def extract_chunk(
-    store: ZarrDataset, indexers: Sequence[DatasetIndexer], ids: Sequence[str]
+    store: ZarrDataset,
+    indexers: Sequence[DatasetIndexer],
+    ids: Sequence[str],
+    *,
+    listed: Mapping[str, Listing] | None = None,
+    keep: dict[str, frozenset[str]] | None = None,
 ) -> list[ChunkResult]:
     """Read the records ``ids`` with each of ``indexers``: one :class:`ChunkResult` per
     indexer (in that order), each record's rows typed to the indexer's table schema.
@@ -150,11 +166,13 @@ def extract_chunk(
     Each record is listed once for all the indexers. Nothing is written and no table is
     read: a caller merges the results into tables (``KymDataset``, a distributed
     rebuild). One bad record never stops the others (its outcome says why).
+    ``listed`` gives records' folders as listed already (not listed again); ``keep``
+    receives each record's ``analysis/`` names as read (a rebuild's next pass).
 
     Raises:
         InvalidNameError: an id is not a valid record id.
     """
-    reads = _read_records(store, [(ix, ids) for ix in indexers])
+    reads = _read_records(store, [(ix, ids) for ix in indexers], listed, keep)
     return [
         ChunkResult(ix.name, ix.table_name, tuple(_typed(ix, read)))
         for ix, read in zip(indexers, reads, strict=True)
@@ -201,17 +219,25 @@ def _read_records(
     store: ZarrDataset,
     jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]],
     listed: Mapping[str, Listing] | None = None,
+    keep: dict[str, frozenset[str]] | None = None,
 ) -> list[list[RecordOutcome | RawRows]]:
     """Each job's reads of its ``ids`` (in that order), every record read through one
     snapshot for all the jobs that name it (in the order they first name it), primed
-    with its folders' names where ``listed`` has them."""
+    with its folders' names where ``listed`` has them; ``keep`` (one list of records
+    only) receives the names of each record's ``analysis/`` as read."""
     known: Mapping[str, Listing] = listed or {}
     reads: list[list[RecordOutcome | RawRows]] = [[] for _ in jobs]
+    readers = [raw_reader(ix) for ix, _ in jobs]
     if all(ids is jobs[0][1] for _, ids in jobs):  # one list of records (a rebuild's chunk)
+        each = [
+            (ix, reader, out) for (ix, _), reader, out in zip(jobs, readers, reads, strict=True)
+        ]
         for image_id in jobs[0][1] if jobs else ():
             rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
-            for k, (ix, _) in enumerate(jobs):
-                reads[k].append(_read(ix, rec))
+            for ix, reader, out in each:
+                out.append(_read(ix, rec, reader))
+            if keep is not None and (names := rec.analysis_listing()) is not None:
+                keep[image_id] = names
         return reads
     wanted: dict[str, list[int]] = {}
     for k, (_, ids) in enumerate(jobs):
@@ -223,7 +249,7 @@ def _read_records(
     for image_id, ks in wanted.items():
         rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
         for k in ks:
-            got[k][image_id] = _read(jobs[k][0], rec)
+            got[k][image_id] = _read(jobs[k][0], rec, readers[k])
     for k, (_, ids) in enumerate(jobs):
         reads[k] = [got[k][i] for i in ids]
     return reads

@@ -183,7 +183,7 @@ class KymDataset(TableAccess):
     ) -> list[UpdateReport]:
         """Rebuild several tables (default: every indexer's), the indexers that read a
         common artifact in one pass over every record (:func:`~kymwatch.index.batch.passes`:
-        each record's folders are listed and a file both read is parsed once), records
+        each record's analysis/ is listed once and a file both read is parsed once), records
         read in chunks of 1,000 (:func:`~kymwatch.index.batch.extract_chunk`); then each
         table of the pass is merged and published as :meth:`rebuild_report` does (same
         tables, same outcomes; one report per table, in the order given). Only one

@@ -2,12 +2,15 @@
 
 :func:`rebuild_passes` groups the indexers that read a common artifact
 (:func:`~kymwatch.index.batch.passes`) and reads every record once per group, in
-chunks (:func:`~kymwatch.index.batch.extract_chunk`: each record's folders are listed
-and a file both indexers read is parsed once); then it hands each table of the group
-to the caller, which merges and publishes it. Only one pass's rows are in memory at a
-time. With a recheck, records that appeared or changed while they were read outside
-the table lock are read again under it (:func:`record_stamp` tells). An update of one
-table reads its records in chunks too (:func:`extract_in_chunks`).
+chunks (:func:`~kymwatch.index.batch.extract_chunk`: a file both indexers read is
+parsed once); then it hands each table of the group to the caller, which merges and
+publishes it. Only one pass's rows are in memory at a time. Each record's
+``analysis/`` is listed in the first pass only: the later passes take that listing
+(equal listings held once; the symbolic-link checks are made again in each pass), so
+they see the names a pass old. With a recheck, records that appeared or changed while
+they were read outside the table lock (a name added between two passes too) are read
+again under it (:func:`record_stamp` tells). An update of one table reads its records
+in chunks too (:func:`extract_in_chunks`).
 """
 
 from __future__ import annotations
@@ -89,11 +92,20 @@ def rebuild_passes(
     seen = {i: record_stamp(store, i) for i in ids} if recheck else None
     reports: dict[str, UpdateReport] = {}
     groups = passes(ixs)
+    # analysis/ of each record as the first pass listed it, for the others (the
+    # records' link checks are made again in each pass). Equal listings held once.
+    names: dict[str, frozenset[str]] | None = {} if len(groups) > 1 else None
+    canon: dict[frozenset[str], frozenset[str]] = {}
     for n, group in enumerate(groups):
         results = {ix.name: HeldResults() for ix in group}
         for start in range(0, len(ids), chunk):
-            for part in extract_chunk(store, group, ids[start : start + chunk]):
+            part_ids = ids[start : start + chunk]
+            keep = names if n == 0 else None
+            listed = _listings(names, part_ids) if n else None
+            for part in extract_chunk(store, group, part_ids, listed=listed, keep=keep):
                 results[part.indexer].add(part)
+            if keep is not None:
+                names = _interned(keep, part_ids, canon)
             if after_chunk is not None:
                 after_chunk()
             if progress is not None:
@@ -115,6 +127,34 @@ def rebuild_passes(
                 if after_chunk is not None:
                     after_chunk()
     return reports
+
+
+_MAX_LISTINGS = 4096
+"""Distinct ``analysis/`` listings a rebuild holds for its later passes (records with
+more varied folders than this are listed again in each pass)."""
+
+
+def _interned(
+    names: dict[str, frozenset[str]],
+    ids: Sequence[str],
+    canon: dict[frozenset[str], frozenset[str]],
+) -> dict[str, frozenset[str]] | None:
+    """``names`` with the listings of ``ids`` shared by value through ``canon`` (most
+    records list the same names), or None once they are too varied to be worth holding."""
+    for i in ids:
+        listing = names.get(i)
+        if listing is not None:
+            names[i] = canon.setdefault(listing, listing)
+    return names if len(canon) <= _MAX_LISTINGS else None
+
+
+def _listings(
+    names: dict[str, frozenset[str]] | None, ids: Sequence[str]
+) -> dict[str, dict[str, frozenset[str]]] | None:
+    """The listings ``names`` holds for ``ids``, as :func:`extract_chunk` takes them."""
+    if names is None:
+        return None
+    return {i: {"": names[i]} for i in ids if i in names}
 
 
 def _read_changed(

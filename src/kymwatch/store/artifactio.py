@@ -8,6 +8,7 @@ record, the artifact and the file.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -27,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - a pyarrow without it
     _ParquetReader = None
 
-__all__ = ["parse_json_bytes", "parse_table_bytes", "read_regular_file"]
+__all__ = ["parse_json_bytes", "parse_table_bytes", "read_if_present", "read_regular_file"]
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -77,8 +78,38 @@ def read_regular_file(image_id: str, name: str, path: str | Path) -> bytes:
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as e:
-        reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
-        raise ArtifactUnreadableError(image_id, name, str(path), reason) from e
+        raise _open_failed(image_id, name, path, e) from e
+    return _read_opened(image_id, name, path, fd)
+
+
+# What an open says when nothing is at the path (a plain look-up's lstat says "absent").
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
+
+
+def read_if_present(image_id: str, name: str, path: str | Path) -> bytes | None:
+    """:func:`read_regular_file`, or None when nothing is at ``path``: one ``open``
+    both finds and opens the file (no ``lstat`` first). Anything that is there but
+    cannot be read (a symbolic link, a FIFO, a folder, no permission) raises.
+
+    Raises:
+        ArtifactUnreadableError: something is at ``path`` but it cannot be read.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as e:
+        if e.errno in _ABSENT:
+            return None
+        raise _open_failed(image_id, name, path, e) from e
+    return _read_opened(image_id, name, path, fd)
+
+
+def _open_failed(image_id: str, name: str, path: str | Path, e: OSError) -> ArtifactUnreadableError:
+    reason = "symbolic links are not followed" if os.path.islink(path) else str(e)
+    return ArtifactUnreadableError(image_id, name, str(path), reason)
+
+
+def _read_opened(image_id: str, name: str, path: str | Path, fd: int) -> bytes:
+    """The whole regular file open as ``fd`` (closed here)."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

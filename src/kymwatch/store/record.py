@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
-from kymwatch.store.artifactio import parse_json_bytes, parse_table_bytes, read_regular_file
+from kymwatch.errors import ArtifactUnreadableError
+from kymwatch.store.artifactio import parse_json_bytes, parse_table_bytes
 from kymwatch.store.atomic import atomic_write, atomic_write_bytes
 from kymwatch.store.layout import (
     ANALYSIS_ARRAYS_DIR,
     ANALYSIS_DIR,
     ArtifactFormat,
-    artifact_file_name,
     split_artifact_file,
     validate_artifact_name,
     validate_image_id,
 )
+from kymwatch.store.lookup import ArtifactFiles, file_name
 from kymwatch.store.scan import walk_artifacts
 
 if TYPE_CHECKING:
@@ -41,33 +41,20 @@ __all__ = ["ZarrImageRecord"]
 _JSON_FORMATS = (ArtifactFormat.JSON, ArtifactFormat.JSON_GZ)
 
 
-@functools.lru_cache(maxsize=256)
-def _file_name(name: str, fmt: ArtifactFormat) -> str:
-    return artifact_file_name(name, fmt)
-
-
-@functools.lru_cache(maxsize=256)
-def _split_name(name: str, fmt: ArtifactFormat) -> tuple[str, str, str]:
-    """The file name of ``name`` in ``fmt`` under ``analysis/``: the path from there,
-    its folder (may be empty) and its base name."""
-    rel = artifact_file_name(name, fmt)
-    folder, _, base = rel.rpartition("/")
-    return os.sep + rel, folder, base
-
-
-class ZarrImageRecord:
+class ZarrImageRecord(ArtifactFiles):
     """A record group ``images/<image_id>/`` with its artifacts.
 
     Artifacts are plain files under ``analysis/``; every write is atomic. Reads raise
     :class:`ArtifactNotFoundError` when no file exists and
     :class:`ArtifactUnreadableError` when a file exists but cannot be parsed.
 
-    With ``snapshot``, artifact look-ups list each ``analysis/`` folder once (one
-    ``scandir``, no ``lstat`` per name and format) and the symbolic-link checks of a
-    folder are made once: for one pass of reads (the indexers' batches), not for an
-    object kept while files change. ``listed`` (snapshot mode) gives folders as a scan
-    just listed them (:func:`~kymwatch.store.scan_records_settled`'s ``listings``),
-    which are then not listed again.
+    With ``snapshot``, artifact look-ups are made as
+    :class:`~kymwatch.store.lookup.ArtifactFiles` says (each folder checked once, files
+    in folders found by opening them), and a table two indexers read is parsed once:
+    for one pass of reads (the indexers' batches), not for an object kept while files
+    change. ``listed`` (snapshot mode) gives folders as a scan just listed them
+    (:func:`~kymwatch.store.scan_records_settled`'s ``listings``), which are then not
+    listed again.
     """
 
     def __init__(
@@ -83,10 +70,7 @@ class ZarrImageRecord:
         # Plain strings on the hot path (one record read per artifact change).
         self._dir = os.path.join(dataset.images_dir, image_id)
         self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
-        self._listed: dict[str, frozenset[str] | None] | None = None
-        if snapshot:
-            self._listed = dict(listed) if listed else {}
-        self._links: dict[str, bool] | None = {} if snapshot else None
+        self._init_lookups(snapshot, listed)
         # Tables read in this snapshot: two indexers reading one file parse it once.
         self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None
 
@@ -105,11 +89,18 @@ class ZarrImageRecord:
 
     # -- metadata -------------------------------------------------------------------------
     def exists(self) -> bool:
-        """True while the record folder exists (a symbolic link to a folder is no record)."""
+        """True while the record folder exists (a symbolic link to a folder is no record).
+
+        Always looked up (a snapshot asks after a failed read: was the record removed
+        meanwhile?); a snapshot keeps what it says of the record folder as that
+        folder's symbolic-link check, if none was made yet (one ``lstat`` less)."""
         try:
-            return stat.S_ISDIR(os.lstat(self._dir).st_mode)
+            mode = os.lstat(self._dir).st_mode
         except OSError:
             return False
+        if self._links is not None:
+            self._links.setdefault(self._dir, stat.S_ISLNK(mode))
+        return stat.S_ISDIR(mode)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -132,7 +123,7 @@ class ZarrImageRecord:
     # -- artifact paths -------------------------------------------------------------------
     def artifact_path(self, name: str, fmt: ArtifactFormat) -> Path:
         """Where artifact ``name`` in format ``fmt`` lives (whether or not it exists)."""
-        return self.analysis_path / _file_name(name, fmt)
+        return self.analysis_path / file_name(name, fmt)
 
     def find_artifact(
         self, name: str, formats: Sequence[ArtifactFormat]
@@ -146,52 +137,6 @@ class ZarrImageRecord:
         found = self.find_artifact_file(name, formats)
         return None if found is None else (Path(found[0]), found[1])
 
-    def find_artifact_file(
-        self, name: str, formats: Sequence[ArtifactFormat]
-    ) -> tuple[str, ArtifactFormat] | None:
-        """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
-        for fmt in formats:
-            rel, folder, base = _split_name(name, fmt)
-            p = self._analysis + rel
-            if self._listed is not None:
-                names = self._names(folder)
-                if names is not None:
-                    if base in names:
-                        return p, fmt
-                    continue
-            try:
-                os.lstat(p)
-            except PermissionError as e:
-                raise ArtifactUnreadableError(self.image_id, name, p, str(e)) from e
-            except OSError:  # absent (or a name the OS refuses): not there
-                continue
-            return p, fmt
-        return None
-
-    def _names(self, folder: str) -> frozenset[str] | None:
-        """The entries of ``analysis/<folder>`` (snapshot mode), listed once; None when
-        the folder cannot be listed (then each name is looked up on its own)."""
-        listed = self._listed
-        assert listed is not None
-        if folder in listed:
-            return listed[folder]
-        parent, _, base = folder.rpartition("/")
-        if folder:
-            above = self._names(parent)
-            if above is not None and base not in above:
-                listed[folder] = frozenset()
-                return listed[folder]
-        try:
-            names: frozenset[str] | None = frozenset(
-                os.listdir(os.path.join(self._analysis, folder))
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            names = frozenset()
-        except OSError:  # e.g. a folder one may search but not list
-            names = None
-        listed[folder] = names
-        return names
-
     def list_analysis_keys(self) -> list[str]:
         """Sorted artifact names present under ``analysis/`` (each once, any format)."""
         names = {
@@ -204,55 +149,6 @@ class ZarrImageRecord:
     def _require(self, name: str, formats: Sequence[ArtifactFormat]) -> tuple[Path, ArtifactFormat]:
         path, fmt = self._require_file(name, formats)
         return Path(path), fmt
-
-    def _require_file(
-        self, name: str, formats: Sequence[ArtifactFormat]
-    ) -> tuple[str, ArtifactFormat]:
-        found = self.find_artifact_file(name, formats)
-        if found is None:
-            looked = tuple(_file_name(name, f) for f in formats)
-            raise ArtifactNotFoundError(self.image_id, name, looked)
-        return found
-
-    def _is_link(self, folder: str) -> bool:
-        links = self._links
-        if links is None:
-            return os.path.islink(folder)
-        known = links.get(folder)
-        if known is None:
-            known = links[folder] = os.path.islink(folder)
-        return known
-
-    def _linked_folder(self, path: str | Path) -> bool:
-        """True if the record folder or a folder between it and ``path`` is a symlink
-        (O_NOFOLLOW guards only the last component: such a link leads out of the store)."""
-        folder = os.path.dirname(os.fspath(path))
-        links = self._links
-        if links is None:
-            return self._linked_chain(folder)
-        key = "chain:" + folder
-        known = links.get(key)
-        if known is None:
-            known = links[key] = self._linked_chain(folder)
-        return known
-
-    def _linked_chain(self, folder: str) -> bool:
-        root = self._dir
-        while True:
-            if self._is_link(folder):
-                return True
-            parent = os.path.dirname(folder)
-            if folder in (root, parent):
-                return False
-            folder = parent
-
-    def _read_bytes(self, name: str, path: str | Path) -> bytes:
-        """The whole file, refusing symbolic links (the file or a folder on the way)
-        and anything but a regular file (:func:`~kymwatch.store.artifactio.read_regular_file`)."""
-        if self._linked_folder(path):
-            reason = "symbolic links are not followed (a folder on the way is one)"
-            raise ArtifactUnreadableError(self.image_id, name, str(path), reason)
-        return read_regular_file(self.image_id, name, path)
 
     # -- writes ---------------------------------------------------------------------------
     def _before_write(self) -> None:
