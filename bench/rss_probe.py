@@ -262,6 +262,8 @@ def _child(store: str, out: str, top: int, extra: list[str]) -> None:
     import gc
 
     gc.callbacks.append(GC_PROBE)
+    if os.environ.get("PROBE_GC_THRESHOLD"):  # a variant: "700,10,10" is Python's default
+        gc.set_threshold(*(int(x) for x in os.environ["PROBE_GC_THRESHOLD"].split(",")))
     lock = threading.Lock()
 
     def dump(label: str) -> None:
