@@ -3,7 +3,9 @@
 :func:`hook_dir` writes a ``sitecustomize.py`` that, in a process whose environment
 names ``KYMWATCH_GC_PROBE`` (an output path), appends a ``gc.callbacks`` hook recording
 every collection (wall time at its end, generation, seconds, objects collected, thread)
-and writes them as JSON to that path at exit (the daemon's clean stop on SIGTERM).
+and writes them as JSON to that path at exit (the daemon's clean stop on SIGTERM);
+with ``KYMWATCH_GC_PROBE_TYPES=1`` also the garbage found once the daemon froze its
+start-up, counted by type (``gc.DEBUG_SAVEALL``: the garbage is freed a moment later).
 Put the folder on the child's ``PYTHONPATH`` after its ``src``; :func:`window` sums the
 collections that ended between two wall times (a burst), per generation.
 """
@@ -38,7 +40,20 @@ if os.environ.get("KYMWATCH_GC_PROBE"):
     def _dump():
         with open(_out, "w") as f:
             json.dump({"rows": _rows, "frozen": gc.get_freeze_count(),
-                       "threshold": gc.get_threshold()}, f)
+                       "threshold": gc.get_threshold(), "types": _types}, f)
+
+    _types = {}
+    if os.environ.get("KYMWATCH_GC_PROBE_TYPES"):  # what the garbage found is, by type
+        gc.set_debug(gc.DEBUG_SAVEALL)
+
+        def _kinds(phase, info):
+            if phase == "stop" and gc.garbage:
+                for obj in gc.garbage if gc.get_freeze_count() else ():  # once up
+                    name = type(obj).__module__ + "." + type(obj).__qualname__
+                    _types[name] = _types.get(name, 0) + 1
+                gc.garbage.clear()
+
+        gc.callbacks.append(_kinds)
 
     gc.callbacks.append(_probe)
     atexit.register(_dump)

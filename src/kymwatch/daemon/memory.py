@@ -22,10 +22,10 @@ before the daemon allocates (they change the whole process, so tests that run a
   not ``rebuild``) asks each daemon of the process to call :func:`daemon_up` once its
   start-up is done (state loaded, start-up reconcile and export done): one full
   collection, then ``gc.freeze()`` moves every object left (imports, indexers, the
-  state, cached tables' wrappers: ~GC_NOTE objects at 10k records) to the permanent
+  state, cached tables' wrappers: ~39,000 objects at 10k records) to the permanent
   generation, which later collections do not scan. Without it a full collection
-  scans all of them and holds the GIL 40-100 ms at 10k records, a pause that falls
-  in an edit, a burst's chunk or the writer threads. Frozen objects are still freed by
+  scans all of them and holds the GIL 15-37 ms at 10k records (``bench/rss_probe.py``),
+  a pause that falls in an edit, a burst's chunk or the writer threads; with it, 1-3 ms. Frozen objects are still freed by
   their reference counts; only a garbage cycle among them would stay, so each
   :func:`daemon_up` first unfreezes and collects (in a folder of stores, one
   daemon's start-up frees what the others' frozen objects left in cycles).
