@@ -122,6 +122,7 @@ def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
     assert started["memory"]["arrow_pool"] == "system"
     assert started["memory"]["arrow_cpp_pool"] == "system"
     assert started["memory"]["gc"] == "freeze when up"
+    assert started["memory"]["gc_threshold"] == list(memory.GC_THRESHOLD)
     (frozen,) = daemon.events("gc_frozen")  # once, after the start-up reconcile
     assert frozen["frozen"] > 10_000 and frozen["collected"] >= 0
 
@@ -131,7 +132,7 @@ import gc, json
 from kymwatch.daemon import memory
 before = memory.daemon_up()
 counts = [gc.get_freeze_count()]
-memory.freeze_when_up()
+memory.tune_gc()
 kept = [[]]
 kept[0].append(kept)  # a cycle still in use at the first freeze, dropped after it
 junk = [[]]
@@ -145,15 +146,15 @@ gc.collect()
 second = memory.daemon_up()  # a later daemon's start-up unfreezes and finds it
 counts.append(gc.get_freeze_count())
 print(json.dumps({"before": before, "first": first, "second": second, "counts": counts,
-                  "setting": memory.settings()["gc"]}))
+                  "setting": memory.settings()["gc"], "threshold": gc.get_threshold()}))
 """
 
 
 def test_daemon_up_freezes_only_when_the_process_asked() -> None:
-    """Without `freeze_when_up` (a Daemon inside another program) a daemon's start-up
-    leaves the collector alone; with it, garbage is collected and the rest frozen, and a
-    later start-up (a folder of stores) first unfreezes, so a cycle dropped meanwhile is
-    freed."""
+    """Without `tune_gc` (a Daemon inside another program) a daemon's start-up
+    leaves the collector alone; with it, the thresholds are set, garbage is collected
+    and the rest frozen, and a later start-up (a folder of stores) first unfreezes, so a
+    cycle dropped meanwhile is freed."""
     proc = subprocess.run(
         [sys.executable, "-c", _FREEZE_CHILD],
         capture_output=True,
@@ -164,6 +165,7 @@ def test_daemon_up_freezes_only_when_the_process_asked() -> None:
     doc = json.loads(proc.stdout)
     assert doc["before"] is None and doc["counts"][0] == 0
     assert doc["setting"] == "freeze when up"
+    assert tuple(doc["threshold"]) == memory.GC_THRESHOLD
     assert doc["first"]["collected"] >= 2 and doc["first"]["frozen"] == doc["counts"][1] > 0
     assert doc["second"]["collected"] >= 2  # the cycle that was frozen while in use
     assert doc["second"]["frozen"] == doc["counts"][2] > 0
@@ -175,7 +177,7 @@ from pathlib import Path
 from kymwatch.daemon import Daemon, DaemonConfig, memory
 from kymwatch.daemon.status import DaemonState
 if "--asked" in sys.argv:
-    memory.freeze_when_up()
+    memory.tune_gc()
 store = Path(sys.argv[1])
 daemon = Daemon(DaemonConfig(store=store, quiet_s=0.05))
 thread = threading.Thread(target=daemon.run)
@@ -187,16 +189,17 @@ frozen = gc.get_freeze_count()
 daemon.stop()
 thread.join(120)
 print(json.dumps({"watching": daemon.reporter.state is not DaemonState.STARTING,
-                  "frozen": frozen}))
+                  "frozen": frozen, "threshold": gc.get_threshold()}))
 """
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("asked", [False, True])
 def test_a_daemon_freezes_its_start_up_only_in_kymwatch_run(tmp_path: Path, asked: bool) -> None:
-    """A `Daemon` run inside another program (tests, a notebook) does not freeze the
-    process's objects once it is up; the same daemon in a process that asked (as `kymwatch
-    run` does) has frozen them by the time it is watching."""
+    """A `Daemon` run inside another program (tests, a notebook) neither freezes the
+    process's objects once it is up nor changes the collector's thresholds; the same
+    daemon in a process that asked (as `kymwatch run` does) has frozen them by the time
+    it is watching."""
     root = tmp_path / "dataset.zarr"
     shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
     args = [sys.executable, "-c", _IN_PROCESS_CHILD, str(root), *(["--asked"] if asked else [])]
@@ -205,6 +208,7 @@ def test_a_daemon_freezes_its_start_up_only_in_kymwatch_run(tmp_path: Path, aske
     assert doc["watching"]
     assert (doc["frozen"] > 10_000) is asked
     assert (doc["frozen"] == 0) is not asked
+    assert (tuple(doc["threshold"]) == memory.GC_THRESHOLD) is asked
 
 
 def test_stale_counter_trims_after_a_full_pass(
