@@ -255,3 +255,21 @@ def test_stale_counter_reads_table_stamps_dictionary_encoded(tmp_path: Path) -> 
     odd = tmp_path / "odd.parquet"
     pq.write_table(pa.table({"image_id": ["e1"], "params_hash": pa.nulls(1), "x": [1]}), odd)
     assert staleness._read_stamp_columns(odd).schema.field("params_hash").type == pa.null()
+
+
+@pytest.mark.integration
+def test_each_daemon_of_a_folder_of_stores_freezes_once_it_is_up(tmp_path: Path) -> None:
+    """`kymwatch run ROOT` (several daemons in one process) freezes once per store daemon,
+    each after its own start-up, logged in that store's log; the tables equal a rebuild."""
+    from harness import assert_tables_match_rebuild
+    from test_root_daemon import RootProcess, make_store
+
+    root = tmp_path / "lab"
+    stores = [make_store(root / "exp1.zarr"), make_store(root / "exp2.zarr", gen2=True)]
+    with RootProcess(root).start(wait_ready=False) as fleet:
+        fleet.wait_watching(stores)
+    for store in stores:
+        lines = (store / "index" / "kymwatch.log").read_text().splitlines()
+        frozen = [doc for doc in map(json.loads, lines) if doc.get("event") == "gc_frozen"]
+        assert len(frozen) == 1 and frozen[0]["frozen"] > 10_000
+        assert_tables_match_rebuild(store, tmp_path / "scratch")
