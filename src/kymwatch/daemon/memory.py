@@ -92,8 +92,10 @@ GC_THRESHOLD = (10_000, 10, 10)
 net allocations of tracked objects (Python's default: 700). A 2,000-record burst at
 10k records ran ~130 young collections with the default and 3-5 with this: its
 collections took 26 ms instead of 85 (after the freeze; 91 before either), measured
-with ``bench/burst_probe.py --gc``. The longer young collections (up to ~10 ms) do not
-fall inside an edit's work (:func:`kymwatch.daemon.indexing.gc_paused`)."""
+with ``bench/burst_probe.py --gc`` (medians of 3; ``bench/ANALYSIS.md``). The price: a
+young collection scans up to ~10,000 new objects (4-21 ms in a burst, before 2-4); in
+single edits they are rare (~3 per 100) and never inside an edit's work
+(:func:`kymwatch.daemon.indexing.gc_paused`)."""
 _MAX_ARENAS = 2
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
 _M_ARENA_MAX = -8
