@@ -1,9 +1,10 @@
-"""Process-level memory settings of the daemon: give back what a batch used.
+"""Process-level memory settings of the daemon: give back what a batch used, and keep
+Python's garbage collector short.
 
 A daemon lives for months; what matters is the memory it keeps between batches,
-not only its peak. Three settings, made once by ``kymwatch run`` (and ``rebuild``)
-before the daemon allocates (they change the whole process, so tests that run a
-``Daemon`` in their own process do not get them):
+not only its peak. The settings below are made once by ``kymwatch run`` (and, but for
+the collector's, ``rebuild``) before the daemon allocates (they change the whole
+process, so tests that run a ``Daemon`` in their own process do not get them):
 
 - Arrow allocates from the **system allocator** (malloc) instead of its bundled
   mimalloc/jemalloc pool, which keeps freed memory for reuse. Two switches, both
