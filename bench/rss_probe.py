@@ -3,7 +3,7 @@
 Measured by hand (not part of ``./dev bench``)::
 
     .venv/bin/python bench/rss_probe.py WORKDIR [--records 10000] [--tracemalloc]
-        [--first-start] [--edits 20] [--burst 2000]
+        [--first-start] [--edits 20] [--burst 2000] [--bursts 1]
 
 The child runs ``kymwatch.cli.main(["run", STORE])`` with hooks that record, at each
 step (after imports, after the state is loaded, after the start-up reconcile, then
@@ -368,6 +368,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--edits", type=int, default=20)
     p.add_argument("--burst", type=int, default=2_000)
+    p.add_argument("--bursts", type=int, default=1, help="bursts one after the other")
     p.add_argument("--polling", action="store_true", help="kymwatch run --polling")
     p.add_argument("--store", type=Path, help="run on this store as it is (no fresh copy)")
     p.add_argument("--child", nargs=2, metavar=("STORE", "OUT"))
@@ -406,10 +407,11 @@ def main() -> None:
             time.sleep(0.4)
             request_sync(store, timeout=300)
         _ask(out, f"after {opts.edits} single edits")
-        if opts.burst:
-            storegen.write_artifacts(store, list(range(opts.burst)), marker=0.77)
+        for b in range(opts.bursts if opts.burst else 0):
+            idx = [(b * opts.burst + k) % opts.records for k in range(opts.burst)]
+            storegen.write_artifacts(store, idx, marker=0.77 + b / 100)
             request_sync(store, timeout=900)
-            _ask(out, f"after a {opts.burst}-record burst")
+            _ask(out, f"after {opts.burst}-record burst {b + 1}")
             time.sleep(3)
             _ask(out, "3 s later")
     finally:
