@@ -1,7 +1,7 @@
 """By-hand measurement: the daemon's CPU and wall time over one burst, base vs new code.
 
 Run as ``python bench/burst_probe.py SRC [SRC ...] [--records 10000] [--burst 2000]
-[--rounds 2] [--spy] [--strace] [--tables DIR]``: for each round and each source tree SRC
+[--rounds 2] [--spy] [--strace] [--gc] [--tables DIR]``: for each round and each source tree SRC
 (a folder holding ``kymwatch/``, e.g. an exported ``src/`` of another commit), one after
 the other on a fresh hard-link copy of the bench's cached store (tables from ``--tables``,
 by default those of an indexed template in ``bench/out/cache``; state seeded), a ``kymwatch
@@ -9,7 +9,8 @@ run`` of that tree watches the store (``PYTHONPATH=SRC``), waited until idle; th
 rewrites both artifacts of ``--burst`` records as ``sec_burst`` does, then calls the sync
 barrier. Prints one JSON line per run: wall (first write → sync returns), write time, the
 daemon's CPU (all threads and the main thread's) and run-queue wait over the burst, its
-``batch_indexed`` lines (records per batch) and the marker check. ``--spy`` records a
+``batch_indexed`` lines (records per batch) and the marker check; with ``--gc`` also
+Python's cyclic collections over the burst (:mod:`gc_probe`). ``--spy`` records a
 py-spy profile of each run into ``bench/out/profiles``, ``--strace`` counts its system
 calls there (``strace -c -f``). Base and new alternate so that the shared machine's load
 falls on both alike.
@@ -28,6 +29,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import gc_probe
 import measure
 import storegen
 import stores
@@ -68,9 +70,19 @@ def _settle(d: Daemon, idle_cpu_s: float = 0.02, most_s: float = 120.0) -> None:
 
 
 def _run(
-    src: Path, store: Path, idx: list[int], marker: float, spy: bool, trace: bool = False
+    src: Path,
+    store: Path,
+    idx: list[int],
+    marker: float,
+    spy: bool,
+    trace: bool = False,
+    gc_out: Path | None = None,
 ) -> dict[str, object]:
     env = {"PYTHONPATH": str(src)}
+    if gc_out is not None:  # the collections, recorded by a sitecustomize hook
+        hook = gc_probe.hook_dir(storegen.OUT / "gc-hook")
+        env = {"PYTHONPATH": f"{src}:{hook}", gc_probe.ENV: str(gc_out)}
+        gc_out.unlink(missing_ok=True)
     d = Daemon(store, quiet_ms=300, extra=["--settle-ms", "20"])
     d.proc.env.update(env)
     with d:
@@ -89,10 +101,12 @@ def _run(
         threads0 = _thread_cpu(d.pid)
         _, w0 = d.schedstat()
         t0 = time.perf_counter()
+        wall0 = time.time()
         storegen.write_artifacts(store, idx, marker)
         t1 = time.perf_counter()
         sync(store)
         t2 = time.perf_counter()
+        wall2 = time.time()
         cpu = d.cpu_seconds() - cpu0
         threads = _thread_cpu(d.pid)
         main_cpu = threads.get(d.pid, 0.0) - threads0.get(d.pid, 0.0)
@@ -104,7 +118,8 @@ def _run(
             spyprof._finish(proc, raw, raw.stem, f"{src}: burst ({t2 - t0:.2f} s)")
         batches = d.events("batch_indexed")[n_batches:]
     ok = stores.records_with_marker(store, idx, marker)
-    return {
+    collections = {} if gc_out is None else gc_probe.window(gc_out, wall0, wall2)
+    return collections | {
         "src": str(src),
         "total_s": round(t2 - t0, 3),
         "write_s": round(t1 - t0, 3),
@@ -127,6 +142,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--spy", action="store_true")
     p.add_argument("--strace", action="store_true")
+    p.add_argument("--gc", action="store_true", help="Python's collections over the burst")
     p.add_argument("--tables", type=Path, default=None)
     opts = p.parse_args()
     measure.quiet_logging()
@@ -145,7 +161,8 @@ def main() -> None:
         for src in opts.src:
             marker += 1
             store = _prepare(n, work / "probe-store", tables)
-            got = _run(src.resolve(), store, idx, marker, opts.spy, opts.strace)
+            gc_out = work / "gc-probe.json" if opts.gc else None
+            got = _run(src.resolve(), store, idx, marker, opts.spy, opts.strace, gc_out)
             print(json.dumps(got), flush=True)
 
 

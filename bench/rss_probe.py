@@ -3,7 +3,7 @@
 Measured by hand (not part of ``./dev bench``)::
 
     .venv/bin/python bench/rss_probe.py WORKDIR [--records 10000] [--tracemalloc]
-        [--first-start] [--edits 20] [--burst 2000]
+        [--first-start] [--edits 20] [--burst 2000] [--bursts 1]
 
 The child runs ``kymwatch.cli.main(["run", STORE])`` with hooks that record, at each
 step (after imports, after the state is loaded, after the start-up reconcile, then
@@ -146,12 +146,73 @@ def _line(stat: Any) -> str:
     return f"{stat.size / 2**20:7.2f} MiB {stat.count:8d} {stat.traceback}"
 
 
+class _GcProbe:
+    """Python's cyclic collections (a ``gc.callbacks`` hook): count, seconds and the
+    longest pause per generation, and collections per thread, since the last take."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started: dict[int, float] = {}  # thread id -> start of its collection
+        self.own = False  # the snapshot's own gc.collect() is left out
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
+        self.collected = 0
+        self.threads: dict[str, int] = {}
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        me = threading.get_ident()
+        if phase == "start":
+            self.started[me] = time.perf_counter()
+            return
+        took = time.perf_counter() - self.started.pop(me, time.perf_counter())
+        if self.own:
+            return
+        gen = info["generation"]
+        with self.lock:
+            self.count[gen] += 1
+            self.seconds[gen] += took
+            self.longest[gen] = max(self.longest[gen], took)
+            self.collected += info["collected"]
+            name = threading.current_thread().name
+            self.threads[name] = self.threads.get(name, 0) + 1
+
+    def take(self) -> dict[str, Any]:
+        """What ran since the last take, and what each generation holds now."""
+        import gc
+
+        with self.lock:
+            doc = {
+                "gc_count": list(self.count),
+                "gc_ms": [round(s * 1000, 1) for s in self.seconds],
+                "gc_longest_ms": [round(s * 1000, 1) for s in self.longest],
+                "gc_collected": self.collected,
+                "gc_threads": dict(self.threads),
+            }
+            self.reset()
+        doc["gc_objects"] = [len(gc.get_objects(g)) for g in range(3)]
+        doc["gc_frozen"] = gc.get_freeze_count()
+        doc["gc_threshold"] = list(gc.get_threshold())
+        return doc
+
+
+GC_PROBE = _GcProbe()
+
+
 def snapshot(label: str, top: int = 0) -> dict[str, Any]:
-    """The process's memory now (MiB)."""
+    """The process's memory now (MiB), and the collections since the last snapshot."""
     import gc
 
-    gc.collect()
     doc: dict[str, Any] = {"label": label, "t": time.time()}
+    doc |= GC_PROBE.take()
+    GC_PROBE.own = True
+    try:
+        gc.collect()
+    finally:
+        GC_PROBE.own = False
     doc |= _proc_kib("/proc/self/status", ("VmRSS", "VmHWM", "RssAnon", "RssFile"))
     doc["Threads"] = len(os.listdir("/proc/self/task"))
     doc |= _proc_kib("/proc/self/smaps_rollup", ("Anonymous", "Private_Dirty", "Shared_Clean"))
@@ -198,6 +259,11 @@ def snapshot(label: str, top: int = 0) -> dict[str, Any]:
 
 def _child(store: str, out: str, top: int, extra: list[str]) -> None:
     """Run the daemon on ``store`` and append snapshots to ``out`` (one JSON per line)."""
+    import gc
+
+    gc.callbacks.append(GC_PROBE)
+    if os.environ.get("PROBE_GC_THRESHOLD"):  # a variant: "700,10,10" is Python's default
+        gc.set_threshold(*(int(x) for x in os.environ["PROBE_GC_THRESHOLD"].split(",")))
     lock = threading.Lock()
 
     def dump(label: str) -> None:
@@ -302,6 +368,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--edits", type=int, default=20)
     p.add_argument("--burst", type=int, default=2_000)
+    p.add_argument("--bursts", type=int, default=1, help="bursts one after the other")
     p.add_argument("--polling", action="store_true", help="kymwatch run --polling")
     p.add_argument("--store", type=Path, help="run on this store as it is (no fresh copy)")
     p.add_argument("--child", nargs=2, metavar=("STORE", "OUT"))
@@ -340,10 +407,11 @@ def main() -> None:
             time.sleep(0.4)
             request_sync(store, timeout=300)
         _ask(out, f"after {opts.edits} single edits")
-        if opts.burst:
-            storegen.write_artifacts(store, list(range(opts.burst)), marker=0.77)
+        for b in range(opts.bursts if opts.burst else 0):
+            idx = [(b * opts.burst + k) % opts.records for k in range(opts.burst)]
+            storegen.write_artifacts(store, idx, marker=0.77 + b / 100)
             request_sync(store, timeout=900)
-            _ask(out, f"after a {opts.burst}-record burst")
+            _ask(out, f"after {opts.burst}-record burst {b + 1}")
             time.sleep(3)
             _ask(out, "3 s later")
     finally:
@@ -357,7 +425,8 @@ def main() -> None:
         doc = json.loads(line)
         cols = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "heap_in_use", "heap_free", "mmapped")
         more = ("arrow", "jemalloc", "jemalloc_peak", "mimalloc", "py_traced", "pymalloc_used")
-        more += ("pymalloc_arenas", "Threads", "arenas")
+        more += ("pymalloc_arenas", "Threads", "arenas", "gc_count", "gc_ms", "gc_longest_ms")
+        more += ("gc_objects", "gc_frozen", "gc_threads")
         vals = " ".join(f"{c}={doc.get(c, '-')}" for c in (*cols, *more))
         print(f"{doc['label']:<42} {vals} threads={len(doc['threads'])}")
         print("     maps:", doc["maps"])

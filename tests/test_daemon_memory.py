@@ -121,6 +121,94 @@ def test_kymwatch_run_logs_its_memory_settings(tmp_path: Path) -> None:
     (started,) = daemon.events("daemon_started")
     assert started["memory"]["arrow_pool"] == "system"
     assert started["memory"]["arrow_cpp_pool"] == "system"
+    assert started["memory"]["gc"] == "freeze when up"
+    assert started["memory"]["gc_threshold"] == list(memory.GC_THRESHOLD)
+    (frozen,) = daemon.events("gc_frozen")  # once, after the start-up reconcile
+    assert frozen["frozen"] > 10_000 and frozen["collected"] >= 0
+
+
+_FREEZE_CHILD = """
+import gc, json
+from kymwatch.daemon import memory
+before = memory.daemon_up()
+counts = [gc.get_freeze_count()]
+memory.tune_gc()
+kept = [[]]
+kept[0].append(kept)  # a cycle still in use at the first freeze, dropped after it
+junk = [[]]
+junk[0].append(junk)  # a garbage cycle at the first freeze
+del junk
+first = memory.daemon_up()
+counts.append(gc.get_freeze_count())
+gc.collect()  # frozen objects are not scanned: the dropped cycle stays
+del kept
+gc.collect()
+second = memory.daemon_up()  # a later daemon's start-up unfreezes and finds it
+counts.append(gc.get_freeze_count())
+print(json.dumps({"before": before, "first": first, "second": second, "counts": counts,
+                  "setting": memory.settings()["gc"], "threshold": gc.get_threshold()}))
+"""
+
+
+def test_daemon_up_freezes_only_when_the_process_asked() -> None:
+    """Without `tune_gc` (a Daemon inside another program) a daemon's start-up
+    leaves the collector alone; with it, the thresholds are set, garbage is collected
+    and the rest frozen, and a later start-up (a folder of stores) first unfreezes, so a
+    cycle dropped meanwhile is freed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FREEZE_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=True,
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["before"] is None and doc["counts"][0] == 0
+    assert doc["setting"] == "freeze when up"
+    assert tuple(doc["threshold"]) == memory.GC_THRESHOLD
+    assert doc["first"]["collected"] >= 2 and doc["first"]["frozen"] == doc["counts"][1] > 0
+    assert doc["second"]["collected"] >= 2  # the cycle that was frozen while in use
+    assert doc["second"]["frozen"] == doc["counts"][2] > 0
+
+
+_IN_PROCESS_CHILD = """
+import gc, json, shutil, sys, threading, time
+from pathlib import Path
+from kymwatch.daemon import Daemon, DaemonConfig, memory
+from kymwatch.daemon.status import DaemonState
+if "--asked" in sys.argv:
+    memory.tune_gc()
+store = Path(sys.argv[1])
+daemon = Daemon(DaemonConfig(store=store, quiet_s=0.05))
+thread = threading.Thread(target=daemon.run)
+thread.start()
+deadline = time.monotonic() + 120
+while daemon.reporter.state is not DaemonState.WATCHING and time.monotonic() < deadline:
+    time.sleep(0.02)
+frozen = gc.get_freeze_count()
+daemon.stop()
+thread.join(120)
+print(json.dumps({"watching": daemon.reporter.state is not DaemonState.STARTING,
+                  "frozen": frozen, "threshold": gc.get_threshold()}))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_daemon_freezes_its_start_up_only_in_kymwatch_run(tmp_path: Path, asked: bool) -> None:
+    """A `Daemon` run inside another program (tests, a notebook) neither freezes the
+    process's objects once it is up nor changes the collector's thresholds; the same
+    daemon in a process that asked (as `kymwatch run` does) has frozen them by the time
+    it is watching."""
+    root = tmp_path / "dataset.zarr"
+    shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
+    args = [sys.executable, "-c", _IN_PROCESS_CHILD, str(root), *(["--asked"] if asked else [])]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=WAIT_S, check=True)
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["watching"]
+    assert (doc["frozen"] > 10_000) is asked
+    assert (doc["frozen"] == 0) is not asked
+    assert (tuple(doc["threshold"]) == memory.GC_THRESHOLD) is asked
 
 
 def test_stale_counter_trims_after_a_full_pass(
@@ -167,3 +255,21 @@ def test_stale_counter_reads_table_stamps_dictionary_encoded(tmp_path: Path) -> 
     odd = tmp_path / "odd.parquet"
     pq.write_table(pa.table({"image_id": ["e1"], "params_hash": pa.nulls(1), "x": [1]}), odd)
     assert staleness._read_stamp_columns(odd).schema.field("params_hash").type == pa.null()
+
+
+@pytest.mark.integration
+def test_each_daemon_of_a_folder_of_stores_freezes_once_it_is_up(tmp_path: Path) -> None:
+    """`kymwatch run ROOT` (several daemons in one process) freezes once per store daemon,
+    each after its own start-up, logged in that store's log; the tables equal a rebuild."""
+    from harness import assert_tables_match_rebuild
+    from test_root_daemon import RootProcess, make_store
+
+    root = tmp_path / "lab"
+    stores = [make_store(root / "exp1.zarr"), make_store(root / "exp2.zarr", gen2=True)]
+    with RootProcess(root).start(wait_ready=False) as fleet:
+        fleet.wait_watching(stores)
+    for store in stores:
+        lines = (store / "index" / "kymwatch.log").read_text().splitlines()
+        frozen = [doc for doc in map(json.loads, lines) if doc.get("event") == "gc_frozen"]
+        assert len(frozen) == 1 and frozen[0]["frozen"] > 10_000
+        assert_tables_match_rebuild(store, tmp_path / "scratch")

@@ -28,7 +28,12 @@ EXIT_OK = 0  # as kymwatch.cli.EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kymwatch.daemon.memory import keep_numpy_out, tune_process_memory, use_system_allocator
+    from kymwatch.daemon.memory import (
+        keep_numpy_out,
+        tune_gc,
+        tune_process_memory,
+        use_system_allocator,
+    )
 
     use_system_allocator()  # before pyarrow is imported: see kymwatch.daemon.memory
     root, many = resolve_target(args.store)
@@ -50,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         require_dask()  # without it: one line saying how to install it
     tune_process_memory()  # before the daemon allocates: see kymwatch.daemon.memory
+    tune_gc()  # thresholds; each daemon freezes its start-up: see kymwatch.daemon.memory
     console: ConsoleFormat = service_console_format() or "auto"
     if many:
         return _run_root(args, root, opts, console)

@@ -224,10 +224,13 @@ def gc_paused(pause: bool) -> Iterator[None]:
     """With ``pause``, hold off Python's cyclic garbage collector for the block (it runs
     at the next allocation after it, if due).
 
-    A full collection scans every object the process keeps (~90,000-170,000 at 10k
-    records: imports, state, cached tables' wrappers) and holds the GIL for 40-100 ms
-    (measured in process). A watching daemon allocates mostly while a batch works, so
-    that is where a collection falls due; paused, it runs once the batch's tables are
+    A full collection scans every object the process keeps and has not frozen: ~40,000
+    in a ``kymwatch run`` daemon at 10k records until
+    :func:`~kymwatch.daemon.memory.daemon_up` freezes them once it is up (15-43 ms with
+    the GIL held; 90,000-170,000 and 40-100 ms in a process that also holds pandas and
+    test code), a few hundred to ~2,000 after (1-6 ms; ``bench/ANALYSIS.md``, "Garbage
+    collector, session 6"). A watching daemon allocates mostly while a batch works,
+    so that is where a collection falls due; paused, it runs once the batch's tables are
     written. An edit allocates little; a long chunk (a burst, a reconcile) keeps the
     collector on: its garbage could grow.
     """

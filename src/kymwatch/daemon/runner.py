@@ -285,6 +285,9 @@ class Daemon:
             self.reporter.set_state(DaemonState.RECONCILING)
             self.reconciler.reconcile("startup")
             self.duties.export(force=False)  # an export a crash left older than its parts
+            frozen = memory.daemon_up()  # kymwatch run: start-up objects out of the GC's scans
+            if frozen is not None:
+                log.info("gc_frozen", **frozen)
             if self.reporter.state is DaemonState.RECONCILING:
                 self.reporter.set_state(DaemonState.WATCHING)
             self.reporter.ready()
