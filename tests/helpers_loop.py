@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -13,7 +14,7 @@ from harness import WAIT_S, wait_until
 from helpers_store import write_json_artifact, write_parquet_artifact, write_v2_record
 from kymwatch.daemon import Daemon, EventSink, FileChange, Rescan
 
-__all__ = ["LossySink", "add_kym_record", "kym_events", "running"]
+__all__ = ["HeldSink", "LossySink", "add_kym_record", "kym_events", "running"]
 
 
 def kym_events(n: int, *, start_s: float = 0.0) -> pd.DataFrame:
@@ -83,3 +84,29 @@ class LossySink:
             self.dropped += 1
             return
         self.sink(item)
+
+
+class HeldSink:
+    """Collects what a watcher reports; holds the watcher's thread on the first report
+    until released, so that later kernel events wait in the inotify queue meanwhile."""
+
+    def __init__(self) -> None:
+        self.reports: list[Any] = []
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, report: Any) -> None:
+        with self._lock:
+            self.reports.append(report)
+        if not self.held.is_set():
+            self.held.set()
+            self.release.wait(WAIT_S)
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [str(r.path) for r in self.reports if not isinstance(r, Rescan)]
+
+    def rescans(self) -> list[str]:
+        with self._lock:
+            return [r.reason for r in self.reports if isinstance(r, Rescan)]

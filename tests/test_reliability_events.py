@@ -25,7 +25,7 @@ from harness import (
     live_tables,
     wait_until,
 )
-from helpers_loop import LossySink, running
+from helpers_loop import HeldSink, LossySink, running
 from helpers_store import (
     analysis_file,
     delete_record,
@@ -285,32 +285,6 @@ def test_sync_request_lost_with_the_events_is_answered_after_the_rescan(
 
 
 # -- the real watcher alone: watches that must follow what happened on disk -----------------
-class HeldSink:
-    """Collects what a watcher reports; holds the watcher's thread on the first report
-    until released, so that later kernel events wait in the inotify queue meanwhile."""
-
-    def __init__(self) -> None:
-        self.reports: list[Any] = []
-        self.held = threading.Event()
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-
-    def __call__(self, report: Any) -> None:
-        with self._lock:
-            self.reports.append(report)
-        if not self.held.is_set():
-            self.held.set()
-            self.release.wait(WAIT_S)
-
-    def paths(self) -> list[str]:
-        with self._lock:
-            return [str(r.path) for r in self.reports if not isinstance(r, Rescan)]
-
-    def rescans(self) -> list[str]:
-        with self._lock:
-            return [r.reason for r in self.reports if isinstance(r, Rescan)]
-
-
 def test_a_record_renamed_while_events_wait_is_watched_under_its_new_name(
     tmp_path: Path,
 ) -> None:

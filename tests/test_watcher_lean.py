@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import gc
 import shutil
-import threading
 import tracemalloc
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness import WAIT_S, wait_until
+from helpers_loop import HeldSink
 from helpers_store import (
     analysis_file,
     gen2_events_frame,
@@ -29,7 +28,7 @@ from helpers_store import (
     write_parquet_artifact,
     write_v2_record,
 )
-from kymwatch.daemon import InotifyWatcher, Rescan
+from kymwatch.daemon import InotifyWatcher
 from kymwatch.daemon.watcher import inotify_available
 
 pytestmark = [
@@ -38,32 +37,6 @@ pytestmark = [
 ]
 
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
-
-
-class HeldSink:
-    """Collects a watcher's reports; holds its thread on the first one until released,
-    so kernel events pile up in the inotify queue meanwhile."""
-
-    def __init__(self) -> None:
-        self.reports: list[Any] = []
-        self.held = threading.Event()
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-
-    def __call__(self, report: Any) -> None:
-        with self._lock:
-            self.reports.append(report)
-        if not self.held.is_set():
-            self.held.set()
-            self.release.wait(WAIT_S)
-
-    def paths(self) -> list[str]:
-        with self._lock:
-            return [str(r.path) for r in self.reports if not isinstance(r, Rescan)]
-
-    def rescans(self) -> list[str]:
-        with self._lock:
-            return [r.reason for r in self.reports if isinstance(r, Rescan)]
 
 
 def kymflow_store(root: Path, n: int) -> list[str]:
