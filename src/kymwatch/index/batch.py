@@ -73,9 +73,9 @@ def _label(ix: DatasetIndexer) -> str:
     return label if isinstance(label, str) else ix.name
 
 
-def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord) -> RawRows:
-    """The record's rows as read (a plugin's frame or table is taken as raw rows)."""
-    reader = raw_reader(ix)
+def _read_one(ix: DatasetIndexer, rec: ZarrImageRecord, reader: Reader | None) -> RawRows:
+    """The record's rows as read by ``reader`` (``ix``'s :func:`raw_reader`), or through
+    ``extract_rows`` (a plugin's frame or table is taken as raw rows)."""
     if reader is not None:
         raw = reader(rec)
     else:
@@ -104,11 +104,7 @@ def _read(
     failed: RecordOutcome | None = None
     raw: RawRows | None = None
     try:
-        if reader is not None:
-            raw = reader(rec)
-            raw.check()
-        else:
-            raw = _read_one(ix, rec)
+        raw = _read_one(ix, rec, reader)
     except ArtifactNotFoundError as e:
         failed = RecordOutcome(image_id, ix.name, OutcomeStatus.MISSING, keys=e.looked_for)
     except ArtifactUnreadableError as e:
