@@ -13,6 +13,8 @@ import gc
 import shutil
 import tracemalloc
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,13 +87,12 @@ def overflow_while_held(root: Path, image_id: str, sink: HeldSink) -> None:
         (flood / f"f{i}.tmp").touch()  # IN_CREATE + IN_CLOSE_WRITE each
 
 
-def test_an_analysis_folder_replaced_while_events_were_lost_is_watched_again(
-    tmp_path: Path,
-) -> None:
-    """analysis/ of a record deleted and made anew after the queue overflowed: the rewatch
-    the overflow brings watches the new folder (the old watch, whose end was lost too, is
-    forgotten), and a later write in it is reported."""
-    root = tmp_path / "store.zarr"
+@contextmanager
+def overflowed(root: Path) -> Iterator[tuple[InotifyWatcher, HeldSink, str, int]]:
+    """A store of two kymflow records watched by a real watcher whose thread is held on
+    its first report (a write in the first record) while its queue overflows; gives the
+    watcher, its sink, the second record and the watch count before the overflow. The
+    block makes its changes, then releases the sink."""
     first, second = kymflow_store(root, 2)
     sink = HeldSink()
     watcher = InotifyWatcher(root, sink)
@@ -100,6 +101,20 @@ def test_an_analysis_folder_replaced_while_events_were_lost_is_watched_again(
         count = watcher.watch_count
         write_json_artifact(root, first, "radon_report", legacy_radon_report(2.0))
         overflow_while_held(root, first, sink)
+        yield watcher, sink, second, count
+    finally:
+        sink.release.set()
+        watcher.stop()
+
+
+def test_an_analysis_folder_replaced_while_events_were_lost_is_watched_again(
+    tmp_path: Path,
+) -> None:
+    """analysis/ of a record deleted and made anew after the queue overflowed: the rewatch
+    the overflow brings watches the new folder (the old watch, whose end was lost too, is
+    forgotten), and a later write in it is reported."""
+    root = tmp_path / "store.zarr"
+    with overflowed(root) as (watcher, sink, second, count):
         shutil.rmtree(root / "images" / second / "analysis")
         write_json_artifact(root, second, "radon_report", legacy_radon_report(3.0))
         sink.release.set()
@@ -108,9 +123,6 @@ def test_an_analysis_folder_replaced_while_events_were_lost_is_watched_again(
         assert watcher.watch_count == count - 1  # velocity_events/ went with analysis/
         later = write_json_artifact(root, second, "radon_report", legacy_radon_report(4.0))
         wait_until(lambda: str(later) in sink.paths(), what="the write in the new analysis/")
-    finally:
-        sink.release.set()
-        watcher.stop()
 
 
 def test_a_record_renamed_while_events_were_lost_is_watched_under_its_new_name(
@@ -120,14 +132,7 @@ def test_a_record_renamed_while_events_were_lost_is_watched_under_its_new_name(
     hands them back for the new name): after the rewatch they report the new name, none
     is counted twice, and nothing is reported under the old name."""
     root = tmp_path / "store.zarr"
-    first, second = kymflow_store(root, 2)
-    sink = HeldSink()
-    watcher = InotifyWatcher(root, sink)
-    watcher.start()
-    try:
-        count = watcher.watch_count
-        write_json_artifact(root, first, "radon_report", legacy_radon_report(2.0))
-        overflow_while_held(root, first, sink)
+    with overflowed(root) as (watcher, sink, second, count):
         renamed = str(uuid.UUID(int=99, version=4))
         (root / "images" / second).rename(root / "images" / renamed)
         sink.release.set()
@@ -138,6 +143,3 @@ def test_a_record_renamed_while_events_were_lost_is_watched_under_its_new_name(
         new_file = str(analysis_file(root, renamed, "velocity_events/events", "parquet"))
         wait_until(lambda: new_file in sink.paths(), what="the write in the renamed record")
         assert not [p for p in sink.paths() if f"/{second}/" in p]
-    finally:
-        sink.release.set()
-        watcher.stop()
