@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from harness import kymwatch
 from helpers_store import write_file, write_json_artifact
+from kymwatch.index import KymDataset
+from kymwatch.index.registry import make_indexers, select_indexers
 from kymwatch.index.staleness import (
     StalenessReason,
     dataset_staleness,
@@ -18,6 +21,7 @@ from kymwatch.index.staleness import (
     stale_counts,
     validate_marker,
 )
+from kymwatch.store import SortedTable
 
 DATA = Path(__file__).parent / "data" / "staleness"
 CASES = ["ve_params_edit", "ve_zero_rows", "radon_roi_edit", "ve_mixed"]
@@ -82,6 +86,50 @@ def test_judging_some_records_equals_judging_all(case: str) -> None:
     for some in (ids[:1], ids[1::2], ["not-a-record", *ids[-1:]]):
         got = {(s.image_id, s.indexer): s.to_dict() for s in dataset_staleness(root, None, some)}
         assert got == {k: v for k, v in everything.items() if k[0] in some}, (case, some)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_judging_from_cached_tables_equals_judging_from_files(case: str) -> None:
+    """Judging a few records against in-memory copies of kymflow's tables (what the
+    daemon's stale counter hands over) gives the verdicts the table files give; the
+    missing table of a store without radon output counts as no rows either way."""
+    root = DATA / case / "dataset.zarr"
+
+    def cached(name: str) -> SortedTable | None:
+        path = root / "tables" / f"{name}.parquet"
+        return SortedTable.adopt(pq.read_table(path))[0] if path.exists() else None
+
+    everything = {(s.image_id, s.indexer): s.to_dict() for s in dataset_staleness(root)}
+    ids = sorted({i for i, _ in everything})
+    for some in (ids, ids[:1], ids[1::2], ["not-a-record", "../x", *ids[-1:]]):
+        got = dataset_staleness(root, None, some, cached=cached)
+        assert {(s.image_id, s.indexer): s.to_dict() for s in got} == {
+            k: v for k, v in everything.items() if k[0] in some
+        }, (case, some)
+
+
+def test_a_daemons_cached_table_is_used_only_while_its_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    """`current_cached` hands over the table the dataset wrote and cached; once another
+    program rewrites the file (even with the same rows), for a table adopted from
+    kymflow's own file, or one cached without an indexer (no id map), it hands over
+    nothing and the file is read instead."""
+    root = copy_case("ve_mixed", tmp_path)
+    plain = KymDataset(root, "r")  # generation 1's indexers: the table has none
+    plain.get_arrow("kym_velocity_events")
+    assert plain.current_cached("kym_velocity_events") is None
+    kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root)))
+    assert kd.current_cached("kym_velocity_events") is None  # nothing cached yet
+    kd.get_arrow("kym_velocity_events")
+    assert kd.current_cached("kym_velocity_events") is None  # kymflow's file: adopted
+    kd.rebuild_reports()
+    ours = kd.current_cached("kym_velocity_events")
+    assert ours is not None and ours.table.equals(kd.get_arrow("kym_velocity_events"))
+    path = root / "tables" / "kym_velocity_events.parquet"
+    pq.write_table(pq.read_table(path), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    assert kd.current_cached("kym_velocity_events") is None
 
 
 def test_fixtures_cover_every_reason_kymflow_gives() -> None:

@@ -158,7 +158,9 @@ class Daemon:
         self.source = SourceKeeper(self.root, self.intake.put, config, source_factory)
         self._lock = DaemonLock(self.root)
         self._working = False  # the loop is indexing, reconciling or answering a sync
-        self.stale = StaleCounter(self.root, self._publish_stale, busy=self._busy)
+        self.stale = StaleCounter(
+            self.root, self._publish_stale, busy=self._busy, cached=self.kd.current_cached
+        )
         self.duties = Duties(
             self.root,
             config,

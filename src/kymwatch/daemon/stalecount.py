@@ -20,10 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kymwatch._lazy import lazy_logger
 from kymwatch.daemon import memory
 from kymwatch.store import TABLES_DIR, iter_record_folders
+
+if TYPE_CHECKING:
+    from kymwatch.index.staleness import CachedTable
 
 __all__ = ["StaleCounter", "tabled_gen2_indexers"]
 
@@ -57,6 +61,9 @@ class StaleCounter:
         slice_records: Records judged between two looks at ``busy``.
         max_defer_s: Longest wait for the loop to be idle (continuous acquisition
             must not starve the counts).
+        cached: The daemon's current in-memory tables by name (see
+            :meth:`~kymwatch.index.tableaccess.TableAccess.current_cached`): a pass
+            slices its records' rows out of them instead of reading the table files.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class StaleCounter:
         busy: Callable[[], bool] = lambda: False,
         slice_records: int = _SLICE_RECORDS,
         max_defer_s: float = _MAX_DEFER_S,
+        cached: CachedTable | None = None,
     ) -> None:
         self.root = root
         self._publish = publish
@@ -75,6 +83,7 @@ class StaleCounter:
         self._busy = busy
         self._slice_records = slice_records
         self._max_defer_s = max_defer_s
+        self._cached = cached
         self._stale: dict[str, dict[str, str]] = {}
         self._counts: dict[str, int] | None = None
         self._dirty: set[str] = set()
@@ -177,7 +186,8 @@ class StaleCounter:
                 self._step_aside()
                 # Only the stale verdicts are kept, slice by slice (a full pass's verdicts
                 # of every record were ~20,000 objects at 10k records).
-                for s in dataset_staleness(self.root, names, todo[at : at + self._slice_records]):
+                some = todo[at : at + self._slice_records]
+                for s in dataset_staleness(self.root, names, some, cached=self._cached):
                     if s.is_stale and s.analysed:
                         stale[s.indexer][s.image_id] = str(s.reason)
         self._stale = stale

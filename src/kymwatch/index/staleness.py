@@ -22,7 +22,7 @@ Per record and generation-2 indexer, three things are compared:
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
 from kymwatch.index.params import RADON, VELOCITY_EVENTS, AnalysisParams, current_params_hash
-from kymwatch.store import ZarrDataset, ZarrImageRecord
+from kymwatch.store import SortedTable, ZarrDataset, ZarrImageRecord, is_record_folder
 
 __all__ = [
     "GEN2_ANALYSES",
@@ -260,12 +260,30 @@ def load_marker(rec: ZarrImageRecord, spec: AnalysisParams) -> tuple[dict[str, A
 _STAMP_COLUMNS = ("image_id", "params_hash", "analysis_version")
 
 
+Stamps = dict[str, list[tuple[object, object]]]
+"""A table's (params_hash, analysis_version) of each row, per image_id."""
+
+CachedTable = Callable[[str], SortedTable | None]
+"""A daemon's in-memory copy of a table by name, or None when it has none that is
+current (see :meth:`~kymwatch.index.tableaccess.TableAccess.current_cached`)."""
+
+
 def _table_stamps(
-    root: Path, table: str, only: Collection[str] | None = None
-) -> tuple[dict[str, list[tuple[object, object]]], bool, str | None]:
+    root: Path,
+    table: str,
+    only: Collection[str] | None = None,
+    cached: CachedTable | None = None,
+) -> tuple[Stamps, bool, str | None]:
     """Row stamps per image_id of ``tables/<table>.parquet`` (empty if absent): of the
     records ``only`` when given (the stale counter judges a batch's few records; the
-    stamp columns alone are read, and only those records' rows become Python objects)."""
+    stamp columns alone are read, and only those records' rows become Python objects).
+
+    With ``cached`` and ``only``, the rows come from the cached copy when it has one
+    (a daemon's: a few records' rows are sliced out; a 100,000-row table's stamp
+    columns were read from disk in ~6 ms for each batch judged)."""
+    st = cached(table) if cached is not None and only is not None else None
+    if st is not None and only is not None:
+        return _cached_stamps(st, only), True, None
     path = Path(root) / "tables" / f"{table}.parquet"
     try:
         stored = _read_stamp_columns(path)
@@ -289,6 +307,23 @@ def _table_stamps(
     for image_id, p, v in zip(ids, params, versions, strict=True):
         out.setdefault(str(image_id), []).append((p, v))
     return out, has, None
+
+
+def _cached_stamps(st: SortedTable, only: Collection[str]) -> Stamps:
+    """The stamps of the records ``only`` in a sorted table (a column it lacks: None)."""
+    names = st.table.column_names
+    out: Stamps = {}
+    for image_id in only:
+        start, count = st.range_of(image_id)
+        if not count:
+            continue
+        rows = st.table.slice(start, count)
+        params, versions = (
+            rows.column(c).to_pylist() if c in names else [None] * count
+            for c in ("params_hash", "analysis_version")
+        )
+        out[image_id] = list(zip(params, versions, strict=True))
+    return out
 
 
 def _read_stamp_columns(path: Path) -> pa.Table:
@@ -319,7 +354,11 @@ def _has_results(rec: ZarrImageRecord, indexer: str) -> bool:
 
 
 def dataset_staleness(
-    root: Path, indexers: Iterable[str] | None = None, image_ids: Iterable[str] | None = None
+    root: Path,
+    indexers: Iterable[str] | None = None,
+    image_ids: Iterable[str] | None = None,
+    *,
+    cached: CachedTable | None = None,
 ) -> list[Staleness]:
     """Staleness of every record for each generation-2 indexer, by image id.
 
@@ -327,7 +366,10 @@ def dataset_staleness(
         root: The store folder.
         indexers: Generation-2 indexer names (default: both).
         image_ids: Only these records (default: every record); ids of records the
-            store does not hold are left out.
+            store does not hold are left out (each is looked up: ``images/`` is not
+            listed, ~14 ms at 10k records).
+        cached: A daemon's current in-memory tables, read instead of the table files
+            when ``image_ids`` is given.
 
     Raises:
         KeyError: a name is not a generation-2 indexer.
@@ -335,14 +377,14 @@ def dataset_staleness(
     names = list(indexers) if indexers is not None else list(GEN2_ANALYSES)
     specs = [GEN2_ANALYSES[n] for n in names]
     ds = ZarrDataset(root, "r")
-    ids = ds.list_image_ids()
-    if image_ids is not None:
-        wanted = set(image_ids)
-        ids = [i for i in ids if i in wanted]
+    if image_ids is None:
+        ids = ds.list_image_ids()
+    else:
+        ids = sorted(i for i in set(image_ids) if is_record_folder(ds.path, i))
     out: list[Staleness] = []
     for spec in specs:
         only = ids if image_ids is not None else None
-        stamps, has_stamps, table_error = _table_stamps(ds.path, spec.indexer, only)
+        stamps, has_stamps, table_error = _table_stamps(ds.path, spec.indexer, only, cached)
         for image_id in ids:
             s = _record(ds, image_id, spec, stamps.get(image_id, []), has_stamps)
             if table_error and s.error is None:

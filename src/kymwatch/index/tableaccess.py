@@ -15,7 +15,7 @@ import pyarrow as pa
 from kymwatch.index.base import DatasetIndexer
 from kymwatch.index.frames import to_frame, with_pandas_metadata
 from kymwatch.index.publish import Publisher
-from kymwatch.store import ZarrDataset, write_table_arrow
+from kymwatch.store import SortedTable, ZarrDataset, table_fingerprint, write_table_arrow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +50,26 @@ class TableAccess:
     def get_arrow(self, name: str) -> pa.Table:
         """Table ``name`` as Arrow (sorted by ``image_id``; no pandas conversion)."""
         return self._pub.read(name).table
+
+    def current_cached(self, name: str) -> SortedTable | None:
+        """The cached copy of table ``name`` while its files are still the ones it was
+        read from or written as; None otherwise (not cached, changed on disk since,
+        adopted from another program's schema, whose values the copy coerced, or kept
+        without its image-id map because no indexer of it is in use).
+
+        Nothing is read or cached, so another thread may call it (the daemon's stale
+        counter). A copy replaced meanwhile may be the one before the batch in hand;
+        that batch's records are judged again after it.
+        """
+        pub = self._pub
+        st = pub.tables.get(name)
+        if st is None or name in pub.foreign or (len(st) and not st.ids):
+            return None
+        if table_fingerprint(self.store.table_path(name)) != pub.stamps.get(name):
+            return None
+        if pub.parted.stamp(name) != pub.part_stamps.get(name):
+            return None
+        return st
 
     def table_image_ids(self, name: str) -> set[str]:
         """The image ids that have rows in table ``name``."""

@@ -15,6 +15,7 @@ Scans never follow symbolic links.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "Listing",
     "RecordFiles",
     "fs_stamp",
+    "is_record_folder",
     "iter_record_folders",
     "scan_dataset",
     "scan_record",
@@ -277,6 +279,17 @@ def iter_record_folders(root: Path, skipped: list[str] | None = None) -> Iterato
             yield entry.name, entry.path
         elif skipped is not None and not entry.name.startswith("."):
             skipped.append(entry.path)
+
+
+def is_record_folder(root: Path, image_id: str) -> bool:
+    """Whether :func:`iter_record_folders` would list ``image_id``: a valid id naming a
+    folder (not a symbolic link) under ``images/``; one look-up, no listing."""
+    if not is_valid_image_id(image_id):
+        return False
+    try:
+        return stat.S_ISDIR(os.lstat(os.path.join(root, IMAGES_DIR, image_id)).st_mode)
+    except OSError:
+        return False
 
 
 def scan_record(record_path: Path, stamp: int = 0, listing: Listing | None = None) -> RecordFiles:
