@@ -1,0 +1,294 @@
+"""Thrift's compact protocol, generically: a struct as field id → (type, value).
+
+Parquet's footer (``FileMetaData``) is a Thrift struct in the compact protocol. This
+module reads and writes any such struct without a schema: each field keeps its id, its
+wire type and its value, in the order read, so a struct decoded and encoded again gives
+the same bytes, fields this code knows nothing of included (a newer writer's additions
+round-trip unchanged). The wire format is Apache Thrift's ``TCompactProtocol``: fields
+as a delta of their id (or the id in full) and a type nibble, integers as zigzag
+varints, binary as a varint length and the bytes, lists as a size and element type.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+__all__ = [
+    "BINARY",
+    "BOOL",
+    "BYTE",
+    "DOUBLE",
+    "I16",
+    "I32",
+    "I64",
+    "LIST",
+    "MAP",
+    "SET",
+    "STRUCT",
+    "TList",
+    "TMap",
+    "TStruct",
+    "ThriftError",
+    "Value",
+    "decode_struct",
+    "encode_struct",
+]
+
+# The compact protocol's type ids (a struct field of type bool carries its value in
+# the type: 1 true, 2 false; BOOL stands for both here).
+BOOL = 1
+_FALSE = 2
+BYTE = 3
+I16 = 4
+I32 = 5
+I64 = 6
+DOUBLE = 7
+BINARY = 8
+LIST = 9
+SET = 10
+MAP = 11
+STRUCT = 12
+
+_MAX_DEPTH = 64
+
+
+class ThriftError(ValueError):
+    """Bytes that are not a well-formed compact-protocol struct."""
+
+
+Value: TypeAlias = "bool | int | float | bytes | TList | TMap | TStruct"
+
+
+@dataclass(slots=True)
+class TList:
+    """A list (or set) of values of one element type (booleans: their raw byte)."""
+
+    etype: int
+    items: list[Value]
+    kind: int = LIST
+
+
+@dataclass(slots=True)
+class TMap:
+    """A map, as its key and value types and its pairs in wire order."""
+
+    ktype: int
+    vtype: int
+    items: list[tuple[Value, Value]]
+
+
+@dataclass(slots=True)
+class TStruct:
+    """A struct: field id → (wire type, value), in wire order."""
+
+    fields: dict[int, tuple[int, Value]] = field(default_factory=dict)
+
+    def get(self, fid: int) -> Value | None:
+        """The value of field ``fid`` (None if absent)."""
+        entry = self.fields.get(fid)
+        return None if entry is None else entry[1]
+
+    def get_int(self, fid: int) -> int | None:
+        """The value of an integer field (None if absent); ThriftError if not an integer."""
+        v = self.get(fid)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ThriftError(f"field {fid} is not an integer")
+        return v
+
+    def get_struct(self, fid: int) -> TStruct | None:
+        """The value of a struct field (None if absent); ThriftError if not a struct."""
+        v = self.get(fid)
+        if v is None:
+            return None
+        if not isinstance(v, TStruct):
+            raise ThriftError(f"field {fid} is not a struct")
+        return v
+
+    def get_list(self, fid: int) -> list[Value] | None:
+        """The items of a list field (None if absent); ThriftError if not a list."""
+        v = self.get(fid)
+        if v is None:
+            return None
+        if not isinstance(v, TList):
+            raise ThriftError(f"field {fid} is not a list")
+        return v.items
+
+    def set_value(self, fid: int, value: Value) -> None:
+        """Replace the value of field ``fid``, which must be present (its type kept)."""
+        ftype, _ = self.fields[fid]
+        self.fields[fid] = (ftype, value)
+
+
+class _Reader:
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def byte(self) -> int:
+        try:
+            b = self.data[self.pos]
+        except IndexError:
+            raise ThriftError("truncated struct") from None
+        self.pos += 1
+        return b
+
+    def varint(self) -> int:
+        shift = result = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+            if shift > 70:
+                raise ThriftError("varint too long")
+
+    def zigzag(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ThriftError("truncated struct")
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+
+def _read_value(r: _Reader, t: int, depth: int) -> Value:
+    if t == BYTE:
+        b = r.byte()
+        return b - 256 if b > 127 else b
+    if t in (I16, I32, I64):
+        return r.zigzag()
+    if t == DOUBLE:
+        v: float = struct.unpack("<d", r.take(8))[0]
+        return v
+    if t == BINARY:
+        return r.take(r.varint())
+    if t in (LIST, SET):
+        head = r.byte()
+        size, etype = head >> 4, head & 0x0F
+        if size == 15:
+            size = r.varint()
+        if etype in (BOOL, _FALSE):  # one raw byte each
+            return TList(etype, [r.byte() for _ in range(size)], t)
+        return TList(etype, [_read_value(r, etype, depth + 1) for _ in range(size)], t)
+    if t == MAP:
+        size = r.varint()
+        if size == 0:
+            return TMap(0, 0, [])
+        kv = r.byte()
+        kt, vt = kv >> 4, kv & 0x0F
+        pairs = [
+            (_read_value(r, kt, depth + 1), _read_value(r, vt, depth + 1)) for _ in range(size)
+        ]
+        return TMap(kt, vt, pairs)
+    if t == STRUCT:
+        return _read_struct(r, depth + 1)
+    raise ThriftError(f"unknown compact type {t}")
+
+
+def _read_struct(r: _Reader, depth: int) -> TStruct:
+    if depth > _MAX_DEPTH:
+        raise ThriftError("structs nested too deep")
+    fields: dict[int, tuple[int, Value]] = {}
+    last = 0
+    while True:
+        head = r.byte()
+        if head == 0:
+            return TStruct(fields)
+        ftype, delta = head & 0x0F, head >> 4
+        fid = last + delta if delta else r.zigzag()
+        last = fid
+        if ftype in (BOOL, _FALSE):
+            fields[fid] = (BOOL, ftype == BOOL)
+        else:
+            fields[fid] = (ftype, _read_value(r, ftype, depth))
+
+
+def decode_struct(data: bytes | memoryview) -> tuple[TStruct, int]:
+    """The struct at the start of ``data`` and the bytes it took; ThriftError if malformed."""
+    r = _Reader(data)
+    return _read_struct(r, 0), r.pos
+
+
+def _varint(out: bytearray, n: int) -> None:
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _zigzag(out: bytearray, n: int) -> None:
+    _varint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
+
+
+def _write_value(out: bytearray, t: int, v: Value) -> None:
+    if t == BYTE:
+        assert isinstance(v, int)
+        out.append(v & 0xFF)
+    elif t in (I16, I32, I64):
+        assert isinstance(v, int) and not isinstance(v, bool)
+        _zigzag(out, v)
+    elif t == DOUBLE:
+        assert isinstance(v, float)
+        out += struct.pack("<d", v)
+    elif t == BINARY:
+        assert isinstance(v, bytes)
+        _varint(out, len(v))
+        out += v
+    elif t in (LIST, SET):
+        assert isinstance(v, TList)
+        n = len(v.items)
+        if n < 15:
+            out.append((n << 4) | v.etype)
+        else:
+            out.append(0xF0 | v.etype)
+            _varint(out, n)
+        if v.etype in (BOOL, _FALSE):
+            for b in v.items:
+                assert isinstance(b, int)
+                out.append(b & 0xFF)
+        else:
+            for item in v.items:
+                _write_value(out, v.etype, item)
+    elif t == MAP:
+        assert isinstance(v, TMap)
+        _varint(out, len(v.items))
+        if v.items:
+            out.append((v.ktype << 4) | v.vtype)
+            for k, val in v.items:
+                _write_value(out, v.ktype, k)
+                _write_value(out, v.vtype, val)
+    elif t == STRUCT:
+        assert isinstance(v, TStruct)
+        _write_struct(out, v)
+    else:
+        raise ThriftError(f"unknown compact type {t}")
+
+
+def _write_struct(out: bytearray, s: TStruct) -> None:
+    last = 0
+    for fid, (ftype, value) in s.fields.items():
+        wire = (BOOL if value else _FALSE) if ftype == BOOL else ftype
+        if last < fid <= last + 15:
+            out.append(((fid - last) << 4) | wire)
+        else:
+            out.append(wire)
+            _zigzag(out, fid)
+        last = fid
+        if ftype != BOOL:
+            _write_value(out, ftype, value)
+    out.append(0)
+
+
+def encode_struct(s: TStruct) -> bytes:
+    """The compact-protocol bytes of ``s``."""
+    out = bytearray()
+    _write_struct(out, s)
+    return bytes(out)
