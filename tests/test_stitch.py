@@ -155,7 +155,7 @@ def test_groups_copied_from_a_file_keep_their_bytes(tmp_path: Path) -> None:
         out = tmp_path / "copied.parquet"
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            spans = stitch([Piece(src, 2), Piece(src, 0)], fd)
+            spans = stitch([Piece(src, 2), Piece(src, 0)], fd).spans
         finally:
             os.close(fd)
     finally:

@@ -63,7 +63,9 @@ class Source:
     file descriptor (read with ``pread``, its position untouched).
 
     Attributes:
-        data: The whole file, or a file descriptor.
+        data: The whole file, or a file descriptor (empty: a file's footer kept without
+            its data, as :func:`stitch` returns it; ``dataclasses.replace`` it with
+            the file's descriptor to copy from it).
         meta: Its footer.
         common: The footer's encoding without row groups and row count (pieces of one
             stitched file must agree on it).
@@ -224,11 +226,12 @@ class Piece:
     index: int
 
 
-def stitch(pieces: Sequence[Piece], fd: int) -> list[tuple[int, int]]:
+def stitch(pieces: Sequence[Piece], fd: int) -> Source:
     """Write a Parquet file of ``pieces``' row groups, in order, to ``fd`` (at its
-    position, which must be the start of an empty file); returns each group's byte range
-    in the new file. StitchRefusedError (nothing written) if the pieces' files disagree on
-    anything but their row groups, or if there are none."""
+    position, which must be the start of an empty file); returns the new file's footer
+    and its groups' byte ranges (as a source without data: see ``Source.data``).
+    StitchRefusedError (nothing written) if the pieces' files disagree on anything but
+    their row groups, or if there are none."""
     if not pieces:
         raise StitchRefusedError("no row groups")
     first = pieces[0].source
@@ -256,7 +259,7 @@ def stitch(pieces: Sequence[Piece], fd: int) -> list[tuple[int, int]]:
     meta.set_value(_FM_ROW_GROUPS, TList(STRUCT, list(groups)))
     footer = encode_struct(meta)
     _write_all(fd, footer + struct.pack("<I", len(footer)) + MAGIC)
-    return spans
+    return Source(b"", meta, first.common, tuple(spans))
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
