@@ -6,7 +6,6 @@ import io
 import itertools
 import os
 import struct
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.helpers_store import events_frame, gen2_events_frame
 
-from kymwatch.index.frames import with_pandas_metadata
+from helpers_tables import kymflow_events
 from kymwatch.store.stitch import Piece, Source, StitchRefusedError, stitch
 from kymwatch.store.thrift import BINARY, TStruct, decode_struct, encode_struct
 
@@ -33,26 +31,6 @@ def _encode(table: pa.Table, **options: object) -> bytes:
 def _footer(data: bytes) -> bytes:
     (n,) = struct.unpack("<I", data[-8:-4])
     return data[-8 - n : -8]
-
-
-def kymflow_events(records: int, *, seed: int = 0) -> pa.Table:
-    """A kymflow-shaped events table: UUID image ids (sorted), both generations'
-    columns (generation 1's string ids ``e0``.., generation 2's UUID event ids), nulls."""
-    frames = []
-    ids = sorted(str(uuid.UUID(int=(seed << 64) + k * 7919 + 1)) for k in range(records))
-    for k, image_id in enumerate(ids):
-        n = 1 + k % 3  # 1-3 rows per record
-        df = events_frame(n, start_s=float(k)) if k % 2 else gen2_events_frame(n, start_s=float(k))
-        df.insert(0, "image_id", image_id)
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    if len(df):
-        df.loc[df.index[::5], "score"] = None
-        df.loc[df.index[::7], "kind"] = None
-    df = df.astype({"image_id": "string", "event_id": "string", "kind": "string"})
-    df["roi_id"] = df["roi_id"].astype("Int64")
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    return with_pandas_metadata(table)
 
 
 def _stitched(tmp_path: Path, table: pa.Table, cuts: list[int], **options: object) -> Path:

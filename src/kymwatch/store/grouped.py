@@ -78,10 +78,10 @@ def _plan(
         and touched is not None
         and previous.schema.equals(st.table.schema, check_metadata=True)
     ):
-        cuts = plan_edit(st.ids, st.offsets, previous.groups, touched)
+        cuts = plan_edit(st.ids, st.offsets, previous.groups, touched, TARGET_ROWS)
         if cuts is not None and any(c.old is not None for c in cuts):
             return cuts, previous
-    return plan_full(st.ids, st.offsets), None
+    return plan_full(st.ids, st.offsets, TARGET_ROWS), None
 
 
 def write_grouped(
@@ -119,7 +119,7 @@ def write_grouped(
             return _write(path, st, cuts, source, options, within, sync_folder)
         except (StitchRefusedError, _StaleSourceError) as e:
             log.info("table_groups_rewritten", path=str(path), reason=str(e))
-            cuts = plan_full(st.ids, st.offsets)
+            cuts = plan_full(st.ids, st.offsets, TARGET_ROWS)
     try:
         return _write(path, st, cuts, None, options, within, sync_folder)
     except StitchRefusedError as e:  # not expected of fresh encodes: one piece then

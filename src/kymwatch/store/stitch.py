@@ -274,7 +274,7 @@ _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, err
 def write_range(data: bytes | int, start: int, length: int, fd: int) -> None:
     """Append ``length`` bytes of ``data`` (bytes, or a file descriptor) from ``start``
     to ``fd`` at its position: between files with ``copy_file_range`` (no copy through
-    user space), else ``pread``/``write``. OSError if the source is shorter."""
+    user space), else ``pread``/``write``. StitchRefusedError if the source is shorter."""
     if isinstance(data, bytes):
         _write_all(fd, memoryview(data)[start : start + length])
         return
@@ -288,11 +288,11 @@ def write_range(data: bytes | int, start: int, length: int, fd: int) -> None:
                 raise
             break
         if n == 0:
-            raise OSError(errno.EIO, "source file ended early")
+            raise StitchRefusedError("source file ended early")
         done += n
     while done < length:
         chunk = os.pread(data, min(length - done, 1 << 22), start + done)
         if not chunk:
-            raise OSError(errno.EIO, "source file ended early")
+            raise StitchRefusedError("source file ended early")
         _write_all(fd, chunk)
         done += len(chunk)
