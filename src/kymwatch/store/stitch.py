@@ -18,14 +18,26 @@ metadata, column orders, writer).
 
 from __future__ import annotations
 
-import copy
 import errno
 import os
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
 
-from kymwatch.store.thrift import STRUCT, ThriftError, TList, TStruct, decode_struct, encode_struct
+from kymwatch.store.thrift import (
+    STRUCT,
+    Hole,
+    Raw,
+    ThriftError,
+    TList,
+    TStruct,
+    Value,
+    decode_struct,
+    encode_struct,
+    encode_template,
+    fill_template,
+)
 
 __all__ = ["MAGIC", "Piece", "Source", "StitchRefusedError", "stitch", "write_range"]
 
@@ -70,12 +82,17 @@ class Source:
         common: The footer's encoding without row groups and row count (pieces of one
             stitched file must agree on it).
         spans: Each row group's byte range (start, length).
+        rows: Each row group's rows.
+        templates: Each row group's metadata as a template (:meth:`template`), made
+            once and shared with the copies of this source.
     """
 
     data: bytes | int
     meta: TStruct
     common: bytes
     spans: tuple[tuple[int, int], ...]
+    rows: tuple[int, ...]
+    templates: dict[int, Template] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, data: bytes | int) -> Source:
@@ -102,25 +119,42 @@ class Source:
         try:
             groups = _row_groups(meta)
             spans = tuple(_span(rg, footer_at) for rg in groups)
+            rows = tuple(rg.get_int(_RG_NUM_ROWS) for rg in groups)
         except ThriftError as e:
             raise StitchRefusedError(f"footer malformed: {e}") from e
+        if any(n is None or n < 0 for n in rows):
+            raise StitchRefusedError("row group without a row count")
         rest = TStruct({k: v for k, v in meta.fields.items() if k not in _PER_FILE})
-        return cls(data, meta, encode_struct(rest), spans)
+        return cls(data, meta, encode_struct(rest), spans, tuple(n or 0 for n in rows))
 
     @property
     def row_groups(self) -> list[TStruct]:
         """The row groups' metadata, in file order."""
         return _row_groups(self.meta)
 
+    def template(self, k: int) -> Template:
+        """Row group ``k``'s metadata encoded with holes for its offsets (relative to its
+        start) and ordinal, made once."""
+        t = self.templates.get(k)
+        if t is None:
+            t = self.templates[k] = _template(self.row_groups[k], self.spans[k][0])
+        return t
+
+
+Template: TypeAlias = tuple[list[bytes], list[Hole]]
+"""A row group's encoded metadata around its holes (see :func:`encode_template`)."""
+
 
 _PER_FILE = (_FM_NUM_ROWS, _FM_ROW_GROUPS)
 
 
 def _row_groups(meta: TStruct) -> list[TStruct]:
+    """The row groups of a footer (those :func:`stitch` kept encoded: decoded)."""
     items = meta.get_list(_FM_ROW_GROUPS)
     if items is None:
         raise ThriftError("no row groups")
-    groups = [g for g in items if isinstance(g, TStruct)]
+    decoded = [decode_struct(g.data)[0] if isinstance(g, Raw) else g for g in items]
+    groups = [g for g in decoded if isinstance(g, TStruct)]
     if len(groups) != len(items):
         raise ThriftError("row groups are not structs")
     return groups
@@ -199,23 +233,34 @@ def _offsets(rg: TStruct) -> list[int]:
     return out
 
 
-def _shifted(rg: TStruct, by: int, ordinal: int) -> TStruct:
-    """A copy of a row group's metadata with its offsets moved ``by`` bytes."""
-    rg = copy.deepcopy(rg)
+def _moved(rg: TStruct, move: Callable[[int], Value], ordinal: Value) -> TStruct:
+    """A copy of a row group's metadata with each offset ``at`` replaced by
+    ``move(at)`` and its ordinal (if any) by ``ordinal`` (only the structs on the way to
+    an offset are copied: the rest is shared, never changed)."""
+    rg = TStruct(dict(rg.fields))
     at = rg.get_int(_RG_FILE_OFFSET)
     if at is not None:
-        rg.set_value(_RG_FILE_OFFSET, at + by)
+        rg.set_value(_RG_FILE_OFFSET, move(at))
     if rg.get(_RG_ORDINAL) is not None:
         rg.set_value(_RG_ORDINAL, ordinal)
-    for cc, cm in _columns(rg):
+    columns: list[Value] = []
+    for old_cc, old_cm in _columns(rg):
+        cc, cm = TStruct(dict(old_cc.fields)), TStruct(dict(old_cm.fields))
         at = cc.get_int(_CC_FILE_OFFSET)
         if at:
-            cc.set_value(_CC_FILE_OFFSET, at + by)
+            cc.set_value(_CC_FILE_OFFSET, move(at))
         for fid in (_CM_DATA_PAGE, _CM_INDEX_PAGE, _CM_DICT_PAGE, _CM_BLOOM):
             at = cm.get_int(fid)
             if at:  # a zero dictionary offset: written by some writers for "none"
-                cm.set_value(fid, at + by)
+                cm.set_value(fid, move(at))
+        cc.set_value(_CC_META, cm)
+        columns.append(cc)
+    rg.set_value(_RG_COLUMNS, TList(STRUCT, columns))
     return rg
+
+
+def _template(rg: TStruct, start: int) -> Template:
+    return encode_template(_moved(rg, lambda at: Hole(at - start), Hole(0, "ordinal")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,29 +282,28 @@ def stitch(pieces: Sequence[Piece], fd: int) -> Source:
     first = pieces[0].source
     if any(p.source.common != first.common for p in pieces):
         raise StitchRefusedError("the pieces' schemas or metadata differ")
-    groups: list[TStruct] = []
+    groups: list[Value] = []
+    templates: dict[int, Template] = {}
     spans: list[tuple[int, int]] = []
     rows = 0
     at = len(MAGIC)
     os.write(fd, MAGIC)
     for k, p in enumerate(pieces):
         start, length = p.source.spans[p.index]
-        rg = p.source.row_groups[p.index]
         write_range(p.source.data, start, length, fd)
-        groups.append(_shifted(rg, at - start, k))
-        n = rg.get_int(_RG_NUM_ROWS)
-        if n is None:
-            raise StitchRefusedError("row group without a row count")
-        rows += n
+        templates[k] = pieces_t, holes = p.source.template(p.index)
+        values = [k if h.kind == "ordinal" else h.value + at for h in holes]
+        groups.append(Raw(fill_template(pieces_t, values)))
+        rows += p.source.rows[p.index]
         spans.append((at, length))
         at += length
-    meta = copy.copy(first.meta)
-    meta.fields = dict(first.meta.fields)
+    meta = TStruct(dict(first.meta.fields))
     meta.set_value(_FM_NUM_ROWS, rows)
-    meta.set_value(_FM_ROW_GROUPS, TList(STRUCT, list(groups)))
+    meta.set_value(_FM_ROW_GROUPS, TList(STRUCT, groups))
     footer = encode_struct(meta)
     _write_all(fd, footer + struct.pack("<I", len(footer)) + MAGIC)
-    return Source(b"", meta, first.common, tuple(spans))
+    counts = tuple(p.source.rows[p.index] for p in pieces)
+    return Source(b"", meta, first.common, tuple(spans), counts, templates)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -27,6 +27,8 @@ __all__ = [
     "MAP",
     "SET",
     "STRUCT",
+    "Hole",
+    "Raw",
     "TList",
     "TMap",
     "TStruct",
@@ -34,6 +36,8 @@ __all__ = [
     "Value",
     "decode_struct",
     "encode_struct",
+    "encode_template",
+    "fill_template",
 ]
 
 # The compact protocol's type ids (a struct field of type bool carries its value in
@@ -58,7 +62,23 @@ class ThriftError(ValueError):
     """Bytes that are not a well-formed compact-protocol struct."""
 
 
-Value: TypeAlias = "bool | int | float | bytes | TList | TMap | TStruct"
+Value: TypeAlias = "bool | int | float | bytes | TList | TMap | TStruct | Raw | Hole"
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A value already encoded, written as it is."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """An integer left out of an encoding, to be filled in later
+    (:func:`encode_template`); ``value`` is the caller's, never written."""
+
+    value: int
+    kind: str = ""
 
 
 @dataclass(slots=True)
@@ -228,8 +248,19 @@ def _zigzag(out: bytearray, n: int) -> None:
     _varint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
 
 
+class _Out(bytearray):
+    """Encoded bytes, and where the holes left in them are."""
+
+    holes: list[tuple[int, Hole]]
+
+
 def _write_value(out: bytearray, t: int, v: Value) -> None:
-    if t == BYTE:
+    if isinstance(v, Raw):
+        out += v.data
+    elif isinstance(v, Hole):
+        assert isinstance(out, _Out) and t in (I16, I32, I64)
+        out.holes.append((len(out), v))
+    elif t == BYTE:
         assert isinstance(v, int)
         out.append(v & 0xFF)
     elif t in (I16, I32, I64):
@@ -288,7 +319,31 @@ def _write_struct(out: bytearray, s: TStruct) -> None:
 
 
 def encode_struct(s: TStruct) -> bytes:
-    """The compact-protocol bytes of ``s``."""
+    """The compact-protocol bytes of ``s`` (a :class:`Raw` value is written as it is)."""
     out = bytearray()
     _write_struct(out, s)
+    return bytes(out)
+
+
+def encode_template(s: TStruct) -> tuple[list[bytes], list[Hole]]:
+    """The bytes of ``s`` cut at each :class:`Hole` (an integer field's value): one more
+    piece than holes; :func:`fill_template` joins them around the holes' values. Filling
+    a struct's few changing integers this way costs a fraction of encoding it again."""
+    out = _Out()
+    out.holes = []
+    _write_struct(out, s)
+    pieces, at = [], 0
+    for pos, _ in out.holes:
+        pieces.append(bytes(out[at:pos]))
+        at = pos
+    pieces.append(bytes(out[at:]))
+    return pieces, [h for _, h in out.holes]
+
+
+def fill_template(pieces: list[bytes], values: list[int]) -> bytes:
+    """The bytes of a template (:func:`encode_template`) with its holes' values."""
+    out = bytearray(pieces[0])
+    for v, piece in zip(values, pieces[1:], strict=True):
+        _zigzag(out, v)
+        out += piece
     return bytes(out)
