@@ -19,7 +19,10 @@ import argparse
 import random
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -28,10 +31,11 @@ import pyarrow.parquet as pq
 CACHE = Path("/work/main/bench/out/cache")
 
 
-def _timed(fn: object) -> tuple[float, float]:
+def _timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """``fn()``'s result, wall and process CPU time (ms)."""
     w, c = time.perf_counter(), time.process_time()
-    fn()  # type: ignore[operator]
-    return (time.perf_counter() - w) * 1000, (time.process_time() - c) * 1000
+    out = fn()
+    return out, (time.perf_counter() - w) * 1000, (time.process_time() - c) * 1000
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     a.workdir.mkdir(parents=True, exist_ok=True)
     targets = a.targets.split(",")
     res: dict[str, dict[str, list[float]]] = {t: {} for t in targets}
-    state: dict[str, tuple[SortedTable, object]] = {}
+    state: dict[str, tuple[SortedTable, Any]] = {}
     rng = random.Random(3)
 
     def add(t: str, key: str, v: float) -> None:
@@ -69,11 +73,10 @@ def main(argv: list[str] | None = None) -> None:
                 grouped.TARGET_ROWS = int(t)  # type: ignore[misc]
             if r == 0 or r % 5 == 0:  # full writes now and then
                 if t == "whole":
-                    w, c = _timed(lambda: write_table_arrow(path, cur.table))
+                    prev, w, c = _timed(partial(write_table_arrow, path, cur.table))
                 else:
-                    out: list[object] = []
-                    w, c = _timed(lambda: out.append(grouped.write_grouped(path, cur, touched=None, previous=None)))
-                    prev = out[0]
+                    full = partial(grouped.write_grouped, touched=None, previous=None)
+                    prev, w, c = _timed(partial(full, path, cur))
                 add(t, "full wall", w)
                 add(t, "full cpu", c)
             image_id = cur.ids[i]
@@ -83,21 +86,18 @@ def main(argv: list[str] | None = None) -> None:
             spliced, _ = cur.splice({image_id: rows.set_column(k, rows.schema.field(k), score)})
             new = SortedTable(with_pandas_metadata(spliced.table), spliced.ids, spliced.offsets)
             if t == "whole":
-                w, c = _timed(lambda: write_table_arrow(path, new.table))
+                prev, w, c = _timed(partial(write_table_arrow, path, new.table))
             else:
-                out = []
-                w, c = _timed(
-                    lambda: out.append(grouped.write_grouped(path, new, touched={image_id}, previous=prev))
-                )
-                prev = out[0]
+                edit = partial(grouped.write_grouped, touched={image_id}, previous=prev)
+                prev, w, c = _timed(partial(edit, path, new))
                 add(t, "encoded groups", float(getattr(prev, "encoded", -1)))
             add(t, "edit wall", w)
             add(t, "edit cpu", c)
             state[t] = (new, prev)
             if r % 3 == 0:
-                add(t, "read pq threads", _timed(lambda: pq.read_table(path))[0])
-                add(t, "read kymwatch", _timed(lambda: read_table_arrow(path))[0])
-                add(t, "read pandas", _timed(lambda: pd.read_parquet(path))[0])
+                add(t, "read pq threads", _timed(partial(pq.read_table, path))[1])
+                add(t, "read kymwatch", _timed(partial(read_table_arrow, path))[1])
+                add(t, "read pandas", _timed(partial(pd.read_parquet, path))[1])
                 add(t, "size MB", path.stat().st_size / 1e6)
                 add(t, "groups", float(pq.ParquetFile(path).num_row_groups))
     keys = list(next(iter(res.values())).keys())
