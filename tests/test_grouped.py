@@ -270,3 +270,20 @@ def test_a_one_row_group_file_is_still_written(tmp_path: Path) -> None:
     second = _write(path, st1, {st0.ids[0]}, first)
     assert second.encoded == 1 and len(second.groups) == 1
     _assert_reads_as(path, st1)
+
+
+def test_a_deleted_previous_file_is_written_whole_and_logged(
+    tmp_path: Path, captured_logs: list[dict[str, object]]
+) -> None:
+    """When the file written last is gone, the edit writes the table whole and says why."""
+    path = tmp_path / "t.parquet"
+    st0 = _sorted(kymflow_events(40))
+    first = _write(path, st0, None, None)
+    path.unlink()
+    st1 = _edit(st0, {st0.ids[5]: 2})
+    second = _write(path, st1, {st0.ids[5]}, first)
+    assert second.encoded == len(second.groups)
+    _assert_reads_as(path, st1)
+    assert [e["event"] for e in captured_logs if e["event"] == "table_groups_rewritten"] == [
+        "table_groups_rewritten"
+    ]

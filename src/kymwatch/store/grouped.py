@@ -117,7 +117,9 @@ def write_grouped(
     if source is not None:
         try:
             return _write(path, st, cuts, source, options, within, sync_folder)
-        except (StitchRefusedError, _StaleSourceError) as e:
+        except (StitchRefusedError, _StaleSourceError, OSError) as e:
+            # the previous file cannot be copied from (replaced, damaged, a read error):
+            # the table is encoded whole (a failure of the write itself raises there)
             log.info("table_groups_rewritten", path=str(path), reason=str(e))
             cuts = plan_full(st.ids, st.offsets, TARGET_ROWS)
     try:
@@ -172,10 +174,6 @@ def _write(
                 os.close(fd)
 
         atomic_write(path, write, within=within, sync_folder=sync_folder)
-    except FileNotFoundError as e:
-        if fd_old < 0 and previous is not None:
-            raise _StaleSourceError("table file gone") from e
-        raise
     finally:
         if fd_old >= 0:
             os.close(fd_old)
