@@ -15,13 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kymwatch.store.grouped as grouped_module
+from helpers_store import gen2_events_frame, write_parquet_artifact
 from helpers_tables import kymflow_events
+from kymwatch.index import KymDataset, make_indexers
 from kymwatch.index.frames import with_pandas_metadata
 from kymwatch.store import Fingerprint, SortedTable, table_fingerprint
 from kymwatch.store.grouped import GroupedFile, write_grouped
 from kymwatch.store.groupplan import plan_edit, plan_full
 
 TARGET = 12
+KVE, GEN2_EVENTS = "kym_velocity_events", "velocity_events/events"
 
 
 @pytest.fixture(autouse=True)
@@ -287,3 +290,47 @@ def test_a_deleted_previous_file_is_written_whole_and_logged(
     assert [e["event"] for e in captured_logs if e["event"] == "table_groups_rewritten"] == [
         "table_groups_rewritten"
     ]
+
+
+# -- through the publisher ----------------------------------------------------------------
+def _indexed(root: Path, n: int) -> tuple[KymDataset, list[str]]:
+    """``n`` generation-2 records (UUID ids, UUID event ids), indexed."""
+    ids = sorted(str(uuid.UUID(int=k * 104729 + 7)) for k in range(n))
+    for k, image_id in enumerate(ids):
+        (root / "images" / image_id).mkdir()
+        write_parquet_artifact(root, image_id, GEN2_EVENTS, gen2_events_frame(1 + k % 3))
+    kd = KymDataset(root, indexers=make_indexers([KVE]))
+    kd.update_batch_report({KVE: ids})
+    return kd, ids
+
+
+def test_an_edit_through_the_publisher_reencodes_one_group(plain_v2_store: Path) -> None:
+    """A one-record edit of an indexed store re-encodes one row group of the table
+    file, which then equals a fresh rebuild and reads in pandas as before."""
+    kd, ids = _indexed(plain_v2_store, 30)
+    path = kd.store.table_path(KVE)
+    assert pq.ParquetFile(path).num_row_groups > 2
+    write_parquet_artifact(plain_v2_store, ids[13], GEN2_EVENTS, gen2_events_frame(4, start_s=9.0))
+    kd.update_batch_report({KVE: [ids[13]]})
+    assert kd._pub.layouts[KVE].encoded == 1
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
+    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh.rebuild(KVE))
+    assert pq.read_table(path).equals(kd.get_arrow(KVE))
+
+
+def test_a_table_rewritten_by_kymflow_is_written_whole_by_the_next_edit(
+    plain_v2_store: Path,
+) -> None:
+    """After another program rewrites the table file (kymflow's pandas ``to_parquet``),
+    the next edit copies nothing from it and the table equals a fresh rebuild."""
+    kd, ids = _indexed(plain_v2_store, 30)
+    path = kd.store.table_path(KVE)
+    df = pd.read_parquet(path).astype(object)  # kymflow's object columns, one row group
+    df.to_parquet(path.with_name("x.parquet"), index=False)
+    os.replace(path.with_name("x.parquet"), path)
+    write_parquet_artifact(plain_v2_store, ids[2], GEN2_EVENTS, gen2_events_frame(2, start_s=5.0))
+    kd.update_batch_report({KVE: [ids[2]]})
+    written = kd._pub.layouts[KVE]
+    assert written.encoded == len(written.groups) > 1
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
+    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh.rebuild(KVE))
