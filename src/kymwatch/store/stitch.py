@@ -34,6 +34,7 @@ from kymwatch.store.thrift import (
     TStruct,
     Value,
     decode_struct,
+    decode_struct_fields,
     encode_struct,
     encode_template,
     fill_template,
@@ -79,8 +80,8 @@ class Source:
             its data, as :func:`stitch` returns it; ``dataclasses.replace`` it with
             the file's descriptor to copy from it).
         meta: Its footer.
-        common: The footer's encoding without row groups and row count (pieces of one
-            stitched file must agree on it).
+        common: The footer's fields but the row groups and row count, as written (the
+            pieces of one stitched file must agree on it).
         spans: Each row group's byte range (start, length).
         rows: Each row group's rows.
         templates: Each row group's metadata as a template (:meth:`template`), made
@@ -108,8 +109,9 @@ class Source:
         footer_at = size - _TAIL - n
         if footer_at < len(MAGIC):
             raise StitchRefusedError("footer length out of range")
+        footer = _read(data, footer_at, n)
         try:
-            meta, used = decode_struct(_read(data, footer_at, n))
+            meta, used, fields = decode_struct_fields(footer)
         except ThriftError as e:
             raise StitchRefusedError(f"footer unreadable: {e}") from e
         if used != n:
@@ -124,8 +126,11 @@ class Source:
             raise StitchRefusedError(f"footer malformed: {e}") from e
         if any(n is None or n < 0 for n in rows):
             raise StitchRefusedError("row group without a row count")
-        rest = TStruct({k: v for k, v in meta.fields.items() if k not in _PER_FILE})
-        return cls(data, meta, encode_struct(rest), spans, tuple(n or 0 for n in rows))
+        # the other fields as written (each after its id): equal bytes, equal values
+        common = b"".join(
+            fid.to_bytes(2, "little") + footer[a:b] for fid, a, b in fields if fid not in _PER_FILE
+        )
+        return cls(data, meta, common, spans, tuple(n or 0 for n in rows))
 
     @property
     def row_groups(self) -> list[TStruct]:

@@ -35,6 +35,7 @@ __all__ = [
     "ThriftError",
     "Value",
     "decode_struct",
+    "decode_struct_fields",
     "encode_struct",
     "encode_template",
     "fill_template",
@@ -143,98 +144,125 @@ class TStruct:
         self.fields[fid] = (ftype, value)
 
 
-class _Reader:
-    def __init__(self, data: bytes | memoryview) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def byte(self) -> int:
-        try:
-            b = self.data[self.pos]
-        except IndexError:
-            raise ThriftError("truncated struct") from None
-        self.pos += 1
-        return b
-
-    def varint(self) -> int:
-        shift = result = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 70:
-                raise ThriftError("varint too long")
-
-    def zigzag(self) -> int:
-        n = self.varint()
-        return (n >> 1) ^ -(n & 1)
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise ThriftError("truncated struct")
-        out = bytes(self.data[self.pos : self.pos + n])
-        self.pos += n
-        return out
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it."""
+    shift = result = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise ThriftError("varint too long")
 
 
-def _read_value(r: _Reader, t: int, depth: int) -> Value:
-    if t == BYTE:
-        b = r.byte()
-        return b - 256 if b > 127 else b
+def _zigzag_at(data: bytes, pos: int) -> tuple[int, int]:
+    n, pos = _varint_at(data, pos)
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _take(data: bytes, pos: int, n: int) -> tuple[bytes, int]:
+    end = pos + n
+    if n < 0 or end > len(data):
+        raise ThriftError("truncated struct")
+    return data[pos:end], end
+
+
+def _read_value(data: bytes, pos: int, t: int, depth: int) -> tuple[Value, int]:
     if t in (I16, I32, I64):
-        return r.zigzag()
-    if t == DOUBLE:
-        v: float = struct.unpack("<d", r.take(8))[0]
-        return v
+        return _zigzag_at(data, pos)
     if t == BINARY:
-        return r.take(r.varint())
+        n, pos = _varint_at(data, pos)
+        return _take(data, pos, n)
+    if t == STRUCT:
+        return _read_struct(data, pos, depth + 1)
     if t in (LIST, SET):
-        head = r.byte()
+        head = data[pos]
+        pos += 1
         size, etype = head >> 4, head & 0x0F
         if size == 15:
-            size = r.varint()
+            size, pos = _varint_at(data, pos)
         if etype in (BOOL, _FALSE):  # one raw byte each
-            return TList(etype, [r.byte() for _ in range(size)], t)
-        return TList(etype, [_read_value(r, etype, depth + 1) for _ in range(size)], t)
+            raw, pos = _take(data, pos, size)
+            return TList(etype, list(raw), t), pos
+        items: list[Value] = []
+        for _ in range(size):
+            item, pos = _read_value(data, pos, etype, depth + 1)
+            items.append(item)
+        return TList(etype, items, t), pos
+    if t == BYTE:
+        b = data[pos]
+        return (b - 256 if b > 127 else b), pos + 1
+    if t == DOUBLE:
+        raw, pos = _take(data, pos, 8)
+        v: float = struct.unpack("<d", raw)[0]
+        return v, pos
     if t == MAP:
-        size = r.varint()
+        size, pos = _varint_at(data, pos)
         if size == 0:
-            return TMap(0, 0, [])
-        kv = r.byte()
+            return TMap(0, 0, []), pos
+        kv = data[pos]
+        pos += 1
         kt, vt = kv >> 4, kv & 0x0F
-        pairs = [
-            (_read_value(r, kt, depth + 1), _read_value(r, vt, depth + 1)) for _ in range(size)
-        ]
-        return TMap(kt, vt, pairs)
-    if t == STRUCT:
-        return _read_struct(r, depth + 1)
+        pairs: list[tuple[Value, Value]] = []
+        for _ in range(size):
+            k, pos = _read_value(data, pos, kt, depth + 1)
+            v2, pos = _read_value(data, pos, vt, depth + 1)
+            pairs.append((k, v2))
+        return TMap(kt, vt, pairs), pos
     raise ThriftError(f"unknown compact type {t}")
 
 
-def _read_struct(r: _Reader, depth: int) -> TStruct:
+def _read_struct(
+    data: bytes, pos: int, depth: int, spans: list[tuple[int, int, int]] | None = None
+) -> tuple[TStruct, int]:
+    """The struct at ``pos`` and the position after it; with ``spans``, each field's
+    (id, first byte, end) is appended to it."""
     if depth > _MAX_DEPTH:
         raise ThriftError("structs nested too deep")
     fields: dict[int, tuple[int, Value]] = {}
     last = 0
     while True:
-        head = r.byte()
+        start = pos
+        head = data[pos]
+        pos += 1
         if head == 0:
-            return TStruct(fields)
+            return TStruct(fields), pos
         ftype, delta = head & 0x0F, head >> 4
-        fid = last + delta if delta else r.zigzag()
+        if delta:
+            fid = last + delta
+        else:
+            fid, pos = _zigzag_at(data, pos)
         last = fid
         if ftype in (BOOL, _FALSE):
             fields[fid] = (BOOL, ftype == BOOL)
         else:
-            fields[fid] = (ftype, _read_value(r, ftype, depth))
+            value, pos = _read_value(data, pos, ftype, depth)
+            fields[fid] = (ftype, value)
+        if spans is not None:
+            spans.append((fid, start, pos))
 
 
 def decode_struct(data: bytes | memoryview) -> tuple[TStruct, int]:
     """The struct at the start of ``data`` and the bytes it took; ThriftError if malformed."""
-    r = _Reader(data)
-    return _read_struct(r, 0), r.pos
+    s, pos, _ = decode_struct_fields(data)
+    return s, pos
+
+
+def decode_struct_fields(
+    data: bytes | memoryview,
+) -> tuple[TStruct, int, list[tuple[int, int, int]]]:
+    """As :func:`decode_struct`, with each top-level field's (id, first byte, end): a
+    field's bytes (its header encoded against the field before it)."""
+    raw = bytes(data)
+    spans: list[tuple[int, int, int]] = []
+    try:
+        s, pos = _read_struct(raw, 0, 0, spans)
+    except IndexError:
+        raise ThriftError("truncated struct") from None
+    return s, pos, spans
 
 
 def _varint(out: bytearray, n: int) -> None:
