@@ -22,6 +22,7 @@ from kymwatch.index.frames import with_pandas_metadata
 from kymwatch.store import Fingerprint, SortedTable, table_fingerprint
 from kymwatch.store.grouped import GroupedFile, write_grouped
 from kymwatch.store.groupplan import plan_edit, plan_full
+from kymwatch.store.stitch import Source
 
 TARGET = 12
 KVE, GEN2_EVENTS = "kym_velocity_events", "velocity_events/events"
@@ -62,9 +63,10 @@ def _write(
     return out
 
 
-def _group_bytes(path: Path, written: GroupedFile) -> list[bytes]:
+def _group_bytes(path: Path) -> list[bytes]:
+    """The bytes of each row group of a file."""
     data = path.read_bytes()
-    return [data[a : a + n] for a, n in written.footer.spans]
+    return [data[a : a + n] for a, n in Source.of(data).spans]
 
 
 def _assert_reads_as(path: Path, st: SortedTable) -> None:
@@ -98,12 +100,12 @@ def test_an_edit_encodes_only_the_touched_group(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     st = _sorted(kymflow_events(40))
     first = _write(path, st, None, None)
-    before = _group_bytes(path, first)
+    before = _group_bytes(path)
     target = st.ids[17]
     st2 = _edit(st, {target: 3})
     second = _write(path, st2, {target}, first)
     assert second.encoded == 1
-    after = _group_bytes(path, second)
+    after = _group_bytes(path)
     k = next(i for i, g in enumerate(second.groups) if g.first_id <= target <= g.last_id)
     assert [b for i, b in enumerate(after) if i != k] == [b for i, b in enumerate(before) if i != k]
     _assert_reads_as(path, st2)
@@ -149,13 +151,19 @@ def test_a_schema_change_is_written_whole(tmp_path: Path) -> None:
     _assert_reads_as(path, st2)
 
 
-def test_a_truncated_previous_file_is_written_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written_by", ["a whole write", "an edit"])
+def test_a_truncated_previous_file_is_written_whole(tmp_path: Path, written_by: str) -> None:
     """A previous file cut short under the same fingerprint (so it looks unchanged) is
-    not copied from: the table is encoded whole and nothing is lost."""
+    not copied from, whether its footer is to be read (written whole) or was kept (an
+    edit's): the table is encoded whole and nothing is lost."""
     path = tmp_path / "t.parquet"
     st = _sorted(kymflow_events(40))
     first = _write(path, st, None, None)
-    os.truncate(path, first.footer.spans[-1][0])  # the last groups gone
+    if written_by == "an edit":
+        st = _edit(st, {st.ids[30]: 1})
+        first = _write(path, st, {st.ids[30]}, first)
+        assert first.footer is not None
+    os.truncate(path, Source.of(path.read_bytes()).spans[-1][0])  # the last group gone
     stamp = table_fingerprint(path)
     assert stamp is not None
     looks_same = GroupedFile(stamp, first.schema, first.groups, first.footer, first.encoded)

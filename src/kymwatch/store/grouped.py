@@ -1,10 +1,11 @@
 """Table files written as row groups: an edit encodes only the groups it touched.
 
 A table file is one Parquet file of several row groups cut between records
-(:mod:`kymwatch.store.groupplan`). Written whole, its groups are encoded on the
-encoder threads at once and stitched into one file (:mod:`kymwatch.store.stitch`).
-After an edit, only the groups holding a touched record are encoded; every other group
-is copied as bytes from the file written before, which must still be the very file
+(:mod:`kymwatch.store.groupplan`). Written whole, its groups are encoded in one pass
+of pyarrow's writer (a group per ``write_table``). After an edit, only the groups
+holding a touched record are encoded (each as a small file in memory); every other
+group is copied as bytes from the file written before and the file is stitched
+together (:mod:`kymwatch.store.stitch`). The file copied from must still be the very file
 described by the :class:`GroupedFile` kept of it (same fingerprint, checked on the
 open file). Anything else (no previous file known, another writer's file, a schema or
 metadata change, rows without an id, a file that cannot be stitched) writes the table
@@ -21,6 +22,7 @@ import os
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,7 +42,7 @@ __all__ = ["TARGET_ROWS", "GroupedFile", "start_grouped_write", "write_grouped"]
 log = structlog.get_logger(__name__)
 
 _encoders = LazyPool(2, "kymwatch-encode")
-"""The threads that encode the row groups of a table written whole."""
+"""The threads that encode the row groups of an edit touching several groups."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +53,16 @@ class GroupedFile:
         stamp: The file's fingerprint right after its rename.
         schema: The Arrow schema written (with its metadata).
         groups: Its row groups' ids and rows, in file order.
-        footer: Its footer as parsed (the groups' metadata and byte ranges).
+        footer: Its footer as parsed (the groups' metadata and byte ranges); None for
+            a file written in one pass, whose footer is read when an edit first copies
+            from it.
         encoded: How many of its groups this write encoded (the others were copied).
     """
 
     stamp: Fingerprint
     schema: pa.Schema
     groups: tuple[Group, ...]
-    footer: Source
+    footer: Source | None
     encoded: int
 
 
@@ -144,6 +148,17 @@ def _write(
     within: Path | None,
     sync_folder: bool,
 ) -> GroupedFile:
+    """Write ``cuts``: all encoded in one pass (``previous`` None), or stitched from the
+    groups encoded now and those copied from ``previous``."""
+    groups = tuple(c.group for c in cuts)
+    if previous is None:
+        atomic_write(
+            path, partial(_write_whole, st.table, cuts, options), within=within,
+            sync_folder=sync_folder,
+        )  # fmt: skip
+        stamp = table_fingerprint(path)
+        assert stamp is not None
+        return GroupedFile(stamp, st.table.schema, groups, None, len(cuts))
     fresh = [c for c in cuts if c.old is None]
     if len(fresh) > 1:  # encoded at once, on the encoder threads
         pool = _encoders()
@@ -152,18 +167,17 @@ def _write(
     else:
         sources = [_encode(st.table.slice(c.start, c.rows), options) for c in fresh]
     encoded = iter(sources)
-    fd_old = -1
+    fd_old = os.open(path, os.O_RDONLY)
     try:
-        old = previous.footer if previous is not None else None
-        if previous is not None:
-            fd_old = os.open(path, os.O_RDONLY)
-            if Fingerprint.of(os.fstat(fd_old)) != previous.stamp:
-                raise _StaleSourceError("table file changed since it was written")
+        if Fingerprint.of(os.fstat(fd_old)) != previous.stamp:
+            raise _StaleSourceError("table file changed since it was written")
+        if previous.footer is None:  # written in one pass: its footer is read once now
+            old = Source.of(fd_old)
+            if old.rows != tuple(g.rows for g in previous.groups):
+                raise _StaleSourceError("table file's row groups are not those written")
+        else:
             old = dataclasses.replace(previous.footer, data=fd_old)
-        pieces = [
-            Piece(old, c.old) if c.old is not None and old is not None else Piece(next(encoded), 0)
-            for c in cuts
-        ]
+        pieces = [Piece(old, c.old) if c.old is not None else Piece(next(encoded), 0) for c in cuts]
         footers: list[Source] = []
 
         def write(tmp: Path) -> None:
@@ -175,12 +189,20 @@ def _write(
 
         atomic_write(path, write, within=within, sync_folder=sync_folder)
     finally:
-        if fd_old >= 0:
-            os.close(fd_old)
+        os.close(fd_old)
     stamp = table_fingerprint(path)
     assert stamp is not None
-    groups = tuple(c.group for c in cuts)
     return GroupedFile(stamp, st.table.schema, groups, footers[0], len(fresh))
+
+
+def _write_whole(
+    table: pa.Table, cuts: Sequence[Cut], options: dict[str, object], tmp: Path
+) -> None:
+    """Encode every group of ``table`` into ``tmp`` in one pass of pyarrow's writer (one
+    ``write_table`` per group: a group is never cut by the writer's own size limit)."""
+    with pq.ParquetWriter(tmp, table.schema, **options) as writer:
+        for c in cuts:
+            writer.write_table(table.slice(c.start, c.rows), row_group_size=c.rows)
 
 
 def start_grouped_write(
