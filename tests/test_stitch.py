@@ -194,3 +194,21 @@ def test_encrypted_footer_is_refused() -> None:
     body = data[: len(data) - 8 - len(footer)]
     with pytest.raises(StitchRefusedError, match="encrypted"):
         Source.of(body + new + struct.pack("<I", len(new)) + b"PAR1")
+
+
+def test_groups_encoded_with_different_dictionaries_read_back(tmp_path: Path) -> None:
+    """Groups whose columns were dictionary-encoded differently (the encoder's options
+    are chosen per write) stitch into a file that reads back as the table."""
+    table = kymflow_events(20)
+    a = Source.of(_encode(table.slice(0, 15), use_dictionary=True))
+    b = Source.of(_encode(table.slice(15), use_dictionary=False, write_statistics=False))
+    c = Source.of(_encode(table.slice(0, 15), use_dictionary=["image_id"]))
+    assert a.common == b.common == c.common  # the encodings are per column chunk only
+    path = tmp_path / "mixed.parquet"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        stitch([Piece(c, 0), Piece(b, 0)], fd)
+    finally:
+        os.close(fd)
+    assert pq.read_table(path).equals(table)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), table.to_pandas())
