@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from helpers_tables import kymflow_events
 from kymwatch.store.stitch import Piece, Source, StitchRefusedError, stitch
-from kymwatch.store.thrift import BINARY, TStruct, decode_struct, encode_struct
+from kymwatch.store.thrift import BINARY, ThriftError, TStruct, decode_struct, encode_struct
 
 CONFORMANCE = Path("/work/shared/conformance")
 
@@ -212,3 +213,25 @@ def test_groups_encoded_with_different_dictionaries_read_back(tmp_path: Path) ->
         os.close(fd)
     assert pq.read_table(path).equals(table)
     pd.testing.assert_frame_equal(pd.read_parquet(path), table.to_pandas())
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=st.binary(max_size=300), keep=st.integers(0, 400))
+def test_garbage_is_refused_never_crashes(junk: bytes, keep: int) -> None:
+    """Random bytes, as a footer of their own or spliced into a real one, are decoded
+    or refused with ThriftError / StitchRefusedError, never another exception."""
+    real = _encode(kymflow_events(3))
+    footer = _footer(real)
+    for candidate in (junk, footer[:keep] + junk, junk + footer[keep:]):
+        with contextlib.suppress(ThriftError):
+            decode_struct(candidate)
+        body = real[: len(real) - 8 - len(footer)]
+        with contextlib.suppress(StitchRefusedError):
+            Source.of(body + candidate + struct.pack("<I", len(candidate)) + b"PAR1")
+
+
+def test_deeply_nested_lists_are_refused() -> None:
+    """A footer of lists nested thousands deep is refused, not a RecursionError."""
+    nested = bytes([0x19]) + bytes([0x19]) * 5000  # field 1: list of lists of lists ...
+    with pytest.raises(ThriftError):
+        decode_struct(nested)

@@ -128,7 +128,7 @@ class Source:
             raise StitchRefusedError("row group without a row count")
         # the other fields as written (each after its id): equal bytes, equal values
         common = b"".join(
-            fid.to_bytes(2, "little") + footer[a:b] for fid, a, b in fields if fid not in _PER_FILE
+            b"%d:" % fid + footer[a:b] for fid, a, b in fields if fid not in _PER_FILE
         )
         return cls(data, meta, common, spans, tuple(n or 0 for n in rows))
 

@@ -171,6 +171,8 @@ def _take(data: bytes, pos: int, n: int) -> tuple[bytes, int]:
 
 
 def _read_value(data: bytes, pos: int, t: int, depth: int) -> tuple[Value, int]:
+    if depth > _MAX_DEPTH:
+        raise ThriftError("values nested too deep")
     if t in (I16, I32, I64):
         return _zigzag_at(data, pos)
     if t == BINARY:
