@@ -10,8 +10,10 @@ first alternates), each editing the same record of its own copy:
   write swapped for ``start_table_writes`` of the whole table);
 - ``groups``: the file in row groups, the edit encoding only the touched group.
 
-Each edit's time from the call to the rename of ``kym_velocity_events.parquet`` and the
-process CPU of the call are printed (p50 / p90), and the two files are checked equal.
+With ``--batch N`` each edit re-indexes N random generation-2 records at once (a
+burst's batch). Each edit's time from the call to the rename of
+``kym_velocity_events.parquet`` and the process CPU of the call are printed (p50 /
+p90), and the two files are checked equal.
 
     PYTHONPATH=src .venv/bin/python bench/rowgroups_ab.py --records 10000 --edits 40
 """
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--records", type=int, default=10_000)
     p.add_argument("--edits", type=int, default=40)
+    p.add_argument("--batch", type=int, default=1, help="records per edit (a burst: more)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rowgroups/ab"))
     a = p.parse_args(argv)
     import pyarrow.parquet as pq
@@ -80,19 +83,22 @@ def main(argv: list[str] | None = None) -> None:
     res: dict[str, dict[str, list[float]]] = {v: {"rename": [], "cpu": []} for v in variants}
     rng = random.Random(11)
     for k in range(a.edits + 1):
-        i = rng.randrange(a.records)
-        while storegen.generation(i) != 2:
+        picked: set[int] = set()
+        while len(picked) < a.batch:
             i = rng.randrange(a.records)
+            if storegen.generation(i) == 2:
+                picked.add(i)
         marker = 70_000.0 + k
         order = list(variants) if k % 2 else list(reversed(variants))
         for name in order:
             publish.start_grouped_write = variants[name]  # type: ignore[assignment]
             kd = kds[name]
-            data = storegen.artifact_bytes(i, "events", marker)
-            storegen.atomic_write(storegen.artifact_path(kd.store.path, i, "events"), data)
+            for i in sorted(picked):
+                data = storegen.artifact_bytes(i, "events", marker)
+                storegen.atomic_write(storegen.artifact_path(kd.store.path, i, "events"), data)
             renamed.clear()
             t0, c0 = time.perf_counter(), time.process_time()
-            kd.update_batch_report({ix_name: [storegen.image_id(i)]})
+            kd.update_batch_report({ix_name: [storegen.image_id(i) for i in sorted(picked)]})
             c1 = time.process_time()
             if k and TABLE in renamed:  # the first edit of each: its full write, left out
                 res[name]["rename"].append((renamed[TABLE] - t0) * 1000)
