@@ -313,14 +313,18 @@ def _indexed(root: Path, n: int) -> tuple[KymDataset, list[str]]:
 
 
 def test_an_edit_through_the_publisher_reencodes_one_group(plain_v2_store: Path) -> None:
-    """A one-record edit of an indexed store re-encodes one row group of the table
-    file, which then equals a fresh rebuild and reads in pandas as before."""
+    """After a burst (written in one piece), the first edit writes the table whole in
+    row groups and the next one re-encodes one of them; the file then equals a fresh
+    rebuild and reads in pandas as before."""
     kd, ids = _indexed(plain_v2_store, 30)
     path = kd.store.table_path(KVE)
-    assert pq.ParquetFile(path).num_row_groups > 2
-    write_parquet_artifact(plain_v2_store, ids[13], GEN2_EVENTS, gen2_events_frame(4, start_s=9.0))
-    kd.update_batch_report({KVE: [ids[13]]})
-    assert kd._pub.layouts[KVE].encoded == 1
+    assert pq.ParquetFile(path).num_row_groups == 1  # a burst's write: one piece
+    for k, image_id in enumerate((ids[3], ids[13])):
+        frame = gen2_events_frame(4, start_s=9.0 + k)
+        write_parquet_artifact(plain_v2_store, image_id, GEN2_EVENTS, frame)
+        kd.update_batch_report({KVE: [image_id]})
+    assert pq.ParquetFile(path).num_row_groups > 2  # cut into groups by the first edit
+    assert kd._pub.layouts[KVE].encoded == 1  # the second edit encoded one of them
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
     pd.testing.assert_frame_equal(pd.read_parquet(path), fresh.rebuild(KVE))
     assert pq.read_table(path).equals(kd.get_arrow(KVE))
@@ -342,3 +346,21 @@ def test_a_table_rewritten_by_kymflow_is_written_whole_by_the_next_edit(
     assert written.encoded == len(written.groups) > 1
     fresh = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
     pd.testing.assert_frame_equal(pd.read_parquet(path), fresh.rebuild(KVE))
+
+
+def test_a_burst_is_written_in_one_piece_and_the_next_edit_cuts_groups(tmp_path: Path) -> None:
+    """An update of more records than BURST_RECORDS writes one row group (no layout
+    kept); the edit after it writes the table whole in groups."""
+    path = tmp_path / "t.parquet"
+    st0 = _sorted(kymflow_events(40))
+    first = _write(path, st0, None, None)
+    many = set(st0.ids[: grouped_module.BURST_RECORDS + 1])
+    st1 = _edit(st0, dict.fromkeys(many, 2))
+    out = write_grouped(path, st1, touched=many, previous=first)
+    assert isinstance(out, Fingerprint)
+    assert pq.ParquetFile(path).num_row_groups == 1
+    _assert_reads_as(path, st1)
+    st2 = _edit(st1, {st1.ids[0]: 1})
+    second = _write(path, st2, {st1.ids[0]}, None)
+    assert second.encoded == len(second.groups) > 1
+    _assert_reads_as(path, st2)
