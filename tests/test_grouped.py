@@ -364,3 +364,40 @@ def test_a_burst_is_written_in_one_piece_and_the_next_edit_cuts_groups(tmp_path:
     second = _write(path, st2, {st1.ids[0]}, None)
     assert second.encoded == len(second.groups) > 1
     _assert_reads_as(path, st2)
+
+
+def test_after_a_restart_the_first_edit_copies_the_groups_on_disk(plain_v2_store: Path) -> None:
+    """A new publisher (a restarted daemon) reading a table file written in groups
+    copies them at its first edit, which encodes one group; the file then equals a fresh
+    rebuild."""
+    kd, ids = _indexed(plain_v2_store, 30)
+    write_parquet_artifact(plain_v2_store, ids[3], GEN2_EVENTS, gen2_events_frame(2))
+    kd.update_batch_report({KVE: [ids[3]]})  # written whole, in groups
+    path = kd.store.table_path(KVE)
+    groups = pq.ParquetFile(path).num_row_groups
+    assert groups > 2
+    restarted = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
+    write_parquet_artifact(plain_v2_store, ids[20], GEN2_EVENTS, gen2_events_frame(5, start_s=3.0))
+    restarted.update_batch_report({KVE: [ids[20]]})
+    assert restarted._pub.layouts[KVE].encoded == 1
+    assert pq.ParquetFile(path).num_row_groups == groups
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
+    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh.rebuild(KVE))
+
+
+def test_groups_cut_inside_a_record_are_never_copied(plain_v2_store: Path) -> None:
+    """A table file in our schema whose row groups split records (another writer's
+    row_group_size) gets no layout: the first edit writes the table whole."""
+    kd, ids = _indexed(plain_v2_store, 30)
+    path = kd.store.table_path(KVE)
+    pq.write_table(pq.read_table(path), path.with_name("x.parquet"), row_group_size=5)
+    os.replace(path.with_name("x.parquet"), path)
+    restarted = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
+    restarted.get_arrow(KVE)
+    assert KVE not in restarted._pub.layouts
+    write_parquet_artifact(plain_v2_store, ids[7], GEN2_EVENTS, gen2_events_frame(1, start_s=2.0))
+    restarted.update_batch_report({KVE: [ids[7]]})
+    written = restarted._pub.layouts[KVE]
+    assert written.encoded == len(written.groups)
+    fresh = KymDataset(plain_v2_store, indexers=make_indexers([KVE]))
+    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh.rebuild(KVE))

@@ -40,7 +40,7 @@ from kymwatch.store import (
     table_fingerprint,
 )
 from kymwatch.store.engine import CHUNK_ROWS
-from kymwatch.store.grouped import GroupedFile, start_grouped_write
+from kymwatch.store.grouped import GroupedFile, read_layout, start_grouped_write
 from kymwatch.store.tables import LazyPool
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class Publisher:
         ix = self.indexer_for_table(name)
         self.foreign.discard(name)
         self.frames.pop(name, None)
+        self.layouts.pop(name, None)
         raw = self.parted.read(name)
         self.part_stamps[name] = self.parted.stamp(name)
         if raw is not None:
@@ -139,12 +140,18 @@ class Publisher:
             st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
         else:
             coerced = Coercions()
-            st, foreign = adopt(read_table_arrow(path, chunk_rows=CHUNK_ROWS), ix, coerced)
+            on_disk = read_table_arrow(path, chunk_rows=CHUNK_ROWS)
+            st, foreign = adopt(on_disk, ix, coerced)
             coerced.log(table=name, path=str(path))
             if foreign:
                 # e.g. kymflow's object columns or appended rows: adopted (typed, sorted
                 # once), rewritten in our schema by the next update even if no row changes.
                 self.foreign.add(name)
+            elif ix is not None:
+                # the rows as in the file: its row groups may be copied by the next edit
+                layout = read_layout(path, st, stamp, on_disk.schema)
+                if layout is not None:
+                    self.layouts[name] = layout
         self.tables[name], self.stamps[name] = st, stamp
         return st
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from bisect import bisect_left
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,7 +38,14 @@ from kymwatch.store.scan import Fingerprint
 from kymwatch.store.stitch import Piece, Source, StitchRefusedError, stitch
 from kymwatch.store.tables import LazyPool, table_fingerprint, write_table_arrow, writer_pool
 
-__all__ = ["BURST_RECORDS", "TARGET_ROWS", "GroupedFile", "start_grouped_write", "write_grouped"]
+__all__ = [
+    "BURST_RECORDS",
+    "TARGET_ROWS",
+    "GroupedFile",
+    "read_layout",
+    "start_grouped_write",
+    "write_grouped",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -212,6 +220,42 @@ def _write_whole(
     with pq.ParquetWriter(tmp, table.schema, **options) as writer:
         for c in cuts:
             writer.write_table(table.slice(c.start, c.rows), row_group_size=c.rows)
+
+
+def read_layout(
+    path: Path, st: SortedTable, stamp: Fingerprint, schema: pa.Schema
+) -> GroupedFile | None:
+    """The row groups of a table file whose rows were just read, unchanged, as ``st``
+    (the file's fingerprint then: ``stamp``; its Arrow schema: ``schema``), so that the
+    next edit can copy them: None unless the file is still that one, can be stitched
+    from, and each of its groups is cut between records (e.g. after a restart, a file
+    this code wrote). The footer is read here, once."""
+    offsets = st.offsets
+    if not st.ids or offsets[-1] != st.table.num_rows:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if Fingerprint.of(os.fstat(fd)) != stamp:
+            return None
+        source = Source.of(fd)
+    except (OSError, StitchRefusedError):
+        return None
+    finally:
+        os.close(fd)
+    groups, at = [], 0
+    for rows in source.rows:
+        lo, hi = bisect_left(offsets, at), bisect_left(offsets, at + rows)
+        if rows <= 0 or hi >= len(offsets) or offsets[lo] != at or offsets[hi] != at + rows:
+            return None  # a group that does not start and end between records
+        groups.append(Group(st.ids[lo], st.ids[hi - 1], rows))
+        at += rows
+    if at != st.table.num_rows:
+        return None
+    footer = dataclasses.replace(source, data=b"")
+    return GroupedFile(stamp, schema, tuple(groups), footer, 0)
 
 
 def start_grouped_write(
