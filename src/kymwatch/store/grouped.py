@@ -143,13 +143,7 @@ def write_grouped(
             # the table is encoded whole (a failure of the write itself raises there)
             log.info("table_groups_rewritten", path=str(path), reason=str(e))
             cuts = plan_full(st.ids, st.offsets, TARGET_ROWS)
-    try:
-        return _write(path, st, cuts, None, options, within, sync_folder)
-    except StitchRefusedError as e:  # not expected of fresh encodes: one piece then
-        log.warning("table_groups_refused", path=str(path), error=str(e))
-        return write_table_arrow(
-            path, st.table, within=within, sync_folder=sync_folder, options=options
-        )
+    return _write(path, st, cuts, None, options, within, sync_folder)
 
 
 class _StaleSourceError(Exception):
