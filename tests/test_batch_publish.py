@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import kymwatch.store.tables as tables_module
+import kymwatch.store.grouped as grouped_module
 from helpers_store import events_frame, gen2_events_frame, write_parquet_artifact
 from kymwatch.index import KymDataset, make_indexers
+from kymwatch.store import SortedTable
 
 VE, KVE = "velocity_events", "kym_velocity_events"
 
@@ -36,13 +37,13 @@ def test_batch_writes_each_changed_table_once_on_writer_threads(
     kd.update_batch_report({VE: ids, KVE: ids})
     write_parquet_artifact(plain_v2_store, ids[2], VE, events_frame(5, start_s=40.0))
     threads: list[tuple[str, str]] = []
-    real = tables_module.write_table_arrow
+    real = grouped_module.write_grouped
 
-    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
         threads.append((path.stem, threading.current_thread().name))
-        return real(path, table, **kwargs)
+        return real(path, st, **kwargs)
 
-    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    monkeypatch.setattr(grouped_module, "write_grouped", spying)
     reports, unreadable = kd.update_batch_report({VE: [ids[2]], KVE: [ids[2]]})
 
     assert unreadable == {}
@@ -66,14 +67,14 @@ def test_a_failed_write_publishes_the_others_and_raises(
     kd.update_batch_report({VE: ids, KVE: ids})
     before = kd.store.table_path(KVE).read_bytes()
     write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=90.0))
-    real = tables_module.write_table_arrow
+    real = grouped_module.write_grouped
 
-    def failing(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+    def failing(path: Path, st: SortedTable, **kwargs: Any) -> Any:
         if path.stem == KVE:
             raise OSError(28, "No space left on device")
-        return real(path, table, **kwargs)
+        return real(path, st, **kwargs)
 
-    monkeypatch.setattr(tables_module, "write_table_arrow", failing)
+    monkeypatch.setattr(grouped_module, "write_grouped", failing)
     with pytest.raises(OSError, match="No space"):
         kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
 
@@ -131,13 +132,13 @@ def test_the_smallest_table_is_merged_and_written_first(
     assert len(kd.get_arrow(KVE)) > len(kd.get_arrow(VE))
     write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=70.0))
     started: list[str] = []
-    real = publish_module.start_table_writes
+    real = publish_module.start_grouped_write
 
-    def spying(files: Any, **kwargs: Any) -> Any:
-        started.extend(path.stem for path, _ in files)
-        return real(files, **kwargs)
+    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
+        started.append(path.stem)
+        return real(path, st, **kwargs)
 
-    monkeypatch.setattr(publish_module, "start_table_writes", spying)
+    monkeypatch.setattr(publish_module, "start_grouped_write", spying)
     reports, _ = kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
 
     assert started == [VE, KVE]
@@ -158,13 +159,13 @@ def test_an_edit_is_written_before_its_table_is_compacted(
     assert kd.get_arrow(VE).column(0).num_chunks == 1
     write_parquet_artifact(plain_v2_store, ids[2], VE, events_frame(4, start_s=55.0))
     chunks: list[int] = []
-    real = tables_module.write_table_arrow
+    real = grouped_module.write_grouped
 
-    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
-        chunks.append(table.column(0).num_chunks)
-        return real(path, table, **kwargs)
+    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
+        chunks.append(st.table.column(0).num_chunks)
+        return real(path, st, **kwargs)
 
-    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    monkeypatch.setattr(grouped_module, "write_grouped", spying)
     kd.update_batch_report({VE: [ids[2]]})
 
     assert chunks == [3]  # the rows before, the new rows, the rows after
@@ -180,20 +181,20 @@ def _spy_writes(monkeypatch: pytest.MonkeyPatch, wait_s: float) -> list[str]:
     ``wait_s``) for another write to start, and records whether one did."""
     events: list[str] = []
     other_started = threading.Event()
-    real = tables_module.write_table_arrow
+    real = grouped_module.write_grouped
 
-    def spying(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
         events.append(f"start {path.stem}")
         if path.stem == VE:
             events.append(f"overlapped {other_started.wait(timeout=wait_s)}")
         else:
             other_started.set()
         try:
-            return real(path, table, **kwargs)
+            return real(path, st, **kwargs)
         finally:
             events.append(f"end {path.stem}")
 
-    monkeypatch.setattr(tables_module, "write_table_arrow", spying)
+    monkeypatch.setattr(grouped_module, "write_grouped", spying)
     return events
 
 
@@ -252,19 +253,19 @@ def test_the_encoder_options_are_chosen_on_the_callers_thread(
     write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=80.0))
     chosen: list[tuple[str, object]] = []
     used: list[object] = []
-    real_options, real_write = tables_module.write_options, tables_module.write_table_arrow
+    real_options, real_write = grouped_module.write_options, grouped_module.write_grouped
 
     def options(table: pa.Table) -> dict[str, object]:
         out = real_options(table)
         chosen.append((threading.current_thread().name, out))
         return out
 
-    def writing(path: Path, table: pa.Table, **kwargs: Any) -> Any:
+    def writing(path: Path, st: SortedTable, **kwargs: Any) -> Any:
         used.append(kwargs.get("options"))
-        return real_write(path, table, **kwargs)
+        return real_write(path, st, **kwargs)
 
-    monkeypatch.setattr(tables_module, "write_options", options)
-    monkeypatch.setattr(tables_module, "write_table_arrow", writing)
+    monkeypatch.setattr(grouped_module, "write_options", options)
+    monkeypatch.setattr(grouped_module, "write_grouped", writing)
     kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
 
     assert [thread for thread, _ in chosen] == [threading.current_thread().name] * 2

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 import zarr
 
+import kymwatch.store.grouped as grouped_module
 import kymwatch.store.tables as tables_module
 from helpers_store import (
     delete_record,
@@ -477,15 +478,21 @@ def test_tables_are_sorted_by_image_id(plain_v2_store: Path) -> None:
 # -- batching -----------------------------------------------------------------------------
 @pytest.fixture
 def table_writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every table file KymDataset writes, in order (wraps its write_table_arrow)."""
+    """Every table file KymDataset writes, in order (wraps its write_table_arrow and its
+    write_grouped, the two ways a table file is written)."""
     written: list[Path] = []
-    real = tables_module.write_table_arrow
+    real, real_grouped = tables_module.write_table_arrow, grouped_module.write_grouped
 
     def counting(path: Path, table: pa.Table, **kwargs: Any) -> Any:
         written.append(path)
         return real(path, table, **kwargs)
 
+    def counting_grouped(path: Path, st: Any, **kwargs: Any) -> Any:
+        written.append(path)
+        return real_grouped(path, st, **kwargs)
+
     monkeypatch.setattr(tables_module, "write_table_arrow", counting)
+    monkeypatch.setattr(grouped_module, "write_grouped", counting_grouped)
     return written
 
 

@@ -40,6 +40,7 @@ from kymwatch.store import (
     table_fingerprint,
 )
 from kymwatch.store.engine import CHUNK_ROWS
+from kymwatch.store.grouped import GroupedFile, read_layout, start_grouped_write
 from kymwatch.store.tables import LazyPool
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Writing:
 
     merged: Merged
     plan: PartPlan | None
-    futures: list[Future[Fingerprint]]
+    futures: Sequence[Future[Fingerprint]] | Sequence[Future[GroupedFile | Fingerprint]]
     paths: list[Path]
 
 
@@ -106,6 +107,9 @@ class Publisher:
         # The single file of each partitioned table as the last export wrote it (it may
         # land on the exporter thread, before the daemon's state has noted it).
         self.exported: dict[str, Fingerprint] = {}
+        # The row groups of each single-file table as last written here (valid while
+        # its stamp is the table's): an edit re-encodes only the groups it touched.
+        self.layouts: dict[str, GroupedFile] = {}
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -125,6 +129,7 @@ class Publisher:
         ix = self.indexer_for_table(name)
         self.foreign.discard(name)
         self.frames.pop(name, None)
+        self.layouts.pop(name, None)
         raw = self.parted.read(name)
         self.part_stamps[name] = self.parted.stamp(name)
         if raw is not None:
@@ -135,12 +140,18 @@ class Publisher:
             st = SortedTable.of(empty_arrow(ix.columns), (), (0,))
         else:
             coerced = Coercions()
-            st, foreign = adopt(read_table_arrow(path, chunk_rows=CHUNK_ROWS), ix, coerced)
+            on_disk = read_table_arrow(path, chunk_rows=CHUNK_ROWS)
+            st, foreign = adopt(on_disk, ix, coerced)
             coerced.log(table=name, path=str(path))
             if foreign:
                 # e.g. kymflow's object columns or appended rows: adopted (typed, sorted
                 # once), rewritten in our schema by the next update even if no row changes.
                 self.foreign.add(name)
+            elif ix is not None:
+                # the rows as in the file: its row groups may be copied by the next edit
+                layout = read_layout(path, st, stamp, on_disk.schema)
+                if layout is not None:
+                    self.layouts[name] = layout
         self.tables[name], self.stamps[name] = st, stamp
         return st
 
@@ -188,7 +199,9 @@ class Publisher:
 
     def start(self, m: Merged) -> Writing | None:
         """Start writing a changed table on the writer threads (a partitioned one: the
-        parts the merge touched, after raising its layout version)."""
+        parts the merge touched, after raising its layout version; a single file: the
+        row groups holding the records the merge touched, the others copied from the
+        file as last written here, :mod:`kymwatch.store.grouped`)."""
         if not m.changed:
             return None
         name = m.ix.table_name
@@ -202,10 +215,17 @@ class Publisher:
             )  # fmt: skip
             self.parted.begin(name, plan)
             files = self.parted.files(name, plan)
-        else:
-            files = [(self.store.table_path(name), with_pandas_metadata(m.table.table))]
-        futures = start_table_writes(files, within=self.store.path)
-        return Writing(m, plan, futures, [path for path, _ in files])
+            futures = start_table_writes(files, within=self.store.path)
+            return Writing(m, plan, futures, [path for path, _ in files])
+        path = self.store.table_path(name)
+        previous = self.layouts.get(name)
+        if previous is not None and previous.stamp != self.stamps.get(name):
+            previous = None  # another writer's file (or an export) replaced ours
+        st = SortedTable(with_pandas_metadata(m.table.table), m.table.ids, m.table.offsets)
+        future = start_grouped_write(
+            path, st, touched=m.touched, previous=previous, within=self.store.path
+        )
+        return Writing(m, None, [future], [path])
 
     def finish(self, writing: Sequence[Writing | None]) -> None:
         """Wait for every write, then sync the written files' folders (once each: the
@@ -213,7 +233,7 @@ class Publisher:
         all written, then the first failure is raised (else the tables are exported if
         the policy exports at once)."""
         error: Exception | None = None
-        done: list[tuple[Writing, list[Fingerprint]]] = []
+        done: list[tuple[Writing, list[Fingerprint | GroupedFile]]] = []
         for w in writing:
             if w is None:
                 continue
@@ -231,10 +251,14 @@ class Publisher:
             raise
         for w, stamps in done:
             name = w.merged.ix.table_name
+            self.layouts.pop(name, None)
             if w.plan is not None:
                 self.parted.commit(name, w.plan)
                 if not self.store.table_path(name).exists():
                     self.parted.unexported[name] = float("-inf")  # no single file yet
+            elif isinstance(stamps[0], GroupedFile):
+                self.layouts[name] = stamps[0]
+                self.stamps[name] = stamps[0].stamp
             else:
                 self.stamps[name] = stamps[0]
             self.part_stamps[name] = self.parted.stamp(name)

@@ -33,6 +33,7 @@ __all__ = [
     "table_path",
     "write_table_arrow",
     "write_table_file",
+    "writer_pool",
 ]
 
 _LOCK_NAME = "tables.lock"
@@ -157,6 +158,11 @@ class LazyPool:
 
 _writers = LazyPool(4, "kymwatch-write")
 """The threads that write a batch's tables."""
+
+
+def writer_pool() -> ThreadPoolExecutor:
+    """The threads that write a batch's tables (made on first use)."""
+    return _writers()
 
 
 def write_table_arrow(
