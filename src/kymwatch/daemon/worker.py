@@ -64,6 +64,10 @@ class BatchResult:
         retry: The changes to push back, with their delay.
         problems: Final unreadable/invalid outcomes.
         artifacts: Names of the artifacts the batch's records hold (as scanned).
+        chunks: Chunks of work whose records this result covers (several when
+            held chunks were written with this one, see :meth:`Worker.process`).
+        held: The tables are merged but not written yet: the records are settled and
+            reported with the chunk that writes them.
     """
 
     records: int = 0
@@ -77,6 +81,32 @@ class BatchResult:
     retrying: list[RecordOutcome] = field(default_factory=list)
     retry: list[Retry] = field(default_factory=list)
     artifacts: set[str] = field(default_factory=set)
+    chunks: int = 1
+    held: bool = False
+
+    def absorb(self, earlier: BatchResult) -> None:
+        """Count a held chunk's result in this one (which wrote its tables): its
+        retries were pushed back with it already."""
+        self.records += earlier.records
+        self.rows_written += earlier.rows_written
+        self.tables = list(dict.fromkeys([*earlier.tables, *self.tables]))
+        self.outcomes.update(earlier.outcomes)
+        self.retries += earlier.retries
+        self.duration_ms = round(self.duration_ms + earlier.duration_ms, 2)
+        self.problems = [*earlier.problems, *self.problems]
+        self.settled = [*earlier.settled, *self.settled]
+        self.retrying = [*earlier.retrying, *self.retrying]
+        self.chunks += earlier.chunks
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A chunk whose tables are merged but not written: what to record once they are."""
+
+    image_ids: tuple[str, ...]
+    fresh: dict[str, RecordFiles | None]
+    done: dict[str, set[str]]
+    result: BatchResult
 
 
 class Worker:
@@ -108,6 +138,7 @@ class Worker:
         self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
         self._journal_thread: ThreadPoolExecutor | None = None
+        self._held: list[_Held] = []  # chunks merged, not written (oldest first)
 
     def _journal(self) -> ThreadPoolExecutor:
         """The thread that commits each batch's crash journal (created on first use)."""
@@ -127,8 +158,21 @@ class Worker:
         """True if record metadata changes matter (the manifest is kept)."""
         return self.manifest is not None and self.manifest.active()
 
-    def process(self, batch: Batch, *, final: bool = False) -> BatchResult:
-        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown)."""
+    @property
+    def holding(self) -> bool:
+        """Chunks are merged into the tables but not written yet (see :meth:`process`)."""
+        return bool(self._held)
+
+    def process(self, batch: Batch, *, final: bool = False, hold: bool = False) -> BatchResult:
+        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown).
+
+        With ``hold`` the tables are merged in memory but not written (a backlog: the
+        caller holds the table lock and will index more at once). The result says
+        ``held``; the records are not recorded as indexed (state) and their outcomes
+        not logged until a later call without ``hold``, or :meth:`flush`, writes the
+        tables: that call's result covers the held chunks too. The crash journal
+        names each chunk's records before any write that can hold their rows.
+        """
         start = time.perf_counter()
         result = BatchResult(records=len(batch))
         by_indexer: dict[str, list[str]] = {name: [] for name, _ in self._reads}
@@ -144,6 +188,7 @@ class Worker:
         # The crash journal is committed (an fsync) on its own thread meanwhile; the
         # tables wait for it before their first write (see ``_update``).
         journal = self._journal().submit(self.state.note_publishing, self.kd.path, list(done))
+        held_before = [] if hold else self.kd.held_tables()
         try:
             fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
             recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
@@ -151,7 +196,13 @@ class Worker:
             listed: dict[str, Listing] = {}  # the scan's listings: the reads list nothing again
             fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
             work = {name: ids for name, ids in by_indexer.items() if ids}
-            reports = self._update(work, journal.result, listed)
+            reports = self._update(work, journal.result, listed, hold=hold)
+            if not hold and not work:
+                self.kd.write_held(before_write=journal.result)
+        except BaseException:
+            if not self.kd.held_tables():  # merges lost: the records stay due (a rescan)
+                self._held.clear()
+            raise
         finally:  # nothing else uses the state's database while the journal commits
             journal.result()
         names = (artifact_name_of(f) for files in fresh.values() for f in files or ())
@@ -160,7 +211,6 @@ class Worker:
             name = report.indexer
             if report.table_written:
                 result.tables.append(report.table_name)
-                self.note_published(report.table_name)
             result.rows_written += report.rows_written
             for outcome in report.outcomes:
                 retry = self._retry(outcome, final)
@@ -174,14 +224,62 @@ class Worker:
                 result.outcomes[outcome.status.value] += 1
                 if outcome.status in (OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID):
                     result.problems.append(outcome)
-        for change in batch.changes:
-            self.state.update_record(
-                change.image_id, fresh[change.image_id], done[change.image_id], self.readers_of
-            )
         if self.manifest is not None and self._update_manifest(batch):
             result.tables.append(ManifestIndexer.name)
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        chunk = _Held(tuple(done), fresh, done, result)
+        if hold:
+            result.held = True
+            self._held.append(chunk)
+            return result
+        for table in held_before:
+            if table not in result.tables:
+                result.tables.append(table)
+        self._settle([*self._held, chunk], written=result.tables)
+        for h in self._held:
+            result.absorb(h.result)
+        self._held.clear()
         return result
+
+    def flush(self) -> BatchResult | None:
+        """Write the tables of the held chunks (see :meth:`process`) and record their
+        records as indexed; their combined result, or None if none is held.
+
+        Raises:
+            Exception: a write failed; the held records are not recorded (they stay
+                due: a rescan finds them).
+        """
+        if not self._held:
+            return None
+        start = time.perf_counter()
+        try:
+            written = self.kd.write_held()
+        except BaseException:
+            self._held.clear()
+            raise
+        held, self._held = self._held, []
+        result = held[-1].result
+        result.held = False
+        result.tables = list(dict.fromkeys([*result.tables, *written]))
+        result.duration_ms = round(result.duration_ms + (time.perf_counter() - start) * 1000, 2)
+        self._settle(held, written=written)
+        for h in held[-2::-1]:
+            result.absorb(h.result)
+        return result
+
+    def _settle(self, chunks: Sequence[_Held], *, written: Sequence[str]) -> None:
+        """The chunks' tables are written: note the tables, record the chunks' records
+        (oldest chunk first), log their outcomes."""
+        for table in dict.fromkeys(written):
+            if table != ManifestIndexer.name:
+                self.note_published(table)
+        for h in chunks:
+            for image_id in h.image_ids:
+                self.state.update_record(
+                    image_id, h.fresh[image_id], h.done[image_id], self.readers_of
+                )
+            for outcome in h.result.settled:
+                log_outcome(outcome)
 
     def export_tables(self, *, force: bool = False) -> list[str] | None:
         """Write the single file of each partitioned table whose export is due (every
@@ -276,6 +374,8 @@ class Worker:
         work: dict[str, list[str]],
         journaled: Callable[[], object],
         listed: dict[str, Listing] | None = None,
+        *,
+        hold: bool = False,
     ) -> list[UpdateReport]:
         """``update_batch_report`` (the batch's tables written at the same time), and a
         whole rebuild of each table whose file turns out to be damaged (merging into it
@@ -284,7 +384,7 @@ class Worker:
         if not work:
             return []
         reports, unreadable = self.kd.update_batch_report(
-            work, log_outcomes=False, before_write=journaled, listed=listed
+            work, log_outcomes=False, before_write=journaled, listed=listed, hold=hold
         )
         if unreadable:
             journaled()
@@ -304,7 +404,8 @@ class Worker:
         return reports
 
     def _retry(self, outcome: RecordOutcome, final: bool) -> Retry | None:
-        """Log a final outcome and return None, or return the retry that replaces it."""
+        """The retry that replaces an outcome, or None for a final one (logged once its
+        tables are written)."""
         key = (outcome.image_id, outcome.indexer)
         if outcome.status is OutcomeStatus.UNREADABLE and not final:
             attempt = self._attempts.get(key, 0)
@@ -323,5 +424,4 @@ class Worker:
                 )
                 return Retry(RecordChange(outcome.image_id, readers), delay)
         self._attempts.pop(key, None)
-        log_outcome(outcome)
         return None

@@ -8,6 +8,7 @@ reads :mod:`~kymwatch.index.rebuildpass`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
@@ -316,6 +317,7 @@ class KymDataset(TableAccess):
         log_outcomes: bool = True,
         before_write: Callable[[], object] | None = None,
         listed: Mapping[str, Listing] | None = None,
+        hold: bool = False,
     ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
         """Re-index records with several indexers at once (a daemon's batch): each
         table is merged as by :meth:`update_images_report`, then every changed table
@@ -334,6 +336,11 @@ class KymDataset(TableAccess):
                 committed meanwhile on another thread.
             listed: Records' folders as a scan just listed them (the daemon's
                 fingerprint scan, taken before the reads), not listed again.
+            hold: Merge without writing: the changed tables stay merged in memory
+                (:meth:`held_tables`) until the next call without ``hold`` or
+                :meth:`write_held` writes them with its own (a daemon's backlog). The
+                caller holds the table lock until then; the reports say
+                ``table_written`` False.
 
         Returns:
             The report of each indexer whose table could be read, and the error of each
@@ -348,8 +355,25 @@ class KymDataset(TableAccess):
         else:
             reads = [self._read(ix, ids) for ix, ids in jobs]
         extracted = [(ix, ids, r) for (ix, ids), r in zip(jobs, reads, strict=True)]
-        merged, unreadable = self._pub.publish(extracted, start, before_write=before_write)
+        merged, unreadable = self._pub.publish(
+            extracted, start, before_write=before_write, hold=hold
+        )
+        if hold:  # nothing was written
+            merged = [dataclasses.replace(m, changed=False) for m in merged]
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
+
+    def held_tables(self) -> list[str]:
+        """Names of the tables merged by ``update_batch_report(hold=True)`` and not
+        written yet."""
+        return sorted(self._pub.held)
+
+    def write_held(self, *, before_write: Callable[[], object] | None = None) -> list[str]:
+        """Write every held table (see :meth:`update_batch_report`); returns their names.
+        ``before_write`` is called once before the first write (not at all if none is
+        held)."""
+        names = self.held_tables()
+        self._pub.write_held(time.perf_counter(), before_write=before_write)
+        return names
 
     def export_tables(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of

@@ -12,6 +12,7 @@ merge, its start and its finish.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
@@ -106,6 +107,9 @@ class Publisher:
         # The single file of each partitioned table as the last export wrote it (it may
         # land on the exporter thread, before the daemon's state has noted it).
         self.exported: dict[str, Fingerprint] = {}
+        # Tables merged but not written yet (``publish(hold=True)``), by name: the cache
+        # holds their merged copy; the next publish without ``hold`` writes them.
+        self.held: dict[str, Merged] = {}
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -125,6 +129,7 @@ class Publisher:
         ix = self.indexer_for_table(name)
         self.foreign.discard(name)
         self.frames.pop(name, None)
+        self.held.pop(name, None)  # written behind the table lock: those merges are lost
         raw = self.parted.read(name)
         self.part_stamps[name] = self.parted.stamp(name)
         if raw is not None:
@@ -253,6 +258,7 @@ class Publisher:
         start: float,
         *,
         before_write: Callable[[], object] | None = None,
+        hold: bool = False,
     ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
         """Merge each indexer's results into its table (as an update) and write each
         changed table once it is merged, under one hold of the table lock.
@@ -269,6 +275,12 @@ class Publisher:
         ``kym_velocity_events`` 45 instead of 42; ``bench/edit_order.py``). A larger
         batch writes its tables at the same time (throughput).
 
+        With ``hold`` nothing is written: each changed table stays merged in the cache
+        (:attr:`held`) and the next call without ``hold`` (:meth:`write_held`) writes
+        it with its own merges, once (a daemon's backlog: one write for several chunks).
+        The caller holds the table lock from the first held merge to that write, so no
+        other process writes the table meanwhile.
+
         ``before_write`` is called once, before the first write starts (none if no
         table changed): the daemon's crash journal is committed beside the merges.
 
@@ -282,25 +294,73 @@ class Publisher:
         order = sorted(range(len(extracted)), key=lambda k: self._cached_rows(extracted[k][0]))
         one_by_one = len({i for _, ids, _ in extracted for i in ids}) <= ONE_BY_ONE_RECORDS
         with self.store.table_lock():
+            was_held = set() if hold else set(self.held)
             try:
-                for k in order:
-                    ix, ids, results = extracted[k]
-                    try:
-                        m = self.merge(ix, ids, results, replace_all=False, start=start)
-                    except TableUnreadableError as e:
-                        unreadable[ix.name] = e
-                        continue
-                    merged[k] = m
-                    if m.changed and before_write is not None:
-                        before_write()
-                        before_write = None
-                    if one_by_one:  # the previous write ends first (a failure: in finish)
-                        for f in (f for w in writing if w is not None for f in w.futures):
-                            f.exception()
-                    writing.append(self.start(m))
-            finally:
-                self.finish(writing)
+                try:
+                    for k in order:
+                        ix, ids, results = extracted[k]
+                        try:
+                            m = self.merge(ix, ids, results, replace_all=False, start=start)
+                        except TableUnreadableError as e:
+                            unreadable[ix.name] = e
+                            continue
+                        merged[k] = m
+                        if hold:
+                            self._hold(m)
+                            continue
+                        m = self._with_held(m)
+                        if m.changed and before_write is not None:
+                            before_write()
+                            before_write = None
+                        if one_by_one:  # the previous write ends first (a failure: in finish)
+                            for f in (f for w in writing if w is not None for f in w.futures):
+                                f.exception()
+                        writing.append(self.start(m))
+                    for name in list(self.held) if not hold else ():  # held, not merged now
+                        if before_write is not None:
+                            before_write()
+                            before_write = None
+                        writing.append(self.start(self.held.pop(name)))
+                finally:
+                    self.finish(writing)
+            except BaseException:  # held merges not written are lost: the cache rereads
+                self._drop_held(was_held)
+                raise
         return [merged[k] for k in sorted(merged)], unreadable
+
+    def write_held(self, start: float, *, before_write: Callable[[], object] | None = None) -> None:
+        """Write every held table (see :meth:`publish`); nothing if none is held."""
+        if self.held:
+            self.publish([], start, before_write=before_write)
+
+    def _hold(self, m: Merged) -> None:
+        """Keep ``m``'s table merged in the cache, unwritten (joined to what is held)."""
+        if not m.changed:
+            return
+        m = self._with_held(m)
+        name = m.ix.table_name
+        self.held[name] = m
+        self.tables[name] = m.table
+        self.frames.pop(name, None)
+
+    def _with_held(self, m: Merged) -> Merged:
+        """``m`` joined to the held merges of its table (taken out of :attr:`held`): its
+        write covers every record merged since the table was last written."""
+        held = self.held.pop(m.ix.table_name, None)
+        if held is None:
+            return m
+        touched = None if m.touched is None or held.touched is None else held.touched | m.touched
+        return dataclasses.replace(
+            m, ids=held.ids + m.ids, changed=True, previous=held.previous, touched=touched
+        )
+
+    def _drop_held(self, also: set[str]) -> None:
+        """Forget the held merges and the cached copies of ``also`` (tables that were held
+        when a publish failed): the next read takes the files."""
+        for name in also | self.held.keys():
+            self.tables.pop(name, None)
+            self.frames.pop(name, None)
+        self.held.clear()
 
     def _cached_rows(self, ix: DatasetIndexer) -> int:
         """Rows of the cached copy of the table of ``ix`` (0 if it is not cached)."""
@@ -331,7 +391,7 @@ class Publisher:
         for ix in self._indexers():  # parts on disk not read yet: is their export stale?
             if ix.table_name not in self.tables and self.parted.layout(ix.table_name):
                 self.read(ix.table_name)
-        names = self.parted.due(force=force)
+        names = [n for n in self.parted.due(force=force) if n not in self.held]
         if not names:
             return []
         self.store.check_writable()
