@@ -228,7 +228,7 @@ class ChunkedIndexing:
                 self.push_back(changes[i:], first_seen)
                 return False
             why = tuple(due_by[i : i + len(chunk)])
-            hold = not final and self._may_hold(more=i + len(chunk) < len(changes))
+            hold = self._may_hold(more=i + len(chunk) < len(changes))
             batch = Batch(chunk, first_seen, why)
             ok &= self._chunk(batch, source=source, final=final, hold=hold)
             i += len(chunk)

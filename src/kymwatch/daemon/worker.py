@@ -188,7 +188,6 @@ class Worker:
         # The crash journal is committed (an fsync) on its own thread meanwhile; the
         # tables wait for it before their first write (see ``_update``).
         journal = self._journal().submit(self.state.note_publishing, self.kd.path, list(done))
-        held_before = [] if hold else self.kd.held_tables()
         try:
             fresh: dict[str, RecordFiles | None] = {c.image_id: None for c in batch.changes}
             recs = [ZarrImageRecord(self.kd.store, c.image_id) for c in batch.changes]
@@ -197,8 +196,12 @@ class Worker:
             fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
             work = {name: ids for name, ids in by_indexer.items() if ids}
             reports = self._update(work, journal.result, listed, hold=hold)
-            if not hold and not work:
-                self.kd.write_held(before_write=journal.result)
+            if hold:
+                held_written = []
+            elif work:
+                held_written = self.kd.held_written()
+            else:
+                held_written = self.kd.write_held(before_write=journal.result)
         except BaseException:
             if not self.kd.held_tables():  # merges lost: the records stay due (a rescan)
                 self._held.clear()
@@ -232,7 +235,7 @@ class Worker:
             result.held = True
             self._held.append(chunk)
             return result
-        for table in held_before:
+        for table in held_written:
             if table not in result.tables:
                 result.tables.append(table)
         self._settle([*self._held, chunk], written=result.tables)

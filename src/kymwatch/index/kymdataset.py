@@ -367,13 +367,18 @@ class KymDataset(TableAccess):
         written yet."""
         return sorted(self._pub.held)
 
+    def held_written(self) -> list[str]:
+        """Names of the held tables the last call without ``hold`` wrote (with its own)."""
+        return list(self._pub.written_held)
+
     def write_held(self, *, before_write: Callable[[], object] | None = None) -> list[str]:
         """Write every held table (see :meth:`update_batch_report`); returns their names.
         ``before_write`` is called once before the first write (not at all if none is
         held)."""
-        names = self.held_tables()
+        if not self._pub.held:
+            return []
         self._pub.write_held(time.perf_counter(), before_write=before_write)
-        return names
+        return self.held_written()
 
     def export_tables(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of

@@ -110,6 +110,7 @@ class Publisher:
         # Tables merged but not written yet (``publish(hold=True)``), by name: the cache
         # holds their merged copy; the next publish without ``hold`` writes them.
         self.held: dict[str, Merged] = {}
+        self.written_held: list[str] = []  # held tables the last publish wrote
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -295,6 +296,8 @@ class Publisher:
         one_by_one = len({i for _, ids, _ in extracted for i in ids}) <= ONE_BY_ONE_RECORDS
         with self.store.table_lock():
             was_held = set() if hold else set(self.held)
+            if not hold:
+                self.written_held = []
             try:
                 try:
                     for k in order:
@@ -308,7 +311,7 @@ class Publisher:
                         if hold:
                             self._hold(m)
                             continue
-                        m = self._with_held(m)
+                        m = self._with_held(m, write=True)
                         if m.changed and before_write is not None:
                             before_write()
                             before_write = None
@@ -320,6 +323,7 @@ class Publisher:
                         if before_write is not None:
                             before_write()
                             before_write = None
+                        self.written_held.append(name)
                         writing.append(self.start(self.held.pop(name)))
                 finally:
                     self.finish(writing)
@@ -337,18 +341,21 @@ class Publisher:
         """Keep ``m``'s table merged in the cache, unwritten (joined to what is held)."""
         if not m.changed:
             return
-        m = self._with_held(m)
+        m = self._with_held(m, write=False)
         name = m.ix.table_name
         self.held[name] = m
         self.tables[name] = m.table
         self.frames.pop(name, None)
 
-    def _with_held(self, m: Merged) -> Merged:
+    def _with_held(self, m: Merged, *, write: bool) -> Merged:
         """``m`` joined to the held merges of its table (taken out of :attr:`held`): its
-        write covers every record merged since the table was last written."""
+        write covers every record merged since the table was last written (``write``:
+        it is about to start, noted in :attr:`written_held`)."""
         held = self.held.pop(m.ix.table_name, None)
         if held is None:
             return m
+        if write:
+            self.written_held.append(m.ix.table_name)
         touched = None if m.touched is None or held.touched is None else held.touched | m.touched
         return dataclasses.replace(
             m, ids=held.ids + m.ids, changed=True, previous=held.previous, touched=touched
