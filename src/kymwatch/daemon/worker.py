@@ -29,12 +29,14 @@ from kymwatch.index import (
     RecordOutcome,
     UpdateReport,
     log_outcome,
+    rows_files,
 )
 from kymwatch.store import (
     Listing,
     RecordFiles,
     ZarrImageRecord,
     scan_records_settled,
+    split_artifact_file,
     table_fingerprint,
 )
 
@@ -135,6 +137,7 @@ class Worker:
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
+        self._rows_from = {ix.name: (ix.table_name, rows_files(ix)) for ix in kd.indexers}
         self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
         self._journal_thread: ThreadPoolExecutor | None = None
@@ -149,6 +152,7 @@ class Worker:
     def refresh_indexers(self) -> None:
         """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
         self._reads = [(ix.name, ix.artifact_names) for ix in self.kd.indexers]
+        self._rows_from = {ix.name: (ix.table_name, rows_files(ix)) for ix in self.kd.indexers}
 
     def readers_of(self, artifact: str) -> set[str]:
         """Names of the indexers that read ``artifact``."""
@@ -194,6 +198,10 @@ class Worker:
             present = {r.image_id: r.path for r in recs if r.exists()}
             listed: dict[str, Listing] = {}  # the scan's listings: the reads list nothing again
             fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
+            for name, ids in self._nothing_to_read(batch, by_indexer, fresh).items():
+                by_indexer[name] = [i for i in by_indexer[name] if i not in ids]
+                for image_id in ids:  # settled: the state takes its files' fingerprints
+                    done[image_id].add(name)
             work = {name: ids for name, ids in by_indexer.items() if ids}
             reports = self._update(work, journal.result, listed, hold=hold)
             if hold:
@@ -243,6 +251,33 @@ class Worker:
             result.absorb(h.result)
         self._held.clear()
         return result
+
+    def _nothing_to_read(
+        self,
+        batch: Batch,
+        by_indexer: dict[str, list[str]],
+        fresh: dict[str, RecordFiles | None],
+    ) -> dict[str, set[str]]:
+        """Per indexer, the records routed to it by an artifact's name that hold no file
+        it reads rows from and have no rows in its table: it would find nothing to read
+        and nothing to remove (a generation-1 ``radon_report.json`` edit routed to
+        ``kym_radon``, which reads a ``radon_report`` parquet). They are not read (no
+        ``artifact_missing`` line per edit); a whole-record change is always read."""
+        named = {c.image_id for c in batch.changes if c.artifacts is not None}
+        out: dict[str, set[str]] = {}
+        for name, ids in by_indexer.items():
+            table, readable = self._rows_from.get(name, ("", None))
+            if readable is None:
+                continue
+            for image_id in ids:
+                files = fresh.get(image_id)
+                if image_id not in named or files is None:
+                    continue
+                if any(split_artifact_file(f) in readable for f in files):
+                    continue
+                if not self.kd.has_rows(table, image_id):
+                    out.setdefault(name, set()).add(image_id)
+        return out
 
     def flush(self) -> BatchResult | None:
         """Write the tables of the held chunks (see :meth:`process`) and record their

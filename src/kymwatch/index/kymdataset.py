@@ -362,6 +362,20 @@ class KymDataset(TableAccess):
             merged = [dataclasses.replace(m, changed=False) for m in merged]
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
 
+    def has_rows(self, table_name: str, image_id: str) -> bool:
+        """Whether table ``table_name`` (as cached: held merges included) may hold rows
+        of record ``image_id``: True when it does, or when that cannot be told (a table
+        without ``image_id`` or one that cannot be read)."""
+        try:
+            st = self._pub.read(table_name)
+        except MemoryError:
+            raise
+        except Exception:
+            return True
+        if not st.ids:
+            return len(st) > 0
+        return st.range_of(image_id)[1] > 0
+
     def held_tables(self) -> list[str]:
         """Names of the tables merged by ``update_batch_report(hold=True)`` and not
         written yet."""
