@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import structlog
 
 from kymwatch.daemon.changes import Batch, RecordChange
-from kymwatch.daemon.reconcile import artifact_name_of, route
+from kymwatch.daemon.reconcile import artifact_name_of, nothing_to_read, route
+from kymwatch.daemon.results import BatchResult, HeldChunk, Retry
 from kymwatch.daemon.state import IndexState
 from kymwatch.index import (
     KymDataset,
@@ -36,7 +35,6 @@ from kymwatch.store import (
     RecordFiles,
     ZarrImageRecord,
     scan_records_settled,
-    split_artifact_file,
     table_fingerprint,
 )
 
@@ -45,70 +43,6 @@ __all__ = ["DEFAULT_RETRY_DELAYS", "BatchResult", "Retry", "Worker"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """A record change to index again after ``delay_s`` (an unreadable artifact)."""
-
-    change: RecordChange
-    delay_s: float
-
-
-@dataclass
-class BatchResult:
-    """What one batch did.
-
-    Attributes:
-        outcomes: Final outcomes per status (retried attempts are not counted).
-        settled: Every final outcome (one per record and indexer that ran).
-        retrying: Outcomes handed back for a retry instead of being final.
-        retry: The changes to push back, with their delay.
-        problems: Final unreadable/invalid outcomes.
-        artifacts: Names of the artifacts the batch's records hold (as scanned).
-        chunks: Chunks of work whose records this result covers (several when
-            held chunks were written with this one, see :meth:`Worker.process`).
-        held: The tables are merged but not written yet: the records are settled and
-            reported with the chunk that writes them.
-    """
-
-    records: int = 0
-    rows_written: int = 0
-    tables: list[str] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    duration_ms: float = 0.0
-    problems: list[RecordOutcome] = field(default_factory=list)
-    settled: list[RecordOutcome] = field(default_factory=list)
-    retrying: list[RecordOutcome] = field(default_factory=list)
-    retry: list[Retry] = field(default_factory=list)
-    artifacts: set[str] = field(default_factory=set)
-    chunks: int = 1
-    held: bool = False
-
-    def absorb(self, earlier: BatchResult) -> None:
-        """Count a held chunk's result in this one (which wrote its tables): its
-        retries were pushed back with it already."""
-        self.records += earlier.records
-        self.rows_written += earlier.rows_written
-        self.tables = list(dict.fromkeys([*earlier.tables, *self.tables]))
-        self.outcomes.update(earlier.outcomes)
-        self.retries += earlier.retries
-        self.duration_ms = round(self.duration_ms + earlier.duration_ms, 2)
-        self.problems = [*earlier.problems, *self.problems]
-        self.settled = [*earlier.settled, *self.settled]
-        self.retrying = [*earlier.retrying, *self.retrying]
-        self.chunks += earlier.chunks
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A chunk whose tables are merged but not written: what to record once they are."""
-
-    image_ids: tuple[str, ...]
-    fresh: dict[str, RecordFiles | None]
-    done: dict[str, set[str]]
-    result: BatchResult
 
 
 class Worker:
@@ -141,7 +75,7 @@ class Worker:
         self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
         self._journal_thread: ThreadPoolExecutor | None = None
-        self._held: list[_Held] = []  # chunks merged, not written (oldest first)
+        self._held: list[HeldChunk] = []  # chunks merged, not written (oldest first)
 
     def _journal(self) -> ThreadPoolExecutor:
         """The thread that commits each batch's crash journal (created on first use)."""
@@ -198,7 +132,10 @@ class Worker:
             present = {r.image_id: r.path for r in recs if r.exists()}
             listed: dict[str, Listing] = {}  # the scan's listings: the reads list nothing again
             fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
-            for name, ids in self._nothing_to_read(batch, by_indexer, fresh).items():
+            skip = nothing_to_read(
+                batch.changes, by_indexer, fresh, self._rows_from, self.kd.has_rows
+            )
+            for name, ids in skip.items():
                 by_indexer[name] = [i for i in by_indexer[name] if i not in ids]
                 for image_id in ids:  # settled: the state takes its files' fingerprints
                     done[image_id].add(name)
@@ -238,7 +175,7 @@ class Worker:
         if self.manifest is not None and self._update_manifest(batch):
             result.tables.append(ManifestIndexer.name)
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
-        chunk = _Held(tuple(done), fresh, done, result)
+        chunk = HeldChunk(tuple(done), fresh, done, result)
         if hold:
             result.held = True
             self._held.append(chunk)
@@ -251,33 +188,6 @@ class Worker:
             result.absorb(h.result)
         self._held.clear()
         return result
-
-    def _nothing_to_read(
-        self,
-        batch: Batch,
-        by_indexer: dict[str, list[str]],
-        fresh: dict[str, RecordFiles | None],
-    ) -> dict[str, set[str]]:
-        """Per indexer, the records routed to it by an artifact's name that hold no file
-        it reads rows from and have no rows in its table: it would find nothing to read
-        and nothing to remove (a generation-1 ``radon_report.json`` edit routed to
-        ``kym_radon``, which reads a ``radon_report`` parquet). They are not read (no
-        ``artifact_missing`` line per edit); a whole-record change is always read."""
-        named = {c.image_id for c in batch.changes if c.artifacts is not None}
-        out: dict[str, set[str]] = {}
-        for name, ids in by_indexer.items():
-            table, readable = self._rows_from.get(name, ("", None))
-            if readable is None:
-                continue
-            for image_id in ids:
-                files = fresh.get(image_id)
-                if image_id not in named or files is None:
-                    continue
-                if any(split_artifact_file(f) in readable for f in files):
-                    continue
-                if not self.kd.has_rows(table, image_id):
-                    out.setdefault(name, set()).add(image_id)
-        return out
 
     def flush(self) -> BatchResult | None:
         """Write the tables of the held chunks (see :meth:`process`) and record their
@@ -305,7 +215,7 @@ class Worker:
             result.absorb(h.result)
         return result
 
-    def _settle(self, chunks: Sequence[_Held], *, written: Sequence[str]) -> None:
+    def _settle(self, chunks: Sequence[HeldChunk], *, written: Sequence[str]) -> None:
         """The chunks' tables are written: note the tables, record the chunks' records
         (oldest chunk first), log their outcomes."""
         for table in dict.fromkeys(written):
