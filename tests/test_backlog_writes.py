@@ -259,6 +259,27 @@ def test_a_failed_held_write_leaves_the_records_due(
     assert_tables_match_rebuild(store, tmp_path / "scratch")
 
 
+def test_a_held_table_deleted_meanwhile_loses_no_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: Logs
+) -> None:
+    """A table deleted while merges into it are held is regrown from every record (the
+    held merges are dropped, their records not recorded for it): after the next
+    reconcile the tables equal a rebuild, the held record's new rows included."""
+    store, ids = _store(tmp_path, 6)
+    clock = _Clock()
+    daemon = _daemon(store, clock)
+    daemon.debouncer.feed(RecordChange(ids[5]), clock.now - 60.0)
+    change = _edit(store, ids, ids[1], 4)
+    assert daemon.indexing.index([change], clock.now, source="events", keep_held=True)
+    assert daemon.kd.held_tables() == ["kym_velocity_events", "velocity_events"]
+    (store / "tables" / "velocity_events.parquet").unlink()
+    assert daemon.tables.regrow()
+    assert daemon.indexing.flush()
+    daemon.reconciler.reconcile("periodic")
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
 @pytest.mark.integration
 def test_a_burst_then_a_lone_edit_end_equal_to_a_rebuild(
     tmp_path: Path, captured_logs: Logs

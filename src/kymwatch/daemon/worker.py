@@ -183,7 +183,7 @@ class Worker:
         for table in held_written:
             if table not in result.tables:
                 result.tables.append(table)
-        self._settle([*self._held, chunk], written=result.tables)
+        self._settle(self._held, chunk, written=result.tables)
         for h in self._held:
             result.absorb(h.result)
         self._held.clear()
@@ -210,18 +210,28 @@ class Worker:
         result.held = False
         result.tables = list(dict.fromkeys([*result.tables, *written]))
         result.duration_ms = round(result.duration_ms + (time.perf_counter() - start) * 1000, 2)
-        self._settle(held, written=written)
+        self._settle(held, None, written=written)
         for h in held[-2::-1]:
             result.absorb(h.result)
         return result
 
-    def _settle(self, chunks: Sequence[HeldChunk], *, written: Sequence[str]) -> None:
-        """The chunks' tables are written: note the tables, record the chunks' records
-        (oldest chunk first), log their outcomes."""
+    def _settle(
+        self, held: Sequence[HeldChunk], current: HeldChunk | None, *, written: Sequence[str]
+    ) -> None:
+        """The tables of the ``held`` chunks and the ``current`` one are written: note the
+        tables, record the chunks' records (oldest chunk first), log their outcomes. A
+        held table dropped meanwhile (its file changed on disk: deleted and regrown)
+        leaves its indexers' files of the held records unrecorded: the next reconcile
+        reads them again."""
         for table in dict.fromkeys(written):
             if table != ManifestIndexer.name:
                 self.note_published(table)
-        for h in chunks:
+        lost = self.kd.take_lost_held()
+        unwritten = {n for n, (table, _) in self._rows_from.items() if table in lost}
+        for h in [*held, current] if current is not None else held:
+            if unwritten and h is not current:
+                for done in h.done.values():
+                    done -= unwritten
             for image_id in h.image_ids:
                 self.state.update_record(
                     image_id, h.fresh[image_id], h.done[image_id], self.readers_of

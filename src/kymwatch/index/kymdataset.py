@@ -381,6 +381,13 @@ class KymDataset(TableAccess):
         written yet."""
         return sorted(self._pub.held)
 
+    def take_lost_held(self) -> set[str]:
+        """Names of the held tables whose merges were dropped since the last call (their
+        file changed on disk meanwhile, e.g. deleted and regrown): their records' rows
+        there were never written."""
+        lost, self._pub.lost_held = self._pub.lost_held, set()
+        return lost
+
     def held_written(self) -> list[str]:
         """Names of the held tables the last call without ``hold`` wrote (with its own)."""
         return list(self._pub.written_held)

@@ -111,6 +111,7 @@ class Publisher:
         # holds their merged copy; the next publish without ``hold`` writes them.
         self.held: dict[str, Merged] = {}
         self.written_held: list[str] = []  # held tables the last publish wrote
+        self.lost_held: set[str] = set()  # held tables dropped: their file changed on disk
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -130,7 +131,8 @@ class Publisher:
         ix = self.indexer_for_table(name)
         self.foreign.discard(name)
         self.frames.pop(name, None)
-        self.held.pop(name, None)  # written behind the table lock: those merges are lost
+        if self.held.pop(name, None) is not None:  # changed on disk: those merges are lost
+            self.lost_held.add(name)
         raw = self.parted.read(name)
         self.part_stamps[name] = self.parted.stamp(name)
         if raw is not None:
