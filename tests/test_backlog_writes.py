@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from harness import WAIT_S, assert_tables_match_rebuild, wait_until
@@ -271,11 +272,32 @@ def test_a_held_table_deleted_meanwhile_loses_no_record(
     daemon.debouncer.feed(RecordChange(ids[5]), clock.now - 60.0)
     change = _edit(store, ids, ids[1], 4)
     assert daemon.indexing.index([change], clock.now, source="events", keep_held=True)
-    assert daemon.kd.held_tables() == ["kym_velocity_events", "velocity_events"]
+    assert "velocity_events" in daemon.kd.held_tables()
     (store / "tables" / "velocity_events.parquet").unlink()
     assert daemon.tables.regrow()
     assert daemon.indexing.flush()
     daemon.reconciler.reconcile("periodic")
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_held_results_count_as_rows_when_routing(tmp_path: Path, captured_logs: Logs) -> None:
+    """A record whose held ``radon_report.parquet`` (read by ``kym_radon`` too) gives way to
+    a ``radon_report.json`` before the write still reaches ``kym_radon``: the held rows
+    are replaced, and the tables end equal to a rebuild."""
+    store, ids = _store(tmp_path, 6)
+    clock = _Clock()
+    daemon = _daemon(store, clock)
+    rec, radon = ids[1], frozenset({"radon_report"})  # a generation-1 record
+    daemon.debouncer.feed(RecordChange(ids[5]), clock.now - 60.0)
+    report = pd.DataFrame({"roi_id": [1], "mean_velocity": [2.0], "n_valid": [4], "notes": ["p"]})
+    write_parquet_artifact(store, rec, "radon_report", report)
+    change = RecordChange(rec, radon)
+    assert daemon.indexing.index([change], clock.now, source="events", keep_held=True)
+    assert daemon.worker.holding and daemon.kd.has_rows("kym_radon", rec)
+    (store / "images" / rec / "analysis" / "radon_report.parquet").unlink()
+    assert daemon.indexing.index([change], clock.now, source="events")
+    assert not daemon.worker.holding and not daemon.kd.has_rows("kym_radon", rec)
     daemon.state.close()
     assert_tables_match_rebuild(store, tmp_path / "scratch")
 

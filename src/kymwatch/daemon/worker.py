@@ -219,19 +219,11 @@ class Worker:
         self, held: Sequence[HeldChunk], current: HeldChunk | None, *, written: Sequence[str]
     ) -> None:
         """The tables of the ``held`` chunks and the ``current`` one are written: note the
-        tables, record the chunks' records (oldest chunk first), log their outcomes. A
-        held table dropped meanwhile (its file changed on disk: deleted and regrown)
-        leaves its indexers' files of the held records unrecorded: the next reconcile
-        reads them again."""
+        tables, record the chunks' records (oldest chunk first), log their outcomes."""
         for table in dict.fromkeys(written):
             if table != ManifestIndexer.name:
                 self.note_published(table)
-        lost = self.kd.take_lost_held()
-        unwritten = {n for n, (table, _) in self._rows_from.items() if table in lost}
         for h in [*held, current] if current is not None else held:
-            if unwritten and h is not current:
-                for done in h.done.values():
-                    done -= unwritten
             for image_id in h.image_ids:
                 self.state.update_record(
                     image_id, h.fresh[image_id], h.done[image_id], self.readers_of

@@ -336,9 +336,9 @@ class KymDataset(TableAccess):
                 committed meanwhile on another thread.
             listed: Records' folders as a scan just listed them (the daemon's
                 fingerprint scan, taken before the reads), not listed again.
-            hold: Merge without writing: the changed tables stay merged in memory
-                (:meth:`held_tables`) until the next call without ``hold`` or
-                :meth:`write_held` writes them with its own (a daemon's backlog). The
+            hold: Neither merge nor write: the results are held (:meth:`held_tables`)
+                until the next call without ``hold``, or :meth:`write_held`, merges them
+                with its own and writes each table once (a daemon's backlog). The
                 caller holds the table lock until then; the reports say
                 ``table_written`` False.
 
@@ -363,9 +363,12 @@ class KymDataset(TableAccess):
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
 
     def has_rows(self, table_name: str, image_id: str) -> bool:
-        """Whether table ``table_name`` (as cached: held merges included) may hold rows
-        of record ``image_id``: True when it does, or when that cannot be told (a table
-        without ``image_id`` or one that cannot be read)."""
+        """Whether table ``table_name`` may hold rows of record ``image_id``: True when it
+        does, when results held for it (``update_batch_report(hold=True)``) name the
+        record, or when that cannot be told (a table without ``image_id`` or one that
+        cannot be read)."""
+        if self._pub.held_rows_of(table_name, image_id):
+            return True
         try:
             st = self._pub.read(table_name)
         except MemoryError:
@@ -380,13 +383,6 @@ class KymDataset(TableAccess):
         """Names of the tables merged by ``update_batch_report(hold=True)`` and not
         written yet."""
         return sorted(self._pub.held)
-
-    def take_lost_held(self) -> set[str]:
-        """Names of the held tables whose merges were dropped since the last call (their
-        file changed on disk meanwhile, e.g. deleted and regrown): their records' rows
-        there were never written."""
-        lost, self._pub.lost_held = self._pub.lost_held, set()
-        return lost
 
     def held_written(self) -> list[str]:
         """Names of the held tables the last call without ``hold`` wrote (with its own)."""

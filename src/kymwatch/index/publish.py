@@ -46,7 +46,7 @@ from kymwatch.store.tables import LazyPool
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ONE_BY_ONE_RECORDS", "Merged", "Publisher", "Writing", "report_of"]
+__all__ = ["ONE_BY_ONE_RECORDS", "Held", "Merged", "Publisher", "Writing", "report_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +79,23 @@ class Writing:
     paths: list[Path]
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One table's results held, not merged yet (see :meth:`Publisher.publish`)."""
+
+    ix: DatasetIndexer
+    ids: list[str]
+    results: list[Extracted]
+    start: float
+    id_set: set[str]
+
+    def joined(
+        self, ids: list[str], results: Sequence[Extracted]
+    ) -> tuple[list[str], list[Extracted]]:
+        """The held ids and results followed by ``ids`` and ``results``."""
+        return [*self.ids, *ids], [*self.results, *results]
+
+
 class Publisher:
     """The tables of one store as cached, merged and written.
 
@@ -107,11 +124,10 @@ class Publisher:
         # The single file of each partitioned table as the last export wrote it (it may
         # land on the exporter thread, before the daemon's state has noted it).
         self.exported: dict[str, Fingerprint] = {}
-        # Tables merged but not written yet (``publish(hold=True)``), by name: the cache
-        # holds their merged copy; the next publish without ``hold`` writes them.
-        self.held: dict[str, Merged] = {}
+        # Results held for a table, not merged yet (``publish(hold=True)``), by table
+        # name: the next publish without ``hold`` merges them, with its own, and writes.
+        self.held: dict[str, Held] = {}
         self.written_held: list[str] = []  # held tables the last publish wrote
-        self.lost_held: set[str] = set()  # held tables dropped: their file changed on disk
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -131,8 +147,6 @@ class Publisher:
         ix = self.indexer_for_table(name)
         self.foreign.discard(name)
         self.frames.pop(name, None)
-        if self.held.pop(name, None) is not None:  # changed on disk: those merges are lost
-            self.lost_held.add(name)
         raw = self.parted.read(name)
         self.part_stamps[name] = self.parted.stamp(name)
         if raw is not None:
@@ -278,11 +292,12 @@ class Publisher:
         ``kym_velocity_events`` 45 instead of 42; ``bench/edit_order.py``). A larger
         batch writes its tables at the same time (throughput).
 
-        With ``hold`` nothing is written: each changed table stays merged in the cache
-        (:attr:`held`) and the next call without ``hold`` (:meth:`write_held`) writes
-        it with its own merges, once (a daemon's backlog: one write for several chunks).
-        The caller holds the table lock from the first held merge to that write, so no
-        other process writes the table meanwhile.
+        With ``hold`` nothing is merged nor written: the results are kept
+        (:attr:`held`) and the next call without ``hold`` (:meth:`write_held`) merges
+        them with its own, in order (a record's last result wins, as if merged one after
+        the other), and writes each table once: a daemon's backlog pays one merge (an
+        O(rows) splice and compaction) and one write per table for several chunks. The
+        returned merges of a held call are the tables as they are (``changed`` False).
 
         ``before_write`` is called once, before the first write starts (none if no
         table changed): the daemon's crash journal is committed beside the merges.
@@ -297,23 +312,28 @@ class Publisher:
         order = sorted(range(len(extracted)), key=lambda k: self._cached_rows(extracted[k][0]))
         one_by_one = len({i for _, ids, _ in extracted for i in ids}) <= ONE_BY_ONE_RECORDS
         with self.store.table_lock():
-            was_held = set() if hold else set(self.held)
             if not hold:
                 self.written_held = []
             try:
                 try:
                     for k in order:
                         ix, ids, results = extracted[k]
+                        if hold:
+                            try:
+                                merged[k] = self._hold(ix, ids, results, start)
+                            except TableUnreadableError as e:
+                                unreadable[ix.name] = e
+                            continue
+                        held = self.held.pop(ix.table_name, None)
+                        both = (ids, results) if held is None else held.joined(ids, results)
                         try:
-                            m = self.merge(ix, ids, results, replace_all=False, start=start)
+                            m = self.merge(ix, *both, replace_all=False, start=start)
                         except TableUnreadableError as e:
                             unreadable[ix.name] = e
                             continue
-                        merged[k] = m
-                        if hold:
-                            self._hold(m)
-                            continue
-                        m = self._with_held(m, write=True)
+                        if held is not None and m.changed:
+                            self.written_held.append(ix.table_name)
+                        merged[k] = dataclasses.replace(m, ids=ids, results=results)
                         if m.changed and before_write is not None:
                             before_write()
                             before_write = None
@@ -322,54 +342,47 @@ class Publisher:
                                 f.exception()
                         writing.append(self.start(m))
                     for name in list(self.held) if not hold else ():  # held, not merged now
+                        held = self.held.pop(name)
+                        m = self.merge(
+                            held.ix, held.ids, held.results, replace_all=False, start=held.start
+                        )
+                        if not m.changed:
+                            continue
                         if before_write is not None:
                             before_write()
                             before_write = None
                         self.written_held.append(name)
-                        writing.append(self.start(self.held.pop(name)))
+                        writing.append(self.start(m))
                 finally:
                     self.finish(writing)
-            except BaseException:  # held merges not written are lost: the cache rereads
-                self._drop_held(was_held)
+            except BaseException:  # held results not written are lost (the caller's records
+                self.held.clear()  # stay due)
                 raise
         return [merged[k] for k in sorted(merged)], unreadable
 
     def write_held(self, start: float, *, before_write: Callable[[], object] | None = None) -> None:
-        """Write every held table (see :meth:`publish`); nothing if none is held."""
+        """Merge and write every held table (see :meth:`publish`); nothing if none is."""
         if self.held:
             self.publish([], start, before_write=before_write)
 
-    def _hold(self, m: Merged) -> None:
-        """Keep ``m``'s table merged in the cache, unwritten (joined to what is held)."""
-        if not m.changed:
-            return
-        m = self._with_held(m, write=False)
-        name = m.ix.table_name
-        self.held[name] = m
-        self.tables[name] = m.table
-        self.frames.pop(name, None)
+    def held_rows_of(self, table_name: str, image_id: str) -> bool:
+        """Whether results held for ``table_name`` name record ``image_id``."""
+        held = self.held.get(table_name)
+        return held is not None and image_id in held.id_set
 
-    def _with_held(self, m: Merged, *, write: bool) -> Merged:
-        """``m`` joined to the held merges of its table (taken out of :attr:`held`): its
-        write covers every record merged since the table was last written (``write``:
-        it is about to start, noted in :attr:`written_held`)."""
-        held = self.held.pop(m.ix.table_name, None)
+    def _hold(
+        self, ix: DatasetIndexer, ids: list[str], results: Sequence[Extracted], start: float
+    ) -> Merged:
+        """Keep ``results`` for ``ix``'s table, after those held; the table as it is."""
+        current = self.read_for_update(ix, replace_all=False)  # a damaged file: raised now
+        name = ix.table_name
+        held = self.held.get(name)
         if held is None:
-            return m
-        if write:
-            self.written_held.append(m.ix.table_name)
-        touched = None if m.touched is None or held.touched is None else held.touched | m.touched
-        return dataclasses.replace(
-            m, ids=held.ids + m.ids, changed=True, previous=held.previous, touched=touched
-        )
-
-    def _drop_held(self, also: set[str]) -> None:
-        """Forget the held merges and the cached copies of ``also`` (tables that were held
-        when a publish failed): the next read takes the files."""
-        for name in also | self.held.keys():
-            self.tables.pop(name, None)
-            self.frames.pop(name, None)
-        self.held.clear()
+            held = self.held[name] = Held(ix, [], [], start, set())
+        held.ids.extend(ids)
+        held.results.extend(results)
+        held.id_set.update(ids)
+        return Merged(ix, ids, results, current, False, start, current, frozenset())
 
     def _cached_rows(self, ix: DatasetIndexer) -> int:
         """Rows of the cached copy of the table of ``ix`` (0 if it is not cached)."""
