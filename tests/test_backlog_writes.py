@@ -1,9 +1,9 @@
 """A backlog's chunks share their table writes (``DaemonConfig.backlog_write_s``).
 
 While records are left to index at once after a chunk (the rest of a long piece of work,
-or records the debouncer holds due), the chunk's tables are merged in memory and written
-by the chunk that drains the backlog, or the first one ``backlog_write_s`` after the
-first held chunk began. Until then the held records are not recorded as indexed, their
+or records the debouncer holds due), the chunk's rows are held in memory, then merged and
+written by the chunk that drains the backlog, or the first one ``backlog_write_s`` after
+the first held chunk began. Until then the held records are not recorded as indexed, their
 outcomes are not logged and no ``batch_indexed`` line names them; the write's line
 covers every chunk it wrote. A lone edit is never held. Stores are kymflow-shaped (UUID
 image ids, string event ids, both generations); the oracle is a fresh rebuild.
@@ -179,7 +179,7 @@ def test_a_lone_edit_is_written_by_its_own_chunk(
 def test_tables_stay_held_while_records_are_due_until_flushed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: Logs
 ) -> None:
-    """With records due in the debouncer, a chunk's tables stay merged but unwritten (the
+    """With records due in the debouncer, a chunk's rows stay held, its tables unwritten (the
     record not in the state, no outcome logged, the table lock held); ``flush`` writes
     them and reports the chunk."""
     store, ids = _store(tmp_path, 4)
@@ -263,9 +263,9 @@ def test_a_failed_held_write_leaves_the_records_due(
 def test_a_held_table_deleted_meanwhile_loses_no_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: Logs
 ) -> None:
-    """A table deleted while merges into it are held is regrown from every record (the
-    held merges are dropped, their records not recorded for it): after the next
-    reconcile the tables equal a rebuild, the held record's new rows included."""
+    """A table deleted while rows for it are held is regrown from every record (the held
+    rows are merged into the regrown table): after the next reconcile the tables equal a
+    rebuild, the held record's new rows included."""
     store, ids = _store(tmp_path, 6)
     clock = _Clock()
     daemon = _daemon(store, clock)

@@ -46,7 +46,7 @@ class DaemonConfig:
             into chunks of about this duration; between chunks the loop sends its
             heartbeat and watchdog ping and honours a stop request.
         backlog_write_s: While records stay due after a chunk (a burst, a first
-            index), its tables are merged in memory, not written, until the backlog
+            index), its rows are held in memory, not merged nor written, until the backlog
             is drained or this long after the first such chunk began: one table write
             for several chunks (the table lock is held meanwhile). 0: every chunk
             writes its tables.

@@ -95,7 +95,7 @@ class ChunkedIndexing:
         self._table_lock, self._between = table_lock, between
         self._request_rescan = request_rescan
         self.costs = planner.ChunkCosts()
-        # Chunks whose tables are merged, not written (Worker.process(hold=True)): their
+        # Chunks whose rows are held, not written (Worker.process(hold=True)): their
         # batches (reported with the chunk that writes), since when, and the table lock
         # held from the first of them to that write.
         self._held: list[Batch] = []
@@ -126,7 +126,7 @@ class ChunkedIndexing:
         next start. Returns False if a chunk failed or the store vanished.
 
         While more records are due after a chunk (the rest of ``changes``, or records
-        the debouncer holds due), the chunk's tables are merged but not written, for at
+        the debouncer holds due), the chunk's rows are held, not merged nor written, for at
         most ``config.backlog_write_s`` from the first such chunk: a burst writes each
         table once per that time, not once per chunk; the chunk that drains the backlog
         (or passes that time) writes them all, and its ``batch_indexed`` line reports
@@ -170,7 +170,7 @@ class ChunkedIndexing:
             self._held_since = None
 
     def _may_hold(self, *, more: bool) -> bool:
-        """Whether a chunk's tables may stay merged, unwritten: records are left to
+        """Whether a chunk's rows may be held, its tables unwritten: records are left to
         index at once (``more``, or due in the debouncer) and the first held chunk began
         less than ``backlog_write_s`` ago."""
         if self.config.backlog_write_s <= 0 or self._stop.is_set():
@@ -277,7 +277,7 @@ class ChunkedIndexing:
         except Exception as e:  # one failed batch must not take the daemon down
             self.reporter.batch_failed(e, len(batch))
             self._request_rescan("batch_failed")
-            if not self.worker.holding:  # the held merges were lost with it
+            if not self.worker.holding:  # the held rows were lost with it
                 self._held.clear()
                 self._release_held()
                 self._held_since = None

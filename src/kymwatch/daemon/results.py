@@ -35,7 +35,7 @@ class BatchResult:
         artifacts: Names of the artifacts the batch's records hold (as scanned).
         chunks: Chunks of work whose records this result covers (several when
             held chunks were written with this one, see :meth:`Worker.process`).
-        held: The tables are merged but not written yet: the records are settled and
+        held: The rows read are held, the tables not written yet: the records are settled and
             reported with the chunk that writes them.
     """
 
@@ -70,7 +70,7 @@ class BatchResult:
 
 @dataclass(frozen=True, slots=True)
 class HeldChunk:
-    """A chunk whose tables are merged but not written: what to record once they are."""
+    """A chunk whose rows are held, its tables not written: what to record once they are."""
 
     image_ids: tuple[str, ...]
     fresh: dict[str, RecordFiles | None]

@@ -343,7 +343,7 @@ class Daemon:
             elif Task.RECONCILE in due:
                 self.reconciler.reconcile("periodic")
             batch = self.debouncer.due(self.clock())
-            # Tables merged for a backlog stay held while records are due (written
+            # A backlog's rows stay held while records are due (merged and written
             # once it is drained or after config.backlog_write_s).
             self.indexing.index(
                 batch.changes,

@@ -75,7 +75,7 @@ class Worker:
         self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
         self._journal_thread: ThreadPoolExecutor | None = None
-        self._held: list[HeldChunk] = []  # chunks merged, not written (oldest first)
+        self._held: list[HeldChunk] = []  # chunks read, their tables not written (oldest first)
 
     def _journal(self) -> ThreadPoolExecutor:
         """The thread that commits each batch's crash journal (created on first use)."""
@@ -104,7 +104,7 @@ class Worker:
     def process(self, batch: Batch, *, final: bool = False, hold: bool = False) -> BatchResult:
         """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown).
 
-        With ``hold`` the tables are merged in memory but not written (a backlog: the
+        With ``hold`` the rows read are held, not merged nor written (a backlog: the
         caller holds the table lock and will index more at once). The result says
         ``held``; the records are not recorded as indexed (state) and their outcomes
         not logged until a later call without ``hold``, or :meth:`flush`, writes the
