@@ -98,7 +98,7 @@ class Worker:
 
     @property
     def holding(self) -> bool:
-        """Chunks are merged into the tables but not written yet (see :meth:`process`)."""
+        """Chunks were read whose tables are not written yet (see :meth:`process`)."""
         return bool(self._held)
 
     def process(self, batch: Batch, *, final: bool = False, hold: bool = False) -> BatchResult:
@@ -148,7 +148,7 @@ class Worker:
             else:
                 held_written = self.kd.write_held(before_write=journal.result)
         except BaseException:
-            if not self.kd.held_tables():  # merges lost: the records stay due (a rescan)
+            if not self.kd.held_tables():  # held rows lost: the records stay due (a rescan)
                 self._held.clear()
             raise
         finally:  # nothing else uses the state's database while the journal commits
