@@ -9,8 +9,9 @@ run`` of that tree watches the store (``PYTHONPATH=SRC``), waited until idle; th
 rewrites both artifacts of ``--burst`` records as ``sec_burst`` does, then calls the sync
 barrier. Prints one JSON line per run: wall (first write → sync returns), write time, the
 daemon's CPU (all threads and the main thread's) and run-queue wait over the burst, its
-``batch_indexed`` lines (records per batch) and the marker check; with ``--gc`` also
-Python's cyclic collections over the burst (:mod:`gc_probe`). ``--spy`` records a
+``batch_indexed`` lines (one per table write: records per write) and the chunks they
+cover (more than the writes when a backlog's chunks were held), and the marker check;
+with ``--gc`` also Python's cyclic collections over the burst (:mod:`gc_probe`). ``--spy`` records a
 py-spy profile of each run into ``bench/out/profiles``, ``--strace`` counts its system
 calls there (``strace -c -f``). Base and new alternate so that the shared machine's load
 falls on both alike.
@@ -128,6 +129,7 @@ def _run(
         "main_thread_cpu_s": round(main_cpu, 3),
         "runqueue_wait_s": round(wait, 3),
         "batches": len(batches),
+        "chunks": sum(int(b.get("chunks", 1)) for b in batches),  # > batches: held writes
         "batch_records": [b.get("records") for b in batches],
         "ok": stores.markers_ok(ok),
     }

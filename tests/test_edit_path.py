@@ -125,10 +125,10 @@ def test_a_heartbeat_during_a_quiet_chunk_shows_indexing(tmp_path: Path) -> None
     seen: list[str] = []
     real = daemon.worker.process
 
-    def process(batch: Any, *, final: bool = False) -> Any:
+    def process(batch: Any, *, final: bool = False, hold: bool = False) -> Any:
         daemon.duties.run()  # what runs between two waits for a table lock held elsewhere
         seen.append(json.loads((store / "index" / "status.json").read_text())["state"])
-        return real(batch, final=final)
+        return real(batch, final=final, hold=hold)
 
     daemon.worker.process = process  # type: ignore[method-assign]
     assert daemon.indexing.index([_edit(store, _ids(2)[0])], 0.0, source="events")
@@ -298,9 +298,9 @@ def test_the_garbage_collector_waits_out_an_edit_but_not_a_burst(tmp_path: Path)
     seen: list[tuple[int, bool]] = []
     real = daemon.worker.process
 
-    def process(batch: Any, *, final: bool = False) -> Any:
+    def process(batch: Any, *, final: bool = False, hold: bool = False) -> Any:
         seen.append((len(batch), gc.isenabled()))
-        return real(batch, final=final)
+        return real(batch, final=final, hold=hold)
 
     daemon.worker.process = process  # type: ignore[method-assign]
     assert gc.isenabled()

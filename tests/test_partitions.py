@@ -242,7 +242,13 @@ def test_chunked_work_exports_once_when_idle(
     for k in range(60):
         add_kym_record(root, f"20261126_{k:03d}-{uuid.uuid4().hex[:8]}", n_events=5)
     config = DaemonConfig(
-        root, quiet_s=0.05, max_delay_s=1.0, batch_records=10, partition_rows=50, part_rows=40
+        root,
+        quiet_s=0.05,
+        max_delay_s=1.0,
+        batch_records=10,
+        partition_rows=50,
+        part_rows=40,
+        backlog_write_s=0.0,  # every chunk writes its parts (not held for the backlog)
     )
     with running(Daemon(config)):
         pass

@@ -31,6 +31,7 @@ from kymwatch.store import (
     scan_record,
     walk_artifacts,
 )
+from kymwatch.store import engine as engine_module
 from kymwatch.store.engine import chunk_rows, compact, id_ranges
 
 EVENTS = "velocity_events"
@@ -187,6 +188,48 @@ def test_edits_keep_about_one_copy_of_the_rows_in_memory() -> None:
         for column in st_.table.columns:
             for chunk in column.chunks:
                 assert chunk.get_total_buffer_size() <= 2 * chunk.nbytes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 4), min_size=0, max_size=90),
+    edits=st.lists(
+        st.tuples(st.integers(0, 120), st.integers(0, 5)),
+        min_size=64,
+        max_size=121,
+        unique_by=lambda e: e[0],
+    ),
+    nulls=st.integers(0, 3),
+)
+def test_property_a_gathered_splice_equals_the_sliced_one(
+    sizes: list[int], edits: list[tuple[int, int]], nulls: int
+) -> None:
+    """A splice of many records (a burst's chunk: one gather into fresh chunks) gives the
+    rows, ids, offsets and ``changed`` of the record-by-record splice, rows without an id
+    kept last, records inserted, replaced and removed (kymflow-shaped UUID ids)."""
+    ids = sorted(str(uuid.UUID(int=k * 7919 + 1)) for k in range(121))
+    rows = [(ids[k], k * 10 + j) for k, n in enumerate(sizes) for j in range(n)]
+    table = _table([i for i, _ in rows] + [None] * nulls, [v for _, v in rows] + [-1] * nulls)
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=7), schema=table.schema)
+    base, _ = SortedTable.adopt(table)
+    replace: dict[str, pa.Table | None] = {}
+    for k, n in edits:
+        replace[ids[k]] = None if n == 0 else _table([ids[k]] * n, [k * 100 + j for j in range(n)])
+    assert len(replace) >= engine_module.GATHER_FROM
+    gathered, changed = base.splice(replace)
+    limit = engine_module.GATHER_FROM
+    try:
+        engine_module.GATHER_FROM = 10**9  # the record-by-record splice
+        sliced, changed_sliced = base.splice(replace)
+    finally:
+        engine_module.GATHER_FROM = limit
+    assert gathered.table.equals(sliced.table)
+    assert gathered.ids == sliced.ids and list(gathered.offsets) == list(sliced.offsets)
+    assert changed == changed_sliced
+    assert all(
+        c.num_chunks <= 1 + len(gathered) // chunk_rows(len(gathered)) + 1
+        for c in gathered.table.columns
+    )
 
 
 def test_a_table_read_in_chunks_equals_the_table_read_whole(tmp_path: Path) -> None:

@@ -45,6 +45,11 @@ class DaemonConfig:
         chunk_target_s: Long work (a first index, a big reconcile or burst) is cut
             into chunks of about this duration; between chunks the loop sends its
             heartbeat and watchdog ping and honours a stop request.
+        backlog_write_s: While records stay due after a chunk (a burst, a first
+            index), its rows are held in memory, not merged nor written, until the backlog
+            is drained or this long after the first such chunk began: one table write
+            for several chunks (the table lock is held meanwhile). 0: every chunk
+            writes its tables.
         table_lock_wait_s: Longest single wait for the table lock (held by a
             ``kymwatch rebuild`` in another process); the loop keeps its heartbeat
             between waits.
@@ -88,6 +93,7 @@ class DaemonConfig:
     state_save_interval_s: float = 2.0
     batch_records: int = 1000
     chunk_target_s: float = 0.5
+    backlog_write_s: float = 1.5
     table_lock_wait_s: float = 0.25
     watcher_check_s: float = 1.0
     retry_delays_s: tuple[float, ...] = field(default=DEFAULT_RETRY_DELAYS)
@@ -118,6 +124,7 @@ class DaemonConfig:
             "quiet_s": self.quiet_s,
             "settle_s": self.settle_s,
             "state_save_interval_s": self.state_save_interval_s,
+            "backlog_write_s": self.backlog_write_s,
             "partition_rows": self.partition_rows,
             "export_interval_s": self.export_interval_s,
             "export_idle_s": self.export_idle_s,

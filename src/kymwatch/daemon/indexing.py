@@ -29,7 +29,7 @@ from kymwatch.daemon.schedule import Schedule, Task
 from kymwatch.daemon.stalecount import StaleCounter
 from kymwatch.daemon.status import DaemonState
 from kymwatch.daemon.tables import TableKeeper
-from kymwatch.daemon.worker import Worker
+from kymwatch.daemon.worker import BatchResult, Worker
 from kymwatch.store import IMAGES_DIR
 
 __all__ = ["ChunkedIndexing"]
@@ -95,6 +95,13 @@ class ChunkedIndexing:
         self._table_lock, self._between = table_lock, between
         self._request_rescan = request_rescan
         self.costs = planner.ChunkCosts()
+        # Chunks whose rows are held, not written (Worker.process(hold=True)): their
+        # batches (reported with the chunk that writes), since when, and the table lock
+        # held from the first of them to that write.
+        self._held: list[Batch] = []
+        self._held_source = ""
+        self._held_since: float | None = None
+        self._held_lock: contextlib.ExitStack | None = None
 
     def index(
         self,
@@ -105,6 +112,7 @@ class ChunkedIndexing:
         final: bool = False,
         due_by: Sequence[str] = (),
         progress: str | None = None,
+        keep_held: bool = False,
     ) -> bool:
         """Index ``changes`` in chunks, with the loop's duties between chunks.
 
@@ -116,17 +124,69 @@ class ChunkedIndexing:
         A stop request ends the work after the chunk in hand; the rest goes back to
         the debouncer, whose content is journaled at shutdown and re-indexed at the
         next start. Returns False if a chunk failed or the store vanished.
+
+        While more records are due after a chunk (the rest of ``changes``, or records
+        the debouncer holds due), the chunk's rows are held, not merged nor written, for at
+        most ``config.backlog_write_s`` from the first such chunk: a burst writes each
+        table once per that time, not once per chunk; the chunk that drains the backlog
+        (or passes that time) writes them all, and its ``batch_indexed`` line reports
+        every record they hold. Tables held at the end are written, unless
+        ``keep_held`` (the loop indexes again at once: records are due) and records
+        are due; otherwise a later call, or :meth:`flush`, writes them.
         """
-        if not changes:
-            return True
-        track = progress is not None and len(changes) >= _PROGRESS_AFTER
-        if track:
-            self.reporter.progress_start(str(progress), len(changes))
-        try:
-            return self._chunks(changes, first_seen, source, final, due_by, track)
-        finally:
+        ok = True
+        if changes:
+            track = progress is not None and len(changes) >= _PROGRESS_AFTER
             if track:
-                self.reporter.progress_end()
+                self.reporter.progress_start(str(progress), len(changes))
+            try:
+                ok = self._chunks(changes, first_seen, source, final, due_by, track)
+            finally:
+                if track:
+                    self.reporter.progress_end()
+        if not (keep_held and self._may_hold(more=False)):
+            ok &= self.flush()
+        return ok
+
+    def flush(self) -> bool:
+        """Write the tables of held chunks (if any), report them and release the table
+        lock held for them; False if the write failed (a rescan then finds the records)."""
+        if self._held_lock is None:
+            return True
+        batches, self._held = self._held, []
+        try:
+            try:
+                result = self.worker.flush()
+            except Exception as e:  # the records stay due: a rescan finds them
+                self.reporter.batch_failed(e, sum(len(b) for b in batches))
+                self._request_rescan("batch_failed")
+                return False
+            finally:
+                self._release_held()
+            if result is not None:
+                self._report(batches, result, self._held_source)
+            return True
+        finally:
+            self._held_since = None
+
+    def _may_hold(self, *, more: bool) -> bool:
+        """Whether a chunk's rows may be held, its tables unwritten: records are left to
+        index at once (``more``, or due in the debouncer) and the first held chunk began
+        less than ``backlog_write_s`` ago."""
+        if self.config.backlog_write_s <= 0 or self._stop.is_set():
+            return False
+        now = self.clock()
+        if self._held_since is not None and now - self._held_since >= self.config.backlog_write_s:
+            return False
+        if more:
+            return True
+        due = self.debouncer.next_deadline()
+        return due is not None and due <= now
+
+    def _release_held(self) -> None:
+        stack, self._held_lock = self._held_lock, None
+        if stack is not None:
+            stack.close()
 
     def push_back(
         self, changes: Sequence[RecordChange], first_seen: float, *, delay_s: float = 0.0
@@ -168,7 +228,9 @@ class ChunkedIndexing:
                 self.push_back(changes[i:], first_seen)
                 return False
             why = tuple(due_by[i : i + len(chunk)])
-            ok &= self._chunk(Batch(chunk, first_seen, why), source=source, final=final)
+            hold = self._may_hold(more=i + len(chunk) < len(changes))
+            batch = Batch(chunk, first_seen, why)
+            ok &= self._chunk(batch, source=source, final=final, hold=hold)
             i += len(chunk)
             if track:
                 self.reporter.progress_step(i)
@@ -178,7 +240,7 @@ class ChunkedIndexing:
             if i >= len(changes):
                 return ok
 
-    def _chunk(self, batch: Batch, *, source: str, final: bool) -> bool:
+    def _chunk(self, batch: Batch, *, source: str, final: bool, hold: bool) -> bool:
         if not (self.root / IMAGES_DIR).is_dir():
             self.store_unavailable(batch.changes, batch.first_seen)
             return False
@@ -190,33 +252,63 @@ class ChunkedIndexing:
             loud = len(batch) > _QUIET_STATE_UP_TO
             self.reporter.set_state(DaemonState.INDEXING, publish=loud)
         try:
-            return self._work_on(batch, source=source, final=final)
+            return self._work_on(batch, source=source, final=final, hold=hold)
         finally:  # back to watching: publishes the status with this chunk's outcomes
             if prev is DaemonState.WATCHING:
                 self.reporter.set_state(DaemonState.WATCHING)
 
-    def _work_on(self, batch: Batch, *, source: str, final: bool) -> bool:
+    def _work_on(self, batch: Batch, *, source: str, final: bool, hold: bool) -> bool:
         try:
+            if hold and self._held_lock is None:  # held until the tables are written
+                stack = contextlib.ExitStack()
+                if not stack.enter_context(self._table_lock()):
+                    stack.close()
+                    self.push_back(batch.changes, batch.first_seen)
+                    return False
+                self._held_lock = stack
+                self._held_since = self.clock()
             with self._table_lock() as locked:
                 if not locked:  # stopping while a rebuild held the lock
                     self.push_back(batch.changes, batch.first_seen)
                     return False
                 start = time.perf_counter()
                 with gc_paused(len(batch) <= GC_PAUSED_UP_TO):
-                    result = self.worker.process(batch, final=final)
+                    result = self.worker.process(batch, final=final, hold=hold)
         except Exception as e:  # one failed batch must not take the daemon down
             self.reporter.batch_failed(e, len(batch))
             self._request_rescan("batch_failed")
+            if not self.worker.holding:  # the held rows were lost with it
+                self._held.clear()
+                self._release_held()
+                self._held_since = None
             return False
         self.costs = self.costs.add(len(batch), time.perf_counter() - start)
         now = self.clock()
         for retry in result.retry:
             self.push_back((retry.change,), now, delay_s=retry.delay_s)
-        self.reporter.batch_done(batch, result, source, len(self.debouncer))
-        self.stale.mark(c.image_id for c in batch.changes)
         if self.choice.widen(result.artifacts) and self.tables.regrow():
             self.schedule.at(Task.RECONCILE, self.clock())  # grow the new tables
+        if result.held:
+            if not self._held:
+                self._held_source = source
+            self._held.append(batch)
+            return True
+        batches, self._held = [*self._held, batch], []
+        self._release_held()
+        self._held_since = None
+        self._report(batches, result, source)
         return True
+
+    def _report(self, batches: Sequence[Batch], result: BatchResult, source: str) -> None:
+        """Report the written chunks ``batches`` as one batch (``result`` covers them)."""
+        if len(batches) == 1:
+            batch = batches[0]
+        else:
+            changes = tuple(c for b in batches for c in b.changes)
+            first = min(b.first_seen for b in batches)
+            batch = Batch(changes, first, tuple(w for b in batches for w in b.due_by))
+        self.reporter.batch_done(batch, result, source, len(self.debouncer))
+        self.stale.mark(c.image_id for c in batch.changes)
 
 
 @contextlib.contextmanager

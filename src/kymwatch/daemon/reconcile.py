@@ -6,13 +6,13 @@ found on disk with the ones recorded when each record was last indexed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from kymwatch.daemon.changes import RecordChange
 from kymwatch.daemon.fingerprints import RecordFingerprints
-from kymwatch.store import Fingerprint, RecordFiles, split_artifact_file
+from kymwatch.store import ArtifactFormat, Fingerprint, RecordFiles, split_artifact_file
 
-__all__ = ["artifact_name_of", "diff_fingerprints", "route"]
+__all__ = ["artifact_name_of", "diff_fingerprints", "nothing_to_read", "route"]
 
 
 def artifact_name_of(file_name: str) -> str | None:
@@ -63,3 +63,41 @@ def route(change: RecordChange, indexers: Iterable[tuple[str, frozenset[str]]]) 
     if change.artifacts is None:
         return [name for name, _ in indexers]
     return [name for name, reads in indexers if reads & change.artifacts]
+
+
+def nothing_to_read(
+    changes: Iterable[RecordChange],
+    routed: Mapping[str, Sequence[str]],
+    files: Mapping[str, RecordFiles | None],
+    rows_from: Mapping[str, tuple[str, frozenset[tuple[str, ArtifactFormat]] | None]],
+    has_rows: Callable[[str, str], bool],
+) -> dict[str, set[str]]:
+    """Per indexer, the records :func:`route` sent it by an artifact's name that hold no
+    file it reads rows from and have no rows in its table: it would find nothing to read
+    and nothing to remove. A generation-1 ``radon_report.json`` edit is routed to
+    ``kym_radon`` by its name, but ``kym_radon`` reads a ``radon_report`` *parquet*.
+    A whole-record change is always read (every indexer's outcome is wanted).
+
+    Args:
+        changes: The batch's changes.
+        routed: Indexer name → the records routed to it.
+        files: The records' artifact files as just scanned (None: record gone).
+        rows_from: Indexer name → its table and the ``(name, format)`` files it reads
+            rows from (None: unknown, e.g. a plugin: never skipped).
+        has_rows: ``(table, image_id)`` → whether the table may hold rows of the record.
+    """
+    named = {c.image_id for c in changes if c.artifacts is not None}
+    out: dict[str, set[str]] = {}
+    for name, ids in routed.items():
+        table, readable = rows_from.get(name, ("", None))
+        if readable is None:
+            continue
+        for image_id in ids:
+            present = files.get(image_id)
+            if image_id not in named or present is None:
+                continue
+            if any(split_artifact_file(f) in readable for f in present):
+                continue
+            if not has_rows(table, image_id):
+                out.setdefault(name, set()).add(image_id)
+    return out

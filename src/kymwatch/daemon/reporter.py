@@ -288,6 +288,7 @@ class Reporter:
             records=result.records,
             rows=result.rows_written,
             tables=result.tables,
+            chunks=result.chunks,
             duration_ms=result.duration_ms,
             lag_ms=round(lag_s * 1000, 1),
             queue_depth=queue_depth,

@@ -300,6 +300,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.reporter.set_state(DaemonState.STOPPING)
+        self.indexing.flush()  # tables merged for a backlog are written before the exit
         self.reporter.stopping()
         self.stale.stop()
         self.source.stop()
@@ -334,17 +335,25 @@ class Daemon:
             if self._hangup.is_set():
                 self._reopen_logs()
             now = self.clock()
+            due = self.schedule.due(now)
+            if self.intake.syncs or Task.RESCAN in due or Task.RECONCILE in due:
+                self.indexing.flush()  # tables held for a backlog: written first
             if self.intake.syncs:
                 self.answers.answer()
-            elif Task.RESCAN in self.schedule.due(now):
+            elif Task.RESCAN in due:
                 self.reconciler.rescan(now)
-            elif Task.RECONCILE in self.schedule.due(now):
+            elif Task.RECONCILE in due:
                 self.reconciler.reconcile("periodic")
             batch = self.debouncer.due(self.clock())
-            if batch:
-                self.indexing.index(
-                    batch.changes, batch.first_seen, source="events", due_by=batch.due_by
-                )
+            # A backlog's rows stay held while records are due (merged and written
+            # once it is drained or after config.backlog_write_s).
+            self.indexing.index(
+                batch.changes,
+                batch.first_seen,
+                source="events",
+                due_by=batch.due_by,
+                keep_held=True,
+            )
             self.duties.run()
             self._working = False
 

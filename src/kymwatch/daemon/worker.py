@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import structlog
 
 from kymwatch.daemon.changes import Batch, RecordChange
-from kymwatch.daemon.reconcile import artifact_name_of, route
+from kymwatch.daemon.reconcile import artifact_name_of, nothing_to_read, route
+from kymwatch.daemon.results import BatchResult, HeldChunk, Retry
 from kymwatch.daemon.state import IndexState
 from kymwatch.index import (
     KymDataset,
@@ -29,6 +28,7 @@ from kymwatch.index import (
     RecordOutcome,
     UpdateReport,
     log_outcome,
+    rows_files,
 )
 from kymwatch.store import (
     Listing,
@@ -43,40 +43,6 @@ __all__ = ["DEFAULT_RETRY_DELAYS", "BatchResult", "Retry", "Worker"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """A record change to index again after ``delay_s`` (an unreadable artifact)."""
-
-    change: RecordChange
-    delay_s: float
-
-
-@dataclass
-class BatchResult:
-    """What one batch did.
-
-    Attributes:
-        outcomes: Final outcomes per status (retried attempts are not counted).
-        settled: Every final outcome (one per record and indexer that ran).
-        retrying: Outcomes handed back for a retry instead of being final.
-        retry: The changes to push back, with their delay.
-        problems: Final unreadable/invalid outcomes.
-        artifacts: Names of the artifacts the batch's records hold (as scanned).
-    """
-
-    records: int = 0
-    rows_written: int = 0
-    tables: list[str] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    duration_ms: float = 0.0
-    problems: list[RecordOutcome] = field(default_factory=list)
-    settled: list[RecordOutcome] = field(default_factory=list)
-    retrying: list[RecordOutcome] = field(default_factory=list)
-    retry: list[Retry] = field(default_factory=list)
-    artifacts: set[str] = field(default_factory=set)
 
 
 class Worker:
@@ -105,9 +71,11 @@ class Worker:
         self.retry_delays = tuple(retry_delays)
         self._attempts: dict[tuple[str, str], int] = {}
         self._reads = [(ix.name, ix.artifact_names) for ix in kd.indexers]
+        self._rows_from = {ix.name: (ix.table_name, rows_files(ix)) for ix in kd.indexers}
         self._exporting: Future[list[str]] | None = None  # the exporter thread's work
         kd.parted.clock = clock  # export deadlines on the daemon's clock
         self._journal_thread: ThreadPoolExecutor | None = None
+        self._held: list[HeldChunk] = []  # chunks read, their tables not written (oldest first)
 
     def _journal(self) -> ThreadPoolExecutor:
         """The thread that commits each batch's crash journal (created on first use)."""
@@ -118,6 +86,7 @@ class Worker:
     def refresh_indexers(self) -> None:
         """Follow a change of ``kd.indexers`` (the daemon narrowed its selection)."""
         self._reads = [(ix.name, ix.artifact_names) for ix in self.kd.indexers]
+        self._rows_from = {ix.name: (ix.table_name, rows_files(ix)) for ix in self.kd.indexers}
 
     def readers_of(self, artifact: str) -> set[str]:
         """Names of the indexers that read ``artifact``."""
@@ -127,8 +96,21 @@ class Worker:
         """True if record metadata changes matter (the manifest is kept)."""
         return self.manifest is not None and self.manifest.active()
 
-    def process(self, batch: Batch, *, final: bool = False) -> BatchResult:
-        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown)."""
+    @property
+    def holding(self) -> bool:
+        """Chunks were read whose tables are not written yet (see :meth:`process`)."""
+        return bool(self._held)
+
+    def process(self, batch: Batch, *, final: bool = False, hold: bool = False) -> BatchResult:
+        """Index ``batch``; with ``final`` no retry is scheduled (sync, shutdown).
+
+        With ``hold`` the rows read are held, not merged nor written (a backlog: the
+        caller holds the table lock and will index more at once). The result says
+        ``held``; the records are not recorded as indexed (state) and their outcomes
+        not logged until a later call without ``hold``, or :meth:`flush`, writes the
+        tables: that call's result covers the held chunks too. The crash journal
+        names each chunk's records before any write that can hold their rows.
+        """
         start = time.perf_counter()
         result = BatchResult(records=len(batch))
         by_indexer: dict[str, list[str]] = {name: [] for name, _ in self._reads}
@@ -150,8 +132,25 @@ class Worker:
             present = {r.image_id: r.path for r in recs if r.exists()}
             listed: dict[str, Listing] = {}  # the scan's listings: the reads list nothing again
             fresh.update(scan_records_settled(self.kd.path, present, listings=listed))
+            skip = nothing_to_read(
+                batch.changes, by_indexer, fresh, self._rows_from, self.kd.has_rows
+            )
+            for name, ids in skip.items():
+                by_indexer[name] = [i for i in by_indexer[name] if i not in ids]
+                for image_id in ids:  # settled: the state takes its files' fingerprints
+                    done[image_id].add(name)
             work = {name: ids for name, ids in by_indexer.items() if ids}
-            reports = self._update(work, journal.result, listed)
+            reports = self._update(work, journal.result, listed, hold=hold)
+            if hold:
+                held_written = []
+            elif work:
+                held_written = self.kd.held_written()
+            else:
+                held_written = self.kd.write_held(before_write=journal.result)
+        except BaseException:
+            if not self.kd.held_tables():  # held rows lost: the records stay due (a rescan)
+                self._held.clear()
+            raise
         finally:  # nothing else uses the state's database while the journal commits
             journal.result()
         names = (artifact_name_of(f) for files in fresh.values() for f in files or ())
@@ -160,7 +159,6 @@ class Worker:
             name = report.indexer
             if report.table_written:
                 result.tables.append(report.table_name)
-                self.note_published(report.table_name)
             result.rows_written += report.rows_written
             for outcome in report.outcomes:
                 retry = self._retry(outcome, final)
@@ -174,14 +172,64 @@ class Worker:
                 result.outcomes[outcome.status.value] += 1
                 if outcome.status in (OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID):
                     result.problems.append(outcome)
-        for change in batch.changes:
-            self.state.update_record(
-                change.image_id, fresh[change.image_id], done[change.image_id], self.readers_of
-            )
         if self.manifest is not None and self._update_manifest(batch):
             result.tables.append(ManifestIndexer.name)
         result.duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        chunk = HeldChunk(tuple(done), fresh, done, result)
+        if hold:
+            result.held = True
+            self._held.append(chunk)
+            return result
+        for table in held_written:
+            if table not in result.tables:
+                result.tables.append(table)
+        self._settle(self._held, chunk, written=result.tables)
+        for h in self._held:
+            result.absorb(h.result)
+        self._held.clear()
         return result
+
+    def flush(self) -> BatchResult | None:
+        """Write the tables of the held chunks (see :meth:`process`) and record their
+        records as indexed; their combined result, or None if none is held.
+
+        Raises:
+            Exception: a write failed; the held records are not recorded (they stay
+                due: a rescan finds them).
+        """
+        if not self._held:
+            return None
+        start = time.perf_counter()
+        try:
+            written = self.kd.write_held()
+        except BaseException:
+            self._held.clear()
+            raise
+        held, self._held = self._held, []
+        result = held[-1].result
+        result.held = False
+        result.tables = list(dict.fromkeys([*result.tables, *written]))
+        result.duration_ms = round(result.duration_ms + (time.perf_counter() - start) * 1000, 2)
+        self._settle(held, None, written=written)
+        for h in held[-2::-1]:
+            result.absorb(h.result)
+        return result
+
+    def _settle(
+        self, held: Sequence[HeldChunk], current: HeldChunk | None, *, written: Sequence[str]
+    ) -> None:
+        """The tables of the ``held`` chunks and the ``current`` one are written: note the
+        tables, record the chunks' records (oldest chunk first), log their outcomes."""
+        for table in dict.fromkeys(written):
+            if table != ManifestIndexer.name:
+                self.note_published(table)
+        for h in [*held, current] if current is not None else held:
+            for image_id in h.image_ids:
+                self.state.update_record(
+                    image_id, h.fresh[image_id], h.done[image_id], self.readers_of
+                )
+            for outcome in h.result.settled:
+                log_outcome(outcome)
 
     def export_tables(self, *, force: bool = False) -> list[str] | None:
         """Write the single file of each partitioned table whose export is due (every
@@ -276,6 +324,8 @@ class Worker:
         work: dict[str, list[str]],
         journaled: Callable[[], object],
         listed: dict[str, Listing] | None = None,
+        *,
+        hold: bool = False,
     ) -> list[UpdateReport]:
         """``update_batch_report`` (the batch's tables written at the same time), and a
         whole rebuild of each table whose file turns out to be damaged (merging into it
@@ -284,7 +334,7 @@ class Worker:
         if not work:
             return []
         reports, unreadable = self.kd.update_batch_report(
-            work, log_outcomes=False, before_write=journaled, listed=listed
+            work, log_outcomes=False, before_write=journaled, listed=listed, hold=hold
         )
         if unreadable:
             journaled()
@@ -304,7 +354,8 @@ class Worker:
         return reports
 
     def _retry(self, outcome: RecordOutcome, final: bool) -> Retry | None:
-        """Log a final outcome and return None, or return the retry that replaces it."""
+        """The retry that replaces an outcome, or None for a final one (logged once its
+        tables are written)."""
         key = (outcome.image_id, outcome.indexer)
         if outcome.status is OutcomeStatus.UNREADABLE and not final:
             attempt = self._attempts.get(key, 0)
@@ -323,5 +374,4 @@ class Worker:
                 )
                 return Retry(RecordChange(outcome.image_id, readers), delay)
         self._attempts.pop(key, None)
-        log_outcome(outcome)
         return None

@@ -27,6 +27,7 @@ from kymwatch.index.registry import (
     decide_from_artifacts,
     make_indexers,
     record_artifact_names,
+    rows_files,
     select_indexers,
     widen_selection,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "normalize_table_name",
     "params_hash",
     "record_artifact_names",
+    "rows_files",
     "select_indexers",
     "widen_selection",
 ]

@@ -8,6 +8,7 @@ reads :mod:`~kymwatch.index.rebuildpass`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
@@ -316,6 +317,7 @@ class KymDataset(TableAccess):
         log_outcomes: bool = True,
         before_write: Callable[[], object] | None = None,
         listed: Mapping[str, Listing] | None = None,
+        hold: bool = False,
     ) -> tuple[list[UpdateReport], dict[str, TableUnreadableError]]:
         """Re-index records with several indexers at once (a daemon's batch): each
         table is merged as by :meth:`update_images_report`, then every changed table
@@ -334,6 +336,11 @@ class KymDataset(TableAccess):
                 committed meanwhile on another thread.
             listed: Records' folders as a scan just listed them (the daemon's
                 fingerprint scan, taken before the reads), not listed again.
+            hold: Neither merge nor write: the results are held (:meth:`held_tables`)
+                until the next call without ``hold``, or :meth:`write_held`, merges them
+                with its own and writes each table once (a daemon's backlog). The
+                caller holds the table lock until then; the reports say
+                ``table_written`` False.
 
         Returns:
             The report of each indexer whose table could be read, and the error of each
@@ -348,8 +355,47 @@ class KymDataset(TableAccess):
         else:
             reads = [self._read(ix, ids) for ix, ids in jobs]
         extracted = [(ix, ids, r) for (ix, ids), r in zip(jobs, reads, strict=True)]
-        merged, unreadable = self._pub.publish(extracted, start, before_write=before_write)
+        merged, unreadable = self._pub.publish(
+            extracted, start, before_write=before_write, hold=hold
+        )
+        if hold:  # nothing was written
+            merged = [dataclasses.replace(m, changed=False) for m in merged]
         return [self._report(m, log_outcomes=log_outcomes) for m in merged], unreadable
+
+    def has_rows(self, table_name: str, image_id: str) -> bool:
+        """Whether table ``table_name`` may hold rows of record ``image_id``: True when it
+        does, when results held for it (``update_batch_report(hold=True)``) name the
+        record, or when that cannot be told (a table without ``image_id`` or one that
+        cannot be read)."""
+        if self._pub.held_rows_of(table_name, image_id):
+            return True
+        try:
+            st = self._pub.read(table_name)
+        except MemoryError:
+            raise
+        except Exception:
+            return True
+        if not st.ids:
+            return len(st) > 0
+        return st.range_of(image_id)[1] > 0
+
+    def held_tables(self) -> list[str]:
+        """Names of the tables merged by ``update_batch_report(hold=True)`` and not
+        written yet."""
+        return sorted(self._pub.held)
+
+    def held_written(self) -> list[str]:
+        """Names of the held tables the last call without ``hold`` wrote (with its own)."""
+        return list(self._pub.written_held)
+
+    def write_held(self, *, before_write: Callable[[], object] | None = None) -> list[str]:
+        """Write every held table (see :meth:`update_batch_report`); returns their names.
+        ``before_write`` is called once before the first write (not at all if none is
+        held)."""
+        if not self._pub.held:
+            return []
+        self._pub.write_held(time.perf_counter(), before_write=before_write)
+        return self.held_written()
 
     def export_tables(self, *, force: bool = False) -> list[str]:
         """Write the single file of each partitioned table whose export is due (all of

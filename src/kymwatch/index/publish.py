@@ -12,6 +12,7 @@ merge, its start and its finish.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
@@ -40,19 +41,25 @@ from kymwatch.store import (
     table_fingerprint,
 )
 from kymwatch.store.engine import CHUNK_ROWS
-from kymwatch.store.grouped import GroupedFile, read_layout, start_grouped_write
+from kymwatch.store.grouped import (
+    BURST_RECORDS,
+    GroupedFile,
+    read_layout,
+    start_grouped_write,
+)
 from kymwatch.store.tables import LazyPool
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ONE_BY_ONE_RECORDS", "Merged", "Publisher", "Writing", "report_of"]
+__all__ = ["ONE_BY_ONE_RECORDS", "Held", "Merged", "Publisher", "Writing", "report_of"]
 
 log = structlog.get_logger(__name__)
 
-ONE_BY_ONE_RECORDS = 16
-"""A batch of at most this many records writes its tables one after another, smallest
-first (see :meth:`Publisher.publish`)."""
+ONE_BY_ONE_RECORDS = BURST_RECORDS
+"""A batch of at most this many records (an edit) writes its tables one after another,
+smallest first (see :meth:`Publisher.publish`), and each in the row groups it touched
+(:mod:`kymwatch.store.grouped`, which draws the same line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,23 @@ class Writing:
     plan: PartPlan | None
     futures: Sequence[Future[Fingerprint]] | Sequence[Future[GroupedFile | Fingerprint]]
     paths: list[Path]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One table's results held, not merged yet (see :meth:`Publisher.publish`)."""
+
+    ix: DatasetIndexer
+    ids: list[str]
+    results: list[Extracted]
+    start: float
+    id_set: set[str]
+
+    def joined(
+        self, ids: list[str], results: Sequence[Extracted]
+    ) -> tuple[list[str], list[Extracted]]:
+        """The held ids and results followed by ``ids`` and ``results``."""
+        return [*self.ids, *ids], [*self.results, *results]
 
 
 class Publisher:
@@ -110,6 +134,10 @@ class Publisher:
         # The row groups of each single-file table as last written here (valid while
         # its stamp is the table's): an edit re-encodes only the groups it touched.
         self.layouts: dict[str, GroupedFile] = {}
+        # Results held for a table, not merged yet (``publish(hold=True)``), by table
+        # name: the next publish without ``hold`` merges them, with its own, and writes.
+        self.held: dict[str, Held] = {}
+        self.written_held: list[str] = []  # held tables the last publish wrote
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
@@ -277,6 +305,7 @@ class Publisher:
         start: float,
         *,
         before_write: Callable[[], object] | None = None,
+        hold: bool = False,
     ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
         """Merge each indexer's results into its table (as an update) and write each
         changed table once it is merged, under one hold of the table lock.
@@ -293,6 +322,13 @@ class Publisher:
         ``kym_velocity_events`` 45 instead of 42; ``bench/edit_order.py``). A larger
         batch writes its tables at the same time (throughput).
 
+        With ``hold`` nothing is merged nor written: the results are kept
+        (:attr:`held`) and the next call without ``hold`` (:meth:`write_held`) merges
+        them with its own, in order (a record's last result wins, as if merged one after
+        the other), and writes each table once: a daemon's backlog pays one merge (an
+        O(rows) splice and compaction) and one write per table for several chunks. The
+        returned merges of a held call are the tables as they are (``changed`` False).
+
         ``before_write`` is called once, before the first write starts (none if no
         table changed): the daemon's crash journal is committed beside the merges.
 
@@ -306,25 +342,77 @@ class Publisher:
         order = sorted(range(len(extracted)), key=lambda k: self._cached_rows(extracted[k][0]))
         one_by_one = len({i for _, ids, _ in extracted for i in ids}) <= ONE_BY_ONE_RECORDS
         with self.store.table_lock():
+            if not hold:
+                self.written_held = []
             try:
-                for k in order:
-                    ix, ids, results = extracted[k]
-                    try:
-                        m = self.merge(ix, ids, results, replace_all=False, start=start)
-                    except TableUnreadableError as e:
-                        unreadable[ix.name] = e
-                        continue
-                    merged[k] = m
-                    if m.changed and before_write is not None:
-                        before_write()
-                        before_write = None
-                    if one_by_one:  # the previous write ends first (a failure: in finish)
-                        for f in (f for w in writing if w is not None for f in w.futures):
-                            f.exception()
-                    writing.append(self.start(m))
-            finally:
-                self.finish(writing)
+                try:
+                    for k in order:
+                        ix, ids, results = extracted[k]
+                        if hold:
+                            try:
+                                merged[k] = self._hold(ix, ids, results, start)
+                            except TableUnreadableError as e:
+                                unreadable[ix.name] = e
+                            continue
+                        held = self.held.pop(ix.table_name, None)
+                        both = (ids, results) if held is None else held.joined(ids, results)
+                        try:
+                            m = self.merge(ix, *both, replace_all=False, start=start)
+                        except TableUnreadableError as e:
+                            unreadable[ix.name] = e
+                            continue
+                        if held is not None and m.changed:
+                            self.written_held.append(ix.table_name)
+                        merged[k] = dataclasses.replace(m, ids=ids, results=results)
+                        if m.changed and before_write is not None:
+                            before_write()
+                            before_write = None
+                        if one_by_one:  # the previous write ends first (a failure: in finish)
+                            for f in (f for w in writing if w is not None for f in w.futures):
+                                f.exception()
+                        writing.append(self.start(m))
+                    for name in list(self.held) if not hold else ():  # held, not merged now
+                        held = self.held.pop(name)
+                        m = self.merge(
+                            held.ix, held.ids, held.results, replace_all=False, start=held.start
+                        )
+                        if not m.changed:
+                            continue
+                        if before_write is not None:
+                            before_write()
+                            before_write = None
+                        self.written_held.append(name)
+                        writing.append(self.start(m))
+                finally:
+                    self.finish(writing)
+            except BaseException:  # held results not written are lost (the caller's records
+                self.held.clear()  # stay due)
+                raise
         return [merged[k] for k in sorted(merged)], unreadable
+
+    def write_held(self, start: float, *, before_write: Callable[[], object] | None = None) -> None:
+        """Merge and write every held table (see :meth:`publish`); nothing if none is."""
+        if self.held:
+            self.publish([], start, before_write=before_write)
+
+    def held_rows_of(self, table_name: str, image_id: str) -> bool:
+        """Whether results held for ``table_name`` name record ``image_id``."""
+        held = self.held.get(table_name)
+        return held is not None and image_id in held.id_set
+
+    def _hold(
+        self, ix: DatasetIndexer, ids: list[str], results: Sequence[Extracted], start: float
+    ) -> Merged:
+        """Keep ``results`` for ``ix``'s table, after those held; the table as it is."""
+        current = self.read_for_update(ix, replace_all=False)  # a damaged file: raised now
+        name = ix.table_name
+        held = self.held.get(name)
+        if held is None:
+            held = self.held[name] = Held(ix, [], [], start, set())
+        held.ids.extend(ids)
+        held.results.extend(results)
+        held.id_set.update(ids)
+        return Merged(ix, ids, results, current, False, start, current, frozenset())
 
     def _cached_rows(self, ix: DatasetIndexer) -> int:
         """Rows of the cached copy of the table of ``ix`` (0 if it is not cached)."""
@@ -355,7 +443,7 @@ class Publisher:
         for ix in self._indexers():  # parts on disk not read yet: is their export stale?
             if ix.table_name not in self.tables and self.parted.layout(ix.table_name):
                 self.read(ix.table_name)
-        names = self.parted.due(force=force)
+        names = [n for n in self.parted.due(force=force) if n not in self.held]
         if not names:
             return []
         self.store.check_writable()

@@ -38,11 +38,12 @@ import structlog
 
 from kymwatch.index.base import DatasetIndexer
 from kymwatch.index.gen2 import KymRadonIndexer, KymVelocityEventsIndexer
-from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer
+from kymwatch.index.indexers import RadonReportIndexer, VelocityEventsIndexer, _TableIndexer
 from kymwatch.store import (
     ANALYSIS_DIR,
     IMAGES_DIR,
     TABLES_DIR,
+    ArtifactFormat,
     is_temporary_name,
     is_valid_image_id,
     split_artifact_file,
@@ -59,6 +60,7 @@ __all__ = [
     "generations_of",
     "make_indexers",
     "record_artifact_names",
+    "rows_files",
     "select_indexers",
     "widen_selection",
 ]
@@ -249,3 +251,18 @@ def widen_selection(current: Iterable[str], artifact_names: Iterable[str]) -> Se
     has2 = any(n in names for n in GENERATION_2) or gen2
     reason = "new artifacts: generation " + ("1 and 2" if has1 and has2 else "2" if has2 else "1")
     return Selection([*names, *added], reason)
+
+
+def rows_files(ix: DatasetIndexer) -> frozenset[tuple[str, ArtifactFormat]] | None:
+    """The artifact files, as ``(name, format)``, that a built-in indexer can read its
+    rows from (it reads the first one a record has); None for any other indexer (a
+    plugin may read what it likes).
+
+    Routing by artifact name alone sends a generation-1 ``radon_report.json`` to
+    ``kym_radon`` too (it reads a ``radon_report`` *parquet*): a record that holds none
+    of these files has nothing for that indexer to read (see
+    ``kymwatch.daemon.worker.Worker``).
+    """
+    if not isinstance(ix, _TableIndexer):
+        return None
+    return frozenset((name, fmt) for name, formats in ix.lookups for fmt in formats)

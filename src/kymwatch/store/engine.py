@@ -29,14 +29,31 @@ from itertools import pairwise
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kymwatch.store.arrowints import as_int64s, shift_into
+from kymwatch.store.arrowints import as_int64s, concat_ranges, shift_into
 
-__all__ = ["CHUNK_ROWS", "IMAGE_ID", "SortedTable", "chunk_rows", "compact", "concat", "id_ranges"]
+__all__ = [
+    "CHUNK_ROWS",
+    "GATHER_FROM",
+    "IMAGE_ID",
+    "SortedTable",
+    "chunk_rows",
+    "compact",
+    "concat",
+    "id_ranges",
+]
 
 IMAGE_ID = "image_id"
 CHUNK_ROWS = 8192
 """Rows per chunk of a table read for editing (see :func:`compact`)."""
 _CHUNKS_PER_TABLE = 48
+
+
+GATHER_FROM = 64
+"""A splice replacing at least this many records (a burst's chunk) builds the new table
+by one gather (``take``) in chunks of :func:`chunk_rows` instead of slicing it around
+every record and compacting the pieces: 100,000 rows, 1,600 records: ~26 ms instead of
+~200-250 (``bench/ANALYSIS.md``, "Burst, session 7"). An edit's few records keep the
+slices (no copy of the table on its way)."""
 
 
 def concat(tables: Sequence[pa.Table]) -> pa.Table:
@@ -112,6 +129,23 @@ def _copied(table: pa.Table, limit: int) -> pa.Table:
         columns = [pa.concat_arrays(c.chunks) for c in piece.columns]
         pieces.append(pa.Table.from_arrays(columns, schema=table.schema))
     return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _gathered(
+    table: pa.Table, new: Sequence[pa.Table], begins: Sequence[int], counts: Sequence[int]
+) -> pa.Table:
+    """The rows ``begins[i] : begins[i] + counts[i]`` of ``table`` followed by ``new``
+    (same schema), in order, copied into chunks of :func:`chunk_rows` rows, each with
+    buffers of its own (as :func:`compact` leaves a table)."""
+    total = sum(counts)
+    if not total:
+        return table.schema.empty_table()
+    source = pa.concat_tables([table, *new]).combine_chunks()
+    positions = concat_ranges(begins, counts)
+    limit = chunk_rows(total)
+    return pa.concat_tables(
+        [source.take(positions.slice(k, limit)) for k in range(0, total, limit)]
+    )
 
 
 def id_ranges(ids: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]] | None:
@@ -201,7 +235,10 @@ class SortedTable:
         table and whether any replaced row differs (rows of records not named are
         never compared).
 
-        The result is compacted (:func:`compact`) unless ``defer_compact``: then it keeps
+        A splice of at least :data:`GATHER_FROM` records whose rows all have this
+        table's schema gathers the new table at once, in fresh chunks (compact
+        already). Otherwise the result is compacted (:func:`compact`) unless
+        ``defer_compact``: then it keeps
         the pieces the splice cut (two more chunks per record at most) and the caller
         calls :meth:`compacted` once it has time (a daemon's edit: after its table is
         written; the copy of the chunk around the edit, ~0.5 ms for a 100,000-row
@@ -210,6 +247,15 @@ class SortedTable:
         n = len(self.ids)
         offsets = self.offsets
         tail = offsets[-1]  # rows without an id (adopted tables only) stay last
+        schema = self.table.schema
+        gather = len(replace) >= GATHER_FROM and all(
+            r is None or r.schema.equals(schema) for r in replace.values()
+        )
+        # gather: the new table's rows as runs (begin, count) of [this table, new rows]
+        begins: list[int] = []
+        counts: list[int] = []
+        new_parts: list[pa.Table] = []
+        new_at = self.table.num_rows
         segments: list[pa.Table] = []
         new_ids: list[str] = []
         # The new offsets after the first, as pieces (see shift_into): a kept id's old
@@ -224,7 +270,10 @@ class SortedTable:
             """Keep the ids ``prev_i:stop_i`` and their rows, as they are."""
             nonlocal at
             start_row, stop_row = offsets[prev_i], offsets[stop_i]
-            if stop_row > start_row:
+            if stop_row > start_row and gather:
+                begins.append(start_row)
+                counts.append(stop_row - start_row)
+            elif stop_row > start_row:
                 segments.append(self.table.slice(start_row, stop_row - start_row))
             new_ids.extend(self.ids[prev_i:stop_i])
             if stop_i > prev_i:
@@ -240,7 +289,13 @@ class SortedTable:
             new_len = 0 if rows is None else rows.num_rows
             if new_len:
                 assert rows is not None
-                segments.append(rows)
+                if gather:
+                    new_parts.append(rows)
+                    begins.append(new_at)
+                    counts.append(new_len)
+                    new_at += new_len
+                else:
+                    segments.append(rows)
                 new_ids.append(image_id)
                 at += new_len
                 last = pieces[-1] if pieces else None
@@ -256,11 +311,17 @@ class SortedTable:
                 changed = True
             prev_i = i + 1 if present else i
         keep(n)
-        if tail < self.table.num_rows:
+        if tail < self.table.num_rows and gather:
+            begins.append(tail)
+            counts.append(self.table.num_rows - tail)
+        elif tail < self.table.num_rows:
             segments.append(self.table.slice(tail))
-        table = concat(segments) if segments else self.table.schema.empty_table()
-        if not defer_compact:
-            table = compact(table)
+        if gather:
+            table = _gathered(self.table, new_parts, begins, counts)
+        else:
+            table = concat(segments) if segments else schema.empty_table()
+            if not defer_compact:
+                table = compact(table)
         new_offsets: array[int] = array("q", [0])
         shift_into(new_offsets, pieces)
         return SortedTable(table, tuple(new_ids), new_offsets), changed
