@@ -29,6 +29,7 @@ from helpers_store import (
 )
 from kymwatch.daemon import Daemon, DaemonConfig, DaemonState, RecordChange, request_sync
 from kymwatch.store import table_fingerprint
+from kymwatch.store import grouped as grouped_module
 from kymwatch.store import tables as tables_module
 
 Logs = list[MutableMapping[str, Any]]
@@ -79,7 +80,7 @@ class _Spy:
         self.renames: list[str] = []
         self.holds: list[bool] = []
         self.step_s = 0.0  # clock time each chunk takes
-        real_write = tables_module.write_table_arrow
+        real_write = grouped_module.write_grouped
         real_process = daemon.worker.process
 
         def write(path: Path, *args: Any, **kwargs: Any) -> Any:
@@ -91,7 +92,7 @@ class _Spy:
             clock.now += self.step_s
             return real_process(batch, final=final, hold=hold)
 
-        monkeypatch.setattr(tables_module, "write_table_arrow", write)
+        monkeypatch.setattr(grouped_module, "write_grouped", write)
         daemon.worker.process = process  # type: ignore[method-assign]
 
 
@@ -244,17 +245,17 @@ def test_a_failed_held_write_leaves_the_records_due(
     assert daemon.indexing.index(
         [_edit(store, ids, ids[0], 6)], 0.0, keep_held=True, source="events"
     )
-    real = tables_module.write_table_arrow
+    real = grouped_module.write_grouped
 
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tables_module, "write_table_arrow", fail)
+    monkeypatch.setattr(grouped_module, "write_grouped", fail)
     assert not daemon.indexing.flush()
     assert not daemon.worker.holding and not daemon.kd.held_tables()
     assert daemon.state.records[ids[0]] == before
     assert any(e["event"] == "batch_failed" for e in captured_logs)
-    monkeypatch.setattr(tables_module, "write_table_arrow", real)
+    monkeypatch.setattr(grouped_module, "write_grouped", real)
     assert daemon.indexing.index([RecordChange(ids[0])], 0.0, source="events")
     daemon.state.close()
     assert_tables_match_rebuild(store, tmp_path / "scratch")
