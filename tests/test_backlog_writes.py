@@ -28,8 +28,8 @@ from helpers_store import (
     write_parquet_artifact,
 )
 from kymwatch.daemon import Daemon, DaemonConfig, DaemonState, RecordChange, request_sync
-from kymwatch.store import table_fingerprint
 from kymwatch.store import grouped as grouped_module
+from kymwatch.store import table_fingerprint
 from kymwatch.store import tables as tables_module
 
 Logs = list[MutableMapping[str, Any]]
