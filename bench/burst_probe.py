@@ -58,18 +58,6 @@ def _thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
-def _settle(d: Daemon, idle_cpu_s: float = 0.02, most_s: float = 120.0) -> None:
-    """Wait until the daemon is idle (its start-up stale-analysis pass done)."""
-    deadline = time.monotonic() + most_s
-    last = d.cpu_seconds()
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = d.cpu_seconds()
-        if now - last < idle_cpu_s:
-            return
-        last = now
-
-
 def _run(
     src: Path,
     store: Path,
@@ -88,7 +76,7 @@ def _run(
     d.proc.env.update(env)
     with d:
         sync(store)
-        _settle(d)
+        d.wait_idle()
         raw = spyprof.OUT / f"probe-{src.parent.name}-{int(marker)}.raw"
         proc = spyprof._record_pid(d.pid, raw) if spy else None
         if trace:  # system calls of every thread, counted (strace -c)
@@ -118,6 +106,7 @@ def _run(
         elif proc is not None:
             spyprof._finish(proc, raw, raw.stem, f"{src}: burst ({t2 - t0:.2f} s)")
         batches = d.events("batch_indexed")[n_batches:]
+        peak = d.peak_rss_mib()["vm_hwm_mib"]  # since the start: the burst's, if larger
     ok = stores.records_with_marker(store, idx, marker)
     collections = {} if gc_out is None else gc_probe.window(gc_out, wall0, wall2)
     return collections | {
@@ -128,6 +117,7 @@ def _run(
         "daemon_cpu_s": round(cpu, 3),
         "main_thread_cpu_s": round(main_cpu, 3),
         "runqueue_wait_s": round(wait, 3),
+        "vm_hwm_mib": peak,
         "batches": len(batches),
         "chunks": sum(int(b.get("chunks", 1)) for b in batches),  # > batches: held writes
         "batch_records": [b.get("records") for b in batches],

@@ -334,6 +334,20 @@ class Daemon:
         t = psutil.Process(self.pid).cpu_times()
         return t.user + t.system
 
+    def wait_idle(self, idle_cpu_s: float = 0.02, most_s: float = 120.0) -> float:
+        """Wait until the daemon is idle: less than ``idle_cpu_s`` of CPU in a second
+        (its start-up stale-analysis pass, or the last burst's, done); returns the
+        seconds waited (at most ``most_s``)."""
+        start = time.monotonic()
+        last = self.cpu_seconds()
+        while time.monotonic() - start < most_s:
+            time.sleep(1.0)
+            now = self.cpu_seconds()
+            if now - last < idle_cpu_s:
+                break
+            last = now
+        return time.monotonic() - start
+
     def peak_rss_mib(self) -> dict[str, float]:
         """Peak RSS: the kernel's high-water mark and the largest psutil sample."""
         sampled = self.sampler.peak if self.sampler else 0

@@ -2,7 +2,8 @@
 
 Compared in the same run, on two copies of the same indexed store:
 
-* **daemon**: ``kymwatch run`` watches copy D; the benchmark rewrites both
+* **daemon**: ``kymwatch run`` watches copy D; once it is idle (the stale count of
+  its start or of the previous burst done), the benchmark rewrites both
   artifacts of B records as fast as it can (atomic ``.partial`` + rename), then
   calls the ``kymwatch sync`` barrier (in-process ``request_sync``, the function
   the CLI calls; the CLI's own start-up cost is measured separately).
@@ -40,7 +41,7 @@ def _ids(idx: list[int]) -> list[str]:
 
 def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict[str, Any]:
     sync(store)
-    time.sleep(0.5)
+    settled_s = d.wait_idle()  # the previous burst's (or the start's) stale count done
     meter = LoadMeter()
     n_batches = len(d.events("batch_indexed"))
     cpu0 = d.cpu_seconds()
@@ -53,6 +54,7 @@ def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict
     batches = d.events("batch_indexed")[n_batches:]
     ok = stores.records_with_marker(store, idx, marker)
     return {
+        "settled_s": settled_s,
         "write_s": t1 - t0,
         "total_s": t2 - t0,
         "after_write_s": t2 - t1,

@@ -47,8 +47,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
     sec_scale.ensure_template(ctx, n)
     store = stores.indexed_copy(n, ctx.work / f"store-{n}")
     res: dict[str, Any] = {"store_records": n, "reps": o.cli_reps, "commands": {}}
-    with Daemon(store, quiet_ms=o.quiet_ms, extra=sec_latency.daemon_args(ctx)):
+    with Daemon(store, quiet_ms=o.quiet_ms, extra=sec_latency.daemon_args(ctx)) as d:
         sync(store)
+        res["settled_s"] = d.wait_idle()  # "idle daemon": its start-up stale count done
         for name, argv in commands(store).items():
             try:
                 _wall(argv)  # warm the page cache once, not timed

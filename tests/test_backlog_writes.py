@@ -28,6 +28,7 @@ from helpers_store import (
     write_parquet_artifact,
 )
 from kymwatch.daemon import Daemon, DaemonConfig, DaemonState, RecordChange, request_sync
+from kymwatch.daemon import indexing as indexing_module
 from kymwatch.store import grouped as grouped_module
 from kymwatch.store import table_fingerprint
 from kymwatch.store import tables as tables_module
@@ -120,6 +121,26 @@ def test_a_backlog_writes_each_table_once_for_all_its_chunks(
     indexed = [e["image_id"] for e in captured_logs if e["event"] == "record_indexed"]
     assert set(indexed) == set(ids[:4])
     assert not daemon.worker.holding
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+def test_held_chunks_are_written_once_they_hold_the_most_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: Logs
+) -> None:
+    """However little time has passed, a backlog holds at most ``HOLD_MOST_RECORDS``
+    records (held rows are memory): the chunk that starts with that many held writes
+    them all, and the next chunks are held again."""
+    monkeypatch.setattr(indexing_module, "HOLD_MOST_RECORDS", 2)
+    store, ids = _store(tmp_path, 6)
+    clock = _Clock()
+    daemon = _daemon(store, clock)
+    spy = _Spy(daemon, monkeypatch, clock)
+    captured_logs.clear()
+    changes = [_edit(store, ids, i, 3) for i in ids[:5]]
+    assert daemon.indexing.index(changes, clock.now, source="events")
+    assert spy.holds == [True, True, False, True, False]
+    assert [line["chunks"] for line in _batches(captured_logs)] == [3, 2]
     daemon.state.close()
     assert_tables_match_rebuild(store, tmp_path / "scratch")
 

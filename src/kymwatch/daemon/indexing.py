@@ -39,6 +39,10 @@ log = structlog.get_logger(__name__)
 _SMALLEST_CHUNK = 20
 _TRIM_AFTER = 50  # records in a chunk after which freed heap memory is returned
 _PROGRESS_AFTER = 100  # reconcile work of at least this many records shows progress
+HOLD_MOST_RECORDS = 1000
+"""A backlog's held chunks are written once they hold this many records, whatever the
+time (``backlog_write_s``): held rows are memory (a 10k store's first index held ~8,000
+records at once, peak RSS 221 MiB against 179 with no holding)."""
 GC_PAUSED_UP_TO = 16
 """Records in a chunk (an edit) during whose work Python's cyclic garbage collector
 waits (:func:`gc_paused`)."""
@@ -177,6 +181,8 @@ class ChunkedIndexing:
             return False
         now = self.clock()
         if self._held_since is not None and now - self._held_since >= self.config.backlog_write_s:
+            return False
+        if sum(len(b) for b in self._held) >= HOLD_MOST_RECORDS:
             return False
         if more:
             return True

@@ -136,16 +136,25 @@ def _gathered(
 ) -> pa.Table:
     """The rows ``begins[i] : begins[i] + counts[i]`` of ``table`` followed by ``new``
     (same schema), in order, copied into chunks of :func:`chunk_rows` rows, each with
-    buffers of its own (as :func:`compact` leaves a table)."""
+    buffers of its own (as :func:`compact` leaves a table).
+
+    Column by column: a column's chunks are combined for the gather and dropped after
+    it, so besides the old and the new table one column's copy is alive, not the whole
+    table's (combining every column first added ~45 MiB to a 10k store's first index).
+    """
     total = sum(counts)
     if not total:
         return table.schema.empty_table()
-    source = pa.concat_tables([table, *new]).combine_chunks()
+    source = pa.concat_tables([table, *new])
     positions = concat_ranges(begins, counts)
     limit = chunk_rows(total)
-    return pa.concat_tables(
-        [source.take(positions.slice(k, limit)) for k in range(0, total, limit)]
-    )
+    cuts = [positions.slice(k, limit) for k in range(0, total, limit)]
+    columns = []
+    for column in source.columns:
+        values = column.combine_chunks()
+        columns.append(pa.chunked_array([values.take(c) for c in cuts], type=column.type))
+        del values
+    return pa.Table.from_arrays(columns, schema=source.schema)
 
 
 def id_ranges(ids: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]] | None:
