@@ -19,7 +19,6 @@ edit by edit, and times each table's rename from the call:
 from __future__ import annotations
 
 import argparse
-import pathlib
 import random
 import statistics
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import storegen
-from edit_timeline import make_store
+from edit_timeline import make_store, note_renames
 
 TABLES = ("velocity_events.parquet", "kym_velocity_events.parquet")
 
@@ -54,15 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     name_of = {ix.table_name: ix.name for ix in ixs}
     for ix in ixs:
         kd.get_arrow(ix.table_name)  # cached, as in a running daemon
-    renamed: dict[str, float] = {}
-    real_replace = pathlib.Path.replace
-
-    def replace(self: Path, target: Any) -> Any:
-        out = real_replace(self, target)
-        renamed[Path(target).name] = time.perf_counter()
-        return out
-
-    pathlib.Path.replace = replace  # type: ignore[assignment,method-assign]
+    renamed = note_renames()
     real_publish, real_rows = publish.Publisher.publish, publish.Publisher._cached_rows
 
     def variant(one_by_one: int, largest_first: bool) -> Callable[..., Any]:

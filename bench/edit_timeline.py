@@ -54,6 +54,23 @@ def _wrap(owner: Any, attr: str, label: str, *, end: bool = True) -> None:
     setattr(owner, attr, wrapper)
 
 
+def note_renames() -> dict[str, float]:
+    """From now on in this process, each file renamed into place by ``Path.replace``
+    (the tables' atomic writes): its name → ``perf_counter`` time of the rename."""
+    import pathlib
+
+    renamed: dict[str, float] = {}
+    real_replace = pathlib.Path.replace
+
+    def replace(self: Path, target: Any) -> Any:
+        out = real_replace(self, target)
+        renamed[Path(target).name] = time.perf_counter()
+        return out
+
+    pathlib.Path.replace = replace  # type: ignore[assignment,method-assign]
+    return renamed
+
+
 def make_store(n: int, dest: Path) -> Path:
     """A hard-link copy of the cached ``n``-record store with the indexed template's
     tables and a seeded state."""

@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import storegen
-from edit_timeline import make_store
+from edit_timeline import make_store, note_renames
 
 TABLE = "kym_velocity_events.parquet"
 
@@ -71,15 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         for ix in make_indexers(select_indexers(kds["whole"].store.path))
         if ix.table_name == TABLE[: -len(".parquet")]
     )
-    renamed: dict[str, float] = {}
-    real_replace = pathlib.Path.replace
-
-    def replace(self: Path, target: Any) -> Any:
-        out = real_replace(self, target)
-        renamed[Path(target).name] = time.perf_counter()
-        return out
-
-    pathlib.Path.replace = replace  # type: ignore[assignment,method-assign]
+    real_replace = pathlib.Path.replace  # put back at the end
+    renamed = note_renames()
     res: dict[str, dict[str, list[float]]] = {v: {"rename": [], "cpu": []} for v in variants}
     rng = random.Random(11)
     for k in range(a.edits + 1):
