@@ -96,7 +96,12 @@ def cli(results: dict[str, Any]) -> list[str]:
         f"one untimed run) against an indexed {k(c['store_records'])}-record store watched by "
         "an idle daemon; wall time from spawn to exit, output discarded. `python_startup` "
         "(`python -c pass`) and `version` (`kymwatch --version`: the CLI's start-up without a "
-        "command) for reference.",
+        "command) for reference."
+        + (
+            " The package's bytecode was compiled first, as `pip install` does."
+            if c.get("bytecode_compiled")
+            else ""
+        ),
         "",
         *table(["command", "median ms", "p10 ms", "p90 ms"], rows),
     ]
