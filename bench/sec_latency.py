@@ -144,14 +144,27 @@ def _partition(store: Path, n: int, rng: random.Random) -> None:
     sync(store)
 
 
+def _edits(rng: random.Random, n: int, samples: int) -> list[storegen.Edit]:
+    """A session's edits: random records, the two artifact kinds in turn."""
+    return [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
+
+
+def _unshare_edited(store: Path, n: int, samples: int, seeds: range) -> None:
+    """Give every artifact the in-place sessions ``seeds`` will write its own inode (an
+    in-place write must not reach the cache through a hard link), then record the state
+    again: the daemon starts with nothing to re-index, as in the atomic sessions (a
+    restart with changed records is the scale section's)."""
+    for seed in seeds:
+        for e in {(e.index, e.kind) for e in _edits(random.Random(seed), n, samples)}:
+            storegen.unshare(storegen.artifact_path(store, *e))
+    stores.seed_state(store)
+
+
 def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str) -> dict[str, Any]:
     rng = random.Random(seed)
     quiet = ctx.opts.quiet_ms
     parts = writer == PARTS_WRITER
-    edits = [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
-    if writer == "inplace":  # private inodes: an in-place write must not reach the cache
-        for e in {(e.index, e.kind) for e in edits}:
-            storegen.unshare(storegen.artifact_path(store, *e))
+    edits = _edits(rng, n, samples)
     out: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
     waits: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
     misses = 0
@@ -162,7 +175,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
         sync(store)
         if parts:
             _partition(store, n, rng)
-        time.sleep(0.5)
+        settled = d.wait_idle()  # "daemon is idle": its start-up stale count done
         for k, edit in enumerate(edits):
             marker = 10_000.0 + seed * 1000 + k
             table = edit.table
@@ -200,6 +213,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
         "due_by": due_by(batches),
         "batches": len(batches),
         "daemon_rss": rss,
+        "settled_s": settled,
     }
 
 
@@ -210,6 +224,8 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
     if writer != "atomic":
         total = max(10, int(total * o.inplace_fraction))
     sessions = max(1, min(o.reps, total // 20))
+    if writer == "inplace":
+        _unshare_edited(store, n, total // sessions, range(sessions))
     runs = []
     for s in range(sessions):
         ctx.log(f"latency: {n} records, {writer} writer, session {s + 1}/{sessions}")
@@ -261,6 +277,7 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
         "misses": sum(r["misses"] for r in runs),
         "other_cores_per_session": [round(r["other_cores"], 2) for r in runs],
         "daemon_peak_rss_mib": max(r["daemon_rss"]["vm_hwm_mib"] for r in runs),
+        "settled_s": [round(r["settled_s"], 1) for r in runs],
         "raw_ms": {t: [round(x, 2) for x in v] for t, v in by_table.items()},
     }
     p, q = entry["latency_ms"], entry["latency_minus_window_ms"]
