@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import kymwatch.index.publish as publish_module
 import kymwatch.store.grouped as grouped_module
 from harness import assert_tables_match_rebuild, fresh_rebuild
 from helpers_store import (
@@ -27,8 +26,9 @@ from helpers_store import (
     write_mixed_generations,
     write_parquet_artifact,
 )
+from helpers_tables import spy_table_writes
 from kymwatch.index import KymDataset, PartitionPolicy, make_indexers
-from kymwatch.store import SortedTable, table_fingerprint
+from kymwatch.store import table_fingerprint
 
 VE, KVE = "velocity_events", "kym_velocity_events"
 INDEXERS = [VE, KVE]
@@ -50,19 +50,6 @@ def _gen1_edit(root: Path, image_id: str, n: int) -> None:
     write_parquet_artifact(root, image_id, VE, events_frame(n, start_s=30.0 + n))
 
 
-def _started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The tables whose single-file write starts, in order."""
-    started: list[str] = []
-    real = publish_module.start_grouped_write
-
-    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
-        started.append(path.stem)
-        return real(path, st, **kwargs)
-
-    monkeypatch.setattr(publish_module, "start_grouped_write", spying)
-    return started
-
-
 def _stamps(root: Path) -> list[object]:
     return [table_fingerprint(root / "tables" / f"{name}.parquet") for name in INDEXERS]
 
@@ -76,7 +63,7 @@ def test_held_results_are_written_once_with_the_next_call(
     root = tmp_path / "store.zarr"
     kd, ids = _indexed(root)
     before = _stamps(root)
-    started = _started(monkeypatch)
+    started = spy_table_writes(monkeypatch)
     _gen1_edit(root, ids[0], 3)  # record 0 had no artifact: no rows yet
     write_parquet_artifact(root, ids[2], "velocity_events/events", gen2_events_frame(5))
     reports, _ = kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]}, hold=True)
@@ -105,7 +92,7 @@ def test_write_held_writes_the_smallest_table_first(
     (the table an edit's user waits for), whatever the order of the held work."""
     root = tmp_path / "store.zarr"
     kd, ids = _indexed(root)
-    started = _started(monkeypatch)
+    started = spy_table_writes(monkeypatch)
     _gen1_edit(root, ids[1], 2)
     kd.update_batch_report({KVE: [ids[1]], VE: [ids[1]]}, hold=True)
 
