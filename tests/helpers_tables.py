@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
+import kymwatch.index.publish as publish_module
 from helpers_store import events_frame, gen2_events_frame
 from kymwatch.index.frames import with_pandas_metadata
+from kymwatch.store import SortedTable
 
 
 def kymflow_events(records: int, *, seed: int = 0) -> pa.Table:
@@ -29,3 +34,17 @@ def kymflow_events(records: int, *, seed: int = 0) -> pa.Table:
     df["roi_id"] = df["roi_id"].astype("Int64")
     table = pa.Table.from_pandas(df, preserve_index=False)
     return with_pandas_metadata(table)
+
+
+def spy_table_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables whose single-file write a publish starts, in the order started (the
+    list grows as they start)."""
+    started: list[str] = []
+    real = publish_module.start_grouped_write
+
+    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
+        started.append(path.stem)
+        return real(path, st, **kwargs)
+
+    monkeypatch.setattr(publish_module, "start_grouped_write", spying)
+    return started

@@ -63,15 +63,17 @@ def _edit(store: Path, ids: list[str], image_id: str, n: int) -> RecordChange:
     return RecordChange(image_id)
 
 
-def _daemon(store: Path, clock: _Clock, **config: Any) -> Daemon:
-    """A daemon (not running: its parts are driven by the test) with every record indexed."""
+def _indexed(tmp_path: Path, n: int, **config: Any) -> tuple[Path, list[str], _Clock, Daemon]:
+    """A store of ``n`` records of both generations, a test clock, and a daemon on them
+    (not running: its parts are driven by the test) with every record indexed."""
+    store, ids = _store(tmp_path, n)
+    clock = _Clock()
     daemon = Daemon(DaemonConfig(store=store, batch_records=1, **config), clock=clock)
     daemon._load_state()  # as at start: no table is taken for one of another schema
     daemon.reporter.set_state(DaemonState.WATCHING)
-    ids = sorted(p.name for p in (store / "images").iterdir() if not p.name.startswith("."))
     assert daemon.indexing.index([RecordChange(i) for i in ids], 0.0, source="reconcile")
     assert not daemon.worker.holding
-    return daemon
+    return store, ids, clock, daemon
 
 
 class _Spy:
@@ -106,9 +108,7 @@ def test_a_backlog_writes_each_table_once_for_all_its_chunks(
 ) -> None:
     """Chunks with more of the same work after them are held; the last one writes each
     table once and its ``batch_indexed`` line covers all of them."""
-    store, ids = _store(tmp_path, 6)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 6)
     spy = _Spy(daemon, monkeypatch, clock)
     captured_logs.clear()
     changes = [_edit(store, ids, i, 3) for i in ids[:4]]
@@ -132,9 +132,7 @@ def test_held_chunks_are_written_once_they_hold_the_most_records(
     records (held rows are memory): the chunk that starts with that many held writes
     them all, and the next chunks are held again."""
     monkeypatch.setattr(indexing_module, "HOLD_MOST_RECORDS", 2)
-    store, ids = _store(tmp_path, 6)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 6)
     spy = _Spy(daemon, monkeypatch, clock)
     captured_logs.clear()
     changes = [_edit(store, ids, i, 3) for i in ids[:5]]
@@ -150,9 +148,7 @@ def test_held_tables_are_written_once_backlog_write_s_has_passed(
 ) -> None:
     """A chunk that starts ``backlog_write_s`` or more after the first held one writes
     the tables, so records of the first chunks wait at most about that long."""
-    store, ids = _store(tmp_path, 6)
-    clock = _Clock()
-    daemon = _daemon(store, clock, backlog_write_s=1.5)
+    store, ids, clock, daemon = _indexed(tmp_path, 6, backlog_write_s=1.5)
     spy = _Spy(daemon, monkeypatch, clock)
     spy.step_s = 1.0
     captured_logs.clear()
@@ -168,9 +164,7 @@ def test_zero_backlog_write_s_writes_every_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: Logs
 ) -> None:
     """``backlog_write_s`` 0 holds nothing: each chunk writes its tables and has its line."""
-    store, ids = _store(tmp_path, 4)
-    clock = _Clock()
-    daemon = _daemon(store, clock, backlog_write_s=0.0)
+    store, ids, clock, daemon = _indexed(tmp_path, 4, backlog_write_s=0.0)
     spy = _Spy(daemon, monkeypatch, clock)
     captured_logs.clear()
     assert daemon.indexing.index([_edit(store, ids, i, 2) for i in ids[:3]], 0.0, source="events")
@@ -184,9 +178,7 @@ def test_a_lone_edit_is_written_by_its_own_chunk(
 ) -> None:
     """With nothing else due, an edit's chunk is not held: its tables are written before
     ``index`` returns (a single edit never waits for a backlog's bound)."""
-    store, ids = _store(tmp_path, 4)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 4)
     spy = _Spy(daemon, monkeypatch, clock)
     captured_logs.clear()
     change = _edit(store, ids, ids[2], 5)
@@ -204,9 +196,7 @@ def test_tables_stay_held_while_records_are_due_until_flushed(
     """With records due in the debouncer, a chunk's rows stay held, its tables unwritten (the
     record not in the state, no outcome logged, the table lock held); ``flush`` writes
     them and reports the chunk."""
-    store, ids = _store(tmp_path, 4)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 4)
     spy = _Spy(daemon, monkeypatch, clock)
     before = daemon.state.records[ids[1]]
     daemon.debouncer.feed(RecordChange(ids[3]), clock.now - 60.0)  # due now
@@ -236,9 +226,7 @@ def test_a_stop_writes_the_held_tables(
 ) -> None:
     """Asked to stop with tables held, the loop's next look writes them (nothing is held
     past a stop request, so no record stays unwritten at the exit)."""
-    store, ids = _store(tmp_path, 4)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 4)
     _Spy(daemon, monkeypatch, clock)
     daemon.debouncer.feed(RecordChange(ids[3]), clock.now - 60.0)
     assert daemon.indexing.index(
@@ -258,9 +246,7 @@ def test_a_failed_held_write_leaves_the_records_due(
     """A held table whose write fails is not recorded: its records keep their old state
     (a rescan is asked for and re-reads them), the cache rereads the file, and the
     tables end equal to a rebuild once the disk works again."""
-    store, ids = _store(tmp_path, 4)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 4)
     before = daemon.state.records[ids[0]]
     daemon.debouncer.feed(RecordChange(ids[3]), clock.now - 60.0)
     assert daemon.indexing.index(
@@ -288,9 +274,7 @@ def test_a_held_table_deleted_meanwhile_loses_no_record(
     """A table deleted while rows for it are held is regrown from every record (the held
     rows are merged into the regrown table): after the next reconcile the tables equal a
     rebuild, the held record's new rows included."""
-    store, ids = _store(tmp_path, 6)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 6)
     daemon.debouncer.feed(RecordChange(ids[5]), clock.now - 60.0)
     change = _edit(store, ids, ids[1], 4)
     assert daemon.indexing.index([change], clock.now, source="events", keep_held=True)
@@ -307,9 +291,7 @@ def test_held_results_count_as_rows_when_routing(tmp_path: Path, captured_logs: 
     """A record whose held ``radon_report.parquet`` (read by ``kym_radon`` too) gives way to
     a ``radon_report.json`` before the write still reaches ``kym_radon``: the held rows
     are replaced, and the tables end equal to a rebuild."""
-    store, ids = _store(tmp_path, 6)
-    clock = _Clock()
-    daemon = _daemon(store, clock)
+    store, ids, clock, daemon = _indexed(tmp_path, 6)
     rec, radon = ids[1], frozenset({"radon_report"})  # a generation-1 record
     daemon.debouncer.feed(RecordChange(ids[5]), clock.now - 60.0)
     report = pd.DataFrame({"roi_id": [1], "mean_velocity": [2.0], "n_valid": [4], "notes": ["p"]})

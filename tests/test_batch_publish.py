@@ -13,6 +13,7 @@ import pytest
 
 import kymwatch.store.grouped as grouped_module
 from helpers_store import events_frame, gen2_events_frame, write_parquet_artifact
+from helpers_tables import spy_table_writes
 from kymwatch.index import KymDataset, make_indexers
 from kymwatch.store import SortedTable
 
@@ -120,8 +121,6 @@ def test_the_smallest_table_is_merged_and_written_first(
 ) -> None:
     """The table with the fewest cached rows (the generation-1 table a generation-1
     edit's user waits for) starts its write first; reports keep the work's order."""
-    import kymwatch.index.publish as publish_module
-
     kd, ids = _store(plain_v2_store, 3)
     for _ in range(3):  # generation-2 records feed only the generation-2 table
         gen2 = str(uuid.uuid4())
@@ -131,14 +130,7 @@ def test_the_smallest_table_is_merged_and_written_first(
     kd.update_batch_report({VE: ids, KVE: ids})
     assert len(kd.get_arrow(KVE)) > len(kd.get_arrow(VE))
     write_parquet_artifact(plain_v2_store, ids[0], VE, events_frame(2, start_s=70.0))
-    started: list[str] = []
-    real = publish_module.start_grouped_write
-
-    def spying(path: Path, st: SortedTable, **kwargs: Any) -> Any:
-        started.append(path.stem)
-        return real(path, st, **kwargs)
-
-    monkeypatch.setattr(publish_module, "start_grouped_write", spying)
+    started = spy_table_writes(monkeypatch)
     reports, _ = kd.update_batch_report({VE: [ids[0]], KVE: [ids[0]]})
 
     assert started == [VE, KVE]

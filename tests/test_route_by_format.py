@@ -54,12 +54,15 @@ def _outcomes(logs: Logs, image_id: str) -> set[tuple[str, str]]:
     return {(e["event"], e["indexer"]) for e in logs if e.get("image_id") == image_id}
 
 
-def _settled(store: Path, daemon: Daemon, image_id: str) -> bool:
-    """The state holds the record's files as they are on disk (no reconcile work left)."""
+def _assert_settled_and_rebuilt(tmp_path: Path, store: Path, daemon: Daemon, image_id: str) -> None:
+    """The state holds the record's files as they are on disk (no reconcile work left),
+    and once the daemon's state is closed the tables equal a fresh rebuild."""
     disk = scan_dataset(store)
-    return not diff_fingerprints(
+    assert not diff_fingerprints(
         {image_id: disk[image_id]}, {image_id: daemon.state.records[image_id]}
     )
+    daemon.state.close()
+    assert_tables_match_rebuild(store, tmp_path / "scratch")
 
 
 def test_a_generation_1_report_edit_does_not_run_kym_radon(
@@ -75,9 +78,7 @@ def test_a_generation_1_report_edit_does_not_run_kym_radon(
     assert _outcomes(captured_logs, gen1) == {("record_indexed", "radon_report")}
     [line] = [e for e in captured_logs if e["event"] == "batch_indexed"]
     assert line["tables"] == ["radon_report"] and "artifact_missing" not in line
-    assert _settled(store, daemon, gen1)
-    daemon.state.close()
-    assert_tables_match_rebuild(store, tmp_path / "scratch")
+    _assert_settled_and_rebuilt(tmp_path, store, daemon, gen1)
 
 
 def test_a_record_with_a_generation_2_radon_file_still_reaches_kym_radon(
@@ -99,9 +100,7 @@ def test_a_record_with_a_generation_2_radon_file_still_reaches_kym_radon(
         ("record_indexed", "radon_report"),
         ("record_indexed", "kym_radon"),
     }
-    assert _settled(store, daemon, both)
-    daemon.state.close()
-    assert_tables_match_rebuild(store, tmp_path / "scratch")
+    _assert_settled_and_rebuilt(tmp_path, store, daemon, both)
 
 
 def test_rows_of_a_removed_report_parquet_are_still_dropped(
@@ -120,6 +119,4 @@ def test_rows_of_a_removed_report_parquet_are_still_dropped(
     assert daemon.indexing.index([RecordChange(rec, RADON)], 0.0, source="events")
     assert ("artifact_missing", "kym_radon") in _outcomes(captured_logs, rec)
     assert not daemon.kd.has_rows("kym_radon", rec)
-    assert _settled(store, daemon, rec)
-    daemon.state.close()
-    assert_tables_match_rebuild(store, tmp_path / "scratch")
+    _assert_settled_and_rebuilt(tmp_path, store, daemon, rec)

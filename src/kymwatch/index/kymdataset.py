@@ -2,8 +2,10 @@
 
 The library API (kymflow's) and the daemon's reports live here; reading and saving
 whole tables is :mod:`~kymwatch.index.tableaccess`'s, the tables' cache, merges and
-writes :mod:`~kymwatch.index.publish`'s, the multi-table rebuild pass and the chunked
-reads :mod:`~kymwatch.index.rebuildpass`'s.
+writes :mod:`~kymwatch.index.publish`'s, the results a daemon's backlog holds back
+:mod:`~kymwatch.index.held`'s, the exports of partitioned tables
+:mod:`~kymwatch.index.exporter`'s, the multi-table rebuild pass and the chunked reads
+:mod:`~kymwatch.index.rebuildpass`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import structlog
 from kymwatch.errors import TableUnreadableError
 from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, UpdateReport
 from kymwatch.index.batch import Extracted, extract_batch, extract_jobs
+from kymwatch.index.exporter import Exporter
 from kymwatch.index.frames import to_frame
+from kymwatch.index.held import HeldTables
 from kymwatch.index.indexers import default_indexers
 from kymwatch.index.parted import PartedTables
 from kymwatch.index.partition import PartitionPolicy
@@ -100,6 +104,8 @@ class KymDataset(TableAccess):
         self._pub = Publisher(
             self.store, self.parted, lambda: self.indexers, lambda: self.export_tables(force=True)
         )
+        self._held = HeldTables(self._pub)
+        self._exporter = Exporter(self._pub, self._held)
         self.last_report: UpdateReport | None = None
         self.extractor: Extractor | None = None
         """Where an update or rebuild first reads its records (None: here, in chunks;
@@ -355,7 +361,7 @@ class KymDataset(TableAccess):
         else:
             reads = [self._read(ix, ids) for ix, ids in jobs]
         extracted = [(ix, ids, r) for (ix, ids), r in zip(jobs, reads, strict=True)]
-        merged, unreadable = self._pub.publish(
+        merged, unreadable = self._held.publish(
             extracted, start, before_write=before_write, hold=hold
         )
         if hold:  # nothing was written
@@ -367,7 +373,7 @@ class KymDataset(TableAccess):
         does, when results held for it (``update_batch_report(hold=True)``) name the
         record, or when that cannot be told (a table without ``image_id`` or one that
         cannot be read)."""
-        if self._pub.held_rows_of(table_name, image_id):
+        if self._held.names_record(table_name, image_id):
             return True
         try:
             st = self._pub.read(table_name)
@@ -382,19 +388,19 @@ class KymDataset(TableAccess):
     def held_tables(self) -> list[str]:
         """Names of the tables merged by ``update_batch_report(hold=True)`` and not
         written yet."""
-        return sorted(self._pub.held)
+        return self._held.names()
 
     def held_written(self) -> list[str]:
         """Names of the held tables the last call without ``hold`` wrote (with its own)."""
-        return list(self._pub.written_held)
+        return list(self._held.written)
 
     def write_held(self, *, before_write: Callable[[], object] | None = None) -> list[str]:
         """Write every held table (see :meth:`update_batch_report`); returns their names.
         ``before_write`` is called once before the first write (not at all if none is
         held)."""
-        if not self._pub.held:
+        if not self._held:
             return []
-        self._pub.write_held(time.perf_counter(), before_write=before_write)
+        self._held.write(time.perf_counter(), before_write=before_write)
         return self.held_written()
 
     def export_tables(self, *, force: bool = False) -> list[str]:
@@ -403,21 +409,21 @@ class KymDataset(TableAccess):
         An indexer's partitioned table not read yet is read first: an export older than
         its parts (a crash between the two) is due at once.
         """
-        return self._pub.export(force=force)
+        return self._exporter.export(force=force)
 
     def exported_stamp(self, name: str) -> Fingerprint | None:
         """The fingerprint of ``tables/<name>.parquet`` as this object's last export of
         it wrote it (None: it exported none)."""
-        return self._pub.exported.get(name)
+        return self._exporter.exported.get(name)
 
     def start_export(
         self, *, force: bool = False, executor: Executor | None = None
     ) -> Future[list[str]] | None:
         """:meth:`export_tables` on a thread of its own (or ``executor``), so that edits
         go on while a large export is encoded; the future gives the tables written. None
-        when no export is due. See :meth:`kymwatch.index.publish.Publisher.start_export`.
+        when no export is due. See :meth:`kymwatch.index.exporter.Exporter.start`.
         """
-        return self._pub.start_export(force=force, executor=executor)
+        return self._exporter.start(force=force, executor=executor)
 
     def _report(self, m: Merged, *, log_outcomes: bool) -> UpdateReport:
         self.last_report = report_of(m, log_outcome if log_outcomes else None)

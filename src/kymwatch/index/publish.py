@@ -4,18 +4,19 @@
 another process may write them; a table in another program's schema is adopted),
 merges an indexer's extracted records into it (:mod:`~kymwatch.index.tablework`),
 writes the changed tables on the writer threads (a partitioned table: the parts the
-merge touched, :mod:`~kymwatch.index.parted`), keeps the cache in step with what was
-written, and exports the single file of partitioned tables; :func:`report_of` tells
-what a published table's records became. Callers hold the store's table lock around a
-merge, its start and its finish.
+merge touched, :mod:`~kymwatch.index.parted`) and keeps the cache in step with what was
+written; :func:`report_of` tells what a published table's records became. Callers hold
+the store's table lock around a merge, its start and its finish. Results held back
+for a later publish are :mod:`~kymwatch.index.held`'s; the single file of a
+partitioned table is exported by :mod:`~kymwatch.index.exporter`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from kymwatch.index.arrow_schema import empty_arrow
 from kymwatch.index.base import DatasetIndexer, RecordOutcome, UpdateReport
 from kymwatch.index.batch import Extracted
 from kymwatch.index.frames import with_pandas_metadata
-from kymwatch.index.parted import ExportJob, PartedTables
+from kymwatch.index.parted import PartedTables
 from kymwatch.index.partition import PartPlan, plan_parts
 from kymwatch.index.schema import Coercions
 from kymwatch.index.tablework import adopt, merge_rebuild, merge_update
@@ -47,12 +48,11 @@ from kymwatch.store.grouped import (
     read_layout,
     start_grouped_write,
 )
-from kymwatch.store.tables import LazyPool
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ONE_BY_ONE_RECORDS", "Held", "Merged", "Publisher", "Writing", "report_of"]
+__all__ = ["ONE_BY_ONE_RECORDS", "Earlier", "Merged", "Publisher", "Writing", "report_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -87,19 +87,18 @@ class Writing:
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
-    """One table's results held, not merged yet (see :meth:`Publisher.publish`)."""
+class Earlier:
+    """One table's results read before a publish's own (see :meth:`Publisher.publish`)."""
 
     ix: DatasetIndexer
     ids: list[str]
-    results: list[Extracted]
+    results: Sequence[Extracted]
     start: float
-    id_set: set[str]
 
     def joined(
         self, ids: list[str], results: Sequence[Extracted]
     ) -> tuple[list[str], list[Extracted]]:
-        """The held ids and results followed by ``ids`` and ``results``."""
+        """The earlier ids and results followed by ``ids`` and ``results``."""
         return [*self.ids, *ids], [*self.results, *results]
 
 
@@ -121,27 +120,20 @@ class Publisher:
         indexers: Callable[[], Sequence[DatasetIndexer]],
         export_all: Callable[[], object],
     ) -> None:
-        self.store, self.parted, self._indexers = store, parted, indexers
+        self.store, self.parted, self.indexers = store, parted, indexers
         self._export_all = export_all
         self.tables: dict[str, SortedTable] = {}
         self.frames: dict[str, tuple[Fingerprint | None, pd.DataFrame]] = {}
         self.stamps: dict[str, Fingerprint | None] = {}
         self.part_stamps: dict[str, Fingerprint | None] = {}
         self.foreign: set[str] = set()  # tables read in another program's schema
-        # The single file of each partitioned table as the last export wrote it (it may
-        # land on the exporter thread, before the daemon's state has noted it).
-        self.exported: dict[str, Fingerprint] = {}
         # The row groups of each single-file table as last written here (valid while
         # its stamp is the table's): an edit re-encodes only the groups it touched.
         self.layouts: dict[str, GroupedFile] = {}
-        # Results held for a table, not merged yet (``publish(hold=True)``), by table
-        # name: the next publish without ``hold`` merges them, with its own, and writes.
-        self.held: dict[str, Held] = {}
-        self.written_held: list[str] = []  # held tables the last publish wrote
 
     def indexer_for_table(self, name: str) -> DatasetIndexer | None:
         """The indexer that owns table ``name`` (None: no indexer in use does)."""
-        return next((ix for ix in self._indexers() if ix.table_name == name), None)
+        return next((ix for ix in self.indexers() if ix.table_name == name), None)
 
     def read(self, name: str) -> SortedTable:
         """The table as on disk now (typed and sorted), from cache when the file did not
@@ -305,177 +297,97 @@ class Publisher:
         start: float,
         *,
         before_write: Callable[[], object] | None = None,
-        hold: bool = False,
-    ) -> tuple[list[Merged], dict[str, TableUnreadableError]]:
+        earlier: Mapping[str, Earlier] | None = None,
+    ) -> tuple[list[Merged], dict[str, TableUnreadableError], list[str]]:
         """Merge each indexer's results into its table (as an update) and write each
         changed table once it is merged, under one hold of the table lock.
 
-        The tables are merged smallest first (by the rows of their cached copy): the
-        smallest one is the one the user of an edited record waits for when a record
-        feeds two (a generation-1 events artifact feeds ``velocity_events`` and, as
-        kymflow's generation-2 lookup falls back on it, ``kym_velocity_events``, which
-        holds the records of both generations), and its write is the shortest. In a
-        batch of at most :data:`ONE_BY_ONE_RECORDS` records (an edit) each write starts
-        once the previous one ended, the next table merged meanwhile: the first table's
-        encode has the CPU to itself (10k records, in process, p50: ``velocity_events``
+        The tables are merged smallest first (:meth:`smallest_first`): the smallest one
+        is the one the user of an edited record waits for when a record feeds two (a
+        generation-1 events artifact feeds ``velocity_events`` and, as kymflow's
+        generation-2 lookup falls back on it, ``kym_velocity_events``, which holds the
+        records of both generations), and its write is the shortest. In a batch of at
+        most :data:`ONE_BY_ONE_RECORDS` records (an edit) each write starts once the
+        previous one ended, the next table merged meanwhile: the first table's encode
+        has the CPU to itself (10k records, in process, p50: ``velocity_events``
         renamed 15 ms after the call instead of 27 largest first and at the same time,
         ``kym_velocity_events`` 45 instead of 42; ``bench/edit_order.py``). A larger
         batch writes its tables at the same time (throughput).
 
-        With ``hold`` nothing is merged nor written: the results are kept
-        (:attr:`held`) and the next call without ``hold`` (:meth:`write_held`) merges
-        them with its own, in order (a record's last result wins, as if merged one after
-        the other), and writes each table once: a daemon's backlog pays one merge (an
-        O(rows) splice and compaction) and one write per table for several chunks. The
-        returned merges of a held call are the tables as they are (``changed`` False).
+        ``earlier`` holds results read before these, by table name (a daemon's held
+        backlog, :class:`~kymwatch.index.held.HeldTables`): a table's earlier results
+        are merged with its own, before them (a record's last result wins, as if merged
+        one after the other), and the table is written once; an earlier table that
+        ``extracted`` does not name is merged and written after the others.
 
         ``before_write`` is called once, before the first write starts (none if no
         table changed): the daemon's crash journal is committed beside the merges.
 
         Returns:
-            The merged tables, in the order of ``extracted``, and the error of each
-            indexer whose table file cannot be parsed (nothing of theirs is written).
+            The merged tables, in the order of ``extracted`` (each with its own ids and
+            results only), the error of each indexer whose table file cannot be parsed
+            (nothing of theirs is written, their earlier results are dropped), and the
+            names of the ``earlier`` tables written.
         """
+        rest = dict(earlier or {})
         merged: dict[int, Merged] = {}
         unreadable: dict[str, TableUnreadableError] = {}
+        written_earlier: list[str] = []
         writing: list[Writing | None] = []
-        order = sorted(range(len(extracted)), key=lambda k: self._cached_rows(extracted[k][0]))
         one_by_one = len({i for _, ids, _ in extracted for i in ids}) <= ONE_BY_ONE_RECORDS
         with self.store.table_lock():
-            if not hold:
-                self.written_held = []
             try:
-                try:
-                    for k in order:
-                        ix, ids, results = extracted[k]
-                        if hold:
-                            try:
-                                merged[k] = self._hold(ix, ids, results, start)
-                            except TableUnreadableError as e:
-                                unreadable[ix.name] = e
-                            continue
-                        held = self.held.pop(ix.table_name, None)
-                        both = (ids, results) if held is None else held.joined(ids, results)
-                        try:
-                            m = self.merge(ix, *both, replace_all=False, start=start)
-                        except TableUnreadableError as e:
-                            unreadable[ix.name] = e
-                            continue
-                        if held is not None and m.changed:
-                            self.written_held.append(ix.table_name)
-                        merged[k] = dataclasses.replace(m, ids=ids, results=results)
-                        if m.changed and before_write is not None:
-                            before_write()
-                            before_write = None
-                        if one_by_one:  # the previous write ends first (a failure: in finish)
-                            for f in (f for w in writing if w is not None for f in w.futures):
-                                f.exception()
-                        writing.append(self.start(m))
-                    for name in list(self.held) if not hold else ():  # held, not merged now
-                        held = self.held.pop(name)
-                        m = self.merge(
-                            held.ix, held.ids, held.results, replace_all=False, start=held.start
-                        )
-                        if not m.changed:
-                            continue
-                        if before_write is not None:
-                            before_write()
-                            before_write = None
-                        self.written_held.append(name)
-                        writing.append(self.start(m))
-                finally:
-                    self.finish(writing)
-            except BaseException:  # held results not written are lost (the caller's records
-                self.held.clear()  # stay due)
-                raise
-        return [merged[k] for k in sorted(merged)], unreadable
+                for k in self.smallest_first(extracted):
+                    ix, ids, results = extracted[k]
+                    before = rest.pop(ix.table_name, None)
+                    both = (ids, results) if before is None else before.joined(ids, results)
+                    try:
+                        m = self.merge(ix, *both, replace_all=False, start=start)
+                    except TableUnreadableError as e:
+                        unreadable[ix.name] = e
+                        continue
+                    if before is not None and m.changed:
+                        written_earlier.append(ix.table_name)
+                    merged[k] = dataclasses.replace(m, ids=ids, results=results)
+                    if m.changed and before_write is not None:
+                        before_write()
+                        before_write = None
+                    if one_by_one:  # the previous write ends first (a failure: in finish)
+                        for f in (f for w in writing if w is not None for f in w.futures):
+                            f.exception()
+                    writing.append(self.start(m))
+                for name, before in rest.items():  # earlier results of no table named here
+                    m = self.merge(
+                        before.ix, before.ids, before.results, replace_all=False, start=before.start
+                    )
+                    if not m.changed:
+                        continue
+                    if before_write is not None:
+                        before_write()
+                        before_write = None
+                    written_earlier.append(name)
+                    writing.append(self.start(m))
+            finally:
+                self.finish(writing)
+        return [merged[k] for k in sorted(merged)], unreadable, written_earlier
 
-    def write_held(self, start: float, *, before_write: Callable[[], object] | None = None) -> None:
-        """Merge and write every held table (see :meth:`publish`); nothing if none is."""
-        if self.held:
-            self.publish([], start, before_write=before_write)
+    def smallest_first(
+        self, extracted: Sequence[tuple[DatasetIndexer, list[str], Sequence[Extracted]]]
+    ) -> list[int]:
+        """The indices of ``extracted`` by the rows of each table's cached copy, fewest
+        first (see :meth:`publish`)."""
+        return sorted(range(len(extracted)), key=lambda k: self._cached_rows(extracted[k][0]))
 
-    def held_rows_of(self, table_name: str, image_id: str) -> bool:
-        """Whether results held for ``table_name`` name record ``image_id``."""
-        held = self.held.get(table_name)
-        return held is not None and image_id in held.id_set
-
-    def _hold(
-        self, ix: DatasetIndexer, ids: list[str], results: Sequence[Extracted], start: float
-    ) -> Merged:
-        """Keep ``results`` for ``ix``'s table, after those held; the table as it is."""
-        current = self.read_for_update(ix, replace_all=False)  # a damaged file: raised now
-        name = ix.table_name
-        held = self.held.get(name)
-        if held is None:
-            held = self.held[name] = Held(ix, [], [], start, set())
-        held.ids.extend(ids)
-        held.results.extend(results)
-        held.id_set.update(ids)
-        return Merged(ix, ids, results, current, False, start, current, frozenset())
+    def note_exported(self, name: str, stamp: Fingerprint) -> None:
+        """The single file of partitioned table ``name`` was exported as ``stamp`` (under
+        the table lock): the cache follows it (its rows are the cached ones)."""
+        self.stamps[name] = stamp
+        self.frames.pop(name, None)
 
     def _cached_rows(self, ix: DatasetIndexer) -> int:
         """Rows of the cached copy of the table of ``ix`` (0 if it is not cached)."""
         st = self.tables.get(ix.table_name)
         return 0 if st is None else len(st)
-
-    def export(self, *, force: bool = False) -> list[str]:
-        """Write the single file of each partitioned table whose export is due (all of
-        them with ``force``), from the cached table; returns their names. An indexer's
-        partitioned table not read yet is read first: an export older than its parts
-        (a crash between the two) is due at once.
-        """
-        return self._write_exports(self._export_jobs(force=force))
-
-    def start_export(
-        self, *, force: bool = False, executor: Executor | None = None
-    ) -> Future[list[str]] | None:
-        """Start :meth:`export` on the exporter thread (or ``executor``); None when no
-        export is due. The jobs are made now, from the cached tables: edits published
-        meanwhile do not wait for the encode, and an export they make stale stays due.
-        """
-        jobs = self._export_jobs(force=force)
-        if not jobs:
-            return None
-        return (executor or _exporter()).submit(self._write_exports, jobs, _EXPORT_LOCK_WAIT_S)
-
-    def _export_jobs(self, *, force: bool) -> list[ExportJob]:
-        for ix in self._indexers():  # parts on disk not read yet: is their export stale?
-            if ix.table_name not in self.tables and self.parted.layout(ix.table_name):
-                self.read(ix.table_name)
-        names = [n for n in self.parted.due(force=force) if n not in self.held]
-        if not names:
-            return []
-        self.store.check_writable()
-        with self.store.table_lock():
-            return [self.parted.export_job(name, self.read(name).table) for name in names]
-
-    def _write_exports(self, jobs: Sequence[ExportJob], lock_wait_s: float = -1) -> list[str]:
-        """Encode each export without the table lock, replace each file under it (a job
-        whose lock was not had within ``lock_wait_s`` is left due)."""
-        written = []
-        for job in jobs:
-            with self.parted.staged_export(job) as commit:
-                try:
-                    lock = self.store.table_lock(timeout=lock_wait_s)
-                    lock.__enter__()
-                except TimeoutError:  # another process holds it (a rebuild): later
-                    continue
-                try:  # the cache's stamp follows before the loop can read the table
-                    stamp = commit()
-                    if stamp is not None:
-                        self.stamps[job.name] = self.exported[job.name] = stamp
-                        self.frames.pop(job.name, None)
-                        written.append(job.name)
-                finally:
-                    lock.__exit__(None, None, None)
-        return written
-
-
-_EXPORT_LOCK_WAIT_S = 1.0
-"""Longest wait of the exporter thread for the table lock; the export then stays due."""
-_exporter = LazyPool(1, "kymwatch-export")
-"""The thread that writes exports beside the daemon's loop."""
 
 
 def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> UpdateReport:
