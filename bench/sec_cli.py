@@ -8,7 +8,8 @@ the same way for reference.
 
 The package's bytecode is compiled first, as ``pip install`` does: an editable install
 under ``PYTHONDONTWRITEBYTECODE`` (as on the benchmark machines) otherwise compiles every
-module changed since its ``.pyc`` was written on each start (~4 ms a module).
+module changed since its ``.pyc`` was written on each start (six of the CLI's modules
+stale: ``--version`` 87 → 98 ms, medians of 9, measured by hand).
 """
 
 from __future__ import annotations
