@@ -116,6 +116,14 @@ def _run(
         "after_write_s": round(t2 - t1, 3),
         "daemon_cpu_s": round(cpu, 3),
         "main_thread_cpu_s": round(main_cpu, 3),
+        "other_threads_cpu_s": sorted(
+            (
+                round(c - threads0.get(t, 0.0), 2)
+                for t, c in threads.items()
+                if t != d.pid and c - threads0.get(t, 0.0) > 0
+            ),
+            reverse=True,
+        ),
         "runqueue_wait_s": round(wait, 3),
         "vm_hwm_mib": peak,
         "batches": len(batches),
