@@ -113,7 +113,7 @@ def _group_columns(group: Sequence[RawRows]) -> dict[str, Values]:
     first = group[0].source
     if isinstance(first, pa.Table):
         tables = [r.source for r in group if isinstance(r.source, pa.Table)]
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
         return {name: table.column(name) for name in table.column_names}
     out: dict[str, list[Any]] = {name: [] for name in first}
     for r in group:
