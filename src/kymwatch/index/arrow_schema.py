@@ -199,7 +199,12 @@ def conform_batch(
             continue
         key = _group_key(raw)
         # Compared, not hashed: hashing an Arrow schema costs more than reading ten rows.
-        found = next((m for k, m in reversed(groups) if _same_key(k, key)), None)
+        # The last group first: a chunk's records mostly share their raw columns.
+        found: list[int] | None = None
+        if groups and _same_key(groups[-1][0], key):
+            found = groups[-1][1]
+        else:
+            found = next((m for k, m in reversed(groups) if _same_key(k, key)), None)
         if found is None:
             groups.append((key, [i]))
         else:
