@@ -90,6 +90,36 @@ def test_snapshot_finds_and_refuses_what_a_plain_record_does(tmp_path: Path, kin
             assert snap == plain, (image_id, name)
 
 
+@pytest.mark.parametrize("kind", ["absent", "directory", "fifo", "symlink-loop"])
+def test_find_first_finds_what_the_look_ups_one_by_one_find(tmp_path: Path, kind: str) -> None:
+    """Every built-in indexer's whole look-up in one call (``find_first``) gives the
+    first file its names give one by one, for snapshot and plain records of both
+    generations, with the generation-2 files replaced by something unreadable."""
+    ds, ids = _store(tmp_path)
+    analysis = Path(ds.images_dir) / ids[0] / "analysis"
+    _make(kind, analysis / "velocity_events" / "events.parquet", tmp_path)
+    _make(kind, analysis / "radon" / "results.parquet", tmp_path)
+    lookups = [ix.lookups for ix in make_indexers(list(ALL))]  # type: ignore[attr-defined]
+    found_any = 0
+    for image_id in ids:
+        for snapshot in (False, True):
+            for each in lookups:
+                rec = ZarrImageRecord(ds, image_id, snapshot=snapshot)
+                one_by_one = next(
+                    (
+                        (name, *found)
+                        for name, formats in each
+                        if (found := rec.find_artifact_file(name, formats)) is not None
+                    ),
+                    None,
+                )
+                rec = ZarrImageRecord(ds, image_id, snapshot=snapshot)
+                got = rec.find_first(each)
+                assert got == one_by_one, (image_id, snapshot, each)
+                found_any += got is not None
+    assert found_any > 0
+
+
 def test_snapshot_of_a_linked_folder_refuses_its_files(tmp_path: Path) -> None:
     """A folder of analysis/ that is a symbolic link: its files are found as a plain
     record finds them and refused, never read through the link."""

@@ -113,7 +113,10 @@ def _group_columns(group: Sequence[RawRows]) -> dict[str, Values]:
     first = group[0].source
     if isinstance(first, pa.Table):
         tables = [r.source for r in group if isinstance(r.source, pa.Table)]
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        # One chunk per column before any conversion: each kernel (cast, NaN check,
+        # inference) then runs once per column, not once per record's chunk (at 10k
+        # records this halved the typing of a chunk's rows: bench/ANALYSIS.md).
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
         return {name: table.column(name) for name in table.column_names}
     out: dict[str, list[Any]] = {name: [] for name in first}
     for r in group:
@@ -173,8 +176,8 @@ def _conform_group(
     declared = list(columns)
     at = len(declared) if extras_at is None else extras_at
     order = declared[:at] + extras + declared[at:]
-    # One contiguous table per group: the records' own small buffers (one per column
-    # per artifact read) are released instead of being kept as thousands of chunks.
+    # One contiguous table per group (the raw columns were combined above; stamps and
+    # conversions add no chunks): the records' own small buffers are not kept.
     return pa.table({c: data[c] for c in order}).combine_chunks()
 
 
@@ -196,7 +199,12 @@ def conform_batch(
             continue
         key = _group_key(raw)
         # Compared, not hashed: hashing an Arrow schema costs more than reading ten rows.
-        found = next((m for k, m in reversed(groups) if _same_key(k, key)), None)
+        # The last group first: a chunk's records mostly share their raw columns.
+        found: list[int] | None = None
+        if groups and _same_key(groups[-1][0], key):
+            found = groups[-1][1]
+        else:
+            found = next((m for k, m in reversed(groups) if _same_key(k, key)), None)
         if found is None:
             groups.append((key, [i]))
         else:

@@ -62,10 +62,9 @@ class _TableIndexer:
         return to_frame(rows.table())
 
     def _find(self, rec: ZarrImageRecord) -> tuple[str, ArtifactFormat, str]:
-        for name, formats in self.lookups:
-            found = rec.find_artifact_file(name, formats)
-            if found is not None:
-                return name, found[1], found[0]
+        found = rec.find_first(self.lookups)
+        if found is not None:
+            return found[0], found[2], found[1]
         raise ArtifactNotFoundError(rec.image_id, self.lookups[0][0], _looked_for(self.lookups))
 
 

@@ -48,6 +48,14 @@ def _candidates(name: str, formats: tuple[ArtifactFormat, ...]) -> tuple[_Candid
     return tuple((*_split_name(name, fmt), fmt) for fmt in formats)
 
 
+@functools.lru_cache(maxsize=64)
+def _flat_candidates(
+    lookups: tuple[tuple[str, tuple[ArtifactFormat, ...]], ...],
+) -> tuple[tuple[str, _Candidate], ...]:
+    """Every (artifact name, candidate file) of ``lookups``, in the order tried."""
+    return tuple((name, cand) for name, formats in lookups for cand in _candidates(name, formats))
+
+
 class ArtifactFiles:
     """The artifact look-ups and reads of a record (see the module): ``image_id``,
     ``_dir`` (the record folder) and ``_analysis`` (its ``analysis/``) are set by the
@@ -80,27 +88,40 @@ class ArtifactFiles:
     ) -> tuple[str, ArtifactFormat] | None:
         """:meth:`find_artifact` with the path as a string (the indexers' hot path)."""
         cands = _candidates(name, formats if isinstance(formats, tuple) else tuple(formats))
-        listed = self._listed
-        for rel, folder, base, fmt in cands:
-            p = self._analysis + rel
-            if listed is not None:
-                names = listed[folder] if folder in listed else self._names(folder)
-                if names is not None:
-                    if base in names:
-                        return p, fmt
-                    continue
-                if folder in self._probing:
-                    if self._probe(name, p, folder):
-                        return p, fmt
-                    continue
-            try:
-                os.lstat(p)
-            except PermissionError as e:
-                raise ArtifactUnreadableError(self.image_id, name, p, str(e)) from e
-            except OSError:  # absent (or a name the OS refuses): not there
-                continue
-            return p, fmt
+        for cand in cands:
+            if self._present(name, cand):
+                return self._analysis + cand[0], cand[3]
         return None
+
+    def find_first(
+        self, lookups: tuple[tuple[str, tuple[ArtifactFormat, ...]], ...]
+    ) -> tuple[str, str, ArtifactFormat] | None:
+        """The first file found among ``lookups`` ((artifact name, formats) in the order
+        tried), as :meth:`find_artifact_file` finds each: the name, the path and the
+        format; None when none is there (one call for an indexer's whole look-up)."""
+        for name, cand in _flat_candidates(lookups):
+            if self._present(name, cand):
+                return name, self._analysis + cand[0], cand[3]
+        return None
+
+    def _present(self, name: str, cand: _Candidate) -> bool:
+        """Whether candidate file ``cand`` of artifact ``name`` exists (see the module)."""
+        rel, folder, base, _ = cand
+        listed = self._listed
+        if listed is not None:
+            names = listed[folder] if folder in listed else self._names(folder)
+            if names is not None:
+                return base in names
+            if folder in self._probing:
+                return self._probe(name, self._analysis + rel, folder)
+        p = self._analysis + rel
+        try:
+            os.lstat(p)
+        except PermissionError as e:
+            raise ArtifactUnreadableError(self.image_id, name, p, str(e)) from e
+        except OSError:  # absent (or a name the OS refuses): not there
+            return False
+        return True
 
     def _probe(self, name: str, path: str, folder: str) -> bool:
         """Whether file ``path`` of artifact ``name`` (in ``analysis/<folder>``) exists

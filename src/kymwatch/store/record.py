@@ -68,8 +68,8 @@ class ZarrImageRecord(ArtifactFiles):
         self.dataset = dataset
         self.image_id = validate_image_id(image_id)
         # Plain strings on the hot path (one record read per artifact change).
-        self._dir = os.path.join(dataset.images_dir, image_id)
-        self._analysis = os.path.join(self._dir, ANALYSIS_DIR)
+        self._dir = f"{dataset.images_dir}{os.sep}{image_id}"  # os.path.join's result
+        self._analysis = f"{self._dir}{os.sep}{ANALYSIS_DIR}"
         self._init_lookups(snapshot, listed)
         # Tables read in this snapshot: two indexers reading one file parse it once.
         self._read_tables: dict[str, pa.Table] | None = {} if snapshot else None
