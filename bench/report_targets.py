@@ -79,7 +79,9 @@ def rss_rows(results: dict[str, Any]) -> tuple[list[tuple[float, str]], list[tup
         steady += [(m["vm_hwm_mib"], f"idle, {mode}") for mode, m in idle["modes"].items()]
     for e in lat["sizes"] if lat else []:
         if e.get("records") == mid and "error" not in e:
-            steady.append((e["daemon_peak_rss_mib"], f"single edits, {e['writer']}"))
+            changed = sum(c or 0 for c in e.get("startup_changed", []))
+            note = f", start-up re-indexed {changed:,} records" if changed else ""
+            steady.append((e["daemon_peak_rss_mib"], f"single edits, {e['writer']}{note}"))
     if burst and burst["store_records"] == mid and "daemon_rss" in burst:
         worst.append((burst["daemon_rss"]["vm_hwm_mib"], "bursts"))
     return steady, worst

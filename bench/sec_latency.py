@@ -176,6 +176,11 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
         if parts:
             _partition(store, n, rng)
         settled = d.wait_idle()  # "daemon is idle": its start-up stale count done
+        # Records the start-up reconcile found changed: 0 unless something outside the
+        # benchmark touched the store's inodes (a hard-link copy of the same cache
+        # changes their ctime), and then the session's peak RSS is a re-index's.
+        started = [e for e in d.events("reconcile_done") if e.get("reason") == "startup"]
+        startup_changed = started[-1].get("changed") if started else None
         for k, edit in enumerate(edits):
             marker = 10_000.0 + seed * 1000 + k
             table = edit.table
@@ -214,6 +219,7 @@ def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str
         "batches": len(batches),
         "daemon_rss": rss,
         "settled_s": settled,
+        "startup_changed": startup_changed,
     }
 
 
@@ -278,6 +284,7 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
         "other_cores_per_session": [round(r["other_cores"], 2) for r in runs],
         "daemon_peak_rss_mib": max(r["daemon_rss"]["vm_hwm_mib"] for r in runs),
         "settled_s": [round(r["settled_s"], 1) for r in runs],
+        "startup_changed": [r["startup_changed"] for r in runs],
         "raw_ms": {t: [round(x, 2) for x in v] for t, v in by_table.items()},
     }
     p, q = entry["latency_ms"], entry["latency_minus_window_ms"]
