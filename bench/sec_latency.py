@@ -144,27 +144,34 @@ def _partition(store: Path, n: int, rng: random.Random) -> None:
     sync(store)
 
 
-def _edits(rng: random.Random, n: int, samples: int) -> list[storegen.Edit]:
-    """A session's edits: random records, the two artifact kinds in turn."""
-    return [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
+def _plan(seed: int, n: int, samples: int) -> tuple[random.Random, list[storegen.Edit]]:
+    """A session's edits (random records, the two artifact kinds in turn) and the
+    random source its pauses go on drawing from."""
+    rng = random.Random(seed)
+    return rng, [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
 
 
-def _unshare_edited(store: Path, n: int, samples: int, seeds: range) -> None:
-    """Give every artifact the in-place sessions ``seeds`` will write its own inode (an
-    in-place write must not reach the cache through a hard link), then record the state
-    again: the daemon starts with nothing to re-index, as in the atomic sessions (a
-    restart with changed records is the scale section's)."""
-    for seed in seeds:
-        for e in {(e.index, e.kind) for e in _edits(random.Random(seed), n, samples)}:
-            storegen.unshare(storegen.artifact_path(store, *e))
+def _unshare_edited(store: Path, edits: list[storegen.Edit]) -> None:
+    """Give every artifact ``edits`` will write in place its own inode (an in-place
+    write must not reach the cache through a hard link), then record the state again:
+    the daemon starts with nothing to re-index, as in the atomic sessions (a restart
+    with changed records is the scale section's)."""
+    for e in {(e.index, e.kind) for e in edits}:
+        storegen.unshare(storegen.artifact_path(store, *e))
     stores.seed_state(store)
 
 
-def _session(ctx: Ctx, store: Path, n: int, samples: int, seed: int, writer: str) -> dict[str, Any]:
-    rng = random.Random(seed)
+def _session(
+    ctx: Ctx,
+    store: Path,
+    n: int,
+    plan: tuple[random.Random, list[storegen.Edit]],
+    seed: int,
+    writer: str,
+) -> dict[str, Any]:
+    rng, edits = plan
     quiet = ctx.opts.quiet_ms
     parts = writer == PARTS_WRITER
-    edits = _edits(rng, n, samples)
     out: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
     waits: dict[str, list[float]] = {t: [] for t in storegen.TABLES}
     misses = 0
@@ -230,12 +237,13 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
     if writer != "atomic":
         total = max(10, int(total * o.inplace_fraction))
     sessions = max(1, min(o.reps, total // 20))
+    plans = [_plan(s, n, total // sessions) for s in range(sessions)]
     if writer == "inplace":
-        _unshare_edited(store, n, total // sessions, range(sessions))
+        _unshare_edited(store, [e for _, edits in plans for e in edits])
     runs = []
-    for s in range(sessions):
+    for s, plan in enumerate(plans):
         ctx.log(f"latency: {n} records, {writer} writer, session {s + 1}/{sessions}")
-        runs.append(_session(ctx, store, n, total // sessions, seed=s, writer=writer))
+        runs.append(_session(ctx, store, n, plan, seed=s, writer=writer))
     window = window_ms(ctx)
     pooled = [x for r in runs for t in r["samples"].values() for x in t]
     by_table = {
