@@ -26,7 +26,8 @@ that the shared machine's load falls on both alike.
 ``--writer-only`` runs the same bursts with no daemon at all (the writes alone, then
 nothing), to tell the writer's own cost from the daemon's. ``--relink`` makes every
 artifact of the burst a hard link shared with the cache again before each burst
-(untimed, as the first burst finds them); ``--flush`` calls ``sync(2)`` before each burst
+(untimed, as the first burst finds them; like a hard-link copy it changes the cached
+files' ctime, so never while a benchmark runs); ``--flush`` calls ``sync(2)`` before each burst
 (untimed), so no dirty pages of the previous burst are left to write back during it.
 """
 
