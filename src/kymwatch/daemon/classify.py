@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kymwatch.daemon.changes import RECORD_METADATA, ChangeKind, FileChange, RecordChange
-from kymwatch.store import INDEX_DIR, PathKind, parse_store_path
+from kymwatch.store import INDEX_DIR, PathKind, is_temporary_name, parse_store_path
 
-__all__ = ["SYNC_DIR", "SyncRequest", "classify"]
+__all__ = ["SYNC_DIR", "SyncRequest", "classify", "is_partial_file_name"]
 
 SYNC_DIR = f"{INDEX_DIR}/sync"
 """Folder (relative to the store) where ``kymwatch sync`` drops its request files."""
@@ -56,6 +56,19 @@ def classify(root: Path, change: FileChange) -> RecordChange | SyncRequest | Non
     if sp.kind is PathKind.OWN and change.kind is not ChangeKind.DELETED:
         return _sync_request(root, change.path)
     return None
+
+
+def is_partial_file_name(name: str) -> bool:
+    """True for the name of a partial or temporary file that is not hidden: zarr's and
+    kymflow's ``<name>.<hex>.partial``, ``*.tmp``, editors' ``name~`` and ``*.swp``.
+
+    :func:`classify` drops every file so named, wherever it is (it is never an
+    artifact, record metadata nor a sync request: only the rename onto its final name
+    is), so an event source may drop such a file's events before they reach the
+    daemon's loop. Hidden names (``.zattrs``, ``.name.partial``) are left to
+    :func:`classify`: some of them are record metadata.
+    """
+    return not name.startswith(".") and is_temporary_name(name)
 
 
 def _sync_request(root: Path, path: str) -> SyncRequest | None:

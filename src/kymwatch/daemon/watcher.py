@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import structlog
 
 from kymwatch.daemon.changes import ChangeKind, FileChange, Rescan, Signal
-from kymwatch.daemon.classify import SYNC_DIR
+from kymwatch.daemon.classify import SYNC_DIR, is_partial_file_name
 from kymwatch.daemon.folderwatch import FolderWatcher
 from kymwatch.store import (
     ANALYSIS_DIR,
@@ -94,6 +94,12 @@ class InotifyWatcher:
     New record and ``analysis/`` folders get watches as they appear; a queue
     overflow or a watcher failure is reported as :class:`Rescan`.
 
+    The events of partial files (``<name>.<hex>.partial`` written before the rename
+    onto ``<name>``: ~4 of 5 events in a burst of atomic writes) are dropped on the
+    inotify thread and only counted (:attr:`partial_events`): the daemon's loop would
+    classify each and drop it (:func:`~kymwatch.daemon.classify.is_partial_file_name`);
+    the rename onto the final name is reported as ever.
+
     Events come from one inotify instance, read and handled in order on one thread,
     so a sync request's event is reported after every event queued before it
     (:attr:`ordered`). A folder created before its watch is added is covered too: its
@@ -123,6 +129,9 @@ class InotifyWatcher:
         self._path_of: dict[int, str] = {}
         # During a rewatch: the watches the kernel handed back (see rewatch).
         self._seen: set[int] | None = None
+        self.partial_events = 0
+        """Events of partial files dropped here, never reported (written by the
+        inotify thread only)."""
         dirs = C.IN_CREATE | C.IN_MOVED_TO | C.IN_DELETE | C.IN_MOVED_FROM
         selfs = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         flags = C.IN_ONLYDIR | C.IN_DONT_FOLLOW
@@ -314,8 +323,12 @@ class InotifyWatcher:
                 self._remove_under(parent)
                 self.sink(Rescan("store_moved_or_deleted"))
             return
-        path = os.path.join(parent, os.fsdecode(event.name)) if event.name else parent
         is_dir = bool(event.mask & C.IN_ISDIR)
+        name = os.fsdecode(event.name) if event.name else ""
+        if name and not is_dir and is_partial_file_name(name):
+            self.partial_events += 1  # never indexed (classify drops it): not reported
+            return
+        path = os.path.join(parent, name) if name else parent
         signal = Signal.NONE
         if event.mask & (C.IN_CREATE | C.IN_MOVED_TO):
             kind = ChangeKind.ADDED
