@@ -1,6 +1,7 @@
 """Burst: many records re-analysed at once (both artifacts rewritten) in a large store.
 
-Compared in the same run, on two copies of the same indexed store:
+Compared in the same run, on two copies of the same indexed store, whose artifacts the
+bursts rewrite are first given their own inodes (:func:`_unshare_bursts`), as a user's are:
 
 * **daemon**: ``kymwatch run`` watches copy D; once it is idle (the stale count of
   its start or of the previous burst done), the benchmark rewrites both
@@ -24,8 +25,10 @@ Compared in the same run, on two copies of the same indexed store:
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,22 @@ from measure import Ctx, Daemon, LoadMeter, median, sync
 
 def _ids(idx: list[int]) -> list[str]:
     return [storegen.image_id(i) for i in idx]
+
+
+def _unshare_bursts(store: Path, bursts: Iterable[list[int]]) -> None:
+    """Give each artifact the bursts rewrite its own inode, then record the state again.
+
+    A hard-link copy's artifacts share their inodes with the cache, so a rename over one
+    frees nothing; from the second burst on it frees the file it replaces, which costs
+    the writer (and, on a file system mounted with ``discard``, one discard per file;
+    ``bench/ANALYSIS.md``, "Burst, session 9"). A user's store has no such links:
+    unshared, every rep is the realistic case, not only the second and later ones.
+    """
+    for i in sorted({i for idx in bursts for i in idx}):
+        for kind in storegen.KINDS:
+            storegen.unshare(storegen.artifact_path(store, i, kind))
+    stores.seed_state(store)
+    os.sync()  # the copies' writes are on disk before the first burst is timed
 
 
 def _daemon_burst(d: Daemon, store: Path, idx: list[int], marker: float) -> dict[str, Any]:
@@ -144,6 +163,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
     sec_scale.ensure_template(ctx, n)
     dstore = stores.indexed_copy(n, ctx.work / f"store-{n}")
     pstore = stores.indexed_copy(n, ctx.work / f"store-{n}-b")
+    burst_idx = {b: random.Random(b).sample(range(n), b) for b in o.burst_sizes}
+    _unshare_bursts(dstore, burst_idx.values())
+    _unshare_bursts(pstore, burst_idx.values())
     res: dict[str, Any] = {"store_records": n, "quiet_ms": o.quiet_ms, "sizes": []}
     marker = 20_000.0
     with Daemon(dstore, quiet_ms=o.quiet_ms, extra=sec_latency.daemon_args(ctx)) as d:
@@ -151,7 +173,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         res["sync_idle_s"] = median([sync(dstore) for _ in range(3)])
         ctx.log(f"burst: idle sync {res['sync_idle_s'] * 1000:.0f} ms in-process")
         for b in o.burst_sizes:
-            idx = random.Random(b).sample(range(n), b)
+            idx = burst_idx[b]
             entry: dict[str, Any] = {"records": b, "artifacts": 2 * b}
             daemon_runs, floor_runs, lib_runs = [], [], []
             for rep in range(o.reps):
