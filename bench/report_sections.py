@@ -157,7 +157,10 @@ def burst(results: dict[str, Any]) -> list[str]:
         "generation 2; 10 event rows each) is fully indexed; then both data artifacts (events "
         "and radon) of B records are rewritten as fast as one process can (atomic writes), and "
         "the time until every table is right is measured five ways, in the same run, on two "
-        "copies of the same store:",
+        "copies of the same store. Each artifact a burst rewrites has its own inode, as in a "
+        "user's store: a rename over it frees the old file, which costs the writer more than "
+        "a rename over a link the cache still holds (much more on a file system mounted with "
+        "`discard`; `bench/ANALYSIS.md`, 'Burst, session 9'):",
         "",
         "* **daemon** — `kymwatch run` watches the store; time from the first write until the "
         "`kymwatch sync` barrier returns (called in-process through `request_sync`, the "
