@@ -82,13 +82,17 @@ def _cpu_model() -> str:
 
 
 def _fs_type(path: Path) -> str:
+    """The file system type holding ``path``, and ``discard`` when it is mounted with it
+    (each freed file is then discarded at the next journal commit, which slows writers
+    that replace files: ``bench/ANALYSIS.md``, "Burst, session 9")."""
     target, best, kind = os.path.realpath(path), "", "unknown"
     try:
         for line in Path("/proc/mounts").read_text().splitlines():
             f = line.split()
-            inside = len(f) >= 3 and (target == f[1] or target.startswith(f[1].rstrip("/") + "/"))
+            inside = len(f) >= 4 and (target == f[1] or target.startswith(f[1].rstrip("/") + "/"))
             if inside and len(f[1]) > len(best):
-                best, kind = f[1], f[2]
+                discard = "discard" in f[3].split(",")
+                best, kind = f[1], f[2] + (" (mounted with discard)" if discard else "")
     except OSError:
         pass
     return kind
