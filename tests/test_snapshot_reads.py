@@ -219,16 +219,16 @@ def test_read_if_present_tells_nothing_there_from_unreadable(tmp_path: Path) -> 
 def test_a_rebuild_lists_analysis_once_over_its_passes(
     tmp_path: Path, calls: Counter[str], recheck: bool
 ) -> None:
-    """A rebuild of every table (two passes) lists each record's analysis/ in its first
-    pass only, and gives the outcomes and rows of one table rebuilt at a time; with a
-    recheck, a record that gained an artifact between the passes is read again."""
+    """A rebuild of every table (one pass over the records) lists each record's
+    analysis/ once, and gives the outcomes and rows of one table rebuilt at a time; with
+    a recheck, a record that gained an artifact after its chunk was read is read again."""
     ds, ids = _store(tmp_path, 6)
     kd = KymDataset(ds.path, "a", indexers=make_indexers(list(ALL)))
     gained = Path(ds.images_dir) / ids[1] / "analysis" / "radon" / "results.parquet"
     done = [0]
 
     def after_chunk() -> None:
-        """After the first pass's chunk: a generation-1 record gains kym_radon's file."""
+        """After the first chunk: a generation-1 record gains kym_radon's file."""
         done[0] += 1
         if done[0] == 1 and recheck:
             gained.parent.mkdir()
