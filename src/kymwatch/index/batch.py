@@ -311,12 +311,42 @@ class HeldResults(Sequence[Extracted]):
     def add(self, chunk: ChunkResult) -> None:
         """Hold ``chunk``'s results after those already held."""
         table = _one_batch(chunk.extracted)
-        pairs = () if table is not None else chunk.extracted
-        self._chunks.append((chunk.outcomes, table, pairs))
+        if table is None:
+            self._chunks.append((chunk.outcomes, None, chunk.extracted))
+        else:
+            self._chunks.append((tuple(o for o, _ in chunk.extracted), table, ()))
         self._len += len(chunk.extracted)
 
     def __len__(self) -> int:
         return self._len
+
+    def outcomes(self) -> Iterator[RecordOutcome]:
+        """Each record's outcome, in order (no rows made)."""
+        for outcomes, _, _ in self._chunks:
+            yield from outcomes
+
+    def rows(self) -> int:
+        """The rows held (every record's rows)."""
+        return sum(
+            table.num_rows if table is not None else sum(s.count for _, s in pairs if s)
+            for _, table, pairs in self._chunks
+        )
+
+    def whole_tables(self) -> list[tuple[tuple[RecordOutcome, ...], pa.Table]] | None:
+        """Each chunk's outcomes and the one table holding its indexed records' rows in
+        their order (no other rows; a chunk without rows is left out); None if a chunk's
+        rows are not in one table or a record keeps its old rows (unreadable or
+        invalid): then the pairs are needed. A rebuild's merge takes each chunk's table
+        whole (:func:`~kymwatch.index.tablework.merge_rebuild`: no per-record slices)."""
+        out: list[tuple[tuple[RecordOutcome, ...], pa.Table]] = []
+        for outcomes, table, pairs in self._chunks:
+            if any(o.keeps_old_rows for o in outcomes):
+                return None
+            if table is not None:
+                out.append((outcomes, table))
+            elif any(span is not None for _, span in pairs):  # rows (or columns) apart
+                return None
+        return out
 
     def __iter__(self) -> Iterator[Extracted]:
         for outcomes, table, pairs in self._chunks:

@@ -106,7 +106,7 @@ def rebuild_passes(
             now, fresh = _read_changed(store, ixs, seen, chunk)
         for ix in ixs:
             done: Sequence[Extracted] = results.pop(ix.name)  # dropped once merged
-            if seen is not None:
+            if seen is not None and (fresh[ix.name] or now != ids):
                 old, new = dict(zip(ids, done, strict=True)), fresh[ix.name]
                 done = [new[i] if i in new else old[i] for i in now]
             reports[ix.name] = publish(ix, now, done)
