@@ -289,9 +289,9 @@ os._exit(0)  # pyarrow's teardown may abort (apache/arrow#34314)
 
 @pytest.mark.integration
 def test_kymwatch_rebuild_freezes_its_imports_and_raises_the_thresholds(tmp_path: Path) -> None:
-    """`kymwatch rebuild` sets the collector up as a daemon's: the thresholds
-    `GC_THRESHOLD` and what its imports and indexers left frozen before it reads the
-    records; it still writes every table, and no daemon_up would freeze again."""
+    """`kymwatch rebuild` sets the collector up for a rebuild: the thresholds
+    `REBUILD_GC_THRESHOLD` and what its imports and indexers left frozen before it
+    reads the records; it still writes every table, and no daemon_up would freeze."""
     root = tmp_path / "dataset.zarr"
     shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
     shutil.rmtree(root / "tables")
@@ -304,8 +304,9 @@ def test_kymwatch_rebuild_freezes_its_imports_and_raises_the_thresholds(tmp_path
     )
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
     assert doc["rc"] == 0
-    assert doc["before"]["frozen"] == 0 and tuple(doc["before"]["threshold"]) != memory.GC_THRESHOLD
-    assert tuple(doc["threshold"]) == memory.GC_THRESHOLD
+    assert doc["before"]["frozen"] == 0
+    assert tuple(doc["before"]["threshold"]) != memory.REBUILD_GC_THRESHOLD
+    assert tuple(doc["threshold"]) == memory.REBUILD_GC_THRESHOLD
     assert doc["frozen"] > 10_000  # the imports (pyarrow, kymwatch) and the indexers
     assert doc["settings"]["gc_rebuild"] == "frozen before the rebuild"
     assert "gc" not in doc["settings"]  # a daemon_up in this process would not freeze
@@ -330,4 +331,4 @@ def test_tune_gc_for_rebuild_freezes_what_is_alive_and_collects_garbage_first() 
     doc = json.loads(proc.stdout)
     assert doc["done"]["collected"] >= 1
     assert doc["done"]["frozen"] == doc["frozen"] > 0
-    assert tuple(doc["threshold"]) == memory.GC_THRESHOLD
+    assert tuple(doc["threshold"]) == memory.REBUILD_GC_THRESHOLD

@@ -33,10 +33,10 @@ before the daemon allocates (they change the whole process, so tests that run a
   :func:`daemon_up` first unfreezes and collects (in a folder of stores, one daemon's
   start-up frees what the others' frozen objects left in cycles).
   ``kymwatch rebuild`` calls :func:`tune_gc_for_rebuild` once its indexers are made:
-  the same thresholds, and what the imports left frozen at once (~35,000 objects).
-  A rebuild reads every record and keeps ~4 objects per record and table until it
-  merges: with Python's thresholds a 10k-record rebuild ran ~370 young and 3 full
-  collections (~0.17 s of CPU); with these, a few young ones and no full one.
+  higher thresholds still (:data:`REBUILD_GC_THRESHOLD`), and what the imports left
+  frozen at once. With Python's thresholds a 10k-record rebuild ran ~370 young, ~30
+  middle and 3 full collections (~0.17 s of CPU, measured with a ``gc.callbacks``
+  probe); with these, none after the freeze.
 
 pyarrow's cloud file systems (S3 & co., ~7 MiB) are left as pyarrow loads them: keeping
 them out of ``pyarrow.fs`` also kept out its exit hook, and a process that imported one
@@ -79,6 +79,7 @@ from types import ModuleType
 
 __all__ = [
     "GC_THRESHOLD",
+    "REBUILD_GC_THRESHOLD",
     "MMAP_THRESHOLD",
     "NUMPY_ENV",
     "daemon_up",
@@ -103,6 +104,13 @@ with ``bench/burst_probe.py --gc`` (medians of 3; ``bench/ANALYSIS.md``). The pr
 young collection scans up to ~10,000 new objects (4-21 ms in a burst, before 2-4); in
 single edits they are rare (~3 per 100) and never inside an edit's work
 (:func:`kymwatch.daemon.indexing.gc_paused`)."""
+REBUILD_GC_THRESHOLD = (100_000, 10, 10)
+"""The collection thresholds of a ``kymwatch rebuild`` process: a young collection only
+after 100,000 net allocations of tracked objects. A rebuild allocates in chunks of
+1,000 records and frees most of a chunk's objects once it is read, so with it a
+10k-record rebuild ran no young collection after the freeze, and with
+:data:`GC_THRESHOLD` ~10 (45-70 ms, measured with a ``gc.callbacks`` probe; peak RSS
+the same). Its pauses (~5 ms at most) matter in no one-off rebuild."""
 _MAX_ARENAS = 2
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
 _M_ARENA_MAX = -8
@@ -243,12 +251,12 @@ def tune_gc() -> None:
 
 def tune_gc_for_rebuild() -> dict[str, object]:
     """Set the collector up for a one-off rebuild (``kymwatch rebuild``, and
-    ``bench/rebuild_child.py`` as it): the thresholds :data:`GC_THRESHOLD`, and every
-    object alive now (the imports, the indexers) collected once, then frozen, so the
-    collections the rebuild still makes do not scan them. Returns what was done, as
-    :func:`daemon_up` does."""
+    ``bench/rebuild_child.py`` as it): the thresholds :data:`REBUILD_GC_THRESHOLD`,
+    and every object alive now (the imports, the indexers) collected once, then frozen,
+    so the collections the rebuild still makes do not scan them. Returns what was
+    done, as :func:`daemon_up` does."""
     start = time.perf_counter()
-    gc.set_threshold(*GC_THRESHOLD)
+    gc.set_threshold(*REBUILD_GC_THRESHOLD)
     collected = gc.collect()
     gc.freeze()
     _SETTINGS["gc_threshold"] = list(gc.get_threshold())

@@ -41,29 +41,6 @@ __all__ = [
 ]
 
 
-_RECENT_SCHEMAS = 8
-_recent: list[tuple[pa.Schema, tuple[str, ...]]] = []
-_UNIQUE: dict[tuple[str, ...], None] = {}  # column names seen without a repeat (bounded)
-
-
-def _schema_names(schema: pa.Schema) -> tuple[str, ...]:
-    """``schema``'s column names, taken from a recently seen equal schema when there is
-    one: comparing two schemas costs ~0.15 µs, building the names ~2 (most records of
-    a store share a few raw schemas: 2.5 tables per record in a rebuild)."""
-    recent = _recent
-    for k, (seen, names) in enumerate(recent):
-        if seen.equals(schema):
-            if k:  # most recently used first
-                recent.insert(0, recent.pop(k))
-            return names
-    names = tuple(schema.names)
-    recent.insert(0, (schema, names))
-    del recent[_RECENT_SCHEMAS:]
-    if len(set(names)) == len(names) and len(_UNIQUE) < 4096:
-        _UNIQUE[names] = None
-    return names
-
-
 @dataclass(frozen=True, slots=True)
 class RawRows:
     """One record's rows as an indexer read them, before any conversion.
@@ -88,13 +65,13 @@ class RawRows:
 
     def __post_init__(self) -> None:
         src = self.source
-        names = _schema_names(src.schema) if isinstance(src, pa.Table) else tuple(src)
-        object.__setattr__(self, "names", names)
+        names = src.schema.names if isinstance(src, pa.Table) else list(src)
+        object.__setattr__(self, "names", tuple(names))
 
     def check(self) -> None:
         """Raise ArtifactInvalidError if the artifact repeats a column name."""
         names = self.names
-        if names not in _UNIQUE and len(set(names)) != len(names):
+        if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise ArtifactInvalidError(
                 self.image_id, self.key, self.path, f"repeated column name(s) {dupes}"

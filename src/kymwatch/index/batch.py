@@ -273,7 +273,7 @@ def _typed(ix: DatasetIndexer, read: Sequence[RecordOutcome | RawRows]) -> list[
             outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INVALID, error=rows)
             out.append((outcome, None))
         else:
-            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows=rows.count)
+            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows.count)
             out.append((outcome, rows))
     return out
 
