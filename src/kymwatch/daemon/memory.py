@@ -79,9 +79,9 @@ from types import ModuleType
 
 __all__ = [
     "GC_THRESHOLD",
-    "REBUILD_GC_THRESHOLD",
     "MMAP_THRESHOLD",
     "NUMPY_ENV",
+    "REBUILD_GC_THRESHOLD",
     "daemon_up",
     "keep_numpy_out",
     "numpy_needed",
