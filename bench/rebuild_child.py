@@ -37,6 +37,12 @@ def main() -> None:
         use_system_allocator()
     except ImportError:
         pass
+    try:  # numpy kept out as `kymwatch rebuild` keeps it (built-in indexers, no --dask)
+        from kymwatch.daemon.memory import keep_numpy_out
+
+        keep_numpy_out(None, dask=False)
+    except ImportError:
+        pass
     import structlog
 
     from kymwatch.index import KymDataset
