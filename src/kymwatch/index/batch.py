@@ -328,7 +328,7 @@ class HeldResults(Sequence[Extracted]):
     def rows(self) -> int:
         """The rows held (every record's rows)."""
         return sum(
-            table.num_rows if table is not None else sum(s.count for _, s in pairs if s)
+            table.num_rows if table is not None else sum(s.count for _, s in pairs if s is not None)
             for _, table, pairs in self._chunks
         )
 

@@ -6,11 +6,11 @@ record's ``analysis/`` is listed once, each folder's symbolic-link checks are ma
 once and a file two indexers read is parsed once); then it hands each table to the
 caller, which merges and publishes it. The rows of every table are held until they
 are merged (a chunk's rows in one table per indexer; at 10k records of both
-generations a rebuild's peak RSS was 172 MiB, against 166 with one pass per group of
-indexers sharing an artifact, which read each record's folders once per pass). With a
-recheck, records that appeared or changed while they were
-read outside the table lock are read again under it (:func:`record_stamp` tells).
-An update of one table reads its records in chunks too (:func:`extract_in_chunks`).
+generations a rebuild's peak RSS was 155 MiB, against 149 with one pass per group of
+indexers sharing an artifact, which read each record's folders once per pass). With
+a recheck, records that appeared or changed while they were read outside the table
+lock are read again under it (:func:`record_stamp` tells). An update of one table
+reads its records in chunks too (:func:`extract_in_chunks`).
 """
 
 from __future__ import annotations
