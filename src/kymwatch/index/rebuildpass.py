@@ -4,10 +4,11 @@
 (:func:`~kymwatch.index.batch.extract_chunk`: one snapshot per record, so each
 record's ``analysis/`` is listed once, each folder's symbolic-link checks are made
 once and a file two indexers read is parsed once); then it hands each table to the
-caller, which merges and publishes it. The rows of every table are held until they
-are merged (a chunk's rows in one table per indexer; at 10k records of both
-generations a rebuild's peak RSS was 155 MiB, against 149 with one pass per group of
-indexers sharing an artifact, which read each record's folders once per pass). With
+caller, which merges and publishes it. The rows and outcomes of every table are held
+until it is merged (a chunk's rows in one table per indexer); peak RSS of a rebuild of
+both generations' records: 155 MiB at 10k and 290 at 50k, against 149 and 275 with one
+pass per group of indexers sharing an artifact (which read each record's folders once
+per pass and held one group's results at a time). With
 a recheck, records that appeared or changed while they were read outside the table
 lock are read again under it (:func:`record_stamp` tells). An update of one table
 reads its records in chunks too (:func:`extract_in_chunks`).
