@@ -37,6 +37,12 @@ def main() -> None:
         use_system_allocator()
     except ImportError:
         pass
+    try:  # numpy kept out as `kymwatch rebuild` keeps it (built-in indexers, no --dask)
+        from kymwatch.daemon.memory import keep_numpy_out
+
+        keep_numpy_out(None, dask=False)
+    except ImportError:
+        pass
     import structlog
 
     from kymwatch.index import KymDataset
@@ -61,6 +67,12 @@ def main() -> None:
     except ImportError:
         pass
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    try:  # as `kymwatch rebuild` does once its indexers are made (builds that have it)
+        from kymwatch.daemon.memory import tune_gc_for_rebuild
+
+        tune_gc_for_rebuild()
+    except ImportError:
+        pass
     imported = time.perf_counter() - t_import
     rss_after_import = _peak_mib()
     wall0, cpu0 = time.perf_counter(), time.process_time()

@@ -273,3 +273,62 @@ def test_each_daemon_of_a_folder_of_stores_freezes_once_it_is_up(tmp_path: Path)
         frozen = [doc for doc in map(json.loads, lines) if doc.get("event") == "gc_frozen"]
         assert len(frozen) == 1 and frozen[0]["frozen"] > 10_000
         assert_tables_match_rebuild(store, tmp_path / "scratch")
+
+
+_REBUILD_GC_CHILD = """
+import gc, json, os, sys
+from kymwatch.cli import main
+before = {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}
+rc = main(["rebuild", "--no-progress", sys.argv[1]])
+from kymwatch.daemon import memory
+print(json.dumps({"rc": rc, "before": before, "threshold": gc.get_threshold(),
+                  "frozen": gc.get_freeze_count(), "settings": memory.settings()}), flush=True)
+os._exit(0)  # pyarrow's teardown may abort (apache/arrow#34314)
+"""
+
+
+@pytest.mark.integration
+def test_kymwatch_rebuild_freezes_its_imports_and_raises_the_thresholds(tmp_path: Path) -> None:
+    """`kymwatch rebuild` sets the collector up for a rebuild: the thresholds
+    `REBUILD_GC_THRESHOLD` and what its imports and indexers left frozen before it
+    reads the records; it still writes every table, and no daemon_up would freeze."""
+    root = tmp_path / "dataset.zarr"
+    shutil.copytree(DATA / "ve_mixed" / "dataset.zarr", root)
+    shutil.rmtree(root / "tables")
+    proc = subprocess.run(
+        [sys.executable, "-c", _REBUILD_GC_CHILD, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=True,
+    )
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["rc"] == 0
+    assert doc["before"]["frozen"] == 0
+    assert tuple(doc["before"]["threshold"]) != memory.REBUILD_GC_THRESHOLD
+    assert tuple(doc["threshold"]) == memory.REBUILD_GC_THRESHOLD
+    assert doc["frozen"] > 10_000  # the imports (pyarrow, kymwatch) and the indexers
+    assert doc["settings"]["gc_rebuild"] == "frozen before the rebuild"
+    assert "gc" not in doc["settings"]  # a daemon_up in this process would not freeze
+    assert (root / "tables" / "kym_velocity_events.parquet").exists()
+
+
+def test_tune_gc_for_rebuild_freezes_what_is_alive_and_collects_garbage_first() -> None:
+    """`tune_gc_for_rebuild` collects a garbage cycle before freezing (it is not kept in
+    the permanent generation) and freezes the objects alive."""
+    code = (
+        "import gc, json\n"
+        "from kymwatch.daemon import memory\n"
+        "gc.disable()\n"
+        "a = []; a.append(a); del a\n"
+        "done = memory.tune_gc_for_rebuild()\n"
+        "print(json.dumps({'done': done, 'frozen': gc.get_freeze_count(),"
+        " 'threshold': gc.get_threshold()}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["done"]["collected"] >= 1
+    assert doc["done"]["frozen"] == doc["frozen"] > 0
+    assert tuple(doc["threshold"]) == memory.REBUILD_GC_THRESHOLD

@@ -219,16 +219,16 @@ def test_read_if_present_tells_nothing_there_from_unreadable(tmp_path: Path) -> 
 def test_a_rebuild_lists_analysis_once_over_its_passes(
     tmp_path: Path, calls: Counter[str], recheck: bool
 ) -> None:
-    """A rebuild of every table (two passes) lists each record's analysis/ in its first
-    pass only, and gives the outcomes and rows of one table rebuilt at a time; with a
-    recheck, a record that gained an artifact between the passes is read again."""
+    """A rebuild of every table (one pass over the records) lists each record's
+    analysis/ once, and gives the outcomes and rows of one table rebuilt at a time; with
+    a recheck, a record that gained an artifact after its chunk was read is read again."""
     ds, ids = _store(tmp_path, 6)
     kd = KymDataset(ds.path, "a", indexers=make_indexers(list(ALL)))
     gained = Path(ds.images_dir) / ids[1] / "analysis" / "radon" / "results.parquet"
     done = [0]
 
     def after_chunk() -> None:
-        """After the first pass's chunk: a generation-1 record gains kym_radon's file."""
+        """After the first chunk: a generation-1 record gains kym_radon's file."""
         done[0] += 1
         if done[0] == 1 and recheck:
             gained.parent.mkdir()
@@ -251,3 +251,36 @@ def test_a_rebuild_lists_analysis_once_over_its_passes(
         assert reports[name].table_rows == one.table_rows
     radon = {o.image_id: o.status for o in reports["kym_radon"].outcomes}
     assert radon[ids[1]] is (OutcomeStatus.INDEXED if recheck else OutcomeStatus.MISSING)
+
+
+def test_a_rebuild_reads_each_record_through_one_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild of every table reads each record once for all of them: each artifact
+    file opened once, and a record's link checks made once (generation 1: the record
+    folder, analysis/, and the look-up asking whether a record missing kym_radon's
+    artifact still exists; generation 2: analysis/, its two folders read, and the two
+    look-ups missing generation-1 artifacts), not once per group of tables."""
+    ds, ids = _store(tmp_path, 6)
+    gen2 = [i for i in ids if (Path(ds.images_dir) / i / "analysis" / "radon").is_dir()]
+    assert 0 < len(gen2) < len(ids)
+    kd = KymDataset(ds.path, "a", indexers=make_indexers(list(ALL)))
+    counts: Counter[str] = Counter()
+    real_lstat, real_open = os.lstat, os.open
+
+    def counted_lstat(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        if f"{os.sep}images{os.sep}" in os.fspath(path):
+            counts["lstat"] += 1
+        return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_open(path: str, *args: object, **kwargs: object) -> int:
+        if f"{os.sep}analysis{os.sep}" in os.fspath(path):
+            counts["open " + os.fspath(path)] += 1
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", counted_lstat)
+    monkeypatch.setattr(os, "open", counted_open)
+    kd.rebuild_reports(log_outcomes=False)
+    opened = {k: v for k, v in counts.items() if k.startswith("open ")}
+    assert opened and set(opened.values()) == {1}, opened
+    assert counts["lstat"] == 3 * (len(ids) - len(gen2)) + 5 * len(gen2), counts

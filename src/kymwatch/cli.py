@@ -182,6 +182,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from kymwatch.daemon.memory import (
         keep_numpy_out,
         trim,
+        tune_gc_for_rebuild,
         tune_process_memory,
         use_system_allocator,
     )
@@ -202,10 +203,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level, console="auto")
     kd = KymDataset(root, "a", indexers=make_indexers(select_indexers(root, requested)))
     skip_pyarrow_pandas_probe()  # after the plug-ins are imported: see kymwatch.index.frames
-    # One pass over the records for every table that shares artifacts (table by table on
-    # a cluster); the table lock is taken only to publish each table (a daemon keeps
-    # indexing while the records are read); records that change meanwhile are read again
-    # under it. A table is not kept once written.
+    tune_gc_for_rebuild()  # what the imports left frozen, fewer collections: see daemon.memory
+    # One pass over the records for every table (table by table on a cluster); the table
+    # lock is taken only to publish the tables (a daemon keeps indexing while the records
+    # are read); records that change meanwhile are read again under it. A table is not
+    # kept once written.
     with contextlib.ExitStack() as stack:
         try:
             if args.dask is not None:  # records read on a Dask cluster, tables published here

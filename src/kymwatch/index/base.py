@@ -88,6 +88,9 @@ class OutcomeStatus(enum.StrEnum):
     REMOVED = "record_removed"
 
 
+_KEEPS_OLD_ROWS = frozenset({OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID})
+
+
 @dataclass(frozen=True, slots=True)
 class RecordOutcome:
     """The result of indexing one record with one indexer.
@@ -113,7 +116,7 @@ class RecordOutcome:
     @property
     def keeps_old_rows(self) -> bool:
         """True when the table keeps the rows it already had for this record."""
-        return self.status in (OutcomeStatus.UNREADABLE, OutcomeStatus.INVALID)
+        return self.status in _KEEPS_OLD_ROWS
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,6 @@ def extract_chunk(
     ids: Sequence[str],
     *,
     listed: Mapping[str, Listing] | None = None,
-    keep: dict[str, frozenset[str]] | None = None,
 ) -> list[ChunkResult]:
     """Read the records ``ids`` with each of ``indexers``: one :class:`ChunkResult` per
     indexer (in that order), each record's rows typed to the indexer's table schema.
@@ -162,13 +161,12 @@ def extract_chunk(
     Each record is listed once for all the indexers. Nothing is written and no table is
     read: a caller merges the results into tables (``KymDataset``, a distributed
     rebuild). One bad record never stops the others (its outcome says why).
-    ``listed`` gives records' folders as listed already (not listed again); ``keep``
-    receives each record's ``analysis/`` names as read (a rebuild's next pass).
+    ``listed`` gives records' folders as listed already (not listed again).
 
     Raises:
         InvalidNameError: an id is not a valid record id.
     """
-    reads = _read_records(store, [(ix, ids) for ix in indexers], listed, keep)
+    reads = _read_records(store, [(ix, ids) for ix in indexers], listed)
     return [
         ChunkResult(ix.name, ix.table_name, tuple(_typed(ix, read)))
         for ix, read in zip(indexers, reads, strict=True)
@@ -215,12 +213,10 @@ def _read_records(
     store: ZarrDataset,
     jobs: Sequence[tuple[DatasetIndexer, Sequence[str]]],
     listed: Mapping[str, Listing] | None = None,
-    keep: dict[str, frozenset[str]] | None = None,
 ) -> list[list[RecordOutcome | RawRows]]:
     """Each job's reads of its ``ids`` (in that order), every record read through one
     snapshot for all the jobs that name it (in the order they first name it), primed
-    with its folders' names where ``listed`` has them; ``keep`` (one list of records
-    only) receives the names of each record's ``analysis/`` as read."""
+    with its folders' names where ``listed`` has them."""
     known: Mapping[str, Listing] = listed or {}
     reads: list[list[RecordOutcome | RawRows]] = [[] for _ in jobs]
     readers = [raw_reader(ix) for ix, _ in jobs]
@@ -232,8 +228,6 @@ def _read_records(
             rec = ZarrImageRecord(store, image_id, snapshot=True, listed=known.get(image_id))
             for ix, reader, out in each:
                 out.append(_read(ix, rec, reader))
-            if keep is not None and (names := rec.analysis_listing()) is not None:
-                keep[image_id] = names
         return reads
     wanted: dict[str, list[int]] = {}
     for k, (_, ids) in enumerate(jobs):
@@ -273,7 +267,7 @@ def _typed(ix: DatasetIndexer, read: Sequence[RecordOutcome | RawRows]) -> list[
             outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INVALID, error=rows)
             out.append((outcome, None))
         else:
-            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows=rows.count)
+            outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows.count)
             out.append((outcome, rows))
     return out
 
@@ -311,12 +305,42 @@ class HeldResults(Sequence[Extracted]):
     def add(self, chunk: ChunkResult) -> None:
         """Hold ``chunk``'s results after those already held."""
         table = _one_batch(chunk.extracted)
-        pairs = () if table is not None else chunk.extracted
-        self._chunks.append((chunk.outcomes, table, pairs))
+        if table is None:
+            self._chunks.append((chunk.outcomes, None, chunk.extracted))
+        else:
+            self._chunks.append((tuple(o for o, _ in chunk.extracted), table, ()))
         self._len += len(chunk.extracted)
 
     def __len__(self) -> int:
         return self._len
+
+    def outcomes(self) -> Iterator[RecordOutcome]:
+        """Each record's outcome, in order (no rows made)."""
+        for outcomes, _, _ in self._chunks:
+            yield from outcomes
+
+    def rows(self) -> int:
+        """The rows held (every record's rows)."""
+        return sum(
+            table.num_rows if table is not None else sum(s.count for _, s in pairs if s is not None)
+            for _, table, pairs in self._chunks
+        )
+
+    def whole_tables(self) -> list[tuple[tuple[RecordOutcome, ...], pa.Table]] | None:
+        """Each chunk's outcomes and the one table holding its indexed records' rows in
+        their order (no other rows; a chunk without rows is left out); None if a chunk's
+        rows are not in one table or a record keeps its old rows (unreadable or
+        invalid): then the pairs are needed. A rebuild's merge takes each chunk's table
+        whole (:func:`~kymwatch.index.tablework.merge_rebuild`: no per-record slices)."""
+        out: list[tuple[tuple[RecordOutcome, ...], pa.Table]] = []
+        for outcomes, table, pairs in self._chunks:
+            if any(o.keeps_old_rows for o in outcomes):
+                return None
+            if table is not None:
+                out.append((outcomes, table))
+            elif any(span is not None for _, span in pairs):  # rows (or columns) apart
+                return None
+        return out
 
     def __iter__(self) -> Iterator[Extracted]:
         for outcomes, table, pairs in self._chunks:

@@ -26,7 +26,7 @@ import structlog
 from kymwatch.errors import TableNotFoundError, TableUnreadableError
 from kymwatch.index.arrow_schema import empty_arrow
 from kymwatch.index.base import DatasetIndexer, RecordOutcome, UpdateReport
-from kymwatch.index.batch import Extracted
+from kymwatch.index.batch import Extracted, HeldResults
 from kymwatch.index.frames import with_pandas_metadata
 from kymwatch.index.parted import PartedTables
 from kymwatch.index.partition import PartPlan, plan_parts
@@ -393,9 +393,13 @@ class Publisher:
 def report_of(m: Merged, on_outcome: Callable[[RecordOutcome], None] | None) -> UpdateReport:
     """The report of a published table (``table_updated``); each outcome goes to
     ``on_outcome`` first (a record whose old rows were kept: with their count)."""
-    ix, table = m.ix, m.table
-    rows_written = sum(rows.count for _, rows in m.results if rows is not None)
-    outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o, _ in m.results)
+    ix, table, results = m.ix, m.table, m.results
+    if isinstance(results, HeldResults):  # a rebuild's: no pairs made
+        rows_written, plain = results.rows(), tuple(results.outcomes())
+    else:
+        rows_written = sum(rows.count for _, rows in results if rows is not None)
+        plain = tuple(o for o, _ in results)
+    outcomes = tuple(_with_kept_rows(o, table) if o.keeps_old_rows else o for o in plain)
     if on_outcome is not None:
         for o in outcomes:
             on_outcome(o)

@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from kymwatch.index.arrow_column import convert_column
 from kymwatch.index.arrow_schema import RowSpan, empty_arrow, finish_table, unify
-from kymwatch.index.base import DatasetIndexer, extras_position
-from kymwatch.index.batch import Extracted
+from kymwatch.index.base import DatasetIndexer, OutcomeStatus, RecordOutcome, extras_position
+from kymwatch.index.batch import Extracted, HeldResults
 from kymwatch.index.gather import align, gather_spans
 from kymwatch.index.schema import Coercions
 from kymwatch.store.engine import SortedTable, concat
@@ -121,9 +121,16 @@ def merge_rebuild(
     keep the rows ``current`` has for them), in ``image_id`` order.
 
     Rows that lie next to each other in one batch table (records read in id order, the
-    usual rebuild) are taken as one slice: no per-record tables are built.
+    usual rebuild) are taken as one slice: no per-record tables are built. A rebuild's
+    held results whose chunks each hold their rows in one table (the usual case) are
+    merged chunk table by chunk table (:func:`_merge_whole`: no per-record spans).
     """
     extras_at = extras_position(ix)
+    whole = results.whole_tables() if isinstance(results, HeldResults) else None
+    if whole is not None:
+        merged = _merge_whole(current, whole, ix)
+        if merged is not None:
+            return merged
     parts: list[tuple[str, RowSpan]] = []
     batches: dict[int, pa.Table] = {}
     for o, span in results:
@@ -149,3 +156,34 @@ def merge_rebuild(
     offsets = accumulate((s.count for _, s in parts), initial=0)
     table = finish_table(table, ix.columns, extras_at, keep_null, typed=True)
     return SortedTable.of(table, ids, offsets)
+
+
+def _merge_whole(
+    current: SortedTable,
+    whole: Sequence[tuple[Sequence[RecordOutcome], pa.Table]],
+    ix: DatasetIndexer,
+) -> SortedTable | None:
+    """:func:`merge_rebuild` of results held as chunk tables (each chunk's outcomes and
+    the table of its indexed records' rows, in order: :meth:`HeldResults.whole_tables`),
+    the same table built from the tables whole; None when the records are not in
+    strictly increasing id order (the caller sorts them)."""
+    ids: list[str] = []
+    counts: list[int] = []
+    for outcomes, _ in whole:
+        for o in outcomes:
+            if o.rows and o.status is OutcomeStatus.INDEXED:
+                ids.append(o.image_id)
+                counts.append(o.rows)
+    if not ids:
+        return SortedTable.of(empty_arrow(ix.columns), (), (0,))
+    if any(ids[k] >= ids[k + 1] for k in range(len(ids) - 1)):
+        return None
+    extras_at = extras_position(ix)
+    tables = [t for _, t in whole if t.num_rows]
+    keep_null: set[str] = set()
+    if extras_at is not None:
+        keep_null = _all_null_columns(current.table)
+        keep_null |= {c for _, t in whole for c in t.column_names}
+    table = gather_spans([RowSpan(t, 0, t.num_rows) for t in tables])
+    table = finish_table(table, ix.columns, extras_at, keep_null, typed=True)
+    return SortedTable.of(table, tuple(ids), accumulate(counts, initial=0))

@@ -78,11 +78,6 @@ class ArtifactFiles:
         self._probing: set[str] = set()
         self._opened: dict[str, bytes | ArtifactUnreadableError] = {}
 
-    def analysis_listing(self) -> frozenset[str] | None:
-        """The names in ``analysis/`` as this snapshot listed them (or was given them);
-        None when it did not list it (no look-up yet) or could not."""
-        return None if self._listed is None else self._listed.get("")
-
     def find_artifact_file(
         self, name: str, formats: Sequence[ArtifactFormat]
     ) -> tuple[str, ArtifactFormat] | None:
