@@ -338,27 +338,3 @@ def test_a_burst_then_a_lone_edit_end_equal_to_a_rebuild(
         [line] = _batches(captured_logs)
         assert line["records"] == 1 and line["chunks"] == 1
     assert_tables_match_rebuild(store, tmp_path / "scratch")
-
-
-def test_the_heap_is_trimmed_after_a_write_not_between_held_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_logs: Logs
-) -> None:
-    """Freed heap memory is handed back (``malloc_trim``) after the chunk that writes the
-    tables, or by the flush that writes held chunks, not after each held chunk, whose
-    memory the next chunk's reading would fault back in (page faults in a burst)."""
-    store, ids, clock, daemon = _indexed(tmp_path, 6)
-    spy = _Spy(daemon, monkeypatch, clock)
-    trims: list[bool] = []
-    monkeypatch.setattr(indexing_module, "_TRIM_AFTER", 1)
-    monkeypatch.setattr(indexing_module.memory, "trim", lambda: trims.append(True) or True)
-    changes = [_edit(store, ids, i, 3) for i in ids[:4]]
-    assert daemon.indexing.index(changes, clock.now, source="events")
-    assert spy.holds == [True, True, True, False]
-    assert trims == [True]
-    daemon.debouncer.feed(RecordChange(ids[5]), clock.now - 60.0)  # due now: held, then flushed
-    assert daemon.indexing.index(changes[:2], clock.now, source="events", keep_held=True)
-    assert spy.holds[4:] == [True, True] and trims == [True]
-    assert daemon.indexing.flush()
-    assert trims == [True, True]
-    daemon.state.close()
-    assert_tables_match_rebuild(store, tmp_path / "scratch")

@@ -169,8 +169,6 @@ class ChunkedIndexing:
                 self._release_held()
             if result is not None:
                 self._report(batches, result, self._held_source)
-            if sum(len(b) for b in batches) >= _TRIM_AFTER:
-                memory.trim()  # the held chunks' memory, not trimmed between them
             return True
         finally:
             self._held_since = None
@@ -242,9 +240,7 @@ class ChunkedIndexing:
             i += len(chunk)
             if track:
                 self.reporter.progress_step(i)
-            if len(chunk) >= _TRIM_AFTER and not self._held:
-                # Hand back what a big chunk freed (a few ms) once its tables are written:
-                # between held chunks the next chunk's reading would fault it back in.
+            if len(chunk) >= _TRIM_AFTER:  # hand back what a big chunk freed (a few ms)
                 memory.trim()
             self._between(i < len(changes))
             if i >= len(changes):
