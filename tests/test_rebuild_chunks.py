@@ -31,7 +31,6 @@ from kymwatch.index.batch import (
     HeldResults,
     extract_batch,
     extract_chunk,
-    passes,
 )
 from kymwatch.index.gather import gather_spans
 from kymwatch.store import ArtifactFormat, ZarrDataset, ZarrImageRecord
@@ -169,16 +168,6 @@ def test_snapshot_record_finds_what_a_plain_record_finds(tmp_path: Path) -> None
     [(outcome, rows)] = extract_batch(ix, ds, [ids[0]])
     assert outcome.status is OutcomeStatus.UNREADABLE and rows is None
     assert "symbolic link" in (outcome.error or "")
-
-
-def test_passes_group_indexers_that_read_a_common_artifact() -> None:
-    """Indexers sharing an artifact name read in one pass (a file both read is parsed
-    once), the others in their own, in the order the indexers were given."""
-    ixs = make_indexers(["radon_report", "velocity_events", "kym_radon", "kym_velocity_events"])
-    groups = [[ix.name for ix in g] for g in passes(ixs)]
-    assert groups == [["radon_report", "kym_radon"], ["velocity_events", "kym_velocity_events"]]
-    apart = [[ix.name for ix in g] for g in passes(ixs[:2])]
-    assert apart == [["radon_report"], ["velocity_events"]]
 
 
 def test_held_results_give_back_each_chunks_pairs(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from helpers_store import write_mixed_generations
 from kymwatch.errors import ArtifactNotFoundError, ArtifactUnreadableError
 from kymwatch.index import KymDataset, OutcomeStatus, make_indexers
-from kymwatch.index.batch import extract_batch, extract_chunk, passes
+from kymwatch.index.batch import extract_batch, extract_chunk
 from kymwatch.index.indexers import raw_reader
 from kymwatch.store import ArtifactFormat, ZarrDataset, ZarrImageRecord
 from kymwatch.store.artifactio import read_if_present
@@ -168,22 +168,21 @@ def test_a_pass_opens_each_file_once_and_lists_analysis_once(
 ) -> None:
     """One pass of every indexer over a mixed store: each artifact file opened once
     (a generation-1 events file two indexers read too), ``analysis/`` listed once per
-    record and pass, its folders never listed; the rows those of plain reads."""
+    record, its folders never listed; the rows those of plain reads."""
     ds, ids = _store(tmp_path, 6)
     ixs = make_indexers(list(ALL))
-    groups = passes(ixs)
     calls.clear()
-    snap = {r.indexer: r for g in groups for r in extract_chunk(ds, g, ids)}
+    snap = {r.indexer: r for r in extract_chunk(ds, ixs, ids)}
     listed = {k: v for k, v in calls.items() if k.startswith("listdir")}
-    assert listed == {"listdir analysis": len(ids) * len(groups)}, calls
+    assert listed == {"listdir analysis": len(ids)}, calls
     opened = {k: v for k, v in calls.items() if k.startswith("open")}
     assert set(opened.values()) == {1}, opened
     files = {f"open {f}" for f in Path(ds.images_dir).glob("*/analysis/**/*.*") if f.is_file()}
     assert set(opened) == files
-    # At most three lstat per record and pass (the record folder's link check, made by
-    # the look-up that asks whether a record with a missing artifact still exists;
-    # analysis/'s; the folder read's): none per name and format looked up.
-    assert calls["lstat"] <= len(ids) * len(groups) * 3, calls
+    # At most five lstat per record (the record folder's link check, made by the
+    # look-ups that ask whether a record with a missing artifact still exists;
+    # analysis/'s; the folders read's): none per name and format looked up.
+    assert calls["lstat"] <= len(ids) * 5, calls
     for ix in ixs:
         reader = raw_reader(ix)
         assert reader is not None
@@ -216,7 +215,7 @@ def test_read_if_present_tells_nothing_there_from_unreadable(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("recheck", [False, True])
-def test_a_rebuild_lists_analysis_once_over_its_passes(
+def test_a_rebuild_lists_each_records_analysis_once(
     tmp_path: Path, calls: Counter[str], recheck: bool
 ) -> None:
     """A rebuild of every table (one pass over the records) lists each record's

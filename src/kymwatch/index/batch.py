@@ -31,7 +31,6 @@ __all__ = [
     "extract_batch",
     "extract_chunk",
     "extract_jobs",
-    "passes",
 ]
 
 Reader = Callable[[ZarrImageRecord], RawRows]
@@ -270,25 +269,6 @@ def _typed(ix: DatasetIndexer, read: Sequence[RecordOutcome | RawRows]) -> list[
             outcome = RecordOutcome(r.image_id, ix.name, OutcomeStatus.INDEXED, rows.count)
             out.append((outcome, rows))
     return out
-
-
-def passes(indexers: Sequence[DatasetIndexer]) -> list[list[DatasetIndexer]]:
-    """``indexers`` in groups that share a pass over the records: indexers whose
-    artifact names overlap (directly or through another) read together, so a file both
-    read is parsed once; the others apart, so that a rebuild holds only one group's rows.
-    Groups in the order of their first indexer; indexers in their order."""
-    groups: list[tuple[set[str], list[DatasetIndexer]]] = []
-    for ix in indexers:
-        names = set(ix.artifact_names)
-        joined = [g for g in groups if g[0] & names]
-        merged: tuple[set[str], list[DatasetIndexer]] = (names, [ix])
-        for g in joined:
-            groups.remove(g)
-            merged = (g[0] | merged[0], g[1] + merged[1])
-        groups.append(merged)
-    order = {id(ix): k for k, ix in enumerate(indexers)}
-    out = [sorted(g[1], key=lambda ix: order[id(ix)]) for g in groups]
-    return sorted(out, key=lambda g: order[id(g[0])])
 
 
 class HeldResults(Sequence[Extracted]):

@@ -188,13 +188,13 @@ class KymDataset(TableAccess):
         after_chunk: Callable[[], object] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[UpdateReport]:
-        """Rebuild several tables (default: every indexer's), the indexers that read a
-        common artifact in one pass over every record (:func:`~kymwatch.index.batch.passes`:
-        each record's analysis/ is listed once and a file both read is parsed once), records
+        """Rebuild several tables (default: every indexer's) from one pass over every
+        record (:func:`~kymwatch.index.rebuildpass.rebuild_passes`: each record's
+        analysis/ is listed once and a file two indexers read is parsed once), records
         read in chunks of 1,000 (:func:`~kymwatch.index.batch.extract_chunk`); then each
-        table of the pass is merged and published as :meth:`rebuild_report` does (same
-        tables, same outcomes; one report per table, in the order given). Only one
-        pass's rows are in memory at a time.
+        table is merged and published as :meth:`rebuild_report` does (same tables, same
+        outcomes; one report per table, in the order given). Every table's rows are held
+        until it is merged.
 
         With ``keep_tables=False`` a table is not kept in memory once written (a one-off
         rebuild: :meth:`get_table` reads it again from disk). ``after_chunk`` is called
