@@ -8,7 +8,7 @@ extra columns are typed from the merged rows alone (:func:`finish_table`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
 import pyarrow as pa
@@ -125,7 +125,6 @@ def merge_rebuild(
     held results whose chunks each hold their rows in one table (the usual case) are
     merged chunk table by chunk table (:func:`_merge_whole`: no per-record spans).
     """
-    extras_at = extras_position(ix)
     whole = results.whole_tables() if isinstance(results, HeldResults) else None
     if whole is not None:
         merged = _merge_whole(current, whole, ix)
@@ -145,17 +144,11 @@ def merge_rebuild(
             parts.append((o.image_id, span))
     if not parts:
         return SortedTable.of(empty_arrow(ix.columns), (), (0,))
-    keep_null: set[str] = set()
-    if extras_at is not None:
-        keep_null = _all_null_columns(current.table)
-        keep_null |= {c for b in batches.values() for c in b.column_names}
     if any(parts[k][0] >= parts[k + 1][0] for k in range(len(parts) - 1)):
         parts.sort(key=lambda p: p[0])
-    table = gather_spans([span for _, span in parts])
+    spans = [span for _, span in parts]
     ids = tuple(i for i, _ in parts)
-    offsets = accumulate((s.count for _, s in parts), initial=0)
-    table = finish_table(table, ix.columns, extras_at, keep_null, typed=True)
-    return SortedTable.of(table, ids, offsets)
+    return _assembled(current, spans, batches.values(), ids, [s.count for s in spans], ix)
 
 
 def _merge_whole(
@@ -178,12 +171,25 @@ def _merge_whole(
         return SortedTable.of(empty_arrow(ix.columns), (), (0,))
     if any(ids[k] >= ids[k + 1] for k in range(len(ids) - 1)):
         return None
+    spans = [RowSpan(t, 0, t.num_rows) for _, t in whole if t.num_rows]
+    return _assembled(current, spans, [t for _, t in whole], tuple(ids), counts, ix)
+
+
+def _assembled(
+    current: SortedTable,
+    spans: Sequence[RowSpan],
+    batches: Iterable[pa.Table],
+    ids: tuple[str, ...],
+    counts: Sequence[int],
+    ix: DatasetIndexer,
+) -> SortedTable:
+    """The rebuilt table of ``spans`` (rows of ``ids`` in order, ``counts`` each),
+    typed; the all-null columns of ``current`` and every column of ``batches`` (the
+    tables the rows came from) are kept where the indexer keeps extra columns."""
     extras_at = extras_position(ix)
-    tables = [t for _, t in whole if t.num_rows]
     keep_null: set[str] = set()
     if extras_at is not None:
         keep_null = _all_null_columns(current.table)
-        keep_null |= {c for _, t in whole for c in t.column_names}
-    table = gather_spans([RowSpan(t, 0, t.num_rows) for t in tables])
-    table = finish_table(table, ix.columns, extras_at, keep_null, typed=True)
-    return SortedTable.of(table, tuple(ids), accumulate(counts, initial=0))
+        keep_null |= {c for b in batches for c in b.column_names}
+    table = finish_table(gather_spans(spans), ix.columns, extras_at, keep_null, typed=True)
+    return SortedTable.of(table, ids, accumulate(counts, initial=0))
