@@ -255,17 +255,10 @@ def tune_gc_for_rebuild() -> dict[str, object]:
     and every object alive now (the imports, the indexers) collected once, then frozen,
     so the collections the rebuild still makes do not scan them. Returns what was
     done, as :func:`daemon_up` does."""
-    start = time.perf_counter()
     gc.set_threshold(*REBUILD_GC_THRESHOLD)
-    collected = gc.collect()
-    gc.freeze()
     _SETTINGS["gc_threshold"] = list(gc.get_threshold())
     _SETTINGS["gc_rebuild"] = "frozen before the rebuild"  # not "gc": no daemon_up freezes
-    return {
-        "frozen": gc.get_freeze_count(),
-        "collected": collected,
-        "duration_ms": round((time.perf_counter() - start) * 1000, 1),
-    }
+    return _collect_and_freeze()
 
 
 def daemon_up() -> dict[str, object] | None:
@@ -278,8 +271,13 @@ def daemon_up() -> dict[str, object] | None:
     """
     if _SETTINGS.get("gc") is None:
         return None
-    start = time.perf_counter()
     gc.unfreeze()  # garbage cycles among objects an earlier daemon_up froze are found too
+    return _collect_and_freeze()
+
+
+def _collect_and_freeze() -> dict[str, object]:
+    """One full collection, then every object left frozen; what was done."""
+    start = time.perf_counter()
     collected = gc.collect()
     gc.freeze()
     return {
