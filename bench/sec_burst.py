@@ -51,10 +51,7 @@ def _unshare_bursts(store: Path, bursts: Iterable[list[int]]) -> None:
     ``bench/ANALYSIS.md``, "Burst, session 9"). A user's store has no such links:
     unshared, every rep is the realistic case, not only the second and later ones.
     """
-    for i in sorted({i for idx in bursts for i in idx}):
-        for kind in storegen.KINDS:
-            storegen.unshare(storegen.artifact_path(store, i, kind))
-    stores.seed_state(store)
+    stores.unshare_artifacts(store, [(i, k) for idx in bursts for i in idx for k in storegen.KINDS])
     os.sync()  # the copies' writes are on disk before the first burst is timed
 
 

@@ -151,16 +151,6 @@ def _plan(seed: int, n: int, samples: int) -> tuple[random.Random, list[storegen
     return rng, [storegen.Edit(rng.randrange(n), storegen.KINDS[k % 2]) for k in range(samples)]
 
 
-def _unshare_edited(store: Path, edits: list[storegen.Edit]) -> None:
-    """Give every artifact ``edits`` will write in place its own inode (an in-place
-    write must not reach the cache through a hard link), then record the state again:
-    the daemon starts with nothing to re-index, as in the atomic sessions (a restart
-    with changed records is the scale section's)."""
-    for e in {(e.index, e.kind) for e in edits}:
-        storegen.unshare(storegen.artifact_path(store, *e))
-    stores.seed_state(store)
-
-
 def _session(
     ctx: Ctx,
     store: Path,
@@ -239,7 +229,9 @@ def _size(ctx: Ctx, n: int, writer: str) -> dict[str, Any]:
     sessions = max(1, min(o.reps, total // 20))
     plans = [_plan(s, n, total // sessions) for s in range(sessions)]
     if writer == "inplace":
-        _unshare_edited(store, [e for _, edits in plans for e in edits])
+        # in-place writes must not reach the cache through a hard link; the daemon then
+        # starts with nothing to re-index, as in the atomic sessions
+        stores.unshare_artifacts(store, [(e.index, e.kind) for _, edits in plans for e in edits])
     runs = []
     for s, plan in enumerate(plans):
         ctx.log(f"latency: {n} records, {writer} writer, session {s + 1}/{sessions}")

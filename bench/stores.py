@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,19 @@ def seed_state(store: Path) -> None:
     (store / "index").mkdir(exist_ok=True)
     state.save(store)
     state.close()
+
+
+def unshare_artifacts(store: Path, artifacts: Iterable[tuple[int, str]]) -> None:
+    """Give each artifact (record index, kind) of ``store`` its own inode, then record
+    the state again, so a daemon started on the store has nothing to re-index.
+
+    A hard-link copy's artifacts share their inodes with the cache: an in-place write
+    would reach the cache, and a rename over one frees nothing (a user's rename frees
+    the file it replaces; ``bench/ANALYSIS.md``, "Burst, session 9").
+    """
+    for i, kind in sorted(set(artifacts)):
+        storegen.unshare(storegen.artifact_path(store, i, kind))
+    seed_state(store)
 
 
 def indexed_copy(n_records: int, dest: Path) -> Path:
